@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's Python environment and link it at .venv.
+#
+# The environment is torch 2.14.1 + torchvision 0.29.1, a pure-Python detectron2 0.6 built from
+# the PyPI sdist (tools/detectron2_wheel), and hfai_runtime installed editable with its test
+# tools. It lives in a cache folder keyed by a hash of everything that decides its contents,
+# so a second run with unchanged inputs finishes in about a second; .venv is a link into it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+python=${PYTHON:-python3.11}
+cache=${D2_HFAI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/d2-hfai-template}
+
+key=$( { "$python" --version; echo "$repo"; cat tools/bootstrap.sh pyproject.toml \
+          tools/detectron2_wheel/*.py; } | sha256sum | cut -c1-16)
+venv="$cache/venv-$key"
+
+if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then
+    ln -sfn "$venv" .venv
+    exit 0
+fi
+
+echo "bootstrap: building the environment in $venv (first run: a few minutes, ~6 GB)"
+rm -rf "$venv" "$venv.partial"
+mkdir -p "$cache"
+"$python" -m venv "$venv.partial"
+# venv scripts embed their own path: build in place under the final name, mark complete last.
+mv "$venv.partial" "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
+# torch: these exact releases install from this machine's local disk; others download GBs.
+"${pip[@]}" install torch==2.14.1 torchvision==0.29.1
+
+wheels="$cache/detectron2-wheel-$(cat tools/detectron2_wheel/*.py | sha256sum | cut -c1-16)"
+if ! ls "$wheels"/detectron2-0.6-*.whl >/dev/null 2>&1; then
+    "$venv/bin/python" tools/detectron2_wheel/build.py --out "$wheels"
+fi
+"${pip[@]}" install --find-links "$wheels" -e ".[detectron2,test]"
+"$venv/bin/python" -c "import detectron2, torch, hfai_runtime; print('bootstrap: detectron2', detectron2.__version__, 'torch', torch.__version__)"
+echo "$repo" > "$venv/.complete"
+# Environments of this checkout from older inputs are dead weight (~6 GB each).
+for old in "$cache"/venv-*; do
+    if [ "$old" != "$venv" ] && [ "$(cat "$old/.complete" 2>/dev/null)" = "$repo" ]; then
+        rm -rf "$old"
+    fi
+done
+ln -sfn "$venv" .venv

@@ -1,0 +1,69 @@
+"""Stand-in for detectron2's compiled extension in the pure-Python CPU build.
+
+This wheel is built from the PyPI sdist ``pb1-detectron2==0.6``, which ships no C++ sources.
+Everything that detection training needs is pure PyTorch; only the ops below are compiled.
+Using one raises :class:`CompiledOpUnavailable` with the reason, instead of an obscure
+``AttributeError`` or a silently wrong result. The CUDA image builds real detectron2 from
+source, where this module does not exist.
+"""
+
+import torch
+
+_WHY = (
+    "detectron2.{op} is a compiled C++/CUDA op, and this detectron2 is the pure-Python CPU "
+    "build made by d2-hfai-template's bootstrap (the PyPI sdist carries no C++ sources). "
+    "Use the project's CUDA image (which builds detectron2 from source) for rotated boxes, "
+    "deformable convolution and the fast COCO evaluator; on CPU pass "
+    "COCOEvaluator(..., use_fast_impl=False)."
+)
+
+
+class CompiledOpUnavailable(RuntimeError):
+    """Raised when code calls a detectron2 op that only exists in the compiled extension."""
+
+
+def _unavailable(op: str):
+    def op_stub(*args, **kwargs):
+        raise CompiledOpUnavailable(_WHY.format(op=op))
+
+    op_stub.__name__ = op
+    return op_stub
+
+
+_OPS = (
+    "box_iou_rotated",
+    "roi_align_rotated_forward",
+    "roi_align_rotated_backward",
+    "deform_conv_forward",
+    "deform_conv_backward_input",
+    "deform_conv_backward_filter",
+    "modulated_deform_conv_forward",
+    "modulated_deform_conv_backward",
+    "get_compiler_version",
+    "get_cuda_version",
+    "has_cuda",
+    "InstanceAnnotation",
+    "COCOevalEvaluateImages",
+    "COCOevalAccumulate",
+)
+globals().update({op: _unavailable(op) for op in _OPS})
+
+
+def __getattr__(name: str):
+    """Any other compiled symbol fails the same clear way."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _unavailable(name)
+
+
+# detectron2.layers.nms calls torch.ops.detectron2.nms_rotated, which the real extension
+# registers with the dispatcher. Register a schema-compatible op that raises the same error.
+_LIB = torch.library.Library("detectron2", "DEF")
+_LIB.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
+
+
+def _nms_rotated(boxes, scores, iou_threshold):
+    raise CompiledOpUnavailable(_WHY.format(op="nms_rotated"))
+
+
+_LIB.impl("nms_rotated", _nms_rotated, "CompositeExplicitAutograd")
