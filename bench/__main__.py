@@ -1,0 +1,9 @@
+"""Run every benchmark in :data:`BENCHMARKS`, one after another."""
+
+import importlib
+
+BENCHMARKS: tuple[str, ...] = ()
+
+for name in BENCHMARKS:
+    print(f"\n=== bench.{name} ===", flush=True)
+    importlib.import_module(f"bench.{name}").main()
