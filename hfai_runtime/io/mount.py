@@ -11,7 +11,7 @@ registered -- no catalog entry needs rewriting:
 * writes, ``mkdirs`` and ``rm`` always go to disk.
 
 iopath picks handlers by string prefix, so a path matches only when spelled with one of the
-handler's folder spellings (as given, normalised, and absolute).
+handler's folder spellings (normalised, with a leading ``./`` if relative, and absolute).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class PackMountPathHandler(PathHandler):
 
     def __init__(self, local_dir: str | os.PathLike, pack_uri: str, packs: FFRecordPathHandler) -> None:
         super().__init__()
-        local_dir = os.fspath(local_dir)
-        spellings = {local_dir, os.path.normpath(local_dir), os.path.abspath(local_dir)}
+        local_dir = os.path.normpath(local_dir)
+        spellings = {local_dir, os.path.abspath(local_dir)}
+        if not os.path.isabs(local_dir):
+            spellings.add(os.path.join(".", local_dir))
         # Longest first, so that the remainder of a path is computed against the best match.
         self._prefixes = sorted({s.rstrip("/") + "/" for s in spellings}, key=len, reverse=True)
         self._pack_uri = pack_uri.rstrip("/")
