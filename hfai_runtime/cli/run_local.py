@@ -1,0 +1,91 @@
+"""``hfai-runtime run-local k8s/<job>.yaml``: run a rendered PyTorchJob/TrainJob on this machine.
+
+Each replica becomes a local process running the container's command in the project folder,
+with the environment the Kubeflow operator would inject (master on loopback), on CPU. The
+operator's restart policies, backoff limit, suspension and grace periods apply; ``--preempt``
+and ``--suspend-at`` play the cluster's part. Exit code 0 only when the job succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run-local",
+        help="run a rendered PyTorchJob/TrainJob locally with the operator's semantics",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
+    parser.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/pytorchjob.yaml")
+    parser.add_argument("--project-dir", type=Path,
+                        help="where replicas run (default: the manifest folder's parent)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="local folder for the pods' volume mounts (default: the project)")
+    parser.add_argument("--mount", action="append", default=[], metavar="PATH=DIR",
+                        type=_mount, help="map one container mount path to a local folder")
+    parser.add_argument("--preempt", action="append", default=[], metavar="REPLICA@SECONDS",
+                        type=_preempt,
+                        help="SIGTERM REPLICA (master-0, worker-0, node-1) SECONDS after the "
+                             "start, SIGKILL after its grace period; may repeat")
+    parser.add_argument("--suspend-at", type=float, metavar="SECONDS",
+                        help="set runPolicy.suspend SECONDS after the start: every replica stops")
+    parser.add_argument("--resume-after", type=float, default=0.0, metavar="SECONDS",
+                        help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
+    parser.add_argument("--events", type=Path, metavar="FILE",
+                        help="also write the timeline as JSON lines to FILE")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hfai_runtime.local.manifest import ManifestError, load_job
+    from hfai_runtime.local.runner import RunOptions, run_job
+
+    try:
+        job = load_job(args.manifest)
+    except ManifestError as exc:
+        print(f"run-local: {exc}", file=sys.stderr)
+        return 2
+    names = {r.name for r in job.replicas}
+    unknown = sorted({name for name, _ in args.preempt} - names)
+    if unknown:
+        print(f"run-local: --preempt {unknown[0]}: no such replica (the job has "
+              f"{', '.join(sorted(names))})", file=sys.stderr)
+        return 2
+    project = (args.project_dir or args.manifest.resolve().parent.parent).resolve()
+    options = RunOptions(
+        project_dir=project,
+        data_dir=args.data_dir.resolve() if args.data_dir else None,
+        mounts=dict(args.mount),
+        preempt=args.preempt,
+        suspend_at=args.suspend_at,
+        resume_after=args.resume_after,
+    )
+    result = run_job(job, options, write=lambda line: print(line, flush=True))
+    print(f"\nTimeline of {job.kind} {job.name}:")
+    for event in result.events:
+        print(f"  {event.time:8.2f}s  {event.replica or 'job':<10} {event.kind:<12} {event.detail}")
+    print(f"\n{job.kind} {job.name}: {result.condition} ({result.reason}) -- {result.message}")
+    if args.events:
+        result.write_events(args.events)
+    return 0 if result.succeeded else 1
+
+
+def _mount(text: str) -> tuple[str, Path]:
+    path, sep, local = text.partition("=")
+    if not sep or not path.startswith("/") or not local:
+        raise argparse.ArgumentTypeError(f"expected PATH=DIR with an absolute PATH, got {text!r}")
+    return path.rstrip("/") or "/", Path(local).resolve()
+
+
+def _preempt(text: str) -> tuple[str, float]:
+    name, sep, seconds = text.rpartition("@")
+    try:
+        at = float(seconds)
+    except ValueError:
+        at = -1.0
+    if not sep or not name or at < 0:
+        raise argparse.ArgumentTypeError(f"expected REPLICA@SECONDS like worker-0@20, got {text!r}")
+    return name, at

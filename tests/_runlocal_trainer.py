@@ -1,0 +1,60 @@
+"""A stand-in for train_net.py in the run-local tests: "trains" with a checkpoint file.
+
+Each step sleeps --step seconds. SIGTERM only sets a flag (as the real runtime does); after the
+current step the script saves the iteration it finished, prints detectron2-like lines
+("suspend at iteration N") and exits 143. On start it resumes from the file ("Starting training
+from iteration N+1"). Other flags make it misbehave on purpose.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--iters", type=int, default=3)
+parser.add_argument("--step", type=float, default=0.05)
+parser.add_argument("--ckpt-dir", default="")
+parser.add_argument("--exit", type=int, help="exit with this code right away")
+parser.add_argument("--exit-once", type=int, help="exit with this code on the first attempt only")
+parser.add_argument("--ignore-sigterm", action="store_true")
+parser.add_argument("--print-env", default="", help="comma-separated variables to print")
+args = parser.parse_args()
+
+rank = os.environ.get("RANK", os.environ.get("PET_NODE_RANK", "0"))
+for name in filter(None, args.print_env.split(",")):
+    print(f"env {name}={os.environ.get(name, '<unset>')}")
+if args.exit is not None:
+    print(f"exiting with {args.exit}")
+    sys.exit(args.exit)
+if args.exit_once is not None:
+    marker = os.path.join(args.ckpt_dir, f"attempted-{rank}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        print(f"first attempt: exiting with {args.exit_once}")
+        sys.exit(args.exit_once)
+
+stop = False
+
+
+def on_sigterm(signum, frame):
+    global stop
+    stop = True
+
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else on_sigterm)
+ckpt = os.path.join(args.ckpt_dir, f"ckpt-{rank}") if args.ckpt_dir else ""
+start = int(open(ckpt).read()) + 1 if ckpt and os.path.exists(ckpt) else 0
+print(f"Starting training from iteration {start}")
+for it in range(start, args.iters):
+    time.sleep(args.step)
+    print(f"iter {it}")
+    if stop:
+        if ckpt:
+            with open(ckpt + ".tmp", "w") as f:
+                f.write(str(it))
+            os.replace(ckpt + ".tmp", ckpt)
+        print(f"suspend at iteration {it}")
+        sys.exit(143)
+print("done")

@@ -1,0 +1,197 @@
+"""``hfai-runtime run-local``: real local processes under the operator's rules.
+
+The container command is ``tini -- python tests/_runlocal_trainer.py ...``, a few-line stand-in
+for train_net.py (checkpoint file, SIGTERM flag, exit 143), so each run takes about a second;
+the real detectron2 story is in test_run_local_story.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfai_runtime.cli import main as cli_main
+from hfai_runtime.local.manifest import load_job, parse_job
+from hfai_runtime.local.runner import RunOptions, run_job
+
+TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
+
+
+def container(args: list[str], name: str = "pytorch") -> dict:
+    return {
+        "name": name,
+        "image": "registry.example/det:1",
+        "command": ["tini", "--", "python", TRAINER],
+        "args": args,
+        "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+
+
+def pytorchjob(args: list[str], workers: int = 0, policy: str = "ExitCode",
+               backoff: int | None = 5, grace: int = 5, worker_args: list[str] | None = None) -> dict:
+    pod = {"terminationGracePeriodSeconds": grace, "containers": [container(args)],
+           "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}},
+                       {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}
+    specs = {"Master": {"replicas": 1, "restartPolicy": policy, "template": {"spec": pod}}}
+    if workers:
+        worker_pod = copy.deepcopy(pod)
+        if worker_args is not None:
+            worker_pod["containers"][0]["args"] = worker_args
+        specs["Worker"] = {"replicas": workers, "restartPolicy": policy,
+                           "template": {"spec": worker_pod}}
+    run_policy = {} if backoff is None else {"backoffLimit": backoff}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "det"},
+            "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs}}
+
+
+def run(doc: dict, tmp_path: Path, **options):
+    lines: list[str] = []
+    result = run_job(parse_job(doc), RunOptions(project_dir=tmp_path, **options), lines.append)
+    return result, lines
+
+
+def kinds(result, replica: str) -> list[str]:
+    return [e.kind for e in result.events if e.replica == replica]
+
+
+def test_exit_143_restarts_the_replica_and_the_job_succeeds(tmp_path):
+    result, _ = run(pytorchjob(["--exit-once", "143", "--ckpt-dir", "/data"]), tmp_path)
+    assert kinds(result, "master-0") == [
+        "started", "exited", "restarting", "started", "trains_from", "exited"]
+    assert [e.value for e in result.of_kind("exited")] == [143, 0]
+    assert (result.condition, result.reason) == ("Succeeded", "PyTorchJobSucceeded")
+    assert (tmp_path / "attempted-0").exists()  # /data mapped to the project folder
+
+
+def test_exit_1_fails_the_job_and_stops_the_others(tmp_path):
+    doc = pytorchjob(["--iters", "400"], workers=1, worker_args=["--exit", "1"])
+    result, _ = run(doc, tmp_path)
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert "worker-0 exited with code 1 under restartPolicy ExitCode" in result.message
+    assert not result.of_kind("restarting")
+    master_exit = result.of_kind("exited", "master-0")
+    assert "stopping" in kinds(result, "master-0") and master_exit[0].value == 143
+    assert result.events[-1].time < 10  # stopped by SIGTERM, not after its 20 s of iterations
+
+
+def test_backoff_limit_is_respected(tmp_path):
+    result, _ = run(pytorchjob(["--exit", "143"], backoff=2), tmp_path)
+    assert len(result.of_kind("started")) == 3  # the first attempt and 2 restarts
+    assert (result.condition, result.reason) == ("Failed", "BackoffLimitExceeded")
+    assert "backoff limit (2)" in result.message
+
+
+def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
+    doc = pytorchjob(["--ignore-sigterm", "--iters", "400"], policy="Never", grace=1)
+    result, _ = run(doc, tmp_path, preempt=[("master-0", 0.5)])
+    preempted, killed = result.of_kind("preempted")[0], result.of_kind("killed")[0]
+    assert "killed after grace period" in killed.detail
+    assert 0.9 <= killed.time - preempted.time < 3
+    assert result.of_kind("exited")[0].value == 137
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+
+
+def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
+    args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
+    (tmp_path / "ckpt").mkdir()
+    result, _ = run(pytorchjob(args, workers=1), tmp_path, suspend_at=1.2, resume_after=0.5)
+    assert len(result.of_kind("suspended")) == len(result.of_kind("resumed")) == 1
+    suspended, resumed = result.of_kind("suspended")[0], result.of_kind("resumed")[0]
+    assert resumed.time >= suspended.time + 0.5
+    for name in ("master-0", "worker-0"):
+        stopped = result.of_kind("stopped_at", name)
+        starts = [e.value for e in result.of_kind("trains_from", name)]
+        assert len(stopped) == 1 and 0 < stopped[0].value < 29
+        assert starts == [0, stopped[0].value + 1]  # resumed right after the saved iteration
+        assert [e.value for e in result.of_kind("exited", name)] == [143, 0]
+    assert not result.of_kind("restarting")  # a suspension is not a restart
+    assert result.succeeded
+
+
+def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path):
+    names = "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT"
+    doc = pytorchjob(["--print-env", names, "--iters", "1"], workers=1)
+    doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "OUT", "value": "/data/output"}]
+    result, lines = run(doc, tmp_path, data_dir=tmp_path / "pvc")
+    assert result.succeeded
+    assert "[master-0] env MASTER_ADDR=127.0.0.1" in lines
+    assert "[worker-0] env RANK=1" in lines and "[master-0] env RANK=0" in lines
+    assert "[worker-0] env WORLD_SIZE=2" in lines and "[worker-0] env PET_NNODES=2" in lines
+    assert "[master-0] env CUDA_VISIBLE_DEVICES=" in lines
+    assert f"[master-0] env OUT={tmp_path / 'pvc' / 'output'}" in lines
+    ports = {line.split("=")[1] for line in lines if "env MASTER_PORT=" in line}
+    assert len(ports) == 1 and ports != {"23456"}  # one free port, shared by both replicas
+
+
+def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
+    doc = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+        "metadata": {"name": "det"},
+        "spec": {"runtimeRef": {"name": "torch-distributed"},
+                 "trainer": {"numNodes": 2, "command": ["python", TRAINER],
+                             "args": ["--print-env", "PET_NODE_RANK,PET_MASTER_ADDR,RANK",
+                                      "--iters", "1"]}},
+    }
+    result, lines = run(doc, tmp_path)
+    assert result.succeeded and result.reason == "TrainJobSucceeded"
+    assert "[node-1] env PET_NODE_RANK=1" in lines and "[node-0] env PET_MASTER_ADDR=127.0.0.1" in lines
+    assert "[node-0] env RANK=<unset>" in lines  # Trainer v2 injects only PET_*
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d.update(kind="Deployment"), "kind: expected PyTorchJob or TrainJob, got 'Deployment'"),
+        (lambda d: d.update(apiVersion="kubeflow.org/v2"), "apiVersion: expected 'kubeflow.org/v1'"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"].pop("Master"), "spec.pytorchReplicaSpecs.Master: required"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2),
+         "spec.pytorchReplicaSpecs.Master.replicas: expected 1, got 2"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(restartPolicy="Sometimes"),
+         "spec.pytorchReplicaSpecs.Master.restartPolicy: expected one of"),
+        (lambda d: _master_container(d).update(name="main"),
+         "spec.pytorchReplicaSpecs.Master.template.spec.containers: expected a container named 'pytorch'"),
+        (lambda d: _master_container(d).pop("command"),
+         "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command: expected a list"),
+        (lambda d: d["spec"]["runPolicy"].update(backoffLimit="3"), "spec.runPolicy.backoffLimit"),
+        (lambda d: d["metadata"].pop("name"), "metadata.name"),
+    ],
+)
+def test_bad_manifests_are_refused_naming_the_field(mutate, field):
+    doc = pytorchjob([])
+    mutate(doc)
+    with pytest.raises(ValueError) as info:
+        parse_job(doc)
+    assert field in str(info.value)
+
+
+def _master_container(doc: dict) -> dict:
+    return doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+
+
+def test_cli_refuses_with_the_file_and_field_and_exit_code_2(tmp_path, capsys):
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}))
+    assert cli_main(["run-local", str(manifest)]) == 2
+    assert f"{manifest}: kind: expected PyTorchJob or TrainJob, got 'Pod'" in capsys.readouterr().err
+
+
+def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_path, capsys):
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(yaml.safe_dump(pytorchjob(["--exit-once", "143", "--ckpt-dir", "/data"])))
+    events = tmp_path / "events.jsonl"
+    assert cli_main(["run-local", str(manifest), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorchJob det: Succeeded (PyTorchJobSucceeded)" in out
+    assert '"kind": "restarting"' in events.read_text()
+    assert load_job(manifest).replicas[0].grace_seconds == 5
+
+    manifest.write_text(yaml.safe_dump(pytorchjob(["--exit", "2"])))
+    assert cli_main(["run-local", str(manifest)]) == 1
+    assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
