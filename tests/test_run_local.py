@@ -78,11 +78,21 @@ def test_exit_1_fails_the_job_and_stops_the_others(tmp_path):
     assert result.events[-1].time < 10  # stopped by SIGTERM, not after its 20 s of iterations
 
 
-def test_backoff_limit_is_respected(tmp_path):
-    result, _ = run(pytorchjob(["--exit", "143"], backoff=2), tmp_path)
-    assert len(result.of_kind("started")) == 3  # the first attempt and 2 restarts
+def test_backoff_limit_counts_in_place_restarts(tmp_path):
+    # OnFailure: the kubelet restarts the container; the operator fails the job once the pods'
+    # restartCount sum reaches backoffLimit (PastBackoffLimit: result >= limit).
+    result, _ = run(pytorchjob(["--exit", "1"], policy="OnFailure", backoff=3), tmp_path)
+    assert len(result.of_kind("started")) == 3
+    assert len(result.of_kind("restarting")) == 2
     assert (result.condition, result.reason) == ("Failed", "BackoffLimitExceeded")
-    assert "backoff limit (2)" in result.message
+    assert "3 container restart(s) reached the job's backoff limit (3)" in result.message
+
+
+def test_exit_code_recreations_do_not_count_against_the_backoff_limit(tmp_path):
+    # ExitCode: the operator recreates the pod (restartCount 0), so even backoffLimit 0 allows it.
+    result, _ = run(pytorchjob(["--exit-once", "143", "--ckpt-dir", "/data"], backoff=0), tmp_path)
+    assert "not counted in backoffLimit" in result.of_kind("restarting")[0].detail
+    assert result.succeeded
 
 
 def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
@@ -195,3 +205,28 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     manifest.write_text(yaml.safe_dump(pytorchjob(["--exit", "2"])))
     assert cli_main(["run-local", str(manifest)]) == 1
     assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
+
+
+def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
+    from hfai_runtime.local.container import PathMap, expand_refs, local_command
+    from hfai_runtime.local.manifest import Mount, Replica
+
+    assert local_command(["/usr/bin/tini", "-g", "--", "python3", "t.py"], "/py") == ["/py", "t.py"]
+    assert local_command(["torchrun", "t.py"], "/py") == ["/py", "-m", "torch.distributed.run", "t.py"]
+    assert local_command(["bash", "-c", "x"], "/py") == ["bash", "-c", "x"]
+    with pytest.raises(ValueError, match="only 'tini --'"):
+        local_command(["tini", "--"], "/py")
+    env = {"PET_NNODES": "2"}
+    assert expand_refs("--nnodes=$(PET_NNODES) $(UNSET) $$(PET_NNODES)", env) == \
+        "--nnodes=2 $(UNSET) $(PET_NNODES)"
+
+    replica = Replica("master-0", "Master", 0, (), {}, "ExitCode", 30.0, working_dir="/workspace",
+                      mounts=(Mount("/data", "storage"), Mount("/data/ckpt", "c", "run1"),
+                              Mount("/dev/shm", "dshm")))
+    project = tmp_path / "workspace" / "proj"  # a local path that starts like a container path
+    paths = PathMap.for_replica(replica, project, tmp_path / "pvc", {"/data/ckpt": tmp_path / "ck"})
+    assert paths.rewrite("/data/ckpt/model.pth") == str(tmp_path / "ck" / "run1" / "model.pth")
+    assert paths.rewrite("--out=/data/x") == f"--out={tmp_path / 'pvc' / 'x'}"
+    assert paths.rewrite("/dataset") == "/dataset" and paths.rewrite("/dev/shm/x") == "/dev/shm/x"
+    assert paths.rewrite("/workspace/configs/a.yaml") == f"{project}/configs/a.yaml"
+    assert paths.rewrite("see /data here") == "see /data here"  # only whole values or after = : ,

@@ -6,8 +6,11 @@ One supervisor loop owns every decision; reader threads only forward log lines. 
   restarts on codes >= 128 (signals: SIGTERM -> 143, SIGKILL -> 137) and fails the job on 1-127;
   ``OnFailure`` and ``Always`` restart on any non-zero code; ``Never`` fails the job. Exit 0 ends
   the replica (under ``Always`` too: a local run has to finish).
-* **backoffLimit** -- every restart counts, whichever the policy; the restart that would exceed
-  it fails the job with reason ``BackoffLimitExceeded``.
+* **backoffLimit** -- as the operator's ``PastBackoffLimit``: the sum of the pods' container
+  ``restartCount`` fails the job (``BackoffLimitExceeded``) once it reaches the limit. Only
+  in-place restarts count (``OnFailure``/``Always``, done by the kubelet); under ``ExitCode`` the
+  operator deletes and recreates the pod, whose count starts again at 0. Restarts happen at
+  once (the kubelet's crash-loop back-off of 10 s, 20 s, ... is not modelled).
 * **success** -- a PyTorchJob succeeds when ``master-0`` exits 0 (the operator's rule; the other
   replicas get their grace period to finish, then are stopped); a TrainJob when every node has.
 * **stopping a replica** (preemption, suspension, a failed job) -- SIGTERM to the replica's main
@@ -137,7 +140,7 @@ class LocalRunner:
         self.lines: queue.Queue = queue.Queue()
         self.attempts = {r.name: 0 for r in job.replicas}
         self.finished: set[str] = set()  # replicas that exited 0
-        self.restarts = 0
+        self.restart_counts = {r.name: 0 for r in job.replicas}  # the pods' restartCount
         self.preempts = sorted(options.preempt, key=lambda p: p[1])
         self.suspend_at = options.suspend_at
         self.resume_at: float | None = None  # set while the job is suspended
@@ -186,6 +189,7 @@ class LocalRunner:
         if self.resume_at is not None and not self.pods and now >= self.resume_at:
             self.resume_at = None
             self.finished.clear()
+            self.restart_counts = dict.fromkeys(self.restart_counts, 0)  # new pods
             self._event("", "resumed", "runPolicy.suspend: false -- every replica starts again")
             for replica in self.job.replicas:
                 self._start(replica)
@@ -274,16 +278,23 @@ class LocalRunner:
                          f"{replica.name} exited with code {code} under restartPolicy {policy} "
                          f"({why}).")
             return
-        limit = self.job.backoff_limit
-        if limit is not None and self.restarts >= limit:
-            self._finish("Failed", "BackoffLimitExceeded",
-                         f"{replica.name} exited with code {code} after {self.restarts} "
-                         f"restart(s): the job has reached the specified backoff limit ({limit}).")
-            return
-        self.restarts += 1
-        self._event(replica.name, "restarting",
-                    f"exit code {code} is retryable under restartPolicy {policy} (restart "
-                    f"{self.restarts}, backoffLimit {'unset' if limit is None else limit})")
+        if policy == "ExitCode":
+            self._event(replica.name, "restarting",
+                        f"exit code {code} >= 128 is retryable under restartPolicy ExitCode: the "
+                        f"operator recreates the pod (not counted in backoffLimit)")
+            self.restart_counts[replica.name] = 0
+        else:
+            self.restart_counts[replica.name] += 1
+            restarts, limit = sum(self.restart_counts.values()), self.job.backoff_limit
+            if limit is not None and restarts >= limit:
+                self._finish("Failed", "BackoffLimitExceeded",
+                             f"{replica.name} exited with code {code}; {restarts} container "
+                             f"restart(s) reached the job's backoff limit ({limit}).")
+                return
+            self._event(replica.name, "restarting",
+                        f"exit code {code} under restartPolicy {policy}: the kubelet restarts the "
+                        f"container (restarts {restarts}, backoffLimit "
+                        f"{'unset' if limit is None else limit})")
         self._start(replica)
 
     def _job_succeeded(self) -> bool:
