@@ -1,0 +1,258 @@
+"""``FileReader``: random access to the samples of one or more FFRecord files.
+
+Each file is memory-mapped read-only. A sample read is then one ``memcpy`` out of the page cache
+into a fresh numpy array, with no system call: measured here (``python -m bench.ffrecord``) that
+is what lets a read *with* its CRC check keep pace with a bare ``os.pread`` loop. The mapping is
+inherited by forked DataLoader workers as is (no file offsets to share, nothing to reopen), and
+the CRC and offset tables are numpy views into it, so 1.2M-entry headers cost no private memory
+in any process.
+
+Two consequences of mapping: the file must not be truncated *in place* while a reader has it open
+(a read past the new end would be a SIGBUS; :class:`~hfai_runtime.ffrecord.FileWriter` replaces
+files by rename, which is safe), and the pages a process reads count in its RSS as shared file
+pages, exactly the page cache that ``pread`` would have filled.
+"""
+
+from __future__ import annotations
+
+import mmap
+import operator
+import os
+import stat
+import warnings
+from bisect import bisect_right
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+
+from .errors import CorruptFileError, FFRecordError, OldFormatWarning, SampleChecksumError
+from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def resolve_files(fname: PathLike | Sequence[PathLike]) -> list[str]:
+    """The files a reader covers: a file, every ``*.ffr`` of a directory (sorted), or a list."""
+    if isinstance(fname, (str, os.PathLike)):
+        path = Path(fname)
+        if path.is_dir():
+            files = sorted(str(p) for p in path.glob("*.ffr"))
+            if not files:
+                raise FFRecordError(f"{path}: directory holds no *.ffr files")
+            return files
+        return [os.fspath(fname)]
+    files = [os.fspath(f) for f in fname]
+    if not files:
+        raise FFRecordError("FileReader needs at least one file; got an empty list")
+    return files
+
+
+class _MappedFile:
+    """One mapped FFRecord file with its validated header (the tables are views into the map)."""
+
+    def __init__(self, fname: str, check_data: bool) -> None:
+        self.fname = fname
+        with open(fname, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FFRecordError(f"{fname}: not a regular file")
+            self.size = info.st_size
+            if self.size < FIXED.size:
+                raise CorruptFileError(
+                    f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header")
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.data = np.frombuffer(self.map, np.uint8)
+        meta_crc, self.n = FIXED.unpack_from(self.map, 0)
+        self._check_header(meta_crc, check_data)
+        self.crcs = np.frombuffer(self.map, CRC_DTYPE, self.n, FIXED.size)
+        self.offsets = np.frombuffer(self.map, OFFSET_DTYPE, self.n, FIXED.size + 4 * self.n)
+        self._check_offsets()
+        if check_data and self.n:
+            self._check_last_sample()
+
+    def _check_header(self, meta_crc: int, check_data: bool) -> None:
+        end = header_size(self.n) if self.n >= 0 else -1
+        if self.n < 0 or end > self.size:
+            raise CorruptFileError(
+                f"{self.fname}: header declares {self.n} samples ({end} header bytes) "
+                f"but the file has {self.size} bytes: truncated or not an FFRecord file")
+        if meta_crc == 0:
+            warnings.warn(f"{self.fname}: metadata CRC is 0 (old-format ffrecord file); "
+                          "its header cannot be verified", OldFormatWarning, stacklevel=2)
+        elif check_data and crc32(self.data[4:end]) != meta_crc:
+            raise CorruptFileError(f"{self.fname}: metadata checksum mismatch: the header "
+                                   "(sample count, CRC or offset table) is damaged")
+
+    def _check_offsets(self) -> None:
+        """Offsets must start after the header, never run backwards and stay inside the file."""
+        if not self.n:
+            return
+        if self.offsets[0] < header_size(self.n):
+            raise CorruptFileError(f"{self.fname}: sample 0 starts at {self.offsets[0]}, "
+                                   f"inside the {header_size(self.n)}-byte header")
+        backwards = np.flatnonzero(self.offsets[1:] < self.offsets[:-1])
+        if backwards.size:
+            i = int(backwards[0]) + 1
+            raise CorruptFileError(f"{self.fname}: offset of sample {i} ({self.offsets[i]}) is "
+                                   f"before that of sample {i - 1} ({self.offsets[i - 1]})")
+        if self.offsets[-1] > self.size:
+            raise CorruptFileError(
+                f"{self.fname}: sample {self.n - 1} starts at {self.offsets[-1]}, past the end "
+                f"of the {self.size}-byte file: truncated")
+
+    def _check_last_sample(self) -> None:
+        """The last sample runs to end of file: its CRC is what reveals truncation or appending."""
+        last = self.n - 1
+        if crc32(self.data[self.offsets[last]:]) != self.crcs[last]:
+            raise SampleChecksumError(
+                f"{self.fname}: sample {last} (the last) fails its CRC check: the file is "
+                f"truncated or was appended to ({self.size} bytes), or that sample is damaged",
+                self.fname, [last])
+
+    def close(self) -> None:
+        self.data = self.crcs = self.offsets = None
+        try:
+            self.map.close()
+        except BufferError:  # a caller still holds a view; the mapping goes with it
+            pass
+
+
+class FileReader:
+    """Reads samples by global index from one FFRecord file, a directory of them, or a list.
+
+    Samples of several files are numbered one file after the other (a directory's ``*.ffr``
+    files in sorted name order). ``check_data`` verifies the header CRC, the offsets and the last
+    sample (which reveals truncation) at open, and every sample's CRC on read. Readers can be
+    used as context managers, survive ``fork`` unchanged, and pickle as their file names (the
+    copy reopens the files).
+    """
+
+    def __init__(self, fname: PathLike | Sequence[PathLike], check_data: bool = True) -> None:
+        self._fnames = resolve_files(fname)
+        self.check_data = check_data
+        self._open()
+
+    def _open(self) -> None:
+        files = [_MappedFile(f, self.check_data) for f in self._fnames]
+        self._files = files
+        self._first = list(np.cumsum([0] + [f.n for f in files[:-1]]).tolist())
+        self.n = sum(f.n for f in files)
+        if len(files) == 1:  # views into the map: no private copy of the tables
+            f = files[0]
+            starts, crcs = f.offsets, f.crcs
+            ends = np.append(f.offsets[1:], f.size).astype(np.int64)
+        else:
+            starts = np.concatenate([f.offsets for f in files]).astype(np.int64)
+            crcs = np.concatenate([f.crcs for f in files]).astype(np.uint32)
+            ends = np.concatenate([np.append(f.offsets[1:], f.size) for f in files])
+            ends = ends.astype(np.int64)
+        self._crcs = crcs
+        self._starts, self._ends = starts, ends
+        # memoryviews index to plain ints several times faster than numpy scalars
+        self._start_of, self._end_of, self._crc_of = (
+            memoryview(starts), memoryview(ends), memoryview(crcs))
+        self._data = [f.data for f in files]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_one(self, index: int) -> np.ndarray:
+        """Sample ``index`` as a new writable 1-D ``uint8`` array."""
+        i = operator.index(index)
+        if not 0 <= i < self.n:
+            raise self._index_error(i)
+        part = bisect_right(self._first, i) - 1 if len(self._data) > 1 else 0
+        sample = self._data[part][self._start_of[i]:self._end_of[i]].copy()
+        if self.check_data and crc32(sample) != self._crc_of[i]:
+            raise self._checksum_error([i])
+        return sample
+
+    def read(self, indices: Iterable[int]) -> list[np.ndarray]:
+        """The samples at ``indices``, in that order. One damaged sample fails the whole batch,
+        naming every damaged sample in it."""
+        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+        if idx.size == 0:
+            return []
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"indices must be integers, got {idx.dtype}")
+        bad = np.flatnonzero((idx < 0) | (idx >= self.n))
+        if bad.size:
+            raise self._index_error(int(idx[bad[0]]))
+        parts = np.searchsorted(self._first, idx, side="right") - 1
+        data = self._data
+        samples = [data[p][s:e].copy() for p, s, e in
+                   zip(parts.tolist(), self._starts[idx].tolist(), self._ends[idx].tolist())]
+        if self.check_data:
+            got = np.fromiter(map(crc32, samples), np.uint32, len(samples))
+            bad = np.flatnonzero(got != self._crcs[idx])
+            if bad.size:
+                raise self._checksum_error(idx[bad].tolist())
+        return samples
+
+    def sample_size(self, index: int) -> int:
+        """Byte length of sample ``index``, without reading it."""
+        i = operator.index(index)
+        if not 0 <= i < self.n:
+            raise self._index_error(i)
+        return self._end_of[i] - self._start_of[i]
+
+    def verify(self) -> list[int]:
+        """Global indices of every sample whose CRC does not match (reads the whole dataset)."""
+        bad = []
+        for first, f in zip(self._first, self._files):
+            ends = np.append(f.offsets[1:], f.size)
+            for i, (s, e) in enumerate(zip(f.offsets.tolist(), ends.tolist())):
+                if crc32(f.data[s:e]) != f.crcs[i]:
+                    bad.append(first + i)
+        return bad
+
+    def _locate(self, i: int) -> tuple[str, int]:
+        part = bisect_right(self._first, i) - 1
+        return self._fnames[part], i - self._first[part]
+
+    def _index_error(self, i: int) -> Exception:
+        if not self._files:
+            return ValueError(f"read from a closed FileReader of {self._fnames[0]}")
+        where = self._fnames[0] if len(self._fnames) == 1 else f"{len(self._fnames)} files"
+        return IndexError(f"sample index {i} out of range: {where} holds n={self.n} samples")
+
+    def _checksum_error(self, indices: list[int]) -> SampleChecksumError:
+        places = [self._locate(i) for i in indices]
+        names = ", ".join(f"{i}" if len(self._fnames) == 1 else f"{i} ({f} sample {j})"
+                          for i, (f, j) in zip(indices, places))
+        fname = places[0][0]
+        return SampleChecksumError(
+            f"{fname}: CRC mismatch in sample {names}: the data is damaged", fname, indices)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    @property
+    def fnames(self) -> list[str]:
+        """The files read, in global index order."""
+        return list(self._fnames)
+
+    def close(self) -> None:
+        """Unmap the files. Reading afterwards raises; closing twice is harmless."""
+        self._start_of = self._end_of = self._crc_of = None
+        self._starts = self._ends = self._crcs = None
+        self._data = []
+        for f in self._files:
+            f.close()
+        self._files = []
+        self.n = 0
+
+    def __enter__(self) -> "FileReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"fnames": self._fnames, "check_data": self.check_data}
+
+    def __setstate__(self, state: dict) -> None:
+        self._fnames, self.check_data = state["fnames"], state["check_data"]
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"FileReader({self._fnames!r}, n={self.n}, check_data={self.check_data})"
