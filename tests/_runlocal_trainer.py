@@ -11,7 +11,11 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 
+# Line by line, as detectron2's logging.StreamHandler writes (the operator's PYTHONUNBUFFERED=0
+# leaves a plain print() block-buffered into the pipe).
+print = partial(print, flush=True)
 parser = argparse.ArgumentParser()
 parser.add_argument("--iters", type=int, default=3)
 parser.add_argument("--step", type=float, default=0.05)

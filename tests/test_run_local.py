@@ -15,7 +15,7 @@ import yaml
 
 from hfai_runtime.cli import main as cli_main
 from hfai_runtime.local.manifest import load_job, parse_job
-from hfai_runtime.local.runner import RunOptions, run_job
+from hfai_runtime.local.runner import At, RunOptions, run_job
 
 TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
 
@@ -97,7 +97,7 @@ def test_exit_code_recreations_do_not_count_against_the_backoff_limit(tmp_path):
 
 def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     doc = pytorchjob(["--ignore-sigterm", "--iters", "400"], policy="Never", grace=1)
-    result, _ = run(doc, tmp_path, preempt=[("master-0", 0.5)])
+    result, _ = run(doc, tmp_path, preempt=[("master-0", At(0.5))])
     preempted, killed = result.of_kind("preempted")[0], result.of_kind("killed")[0]
     assert "killed after grace period" in killed.detail
     assert 0.9 <= killed.time - preempted.time < 3
@@ -108,7 +108,7 @@ def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
     (tmp_path / "ckpt").mkdir()
-    result, _ = run(pytorchjob(args, workers=1), tmp_path, suspend_at=1.2, resume_after=0.5)
+    result, _ = run(pytorchjob(args, workers=1), tmp_path, suspend_at=At(0.8, after_training=True), resume_after=0.5)
     assert len(result.of_kind("suspended")) == len(result.of_kind("resumed")) == 1
     suspended, resumed = result.of_kind("suspended")[0], result.of_kind("resumed")[0]
     assert resumed.time >= suspended.time + 0.5
@@ -230,3 +230,15 @@ def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
     assert paths.rewrite("/dataset") == "/dataset" and paths.rewrite("/dev/shm/x") == "/dev/shm/x"
     assert paths.rewrite("/workspace/configs/a.yaml") == f"{project}/configs/a.yaml"
     assert paths.rewrite("see /data here") == "see /data here"  # only whole values or after = : ,
+
+
+def test_cli_checks_preempt_targets_and_times(tmp_path, capsys):
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(yaml.safe_dump(pytorchjob([])))
+    assert cli_main(["run-local", str(manifest), "--preempt", "worker-3@train+2"]) == 2
+    assert "--preempt worker-3: no such replica (the job has master-0)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["run-local", str(manifest), "--preempt", "master-0@soon"])
+    assert "expected SECONDS or train+SECONDS, got 'soon'" in capsys.readouterr().err
+    assert At.parse("train+2.5") == At(2.5, after_training=True) and str(At.parse("7")) == "7"

@@ -26,12 +26,13 @@ def add_parser(subparsers) -> None:
                         help="local folder for the pods' volume mounts (default: the project)")
     parser.add_argument("--mount", action="append", default=[], metavar="PATH=DIR",
                         type=_mount, help="map one container mount path to a local folder")
-    parser.add_argument("--preempt", action="append", default=[], metavar="REPLICA@SECONDS",
+    parser.add_argument("--preempt", action="append", default=[], metavar="REPLICA@WHEN",
                         type=_preempt,
-                        help="SIGTERM REPLICA (master-0, worker-0, node-1) SECONDS after the "
-                             "start, SIGKILL after its grace period; may repeat")
-    parser.add_argument("--suspend-at", type=float, metavar="SECONDS",
-                        help="set runPolicy.suspend SECONDS after the start: every replica stops")
+                        help="SIGTERM REPLICA (master-0, worker-0, node-1) at WHEN, SIGKILL after "
+                             "its grace period; WHEN is SECONDS after the start or train+SECONDS "
+                             "after training first started; may repeat")
+    parser.add_argument("--suspend-at", type=_at, metavar="WHEN",
+                        help="set runPolicy.suspend at WHEN (as for --preempt): every replica stops")
     parser.add_argument("--resume-after", type=float, default=0.0, metavar="SECONDS",
                         help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
     parser.add_argument("--events", type=Path, metavar="FILE",
@@ -80,12 +81,18 @@ def _mount(text: str) -> tuple[str, Path]:
     return path.rstrip("/") or "/", Path(local).resolve()
 
 
-def _preempt(text: str) -> tuple[str, float]:
-    name, sep, seconds = text.rpartition("@")
+def _at(text: str):
+    from hfai_runtime.local.runner import At
+
     try:
-        at = float(seconds)
-    except ValueError:
-        at = -1.0
-    if not sep or not name or at < 0:
-        raise argparse.ArgumentTypeError(f"expected REPLICA@SECONDS like worker-0@20, got {text!r}")
-    return name, at
+        return At.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _preempt(text: str):
+    name, sep, when = text.rpartition("@")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected REPLICA@WHEN like worker-0@20 or "
+                                         f"worker-0@train+5, got {text!r}")
+    return name, _at(when)

@@ -101,14 +101,40 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class At:
+    """A moment of the run: ``seconds`` after its start or, with ``after_training``, after
+    training first started (the first ``Starting training from iteration`` line), which does not
+    depend on how long the imports and data loading take on this machine."""
+
+    seconds: float
+    after_training: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "At":
+        """``"12.5"`` or ``"train+3"``; ValueError otherwise."""
+        after_training = text.startswith("train+")
+        number = text[len("train+"):] if after_training else text
+        try:
+            seconds = float(number)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:
+            raise ValueError(f"expected SECONDS or train+SECONDS, got {text!r}")
+        return cls(seconds, after_training)
+
+    def __str__(self) -> str:
+        return f"train+{self.seconds:g}" if self.after_training else f"{self.seconds:g}"
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Where the job runs and what happens to it (the ``run-local`` flags)."""
 
     project_dir: Path
     data_dir: Path | None = None  # default: project_dir
     mounts: Mapping[str, Path] = field(default_factory=dict)  # container path -> local folder
-    preempt: Sequence[tuple[str, float]] = ()  # (replica, seconds after the start)
-    suspend_at: float | None = None
+    preempt: Sequence[tuple[str, At]] = ()  # (replica, when)
+    suspend_at: At | None = None
     resume_after: float = 0.0
     python: str = sys.executable
 
@@ -141,10 +167,11 @@ class LocalRunner:
         self.attempts = {r.name: 0 for r in job.replicas}
         self.finished: set[str] = set()  # replicas that exited 0
         self.restart_counts = {r.name: 0 for r in job.replicas}  # the pods' restartCount
-        self.preempts = sorted(options.preempt, key=lambda p: p[1])
+        self.preempts = list(options.preempt)
         self.suspend_at = options.suspend_at
         self.resume_at: float | None = None  # set while the job is suspended
         self.outcome: tuple[str, str, str] | None = None  # condition, reason, message
+        self.training_started: float | None = None
         self.master_port = free_port()
         self.width = max(len(r.name) for r in job.replicas)
         self.start = time.monotonic()
@@ -177,9 +204,10 @@ class LocalRunner:
 
     def _apply_schedule(self, now: float) -> None:
         """Preemptions, suspension and resumption that are due; the active deadline."""
-        while self.preempts and self.preempts[0][1] <= now:
-            self._preempt(*self.preempts.pop(0))
-        if self.suspend_at is not None and now >= self.suspend_at and self.outcome is None:
+        for name, at in [p for p in self.preempts if self._due(p[1], now)]:
+            self.preempts.remove((name, at))
+            self._preempt(name, at)
+        if self.suspend_at is not None and self._due(self.suspend_at, now) and self.outcome is None:
             self.suspend_at = None
             self.resume_at = now + self.options.resume_after
             self._event("", "suspended", "runPolicy.suspend: true -- every pod is deleted "
@@ -197,6 +225,11 @@ class LocalRunner:
         if deadline is not None and self.outcome is None and now >= deadline:
             self._finish("Failed", "DeadlineExceeded",
                          f"the job was active longer than activeDeadlineSeconds ({deadline} s).")
+
+    def _due(self, at: At, now: float) -> bool:
+        if not at.after_training:
+            return now >= at.seconds
+        return self.training_started is not None and now >= self.training_started + at.seconds
 
     # -- processes --------------------------------------------------------------------------
 
@@ -316,10 +349,10 @@ class LocalRunner:
             else:
                 self._terminate(pod)
 
-    def _preempt(self, name: str, at: float) -> None:
+    def _preempt(self, name: str, at: At) -> None:
         pod = self.pods.get(name)
         if pod is None or pod.exited_at is not None or pod.term_sent is not None:
-            self._event(name, "preempted", f"at {at:g} s: not running, nothing to preempt")
+            self._event(name, "preempted", f"at {at}: not running, nothing to preempt")
             return
         self._event(name, "preempted", f"SIGTERM (node preemption); SIGKILL in "
                                        f"{pod.replica.grace_seconds:g} s unless it exits")
@@ -348,6 +381,8 @@ class LocalRunner:
     def _parse_progress(self, name: str, line: str) -> None:
         if match := TRAINS_FROM.search(line):
             n = int(match.group(1))
+            if self.training_started is None:
+                self.training_started = self._now()
             detail = f"resumed at iteration {n}" if n else "training from iteration 0"
             self._event(name, "trains_from", detail, n)
         elif match := STOPPED_AT.search(line):
