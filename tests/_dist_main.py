@@ -1,0 +1,69 @@
+"""Test helper: ``launch_from_env`` around a tiny main (no model) that does what argv says.
+
+    python tests/_dist_main.py MODE OUT_DIR [CONNECT_TIMEOUT_S]
+
+MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_model, write
+``OUT_DIR/rank<N>.json``), ``fail`` (rank 1 exits 3), ``sigkill`` (rank 1 kills itself),
+``suspend`` (write ``OUT_DIR/ready<N>``, then step until the ranks agree on a suspend).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from hfai_runtime.distributed.suspend import JobSuspended, agree, suspend_requested
+from hfai_runtime.launch import launch_from_env
+
+
+def _wait_for_sigterm() -> None:
+    """Idle (not in a collective) until this rank is told to stop; then suspend."""
+    while not suspend_requested():
+        time.sleep(0.05)
+    raise JobSuspended(0)
+
+
+def main(mode: str, out_dir: str) -> None:
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    out = Path(out_dir)
+    if mode == "report":
+        from detectron2.engine.defaults import create_ddp_model
+        from detectron2.utils import comm
+
+        model = create_ddp_model(torch.nn.Linear(2, 2))
+        total = torch.tensor([rank + 1.0])
+        dist.all_reduce(total)
+        record = {
+            "rank": comm.get_rank(), "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+            "sum": total.item(), "model": type(model).__name__, "backend": dist.get_backend(),
+            "env": {k: os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")},
+        }
+        (out / f"rank{rank}.json").write_text(json.dumps(record))
+    elif mode in ("fail", "sigkill"):
+        if rank == 1:
+            if mode == "fail":
+                sys.exit(3)
+            os.kill(os.getpid(), signal.SIGKILL)
+        _wait_for_sigterm()
+    elif mode == "suspend":
+        (out / f"ready{rank}").touch()
+        iteration = 0
+        while not agree():
+            time.sleep(0.02)
+            iteration += 1
+        raise JobSuspended(iteration)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    connect = timedelta(seconds=float(sys.argv[3])) if len(sys.argv) > 3 else timedelta(seconds=60)
+    launch_from_env(main, args=(sys.argv[1], sys.argv[2]), connect_timeout=connect)

@@ -1,0 +1,70 @@
+"""Test helpers shared by the launch/suspend/resume tests: environments and subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hfai_runtime.distributed.rendezvous import free_port
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This environment minus any distributed variables, plus ``extra``."""
+    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+            "MASTER_PORT", "TORCHELASTIC_RUN_ID", "HFAI_SUSPEND_EXIT_CODE", "HFAI_GRACE_PERIOD_SECONDS")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PET_")}
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def pytorchjob_env(machines: int, machine_rank: int, nproc: int, port: int, **extra: str) -> dict[str, str]:
+    """What the PyTorchJob v1 operator injects into replica ``machine_rank`` (on loopback)."""
+    return base_env(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(machines * nproc),
+        RANK=str(machine_rank), PET_NNODES=str(machines), PET_NODE_RANK=str(machine_rank),
+        PET_NPROC_PER_NODE=str(nproc), **extra,
+    )
+
+
+def topology_envs(topology: str, **extra: str) -> list[dict[str, str]]:
+    """One env per launcher: ``"2x1"`` = 2 machines x 1 process, ``"1x2"`` = 1 machine x 2."""
+    port = free_port()
+    if topology == "2x1":
+        return [pytorchjob_env(2, rank, 1, port, **extra) for rank in range(2)]
+    return [pytorchjob_env(1, 0, 2, port, **extra)]
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``python args...`` in its own session (so a test can signal its process group)."""
+    handle = open(log, "wb")
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=handle,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    """Exit codes; on timeout kill every process group and fail (a hang is a test failure)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(max(0.1, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise AssertionError(f"hang: processes still running after {timeout} s") from None
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,83 @@
+"""launch_from_env on CPU over gloo: topologies from PyTorchJob's env, SIGTERM relay, exit codes,
+bad environments. Each job is real processes on loopback (tests/_dist_main.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from _dist_util import base_env, start, topology_envs, wait_all, wait_for
+from hfai_runtime.distributed.rendezvous import free_port
+from hfai_runtime.distributed.spawn import job_exit_code
+
+MAIN = "tests/_dist_main.py"
+
+
+def _launch(topology: str, mode: str, tmp_path, **extra: str):
+    envs = topology_envs(topology, **extra)
+    return [start([MAIN, mode, str(tmp_path)], env, tmp_path / f"launcher{i}.log") for i, env in enumerate(envs)]
+
+
+def _logs(tmp_path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("launcher*.log")))
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
+    procs = _launch(topology, "report", tmp_path)
+    assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank, record in enumerate(records):
+        assert (record["rank"], record["world"], record["sum"]) == (rank, 2, 3.0)
+        assert record["local_rank"] == (0 if topology == "2x1" else rank)
+        assert record["model"] == "_CpuTolerantDDP" and record["backend"] == "gloo"
+        assert record["env"]["RANK"] == str(rank) and record["env"]["WORLD_SIZE"] == "2"
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+def test_sigterm_to_one_launcher_suspends_every_rank(topology, tmp_path):
+    procs = _launch(topology, "suspend", tmp_path, HFAI_SUSPEND_EXIT_CODE="99")
+    wait_for(lambda: len(list(tmp_path.glob("ready*"))) == 2, 120, "both ranks to start")
+    procs[-1].send_signal(signal.SIGTERM)
+    assert wait_all(procs, 60) == [99] * len(procs), _logs(tmp_path)
+
+
+@pytest.mark.parametrize("mode, code", [("fail", 3), ("sigkill", 128 + signal.SIGKILL)])
+def test_failing_worker_code_is_the_job_code(mode, code, tmp_path):
+    procs = _launch("1x2", mode, tmp_path)
+    assert wait_all(procs, 120) == [code], _logs(tmp_path)
+
+
+def test_master_that_never_answers_fails_in_bounded_time(tmp_path):
+    port = free_port()  # nobody listens there
+    env = base_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    began = time.monotonic()
+    proc = start([MAIN, "report", str(tmp_path), "2"], env, tmp_path / "launcher0.log")
+    assert wait_all([proc], 60) == [1]
+    log = _logs(tmp_path)
+    assert "TimeoutError" in log and "MASTER_ADDR=127.0.0.1" in log and f"MASTER_PORT={port}" in log, log
+    assert time.monotonic() - began < 45
+
+
+@pytest.mark.parametrize("environ, variable", [
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "2222"}, "RANK"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_PORT": "2222"}, "MASTER_ADDR"),
+    ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "two"}, "PET_NPROC_PER_NODE"),
+    ({"HFAI_SUSPEND_EXIT_CODE": "300"}, "HFAI_SUSPEND_EXIT_CODE"),
+])
+def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
+    from hfai_runtime.launch import launch_from_env
+
+    for key, value in base_env(**environ).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=variable):
+        launch_from_env(pytest.fail)  # never called
+
+
+def test_job_exit_code_prefers_first_failure_then_suspend():
+    assert job_exit_code([0, 0], 143) == 0
+    assert job_exit_code([143, 0], 143) == 143
+    assert job_exit_code([143, 137, 1], 143) == 137
