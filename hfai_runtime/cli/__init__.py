@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Sequence
 
-SUBCOMMANDS = ("synth_coco", "run_local")
+SUBCOMMANDS = ("synth_coco", "ffr", "run_local")
 
 
 def build_parser() -> argparse.ArgumentParser:

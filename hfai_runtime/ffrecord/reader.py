@@ -206,7 +206,9 @@ class FileReader:
                     bad.append(first + i)
         return bad
 
-    def _locate(self, i: int) -> tuple[str, int]:
+    def locate(self, index: int) -> tuple[str, int]:
+        """The file holding global sample ``index``, and the sample's index within that file."""
+        i = operator.index(index)
         part = bisect_right(self._first, i) - 1
         return self._fnames[part], i - self._first[part]
 
@@ -217,7 +219,7 @@ class FileReader:
         return IndexError(f"sample index {i} out of range: {where} holds n={self.n} samples")
 
     def _checksum_error(self, indices: list[int]) -> SampleChecksumError:
-        places = [self._locate(i) for i in indices]
+        places = [self.locate(i) for i in indices]
         names = ", ".join(f"{i}" if len(self._fnames) == 1 else f"{i} ({f} sample {j})"
                           for i, (f, j) in zip(indices, places))
         fname = places[0][0]
