@@ -9,6 +9,7 @@ and ``--suspend-at`` play the cluster's part. Exit code 0 only when the job succ
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -64,7 +65,16 @@ def run(args: argparse.Namespace) -> int:
         suspend_at=args.suspend_at,
         resume_after=args.resume_after,
     )
-    result = run_job(job, options, write=lambda line: print(line, flush=True))
+    # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
+    # out of the terminal's reach) are killed on the way out instead of being left behind.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = run_job(job, options, write=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("run-local: interrupted; every replica was killed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"\nTimeline of {job.kind} {job.name}:")
     for event in result.events:
         print(f"  {event.time:8.2f}s  {event.replica or 'job':<10} {event.kind:<12} {event.detail}")
@@ -79,6 +89,10 @@ def _mount(text: str) -> tuple[str, Path]:
     if not sep or not path.startswith("/") or not local:
         raise argparse.ArgumentTypeError(f"expected PATH=DIR with an absolute PATH, got {text!r}")
     return path.rstrip("/") or "/", Path(local).resolve()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"run-local received signal {signum}")
 
 
 def _at(text: str):
