@@ -242,3 +242,27 @@ def test_cli_checks_preempt_targets_and_times(tmp_path, capsys):
         cli_main(["run-local", str(manifest), "--preempt", "master-0@soon"])
     assert "expected SECONDS or train+SECONDS, got 'soon'" in capsys.readouterr().err
     assert At.parse("train+2.5") == At(2.5, after_training=True) and str(At.parse("7")) == "7"
+
+
+def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    import psutil
+
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(yaml.safe_dump(pytorchjob(["--iters", "400"], workers=1)))
+    runner = subprocess.Popen([sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids = []
+    for line in runner.stdout:
+        if "iter 0" in line:  # both replicas started; one is training
+            break
+        pids += [int(p) for p in re.findall(r"started -- attempt 1, pid (\d+)", line)]
+    runner.terminate()
+    assert runner.wait(timeout=30) == 130
+    assert len(pids) == 2
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
