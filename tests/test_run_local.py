@@ -205,6 +205,9 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     manifest.write_text(yaml.safe_dump(pytorchjob(["--exit", "2"])))
     assert cli_main(["run-local", str(manifest)]) == 1
     assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
+    # --args replaces the container's args (mount paths in them are still mapped).
+    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'"]) == 0
+    assert f"--ckpt-dir {tmp_path / 'a b'}" in capsys.readouterr().out
 
 
 def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
@@ -220,7 +223,7 @@ def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
     assert expand_refs("--nnodes=$(PET_NNODES) $(UNSET) $$(PET_NNODES)", env) == \
         "--nnodes=2 $(UNSET) $(PET_NNODES)"
 
-    replica = Replica("master-0", "Master", 0, (), {}, "ExitCode", 30.0, working_dir="/workspace",
+    replica = Replica("master-0", "Master", 0, (), (), {}, "ExitCode", 30.0, working_dir="/workspace",
                       mounts=(Mount("/data", "storage"), Mount("/data/ckpt", "c", "run1"),
                               Mount("/dev/shm", "dshm")))
     project = tmp_path / "workspace" / "proj"  # a local path that starts like a container path

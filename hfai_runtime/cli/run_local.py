@@ -9,6 +9,7 @@ and ``--suspend-at`` play the cluster's part. Exit code 0 only when the job succ
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def add_parser(subparsers) -> None:
                         help="set runPolicy.suspend at WHEN (as for --preempt): every replica stops")
     parser.add_argument("--resume-after", type=float, default=0.0, metavar="SECONDS",
                         help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
+    parser.add_argument("--args", type=shlex.split, metavar="ARGS",
+                        help="replace the containers' args (one shell-quoted string), e.g. a "
+                             "CPU-sized config: --args '--config-file configs/smoke_cpu.yaml'")
     parser.add_argument("--events", type=Path, metavar="FILE",
                         help="also write the timeline as JSON lines to FILE")
     parser.set_defaults(func=run)
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         preempt=args.preempt,
         suspend_at=args.suspend_at,
         resume_after=args.resume_after,
+        args=args.args,
     )
     # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
     # out of the terminal's reach) are killed on the way out instead of being left behind.

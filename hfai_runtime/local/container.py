@@ -101,10 +101,13 @@ def process_env(replica: Replica, base: Mapping[str, str], master_port: int,
     return {**base, **own, "CUDA_VISIBLE_DEVICES": ""}
 
 
-def process_argv(replica: Replica, env: Mapping[str, str], paths: PathMap, python: str) -> list[str]:
-    """The local argv: paths mapped, then ``$(VAR)`` expanded with ``env`` (whose values are
-    already mapped: mapping after expanding could map a local path twice), then tini/python."""
-    argv = [expand_refs(paths.rewrite(arg), env) for arg in replica.command]
+def process_argv(replica: Replica, env: Mapping[str, str], paths: PathMap, python: str,
+                 args: Sequence[str] | None = None) -> list[str]:
+    """The local argv: command + args (``args`` replaces the container's, as a pod spec's args
+    replace an image's CMD), paths mapped, then ``$(VAR)`` expanded with ``env`` (whose values
+    are already mapped: mapping after expanding could map a local path twice), then tini/python."""
+    words = [*replica.command, *(replica.args if args is None else args)]
+    argv = [expand_refs(paths.rewrite(word), env) for word in words]
     return local_command(argv, python)
 
 

@@ -53,7 +53,8 @@ class Replica:
     name: str  # the pod name's suffix: master-0, worker-1, node-0
     replica_type: str  # Master / Worker / node
     index: int
-    command: tuple[str, ...]  # container command + args, as written
+    command: tuple[str, ...]  # the container's command, as written
+    args: tuple[str, ...]  # and its args
     env: dict[str, str]  # the container's own env, then the operator's (later wins)
     restart_policy: str
     grace_seconds: float
@@ -213,7 +214,7 @@ def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[
         for m in container.get("volumeMounts") or []
         if isinstance(m, Mapping) and m.get("mountPath")
     )
-    return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command + args), env, policy, float(grace),
+    return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command), tuple(args), env, policy, float(grace),
                    str(container.get("workingDir") or ""), mounts)
 
 

@@ -136,6 +136,7 @@ class RunOptions:
     preempt: Sequence[tuple[str, At]] = ()  # (replica, when)
     suspend_at: At | None = None
     resume_after: float = 0.0
+    args: Sequence[str] | None = None  # replaces every replica's container args
     python: str = sys.executable
 
 
@@ -238,7 +239,7 @@ class LocalRunner:
         paths = PathMap.for_replica(replica, opts.project_dir, opts.data_dir or opts.project_dir,
                                     opts.mounts)
         env = process_env(replica, os.environ, self.master_port, paths)
-        argv = process_argv(replica, env, paths, opts.python)
+        argv = process_argv(replica, env, paths, opts.python, opts.args)
         self.attempts[replica.name] += 1
         proc = subprocess.Popen(
             argv, cwd=opts.project_dir, env=env, stdin=subprocess.DEVNULL,
