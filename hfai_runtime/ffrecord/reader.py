@@ -139,8 +139,8 @@ class FileReader:
         self._first = list(np.cumsum([0] + [f.n for f in files[:-1]]).tolist())
         self.n = sum(f.n for f in files)
         if len(files) == 1:  # views into the map: no private copy of the tables
-            f = files[0]
-            starts, crcs = f.offsets, f.crcs
+            f = files[0]  # (int64 offsets are 8-byte aligned only when N is odd)
+            starts, crcs = np.require(f.offsets, np.int64, "A"), f.crcs
             ends = np.append(f.offsets[1:], f.size).astype(np.int64)
         else:
             starts = np.concatenate([f.offsets for f in files]).astype(np.int64)
