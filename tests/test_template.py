@@ -18,22 +18,12 @@ import pytest
 import yaml
 
 from _template_k8s import crd_schema, effective_pods, validate_crd, validate_pod
-from _template_render import ANSWER_SETS, REPO, git, load_job, render, template_repo
+from _template_render import (  # noqa: F401 (fixtures)
+    ANSWER_SETS, REPO, git, load_job, projects, render, template_repo, template_src,
+)
 
 from hfai_runtime.distributed.env import DistEnv
 from hfai_runtime.local.operator_env import injected_env
-
-
-@pytest.fixture(scope="session")
-def template_src(tmp_path_factory) -> Path:
-    return template_repo(tmp_path_factory.mktemp("template") / "repo")
-
-
-@pytest.fixture(scope="session")
-def projects(template_src, tmp_path_factory) -> dict[str, Path]:
-    """Every answer set rendered once: name -> project folder."""
-    root = tmp_path_factory.mktemp("projects")
-    return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
 
 
 def answers_of(project: Path) -> dict:
