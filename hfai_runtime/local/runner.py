@@ -248,8 +248,8 @@ class LocalRunner:
         pod = _Pod(replica, proc, self.attempts[replica.name])
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
-        self._event(replica.name, "started", f"attempt {pod.attempt}, pid {proc.pid}: "
-                                             f"{' '.join(argv[1:]) or argv[0]}")
+        shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
+        self._event(replica.name, "started", f"attempt {pod.attempt}, pid {proc.pid}: {shown}")
 
     def _terminate(self, pod: _Pod) -> None:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
