@@ -68,7 +68,7 @@ def test_train_net_calls_the_runtime_api(projects):
 
 def test_custom_dataset_is_registered_from_its_pack(projects):
     source = (projects["custom"] / "train_net.py").read_text()
-    assert '"kitchen/images.ffr"' in source and 'DATASET_PREFIX = "kitchen-pack"' in source
+    assert 'DATASET_PACK = "kitchen/images.ffr"' in source and 'DATASET_PREFIX = "kitchen-pack"' in source
     assert '("kitchen_train", "images/train", "kitchen/annotations/train.json")' in source
     config = yaml.safe_load((projects["custom"] / "configs/train.yaml").read_text())
     assert config["MODEL"]["RETINANET"]["NUM_CLASSES"] == 5
@@ -230,6 +230,7 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
     ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
     ({"image": "registry/my image:1"}, "image", "without spaces"),
+    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "must be lowercase"),
     ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
     ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
     ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
