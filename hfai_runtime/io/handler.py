@@ -4,9 +4,10 @@ A pack (made by :func:`hfai_runtime.ffrecord.pack_folder`) holds a whole folder.
 a *prefix*, its member ``train2017/1.jpg`` is ``ffrecord://coco/train2017/1.jpg`` to any code that
 goes through an iopath ``PathManager`` -- which is how detectron2 opens every image and json.
 
-Each pack is opened lazily, once per process: a handler built in the main process and inherited
-by forked DataLoader workers (or pickled and sent to them) opens its own reader in each worker
-on first use, so no file offset or reader state is shared between processes.
+Each pack is opened once per process, on first use. Forked DataLoader workers inherit the open
+reader and its index as they are: the reader maps the file and keeps no file offset, so sharing
+it across ``fork`` is safe and costs no memory per worker. A handler that is pickled (e.g. into
+a spawned process) travels as its pack names and reopens them there.
 """
 
 from __future__ import annotations
@@ -25,26 +26,24 @@ _READ_MODES = {"r", "rt", "rb", "br", "tr"}
 
 
 class _Pack:
-    """One registered pack file; its reader is opened on first use in each process."""
+    """One registered pack file; its reader is opened on first use."""
 
     def __init__(self, prefix: str, ffr_file: str, check_data: bool) -> None:
         self.prefix = prefix
         self.ffr_file = ffr_file
         self.check_data = check_data
         self._folder = None
-        self._pid: Optional[int] = None
 
     def folder(self):
-        if self._folder is None or self._pid != os.getpid():
+        if self._folder is None:
             from hfai_runtime.ffrecord import PackedFolder
 
             self._folder = PackedFolder(self.ffr_file, check_data=self.check_data)
-            self._pid = os.getpid()
         return self._folder
 
     def __getstate__(self) -> dict:
-        # A reader is per-process state: the receiving process opens its own.
-        return {**self.__dict__, "_folder": None, "_pid": None}
+        # Travel as a file name: the receiving process opens its own reader.
+        return {**self.__dict__, "_folder": None}
 
 
 class FFRecordPathHandler(PathHandler):
