@@ -122,7 +122,8 @@ def test_metadata_that_would_run_a_command_is_refused(tmp_path, protocol):
     ({"a": 1}, r"entry 'a' is 1, outside \[0, 1\)"),
     ({"a": True}, r"entry 'a' is a bool"),
     ({1: 0}, r"entry name 1 is not a str"),
-    ({"a/b": 0}, r"entry name 'a/b' is not a valid file name"),
+    ({"a/b": 0, "c": 0}, r"entry name contains '/' \(in 'a/b'\)"),
+    ({"a\0b": 0}, r"entry name contains a NUL character"),
     ({"..": 0}, r"entry name '..' is not a valid file name"),
     ([("a", 0)], r"metadata is a list"),
 ])

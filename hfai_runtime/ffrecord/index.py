@@ -46,12 +46,12 @@ def split_path(path: "str | os.PathLike[str] | None") -> list[str]:
     return ["/", *parts] if text.startswith("/") else parts
 
 
-def _joined(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _joined(names: list[str], fname: str) -> tuple[np.ndarray, np.ndarray]:
     """All ``names`` as one UTF-8 uint8 array, and their ``len(names) + 1`` byte bounds."""
     blob = np.frombuffer(_encode("\0".join(names)), np.uint8)
     seps = np.flatnonzero(blob == 0)
     if len(seps) != max(len(names) - 1, 0):
-        raise ValueError("a name contains a NUL byte")
+        raise CorruptFileError(f"{fname}: a packed-folder entry name contains a NUL character")
     bounds = np.empty(len(names) + 1, np.int64)
     bounds[0] = 0
     bounds[1:-1] = seps - np.arange(len(seps))  # positions once the separators are gone
@@ -59,34 +59,27 @@ def _joined(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return blob[blob != 0] if len(seps) else blob.copy(), bounds
 
 
-def _smallest_uint(limit: int) -> type:
-    return np.uint32 if limit < 2**32 else np.uint64
-
-
 class PathIndex:
     """Maps ``/``-separated paths of a packed folder to sample indices, and lists directories."""
 
     def __init__(self, tree: Tree, num_files: int, fname: str) -> None:
-        names, parents, targets, prefixes = _flatten(tree, num_files, fname)
-        _check_names(names, fname)
-        targets_arr = np.array(targets, np.int64)
-        parents_arr = np.array(parents, np.int64)
-        hashes = np.fromiter(map(hash, names), np.int64, len(names)) & _HASH_MASK
-        order = np.lexsort((hashes, parents_arr))
-        cut = [len(prefixes[p]) for p in parents]
-        suffixes = [names[i][cut[i]:] for i in order.tolist()]
-        self._names, bounds = _joined(suffixes)
-        self._bounds = bounds.astype(_smallest_uint(bounds[-1]))
-        self._hash16 = hashes[order].astype(np.uint16)
-        self._target = targets_arr[order].astype(np.int32 if num_files < 2**31 else np.int64)
-        self._first = np.searchsorted(parents_arr[order], np.arange(len(prefixes) + 1))
-        self._prefix_blob, prefix_bounds = _joined(prefixes)
-        self._prefix_bounds = prefix_bounds
-        self.num_dirs = len(prefixes)
-        self._views()
-
-    def _views(self) -> None:
-        # memoryviews index to plain ints without creating numpy scalars; bytes slice fast
+        flat = _Flattened(tree, num_files, fname)
+        parents = np.repeat(np.arange(len(flat.counts)), flat.counts)
+        hash16 = np.fromiter(flat.hashes, np.int64, len(flat.hashes)) & _HASH_MASK
+        order = np.argsort((parents << 16) | hash16, kind="stable")  # by directory, then hash
+        names = list(map(flat.suffixes.__getitem__, order.tolist()))
+        self._names, bounds = _joined(names, fname)
+        self._prefix_blob, self._prefix_bounds = _joined(flat.prefixes, fname)
+        if (self._names == ord("/")).any() or (self._prefix_blob == ord("/")).any():
+            bad = next(n for n in flat.suffixes + flat.prefixes if "/" in n)
+            raise CorruptFileError(f"{fname}: a packed-folder entry name contains '/' "
+                                   f"(in {bad!r})")
+        self._bounds = bounds.astype(np.uint32 if bounds[-1] < 2**32 else np.uint64)
+        self._hash16 = hash16[order].astype(np.uint16)
+        self._target = np.array(flat.targets, np.int64)[order].astype(
+            np.int32 if num_files < 2**31 else np.int64)
+        self._first = np.concatenate([[0], np.cumsum(flat.counts)]).astype(np.int64)
+        # memoryviews index to plain ints without creating numpy scalars
         self._hash_of, self._target_of = memoryview(self._hash16), memoryview(self._target)
         self._bound_of, self._first_of = memoryview(self._bounds), memoryview(self._first)
         self._name_bytes = memoryview(self._names)
@@ -151,44 +144,54 @@ class PathIndex:
                                       self._first, self._prefix_blob, self._prefix_bounds))
 
 
-def _flatten(tree: Tree, num_files: int,
-             fname: str) -> tuple[list[str], list[int], list[int], list[str]]:
-    """Breadth-first: every entry's name, parent directory id and target, and the name prefix
-    shared by each directory's children. Refuses anything but a tree of str names mapping to
-    file indices in ``[0, num_files)`` or to directories."""
-    names: list[str] = []
-    parents: list[int] = []
-    targets: list[int] = []
-    prefixes: list[str] = []
-    dirs: list[dict] = [tree]
-    seen = {id(tree)}
-    for d, node in enumerate(dirs):  # ``dirs`` grows while we walk it
-        keys = list(dict.keys(node))
-        if not all(type(k) is str for k in keys):
+class _Flattened:
+    """The tree breadth-first: per directory (root = 0) its entry count and the name prefix all
+    its entries share; per entry its name minus that prefix, ``hash(name)`` and target. Refuses
+    anything but str names mapping to file indices in ``[0, num_files)`` or to directories.
+
+    Work is done a directory at a time with C-level list operations: 1.2M entries take ~1 s.
+    """
+
+    def __init__(self, tree: Tree, num_files: int, fname: str) -> None:
+        self.counts: list[int] = []
+        self.prefixes: list[str] = []
+        self.suffixes: list[str] = []
+        self.hashes: list[int] = []
+        self.targets: list[int] = []
+        self._fname, self._num_files = fname, num_files
+        dirs: list[dict] = [tree]
+        self._seen = {id(tree)}
+        for node in dirs:  # ``dirs`` grows while we walk it
+            self._add_dir(node, dirs)
+
+    def _add_dir(self, node: dict, dirs: list[dict]) -> None:
+        keys, values = list(dict.keys(node)), list(dict.values(node))
+        if set(map(type, keys)) - {str}:
             bad = next(k for k in keys if type(k) is not str)
-            raise CorruptFileError(f"{fname}: packed-folder entry name {bad!r} is not a str")
-        prefixes.append(os.path.commonprefix([min(keys), max(keys)]) if keys else "")
-        for name, value in dict.items(node):
-            if type(value) is int and 0 <= value < num_files:
-                targets.append(value)
-            elif isinstance(value, dict) and id(value) not in seen:
-                seen.add(id(value))
-                targets.append(-1 - len(dirs))
+            raise CorruptFileError(f"{self._fname}: packed-folder entry name {bad!r} is not a str")
+        for bad in ("", ".", ".."):
+            if dict.__contains__(node, bad):
+                raise CorruptFileError(f"{self._fname}: packed-folder entry name {bad!r} is "
+                                       "not a valid file name")
+        prefix = os.path.commonprefix([min(keys), max(keys)]) if keys else ""
+        self.counts.append(len(keys))
+        self.prefixes.append(prefix)
+        self.suffixes.extend([k[len(prefix):] for k in keys] if prefix else keys)
+        self.hashes.extend(map(hash, keys))
+        if keys and set(map(type, values)) == {int} and min(values) >= 0 and \
+                max(values) < self._num_files:
+            self.targets.extend(values)  # the common case: a directory of files only
+            return
+        for name, value in zip(keys, values):
+            if type(value) is int and 0 <= value < self._num_files:
+                self.targets.append(value)
+            elif isinstance(value, dict) and id(value) not in self._seen:
+                self._seen.add(id(value))
+                self.targets.append(-1 - len(dirs))
                 dirs.append(value)
             else:
                 why = ("appears twice" if isinstance(value, dict) else
-                       f"is {value!r}, outside [0, {num_files})" if type(value) is int else
-                       f"is a {type(value).__name__}")
-                raise CorruptFileError(f"{fname}: packed-folder entry {name!r} {why}; expected "
-                                       "a file's sample index or a directory")
-        names.extend(keys)
-        parents.extend([d] * len(keys))
-    return names, parents, targets, prefixes
-
-
-def _check_names(names: list[str], fname: str) -> None:
-    joined = "".join(names)
-    if "/" in joined or "\0" in joined or "" in names or "." in names or ".." in names:
-        bad = next(n for n in names if "/" in n or "\0" in n or n in ("", ".", ".."))
-        raise CorruptFileError(f"{fname}: packed-folder entry name {bad!r} is not a valid "
-                               "file name")
+                       f"is {value!r}, outside [0, {self._num_files})" if type(value) is int
+                       else f"is a {type(value).__name__}")
+                raise CorruptFileError(f"{self._fname}: packed-folder entry {name!r} {why}; "
+                                       "expected a file's sample index or a directory")
