@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS: tuple[str, ...] = ()
+BENCHMARKS: tuple[str, ...] = ("ffrecord",)
 
 for name in BENCHMARKS:
     print(f"\n=== bench.{name} ===", flush=True)
