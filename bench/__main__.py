@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS: tuple[str, ...] = ("ffrecord",)
+BENCHMARKS: tuple[str, ...] = ("ffrecord", "dataset")
 
 for name in BENCHMARKS:
     print(f"\n=== bench.{name} ===", flush=True)

@@ -22,6 +22,7 @@ from typing import IO, Any, Optional
 from iopath.common.file_io import PathHandler, get_cache_dir
 
 SCHEME = "ffrecord://"
+_NOT_NAMES = frozenset(("", ".", ".."))
 _READ_MODES = {"r", "rt", "rb", "br", "tr"}
 
 
@@ -58,6 +59,7 @@ class FFRecordPathHandler(PathHandler):
     def __init__(self) -> None:
         super().__init__()
         self._packs: dict[str, _Pack] = {}
+        self._prefix_depth = 0  # the most names in a registered prefix
 
     def add_pack(self, prefix: str, ffr_file: str | os.PathLike, *, check_data: bool = True) -> str:
         """Serve ``ffr_file`` under ``ffrecord://<prefix>/`` and return that root (no slash).
@@ -79,6 +81,7 @@ class FFRecordPathHandler(PathHandler):
             pack = _Pack(prefix, ffr_file, check_data)
             pack.folder()
             self._packs[prefix] = pack
+            self._prefix_depth = max(self._prefix_depth, prefix.count("/") + 1)
         return SCHEME + prefix
 
     @property
@@ -95,10 +98,13 @@ class FFRecordPathHandler(PathHandler):
         """Split ``ffrecord://<prefix>/<member>`` into its pack and member path (``""``: root)."""
         if not path.startswith(SCHEME):
             raise ValueError(f"{path!r} is not an {SCHEME} path")
-        parts = [p for p in path[len(SCHEME):].split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise ValueError(f"{path!r}: '..' is not allowed in {SCHEME} paths")
-        for n in range(len(parts), 0, -1):
+        parts = path[len(SCHEME):].split("/")
+        if not _NOT_NAMES.isdisjoint(parts):  # rare; skipped on the per-image path
+            if ".." in parts:
+                raise ValueError(f"{path!r}: '..' is not allowed in {SCHEME} paths")
+            parts = [p for p in parts if p not in _NOT_NAMES]
+        # Longest prefix first; prefixes are rarely more than one name deep.
+        for n in range(min(len(parts), self._prefix_depth), 0, -1):
             pack = self._packs.get("/".join(parts[:n]))
             if pack is not None:
                 return pack, "/".join(parts[n:])
@@ -112,12 +118,11 @@ class FFRecordPathHandler(PathHandler):
 
     def _read(self, path: str) -> bytes:
         pack, member = self._resolve(path)
-        folder = pack.folder()
-        if not folder.is_file(member):
-            kind = IsADirectoryError if _is_dir(folder, member) else FileNotFoundError
-            raise kind(errno.EISDIR if kind is IsADirectoryError else errno.ENOENT,
-                       f"{member or '/'!r} is not a file in pack {pack.ffr_file}", path)
-        return folder.read_one(member).tobytes()
+        try:
+            return pack.folder().read_one(member).tobytes()
+        except (FileNotFoundError, IsADirectoryError) as e:
+            code = errno.EISDIR if isinstance(e, IsADirectoryError) else errno.ENOENT
+            raise type(e)(code, f"{member or '/'!r} is not a file in pack {pack.ffr_file}", path) from None
 
     # -- PathHandler API -------------------------------------------------------------------
 
