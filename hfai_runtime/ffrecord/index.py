@@ -138,11 +138,6 @@ class PathIndex:
             if recursive and target < 0:
                 yield from self.walk(-1 - target, True, f"{prefix}{name}/")
 
-    def nbytes(self) -> int:
-        """Memory held by the index arrays."""
-        return sum(a.nbytes for a in (self._names, self._bounds, self._hash16, self._target,
-                                      self._first, self._prefix_blob, self._prefix_bounds))
-
 
 class _Flattened:
     """The tree breadth-first: per directory (root = 0) its entry count and the name prefix all
