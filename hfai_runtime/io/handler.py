@@ -21,9 +21,12 @@ from typing import IO, Any, Optional
 
 from iopath.common.file_io import PathHandler, get_cache_dir
 
+from hfai_runtime.ffrecord import PackedFolder
+
 SCHEME = "ffrecord://"
 _NOT_NAMES = frozenset(("", ".", ".."))
-_READ_MODES = {"r", "rt", "rb", "br", "tr"}
+#: The ``open`` modes a pack serves (it is read-only).
+READ_MODES = frozenset(("r", "rt", "tr", "rb", "br"))
 
 
 class _Pack:
@@ -33,18 +36,12 @@ class _Pack:
         self.prefix = prefix
         self.ffr_file = ffr_file
         self.check_data = check_data
-        self._folder = None
+        self._folder: Optional[PackedFolder] = None  # pickles as its file name
 
-    def folder(self):
+    def folder(self) -> PackedFolder:
         if self._folder is None:
-            from hfai_runtime.ffrecord import PackedFolder
-
             self._folder = PackedFolder(self.ffr_file, check_data=self.check_data)
         return self._folder
-
-    def __getstate__(self) -> dict:
-        # Travel as a file name: the receiving process opens its own reader.
-        return {**self.__dict__, "_folder": None}
 
 
 class FFRecordPathHandler(PathHandler):
@@ -121,8 +118,7 @@ class FFRecordPathHandler(PathHandler):
         try:
             return pack.folder().read_one(member).tobytes()
         except (FileNotFoundError, IsADirectoryError) as e:
-            code = errno.EISDIR if isinstance(e, IsADirectoryError) else errno.ENOENT
-            raise type(e)(code, f"{member or '/'!r} is not a file in pack {pack.ffr_file}", path) from None
+            raise _with_path(e, f"{member or '/'!r} is not a file in pack {pack.ffr_file}", path) from None
 
     # -- PathHandler API -------------------------------------------------------------------
 
@@ -138,7 +134,7 @@ class FFRecordPathHandler(PathHandler):
     ) -> IO[str] | IO[bytes]:
         """Return the member as an in-memory file; text mode decodes UTF-8 unless told otherwise."""
         self._check_kwargs(kwargs)
-        if mode not in _READ_MODES:
+        if mode not in READ_MODES:
             raise ValueError(f"{path}: FFRecord packs are read-only; cannot open with mode {mode!r}")
         data = io.BytesIO(self._read(path))
         if "b" in mode:
@@ -172,27 +168,25 @@ class FFRecordPathHandler(PathHandler):
     def _ls(self, path: str, **kwargs: Any) -> list[str]:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        folder = pack.folder()
-        if not _is_dir(folder, member):
-            kind = NotADirectoryError if folder.is_file(member) else FileNotFoundError
-            raise kind(errno.ENOTDIR if kind is NotADirectoryError else errno.ENOENT,
-                       f"{member!r} is not a directory in pack {pack.ffr_file}", path)
-        return [str(name) for name in folder.list(member or None)]
+        try:
+            return pack.folder().list(member)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise _with_path(e, f"{member!r} is not a directory in pack {pack.ffr_file}", path) from None
 
     def _exists(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return not member or pack.folder().exists(member)
+        return pack.folder().exists(member)
 
     def _isfile(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return bool(member) and pack.folder().is_file(member)
+        return pack.folder().is_file(member)
 
     def _isdir(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return _is_dir(pack.folder(), member)
+        return pack.folder().is_dir(member)
 
 
 def _clean_prefix(prefix: str) -> str:
@@ -202,8 +196,12 @@ def _clean_prefix(prefix: str) -> str:
     return "/".join(parts)
 
 
-def _is_dir(folder, member: str) -> bool:
-    return not member or folder.is_dir(member)
+_ERRNO = {FileNotFoundError: errno.ENOENT, IsADirectoryError: errno.EISDIR, NotADirectoryError: errno.ENOTDIR}
+
+
+def _with_path(error: OSError, message: str, path: str) -> OSError:
+    """The reader's error, retold with the ``ffrecord://`` path the caller used as its filename."""
+    return type(error)(_ERRNO.get(type(error), error.errno), message, path)
 
 
 def _cache_folder(pack: _Pack) -> str:

@@ -21,9 +21,7 @@ from typing import IO, Any
 
 from iopath.common.file_io import NativePathHandler, PathHandler
 
-from .handler import FFRecordPathHandler
-
-_READ_MODES = {"r", "rt", "rb", "br", "tr"}
+from .handler import READ_MODES, FFRecordPathHandler
 
 
 class PackMountPathHandler(PathHandler):
@@ -52,7 +50,7 @@ class PackMountPathHandler(PathHandler):
     # -- reads: disk first, then the pack ---------------------------------------------------
 
     def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> IO[str] | IO[bytes]:
-        if mode in _READ_MODES and not os.path.exists(path):
+        if mode in READ_MODES and not os.path.exists(path):
             return self._packs._open(self._in_pack(path), mode, buffering, **kwargs)
         return self._disk._open(path, mode, buffering, **kwargs)
 
