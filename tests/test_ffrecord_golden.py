@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import struct
 import zlib
@@ -187,3 +188,30 @@ def test_indices_out_of_range_name_index_and_n(golden):
         with pytest.raises(IndexError, match="index -1 out of range"):
             reader.read([0, -1])
         assert reader.read_one(np.int64(2)).tobytes() == bytes(range(256))
+
+
+def test_files_that_cannot_be_mapped_are_read_with_pread(golden, monkeypatch):
+    """Some FUSE mounts (direct I/O before Linux 6.6) refuse mmap with ENODEV; no such mount
+    can be made here, so mmap itself is made to refuse."""
+    import errno
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    facts = _load(golden / "records.json")
+    with FileReader(golden / "records.ffr") as reader:
+        assert [_sha(reader.read_one(s["index"])) for s in facts["samples"]] == [
+            s["sha256"] for s in facts["samples"]]
+        assert [_sha(b) for b in reader.read([3, 4])] == [s["sha256"] for s in
+                                                         facts["samples"][3:]]
+    with FileReader(golden / "corrupt" / "bad_sample.ffr") as reader:
+        with pytest.raises(SampleChecksumError, match="sample 2"):
+            reader.read_one(2)
+    with pytest.raises(SampleChecksumError, match=r"sample 4 \(the last\)"):
+        FileReader(golden / "corrupt" / "truncated.ffr")
+    with pytest.raises(CorruptFileError, match="metadata checksum mismatch"):
+        FileReader(golden / "corrupt" / "bad_meta.ffr")
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # closed, failed opens included

@@ -48,8 +48,25 @@ def resolve_files(fname: PathLike | Sequence[PathLike]) -> list[str]:
     return files
 
 
-class _MappedFile:
-    """One mapped FFRecord file with its validated header (the tables are views into the map)."""
+class _PreadBytes:
+    """``data[a:b]`` read with ``os.pread`` into a fresh array: the fallback for a file that
+    cannot be memory-mapped (a FUSE mount with direct I/O before Linux 6.6, for one). ``pread``
+    takes no file position, so the descriptor is safe to share with forked workers."""
+
+    def __init__(self, fd: int, fname: str, size: int) -> None:
+        self.fd, self.fname, self.size = fd, fname, size
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.size)
+        out = np.empty(max(stop - start, 0), np.uint8)
+        if out.size and os.preadv(self.fd, [out], start) != out.size:
+            raise CorruptFileError(f"{self.fname}: the file shrank below {stop} bytes while open")
+        return out
+
+
+class _SampleFile:
+    """One FFRecord file, mapped (or read with pread), with its header validated. ``data`` is
+    the file's bytes; ``crcs`` and ``offsets`` are the header tables (views into the map)."""
 
     def __init__(self, fname: str, check_data: bool) -> None:
         self.fname = fname
@@ -61,12 +78,24 @@ class _MappedFile:
             if self.size < FIXED.size:
                 raise CorruptFileError(
                     f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header")
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.data = np.frombuffer(self.map, np.uint8)
-        meta_crc, self.n = FIXED.unpack_from(self.map, 0)
+            try:
+                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.data = np.frombuffer(self.map, np.uint8)
+            except OSError:
+                self.map = None
+                self.data = _PreadBytes(os.dup(f.fileno()), fname, self.size)
+        try:
+            self._read_header(check_data)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_header(self, check_data: bool) -> None:
+        meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
         self._check_header(meta_crc, check_data)
-        self.crcs = np.frombuffer(self.map, CRC_DTYPE, self.n, FIXED.size)
-        self.offsets = np.frombuffer(self.map, OFFSET_DTYPE, self.n, FIXED.size + 4 * self.n)
+        tables = self.data[FIXED.size:header_size(self.n)]
+        self.crcs = tables[:4 * self.n].view(CRC_DTYPE)
+        self.offsets = tables[4 * self.n:].view(OFFSET_DTYPE)
         self._check_offsets()
         if check_data and self.n:
             self._check_last_sample()
@@ -111,9 +140,12 @@ class _MappedFile:
                 self.fname, [last])
 
     def close(self) -> None:
-        self.data = self.crcs = self.offsets = None
+        if isinstance(self.data, _PreadBytes):
+            os.close(self.data.fd)
+        self.data = self.crcs = self.offsets = None  # drop the views before unmapping
         try:
-            self.map.close()
+            if self.map is not None:
+                self.map.close()
         except BufferError:  # a caller still holds a view; the mapping goes with it
             pass
 
@@ -134,8 +166,13 @@ class FileReader:
         self._open()
 
     def _open(self) -> None:
-        files = [_MappedFile(f, self.check_data) for f in self._fnames]
-        self._files = files
+        self._files = files = []
+        try:
+            for fname in self._fnames:
+                files.append(_SampleFile(fname, self.check_data))
+        except BaseException:
+            self.close()
+            raise
         self._first = np.cumsum([0] + [f.n for f in files[:-1]]).tolist()
         self.n = sum(f.n for f in files)
         if len(files) == 1:  # views into the map: no private copy of the tables
