@@ -10,7 +10,8 @@ header costs one private array of end offsets (8 bytes a sample), shared by fork
 Two consequences of mapping: the file must not be truncated *in place* while a reader has it open
 (a read past the new end would be a SIGBUS; :class:`~hfai_runtime.ffrecord.FileWriter` replaces
 files by rename, which is safe), and the pages a process reads count in its RSS as shared file
-pages, exactly the page cache that ``pread`` would have filled.
+pages, exactly the page cache that ``pread`` would have filled. A file that cannot be mapped is
+read with ``os.pread`` instead, with the same results.
 """
 
 from __future__ import annotations
