@@ -66,6 +66,11 @@ def test_empty_file_is_the_official_twelve_bytes(tmp_path):
         assert reader.n == 0 and reader.read([]) == []
 
 
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope/d\.ffr: its directory does not exist"):
+        FileWriter(tmp_path / "nope" / "d.ffr", 1)
+
+
 def test_file_mode_follows_the_umask(tmp_path):
     old = os.umask(0o027)
     try:

@@ -56,7 +56,10 @@ class FileWriter:
         target = Path(self.fname)
         self._tmp = str(target.with_name(
             f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"))
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.fname}: its directory does not exist") from None
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER)
         self._file.seek(header_size(self.n))
 
