@@ -1,0 +1,189 @@
+"""Test helper: a real, tiny detectron2 training job run the way train_net.py runs it.
+
+    python tests/_dist_train.py --data DIR --out DIR [--max-iter N] [--workers N] ...
+
+Faster R-CNN R18-FPN on 64-px synthetic COCO images (half of them landscape, so aspect-ratio
+grouping holds samples back), random flip and multi-scale resize on, launched by
+``launch_from_env`` from the environment, with HFAI's two lines (``SuspendCheckpointer`` +
+``resume_or_load(resume=True)``). Probes for the tests, all outside the code under test:
+
+* ``OUT/started``: touched after the first step of this process;
+* ``--sigterm-at I``: the last rank sends itself SIGTERM after step I;
+* ``--slow-mapper S``: the mapper sleeps S per sample (a busy data loader);
+* ``--eval-period P``: COCO evaluation every P steps; it touches ``OUT/eval_started`` and
+  records in ``OUT/eval_end_pending.rank<N>`` whether a suspend was pending when it ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+#: Data set sizes: small enough to build in a second, large enough to wrap around epochs.
+NUM_TRAIN, NUM_VAL = 12, 4
+
+
+def prepare_data(root: Path) -> Path:
+    """A synthetic COCO tree whose even-numbered training images are squashed to 64x48."""
+    from PIL import Image
+
+    from hfai_runtime.synthetic import make_coco_tree
+
+    make_coco_tree(root, num_train=NUM_TRAIN, num_val=NUM_VAL, image_size=64, seed=3)
+    json_path = root / "annotations" / "instances_train2017.json"
+    coco = json.loads(json_path.read_text())
+    squashed = {img["id"] for img in coco["images"] if img["id"] % 2 == 0}
+    for img in coco["images"]:
+        if img["id"] in squashed:
+            path = root / "train2017" / img["file_name"]
+            Image.open(path).resize((64, 48)).save(path)
+            img["height"] = 48
+    for ann in coco["annotations"]:
+        if ann["image_id"] in squashed:
+            ann["bbox"][1::2] = [v * 0.75 for v in ann["bbox"][1::2]]
+            ann["segmentation"] = [[v * 0.75 if i % 2 else v for i, v in enumerate(poly)] for poly in ann["segmentation"]]
+            ann["area"] *= 0.75
+    json_path.write_text(json.dumps(coco))
+    return root
+
+
+class SlowMapper:
+    """detectron2's DatasetMapper, slowed down to keep the data loader busy."""
+
+    def __init__(self, mapper, delay_s: float):
+        self.mapper, self.delay_s = mapper, delay_s
+
+    def __call__(self, dataset_dict):
+        time.sleep(self.delay_s)
+        return self.mapper(dataset_dict)
+
+
+def _trainer_class(args):
+    from detectron2.data import DatasetMapper, build_detection_train_loader
+    from detectron2.engine import DefaultTrainer
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.utils import comm
+
+    from hfai_runtime.detectron2 import SuspendCheckpointer
+
+    out = Path(args.out)
+
+    class ProbedEvaluator(COCOEvaluator):
+        def reset(self):
+            (out / "eval_started").touch()
+            super().reset()
+
+        def process(self, inputs, outputs):
+            time.sleep(0.2)  # widen the window in which the test's SIGTERM lands
+            super().process(inputs, outputs)
+
+        def evaluate(self):
+            pending = SuspendCheckpointer.suspend_pending()
+            (out / f"eval_end_pending.rank{comm.get_rank()}").write_text(json.dumps(pending))
+            return super().evaluate()
+
+    class Trainer(DefaultTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            mapper = DatasetMapper(cfg, True)
+            if args.slow_mapper:
+                mapper = SlowMapper(mapper, args.slow_mapper)
+            return build_detection_train_loader(cfg, mapper=mapper)
+
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+            return ProbedEvaluator(dataset_name, output_dir=str(out / "inference"), use_fast_impl=False)
+
+    return Trainer
+
+
+def _probe_hook(args):
+    from detectron2.engine import HookBase
+    from detectron2.utils import comm
+
+    class Probe(HookBase):
+        def after_step(self):
+            if self.trainer.iter == self.trainer.start_iter:
+                (Path(args.out) / f"started.rank{comm.get_rank()}").touch()
+            if self.trainer.iter == args.sigterm_at and comm.get_rank() == comm.get_world_size() - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return Probe()
+
+
+def setup(args):
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.utils import comm
+
+    data = Path(args.data)
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS, cfg.MODEL.RESNETS.NORM = 18, 64, "BN"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 3, 64
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 200, 100
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 100, 50
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (48, 56, 64), 96
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    cfg.DATASETS.TRAIN = ("dist_train",)
+    cfg.DATASETS.TEST = ("dist_val",) if args.eval_period else ()
+    cfg.DATALOADER.NUM_WORKERS = args.workers
+    cfg.SOLVER.IMS_PER_BATCH = 2 * comm.get_world_size()
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 0.002, (), 2
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True  # from random weights: keep the losses finite
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD = args.max_iter, args.checkpoint_period
+    cfg.TEST.EVAL_PERIOD = args.eval_period
+    cfg.OUTPUT_DIR, cfg.SEED = args.out, 7
+    cfg.freeze()
+    return cfg
+
+
+def main(args):
+    from detectron2.data.datasets import register_coco_instances
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
+    rank = comm.get_rank()
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("hfai_runtime").setLevel(logging.INFO)
+    data = Path(args.data)
+    for split in ("train", "val"):
+        register_coco_instances(f"dist_{split}", {}, str(data / "annotations" / f"instances_{split}2017.json"),
+                                str(data / f"{split}2017"))
+    cfg = setup(args)
+    seed_all_rng(cfg.SEED + rank)  # what default_setup does: same initial weights every run
+
+    from hfai_runtime.detectron2 import SuspendCheckpointer
+
+    trainer = _trainer_class(args)(cfg)
+    trainer.register_hooks([_probe_hook(args), SuspendCheckpointer(trainer.checkpointer)])
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-iter", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--sigterm-at", type=int, default=-1)
+    parser.add_argument("--slow-mapper", type=float, default=0.0)
+    parser.add_argument("--eval-period", type=int, default=0)
+    parser.add_argument("--checkpoint-period", type=int, default=100000)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    from hfai_runtime.launch import launch_from_env
+
+    launch_from_env(main, args=(parse_args(),))
