@@ -13,9 +13,9 @@ timed in CPU time (``time.process_time``: on a shared machine, wall time mostly 
 neighbours), and each variant's fastest round counts, as with ``timeit``. Timed so: the raw read
 alone (``PathManager.open(...).read()``) and ``DatasetMapper``. A ``DataLoader`` with 2 forked
 workers is timed by wall clock per pass over all images, variants alternating; it is the noisiest
-figure. Everything sits in the page cache: this measures the
-handler's CPU overhead, not the disk (a pack's gain on a cold network filesystem -- one open file
-instead of one per image -- is not shown here).
+figure. Everything sits in the page cache: this measures the handler's CPU overhead, not the
+disk (a pack's gain on a cold network filesystem -- one open file instead of one per image -- is
+not shown here).
 
 ``python -m bench.dataset [--rounds N]``
 """
