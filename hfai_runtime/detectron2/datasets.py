@@ -25,7 +25,11 @@ every other path untouched. The builtin paths match when the pack's folder and
 ``DETECTRON2_DATASETS`` are spelled consistently (both relative to the working directory, or
 either of them absolute).
 
-Images are read in forked DataLoader workers too: each process opens its own reader lazily.
+Registrations belong to the process. Forked DataLoader workers (detectron2's default on Linux)
+inherit them, and the open pack reader with them. A process started fresh -- detectron2's
+``launch`` and our launcher spawn one per GPU; a ``spawn``/``forkserver`` DataLoader -- needs the
+call again: make it at the top of the training script, as HFAI does, or at the start of ``main``,
+and every such process runs it.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ _MOUNTS: dict[str, str] = {}
 def register_ffrecord_handler(ffr_file: str | os.PathLike, ffr_prefix: str) -> None:
     """Serve ``ffr_file`` as ``ffrecord://<ffr_prefix>/`` and mount it on its own folder.
 
-    Calling it again with the same arguments (e.g. in every spawned worker) is harmless; a
+    Calling it again with the same arguments (e.g. in every spawned process) is harmless; a
     prefix already bound to another file raises ``ValueError``. The pack is opened here, so a
     missing file or one that is not a pack is reported at once, naming the file.
     """
