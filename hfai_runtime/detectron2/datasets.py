@@ -28,8 +28,8 @@ either of them absolute).
 Registrations belong to the process. Forked DataLoader workers (detectron2's default on Linux)
 inherit them, and the open pack reader with them. A process started fresh -- detectron2's
 ``launch`` and our launcher spawn one per GPU; a ``spawn``/``forkserver`` DataLoader -- needs the
-call again: make it at the top of the training script, as HFAI does, or at the start of ``main``,
-and every such process runs it.
+call again. At the top of the training script, as HFAI does, every such process runs it (they
+import the script); at the start of ``main``, only the launched workers do.
 """
 
 from __future__ import annotations
