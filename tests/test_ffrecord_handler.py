@@ -107,8 +107,7 @@ def test_get_local_path_materialises_once_atomically(manager: PathManager, tree:
     assert local.stat().st_mtime_ns != 0
     empty = Path(manager.get_local_path("ffrecord://tree/empty.bin"))
     assert empty.is_file() and empty.stat().st_size == 0
-    leftovers = [p for p in cache.rglob(".tmp-*")]
-    assert leftovers == []
+    assert list(cache.rglob(".tmp-*")) == []
 
 
 def test_several_packs_and_nested_prefixes(tmp_path: Path, shared_dir: Path, tree: Path) -> None:
@@ -239,7 +238,9 @@ def test_mount_prefers_files_on_disk_and_writes_to_disk(mounted: tuple[PathManag
     assert pm.open(str(other)).read() == "not under the mount"
 
 
-def test_mount_get_local_path_materialises_pack_members(mounted: tuple[PathManager, Path], tree: Path, cache: Path) -> None:
+def test_mount_get_local_path_materialises_pack_members(
+    mounted: tuple[PathManager, Path], tree: Path, cache: Path
+) -> None:
     pm, folder = mounted
     local = Path(pm.get_local_path(f"{folder}/images/pixel.png"))
     assert local.is_relative_to(cache) and local.read_bytes() == (tree / "images" / "pixel.png").read_bytes()

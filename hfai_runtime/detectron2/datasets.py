@@ -38,7 +38,7 @@ import functools
 import logging
 import os
 
-from hfai_runtime.io import SCHEME, FFRecordPathHandler, PackMountPathHandler
+from hfai_runtime.io import FFRecordPathHandler, PackMountPathHandler
 
 logger = logging.getLogger(__name__)
 
