@@ -8,6 +8,7 @@ the real detectron2 story is in test_run_local_story.py.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -122,11 +123,12 @@ def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     assert result.succeeded
 
 
-def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path):
-    names = "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT"
+def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, monkeypatch):
+    names = "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,OMP_NUM_THREADS"
     doc = pytorchjob(["--print-env", names, "--iters", "1"], workers=1)
     doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "OUT", "value": "/data/output"}]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     result, lines = run(doc, tmp_path, data_dir=tmp_path / "pvc")
     assert result.succeeded
     assert "[master-0] env MASTER_ADDR=127.0.0.1" in lines
@@ -134,6 +136,8 @@ def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path):
     assert "[worker-0] env WORLD_SIZE=2" in lines and "[worker-0] env PET_NNODES=2" in lines
     assert "[master-0] env CUDA_VISIBLE_DEVICES=" in lines
     assert f"[master-0] env OUT={tmp_path / 'pvc' / 'output'}" in lines
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # two replicas share this machine's CPUs
+    assert f"[worker-0] env OMP_NUM_THREADS={share}" in lines
     ports = {line.split("=")[1] for line in lines if "env MASTER_PORT=" in line}
     assert len(ports) == 1 and ports != {"23456"}  # one free port, shared by both replicas
 

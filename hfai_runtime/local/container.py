@@ -9,7 +9,9 @@ There is no image here, so:
   environment (``$$`` escapes, unknown names stay as written), as the kubelet does.
 * **environment** -- this process's environment, then the container's ``env``, then what the
   operator injects; the master's address becomes ``127.0.0.1`` and its port a free local port;
-  ``CUDA_VISIBLE_DEVICES`` is emptied (the local run is CPU and gloo).
+  ``CUDA_VISIBLE_DEVICES`` is emptied (the local run is CPU and gloo). The replicas share this
+  machine's CPUs, which on a cluster each pod has to itself, so unless ``OMP_NUM_THREADS`` is set
+  they get an equal share each (as torchrun does for the processes of one node).
 * **paths** -- each ``volumeMount`` path maps to a local folder: the one given with
   ``--mount PATH=DIR``, otherwise the data folder (``--data-dir``, default: the project), joined
   with the mount's ``subPath``. ``/dev/shm`` is left alone. The container's ``workingDir`` maps to
@@ -88,9 +90,10 @@ class PathMap:
         return cls(mapping)
 
 
-def process_env(replica: Replica, base: Mapping[str, str], master_port: int,
-                paths: PathMap) -> dict[str, str]:
-    """The local process's environment (see the module docstring for the order and mapping)."""
+def process_env(replica: Replica, base: Mapping[str, str], master_port: int, paths: PathMap,
+                threads: int) -> dict[str, str]:
+    """The local process's environment (see the module docstring for the order and mapping);
+    ``threads`` is the replica's share of the CPUs, the default ``OMP_NUM_THREADS``."""
     own = {name: paths.rewrite(value) for name, value in replica.env.items()}
     for name in MASTER_ADDR_VARS:
         if name in own:
@@ -98,7 +101,7 @@ def process_env(replica: Replica, base: Mapping[str, str], master_port: int,
     for name in MASTER_PORT_VARS:
         if name in own:
             own[name] = str(master_port)
-    return {**base, **own, "CUDA_VISIBLE_DEVICES": ""}
+    return {"OMP_NUM_THREADS": str(threads), **base, **own, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def process_argv(replica: Replica, env: Mapping[str, str], paths: PathMap, python: str,

@@ -174,6 +174,7 @@ class LocalRunner:
         self.outcome: tuple[str, str, str] | None = None  # condition, reason, message
         self.training_started: float | None = None
         self.master_port = free_port()
+        self.threads = max(1, len(os.sched_getaffinity(0)) // len(job.replicas))
         self.width = max(len(r.name) for r in job.replicas)
         self.start = time.monotonic()
 
@@ -238,7 +239,7 @@ class LocalRunner:
         opts = self.options
         paths = PathMap.for_replica(replica, opts.project_dir, opts.data_dir or opts.project_dir,
                                     opts.mounts)
-        env = process_env(replica, os.environ, self.master_port, paths)
+        env = process_env(replica, os.environ, self.master_port, paths, self.threads)
         argv = process_argv(replica, env, paths, opts.python, opts.args)
         self.attempts[replica.name] += 1
         proc = subprocess.Popen(
