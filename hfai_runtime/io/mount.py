@@ -50,12 +50,12 @@ class PackMountPathHandler(PathHandler):
     # -- reads: disk first, then the pack ---------------------------------------------------
 
     def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> IO[str] | IO[bytes]:
-        if mode in READ_MODES and not os.path.exists(path):
+        if mode in READ_MODES and not _on_disk(path):
             return self._packs._open(self._in_pack(path), mode, buffering, **kwargs)
         return self._disk._open(path, mode, buffering, **kwargs)
 
     def _get_local_path(self, path: str, force: bool = False, **kwargs: Any) -> str:
-        if os.path.exists(path):
+        if _on_disk(path):
             return self._disk._get_local_path(path, **kwargs)
         return self._packs._get_local_path(self._in_pack(path), force=force, **kwargs)
 
@@ -73,7 +73,7 @@ class PackMountPathHandler(PathHandler):
         return self._disk._exists(path, **kwargs) or self._packs._exists(self._in_pack(path), **kwargs)
 
     def _isfile(self, path: str, **kwargs: Any) -> bool:
-        if os.path.exists(path):
+        if _on_disk(path):
             return self._disk._isfile(path, **kwargs)
         return self._packs._isfile(self._in_pack(path), **kwargs)
 
@@ -96,3 +96,8 @@ class PackMountPathHandler(PathHandler):
 
     def _copy_from_local(self, local_path: str, dst_path: str, overwrite: bool = False, **kwargs: Any) -> None:
         self._disk._copy_from_local(local_path, dst_path, overwrite, **kwargs)
+
+
+def _on_disk(path: str) -> bool:
+    """``os.path.exists``, a few times cheaper on a miss (no exception): it runs per image."""
+    return os.access(path, os.F_OK)
