@@ -1,4 +1,4 @@
-"""Let a pack stand in for the folder it was packed from, under that folder's local path.
+"""Mount a pack on the local folder that holds it: missing files there are read from the pack.
 
 detectron2's builtin datasets use plain local paths (``datasets/coco/train2017/1.jpg``), built
 when ``detectron2.data`` is imported. Registering :class:`PackMountPathHandler` for the folder
