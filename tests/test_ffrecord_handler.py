@@ -110,6 +110,18 @@ def test_get_local_path_materialises_once_atomically(manager: PathManager, tree:
     assert list(cache.rglob(".tmp-*")) == []
 
 
+def test_get_local_path_leaves_no_partial_file(
+    manager: PathManager, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(src: str, dst: str) -> None:  # the process dies between writing and renaming
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        manager.get_local_path("ffrecord://tree/data.json")
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
 def test_several_packs_and_nested_prefixes(tmp_path: Path, shared_dir: Path, tree: Path) -> None:
     other = tmp_path / "other"
     (other / "sub").mkdir(parents=True)
@@ -236,6 +248,23 @@ def test_mount_prefers_files_on_disk_and_writes_to_disk(mounted: tuple[PathManag
     other = tmp_path / "elsewhere.txt"
     other.write_text("not under the mount")
     assert pm.open(str(other)).read() == "not under the mount"
+
+
+def test_mount_through_a_symlinked_dataset_folder(tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HFAI's advice: ``ln -s /public_dataset/.../mm_coco datasets/coco``."""
+    public = tmp_path / "public" / "mm_tree"
+    public.mkdir(parents=True)
+    _pack(tree, public / "tree.ffr")
+    monkeypatch.chdir(tmp_path)
+    Path("datasets").mkdir()
+    Path("datasets/tree").symlink_to(public)
+    packs = FFRecordPathHandler()
+    pm = PathManager()
+    pm.register_handler(packs)
+    uri = packs.add_pack("tree", "datasets/tree/tree.ffr")
+    pm.register_handler(PackMountPathHandler("datasets/tree", uri, packs))
+    blob = tree / "images" / "nested" / "blob.bin"
+    assert pm.open("datasets/tree/images/nested/blob.bin", "rb").read() == blob.read_bytes()
 
 
 def test_mount_get_local_path_materialises_pack_members(
