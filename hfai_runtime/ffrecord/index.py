@@ -100,11 +100,12 @@ class PathIndex:
         return target
 
     def _child(self, d: int, name: str) -> int | None:
-        prefix = self._prefix(d)
-        encoded = _encode(name)
-        if not encoded.startswith(prefix):
-            return None
-        suffix = encoded[len(prefix):]
+        cut, end = self._prefix_bound_of[d], self._prefix_bound_of[d + 1]
+        suffix = _encode(name)
+        if end > cut:
+            if not suffix.startswith(self._prefix_bytes[cut:end]):
+                return None
+            suffix = suffix[end - cut:]
         h = hash(name) & _HASH_MASK
         hi = self._first_of[d + 1]
         e = bisect_left(self._hash_of, h, self._first_of[d], hi)
