@@ -28,7 +28,12 @@ from .reader import FileReader, PathLike
 
 
 class PackedFolder:
-    """Random access by path to the files of a folder packed with :func:`pack_folder`."""
+    """Random access by path to the files of a folder packed with :func:`pack_folder`.
+
+    ``check_data`` is passed to the :class:`FileReader` underneath. A context manager; survives
+    ``fork`` (the index and the mapping are shared with DataLoader workers, copy-free) and
+    pickles as its file name (the copy reopens the file and rebuilds the index).
+    """
 
     def __init__(self, ffr_file: PathLike | Sequence[PathLike], check_data: bool = True) -> None:
         self.ffr_file = ffr_file
@@ -38,12 +43,18 @@ class PackedFolder:
     def _open(self) -> None:
         self.reader = FileReader(self.ffr_file, self.check_data)
         self._name = ", ".join(self.reader.fnames)
-        if self.reader.n == 0:
-            raise NotAPackedFolderError(f"{self._name} is not a packed folder: it has no samples")
-        tree = decode(self.reader.read_one(self.reader.n - 1), self._name)
-        self._index = PathIndex(tree, self.num_files(), self._name)
-        del tree
-        _release_freed_memory()
+        try:
+            if self.reader.n == 0:
+                raise NotAPackedFolderError(f"{self._name} is not a packed folder: it has no "
+                                            "samples")
+            tree = decode(self.reader.read_one(self.reader.n - 1), self._name)
+            self._index = PathIndex(tree, self.num_files(), self._name)
+        except BaseException:
+            self.reader.close()
+            raise
+        finally:
+            tree = None
+            _release_freed_memory()
 
     def num_files(self) -> int:
         """How many files the pack holds (its samples minus the metadata sample)."""
