@@ -66,6 +66,8 @@ def test_path_forms_and_errors(tmp_path):
             folder.read_one("d/nope")
         with pytest.raises(IsADirectoryError, match=r"'d' is a directory in .*p\.ffr"):
             folder.read(["d"])
+        with pytest.raises(TypeError, match="read_one"):
+            folder.read("d/f.txt")
         with pytest.raises(NotADirectoryError, match=r"'d/f.txt' is a file"):
             folder.list("d/f.txt")
         assert folder.size("d/f.txt") == 1

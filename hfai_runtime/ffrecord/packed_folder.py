@@ -108,6 +108,8 @@ class PackedFolder:
 
     def read(self, paths: Iterable[PathLike]) -> list[np.ndarray]:
         """The bytes of each file in ``paths``, in order."""
+        if isinstance(paths, (str, os.PathLike)):
+            raise TypeError(f"read() takes a list of paths, got {paths!r}; use read_one(path)")
         return self.reader.read([self.index(p) for p in paths])
 
     # -- lifetime ----------------------------------------------------------------------------
