@@ -107,3 +107,11 @@ def test_wheel_builder_refuses_an_sdist_with_cpp_sources(tmp_path):
         tar.addfile(info, io.BytesIO(payload))
     with pytest.raises(SystemExit, match="ships C\\+\\+ sources"):
         builder.unpack(sdist, tmp_path / "src")
+
+
+def test_environment_report_describes_the_cpu_build():
+    """default_setup() logs collect_env_info(), which queries the compiled extension."""
+    from detectron2.utils.collect_env import collect_env_info
+
+    report = collect_env_info()
+    assert "pure-Python CPU build" in report

@@ -1,64 +1,105 @@
-"""``make demo``: train and evaluate a tiny Mask R-CNN with real detectron2 on CPU.
+"""``make demo``: the whole story on one CPU machine, with the commands a user would type.
 
-Makes a synthetic COCO-format dataset (PNGs with boxes and polygon masks), trains for
-SOLVER.MAX_ITER iterations, evaluates with the COCO API and says where the outputs are.
+1. Render a project from this template with copier (its defaults, 2 nodes x 1 GPU).
+2. Make a small synthetic COCO-format dataset and pack it with ``hfai-runtime ffr pack``
+   into the PVC's datasets folder, in HFAI's layout (coco/coco.ffr + coco/annotations/).
+3. Run the rendered ``k8s/job.yaml`` (a Kubeflow PyTorchJob, 2 replicas) with
+   ``hfai-runtime run-local``: real detectron2 on CPU over gloo, with the environment the
+   operator injects. A few seconds into training worker-0 is preempted (SIGTERM to its
+   launcher); every rank stops at the same iteration, checkpoints and exits 143; both
+   replicas are recreated, resume from the next iteration and finish with a COCO evaluation.
+4. Print what happened, from the runner's event timeline.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ZOO_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "hfai_runtime.cli"]
 
 
-def build_cfg(output_dir: Path, max_iter: int):
-    from detectron2 import model_zoo
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file(ZOO_CONFIG))
-    cfg.merge_from_file(str(HERE / "demo" / "mask_rcnn_cpu_tiny.yaml"))
-    cfg.DATASETS.TRAIN = ("demo_train",)
-    cfg.DATASETS.TEST = ("demo_val",)
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.OUTPUT_DIR = str(output_dir)
-    return cfg
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
 
 
-def main() -> None:
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    print("$ " + shlex.join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], **kwargs)
+
+
+def render(project: Path) -> None:
+    import copier
+
+    step(f"copier copy {REPO} {project} --defaults -d num_nodes=2 -d gpus_per_node=1")
+    # vcs_ref=HEAD renders this checkout as it is, uncommitted changes included.
+    copier.run_copy(str(REPO), str(project), data={"num_nodes": 2, "gpus_per_node": 1},
+                    defaults=True, vcs_ref="HEAD", quiet=True)
+    print(f"rendered {sorted(p.name for p in project.iterdir())}")
+
+
+def make_dataset(source: Path, datasets: Path) -> None:
+    step("a synthetic COCO-format dataset, packed into the PVC's datasets folder")
+    run(CLI + ["synth-coco", source, "--train", "32", "--val", "8", "--coco-categories"], check=True)
+    print(f"$ mkdir -p {datasets}/coco")
+    (datasets / "coco").mkdir(parents=True)
+    run(CLI + ["ffr", "pack", source, datasets / "coco" / "coco.ffr"], check=True)
+    print(f"$ cp -r {source}/annotations {datasets}/coco/annotations")
+    shutil.copytree(source / "annotations", datasets / "coco" / "annotations")
+
+
+def run_job(project: Path, pvc: Path, events: Path, max_iter: int, preempt_after: float) -> int:
+    step("hfai-runtime run-local k8s/job.yaml: the PyTorchJob on this machine, one replica "
+         f"preempted {preempt_after:g} s into training")
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    # The CPU-sized config instead of the GPU one; OUTPUT_DIR on the PVC, as in the manifest.
+    config_args = ["--config-file", "configs/smoke_cpu.yaml", "SOLVER.MAX_ITER", str(max_iter),
+                   "OUTPUT_DIR", f"{answers['mount_path'].rstrip('/')}/output/demo"]
+    cmd = CLI + ["run-local", project / "k8s" / "job.yaml", "--data-dir", pvc,
+                 "--args", shlex.join(config_args), "--preempt", f"worker-0@train+{preempt_after:g}",
+                 "--events", events]
+    return run(cmd, cwd=project).returncode
+
+
+def summarize(events_file: Path) -> None:
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+
+    def values(kind: str, replica: str) -> list:
+        return [e["value"] for e in events if e["kind"] == kind and e["replica"] == replica]
+
+    step("what happened")
+    for name in ("master-0", "worker-0"):
+        print(f"{name}: exits {values('exited', name)}, stopped at iteration(s) "
+              f"{values('stopped_at', name)}, trained from iteration(s) {values('trains_from', name)}")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work-dir", type=Path, default=Path("work/demo"))
-    parser.add_argument("--max-iter", type=int, default=40)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "demo")
+    parser.add_argument("--max-iter", type=int, default=60)
+    parser.add_argument("--preempt-after", type=float, default=8.0,
+                        help="seconds into training at which worker-0 is preempted")
     args = parser.parse_args()
 
-    from detectron2.data.datasets import register_coco_instances
-    from detectron2.engine import DefaultTrainer
-    from detectron2.evaluation import COCOEvaluator
-    from detectron2.utils.logger import setup_logger
-
-    from hfai_runtime.synthetic import make_coco_tree
-
-    setup_logger()
-    logging.getLogger("detectron2").setLevel(logging.INFO)
-    data = make_coco_tree(args.work_dir / "coco")
-    print(f"demo: synthetic COCO-format dataset in {data}")
-    for split in ("train", "val"):
-        register_coco_instances(
-            f"demo_{split}", {}, str(data / "annotations" / f"instances_{split}2017.json"),
-            str(data / f"{split}2017"),
-        )
-    cfg = build_cfg(args.work_dir / "output", args.max_iter)
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    evaluator = COCOEvaluator("demo_val", output_dir=cfg.OUTPUT_DIR, use_fast_impl=False)
-    results = DefaultTrainer.test(cfg, trainer.model, evaluators=[evaluator])
-    print(f"demo: COCO evaluation: {dict(results)}")
-    print(f"demo: outputs (weights, metrics.json, evaluation) in {cfg.OUTPUT_DIR}")
+    work = args.work_dir.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    project, pvc = work / "myproj", work / "pvc"
+    render(project)
+    make_dataset(work / "coco-source", pvc / "datasets")
+    code = run_job(project, pvc, work / "events.jsonl", args.max_iter, args.preempt_after)
+    summarize(work / "events.jsonl")
+    print(f"\nrendered project: {project}\ncheckpoints, metrics and evaluation: {pvc}/output/demo"
+          f"\nevent timeline (JSON lines): {work}/events.jsonl")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

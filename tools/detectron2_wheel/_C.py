@@ -13,7 +13,7 @@ _WHY = (
     "detectron2.{op} is a compiled C++/CUDA op, and this detectron2 is the pure-Python CPU "
     "build made by d2-hfai-template's bootstrap (the PyPI sdist carries no C++ sources). "
     "Use the project's CUDA image (which builds detectron2 from source) for rotated boxes, "
-    "deformable convolution and the fast COCO evaluator; on CPU pass "
+    "rotated ROIAlign, deformable convolution on GPU and the fast COCO evaluator; on CPU pass "
     "COCOEvaluator(..., use_fast_impl=False)."
 )
 
@@ -39,14 +39,24 @@ _OPS = (
     "deform_conv_backward_filter",
     "modulated_deform_conv_forward",
     "modulated_deform_conv_backward",
-    "get_compiler_version",
-    "get_cuda_version",
-    "has_cuda",
     "InstanceAnnotation",
     "COCOevalEvaluateImages",
     "COCOevalAccumulate",
 )
 globals().update({op: _unavailable(op) for op in _OPS})
+
+
+# What detectron2.utils.collect_env (called by default_setup) reports about the build.
+def get_compiler_version() -> str:
+    return "none (pure-Python CPU build, compiled ops unavailable)"
+
+
+def get_cuda_version() -> str:
+    return "none"
+
+
+def has_cuda() -> bool:
+    return False
 
 
 def __getattr__(name: str):
