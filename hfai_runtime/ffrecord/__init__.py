@@ -14,7 +14,7 @@ are the official ones::
         pf.list("train2017")[:3], pf.read_one("train2017/000000000009.jpg")
 
 Where the official library executes the pickle in a packed folder, leaves partial files, or
-keeps a ~180 MB Python index per DataLoader worker, this one does not; see each module.
+keeps a ~200 MB Python index per DataLoader worker (ImageNet), this one does not; see each module.
 """
 
 from .errors import (CorruptFileError, FFRecordError, NotAPackedFolderError, OldFormatWarning,

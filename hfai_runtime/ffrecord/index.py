@@ -1,6 +1,6 @@
 """``PathIndex``: a packed folder's directory tree in a few flat numpy arrays.
 
-The official reader keeps the decoded nested dicts: for ImageNet's 1.2M files that is ~180 MB of
+The official reader keeps the decoded nested dicts: for ImageNet's 1.2M files that is ~200 MB of
 Python objects per process, and every forked DataLoader worker copies the pages of each object
 whose reference count a lookup touches. Here the tree lives in arrays and one bytes blob, which
 lookups only read, so the pages stay shared after ``fork``. Layout:
