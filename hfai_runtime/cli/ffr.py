@@ -118,8 +118,9 @@ def _info(args: argparse.Namespace) -> int:
             with open(fname, "rb") as f:
                 meta_crc, n = FIXED.unpack(f.read(FIXED.size))
                 size = f.seek(0, 2)
+            old = " (old format: unverified)" if meta_crc == 0 else ""
             print(f"file: {fname}\n  size: {size} bytes\n  samples: {n}\n"
-                  f"  meta_crc: {meta_crc:#010x}{' (old format: unverified)' if not meta_crc else ''}")
+                  f"  meta_crc: {meta_crc:#010x}{old}")
         print(f"samples: {reader.n}")
         if reader.n and bytes(reader.read_one(reader.n - 1)[:len(MAGIC)]) == MAGIC:
             _packed_info(args.file)
