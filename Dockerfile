@@ -41,7 +41,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates curl git ninja-build python3 python3-dev python3-venv \
+        ca-certificates curl ninja-build python3 python3-dev python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
 # One virtualenv holds everything Python; the runtime stage copies it whole.
