@@ -33,7 +33,8 @@ def container(args: list[str], name: str = "pytorch") -> dict:
 
 
 def pytorchjob(args: list[str], workers: int = 0, policy: str = "ExitCode",
-               backoff: int | None = 5, grace: int = 5, worker_args: list[str] | None = None) -> dict:
+               backoff: int | None = 5, grace: int = 5,
+               worker_args: list[str] | None = None) -> dict:
     pod = {"terminationGracePeriodSeconds": grace, "containers": [container(args)],
            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}},
                        {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}
@@ -109,7 +110,8 @@ def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
     (tmp_path / "ckpt").mkdir()
-    result, _ = run(pytorchjob(args, workers=1), tmp_path, suspend_at=At(0.8, after_training=True), resume_after=0.5)
+    result, _ = run(pytorchjob(args, workers=1), tmp_path,
+                    suspend_at=At(0.8, after_training=True), resume_after=0.5)
     assert len(result.of_kind("suspended")) == len(result.of_kind("resumed")) == 1
     suspended, resumed = result.of_kind("suspended")[0], result.of_kind("resumed")[0]
     assert resumed.time >= suspended.time + 0.5
@@ -124,7 +126,8 @@ def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
 
 
 def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, monkeypatch):
-    names = "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,OMP_NUM_THREADS"
+    names = ("MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,"
+             "OMP_NUM_THREADS")
     doc = pytorchjob(["--print-env", names, "--iters", "1"], workers=1)
     doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "OUT", "value": "/data/output"}]
@@ -153,7 +156,8 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
     }
     result, lines = run(doc, tmp_path)
     assert result.succeeded and result.reason == "TrainJobSucceeded"
-    assert "[node-1] env PET_NODE_RANK=1" in lines and "[node-0] env PET_MASTER_ADDR=127.0.0.1" in lines
+    assert "[node-1] env PET_NODE_RANK=1" in lines
+    assert "[node-0] env PET_MASTER_ADDR=127.0.0.1" in lines
     assert "[node-0] env RANK=<unset>" in lines  # Trainer v2 injects only PET_*
 
 
@@ -190,7 +194,8 @@ def _master_container(doc: dict) -> dict:
 def test_cli_refuses_with_the_file_and_field_and_exit_code_2(tmp_path, capsys):
     manifest = tmp_path / "k8s" / "job.yaml"
     manifest.parent.mkdir()
-    manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}
+    manifest.write_text(yaml.safe_dump(pod))
     assert cli_main(["run-local", str(manifest)]) == 2
     assert f"{manifest}: kind: expected PyTorchJob or TrainJob, got 'Pod'" in capsys.readouterr().err
 
@@ -219,7 +224,8 @@ def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
     from hfai_runtime.local.manifest import Mount, Replica
 
     assert local_command(["/usr/bin/tini", "-g", "--", "python3", "t.py"], "/py") == ["/py", "t.py"]
-    assert local_command(["torchrun", "t.py"], "/py") == ["/py", "-m", "torch.distributed.run", "t.py"]
+    assert local_command(["torchrun", "t.py"], "/py") == [
+        "/py", "-m", "torch.distributed.run", "t.py"]
     assert local_command(["bash", "-c", "x"], "/py") == ["bash", "-c", "x"]
     with pytest.raises(ValueError, match="only 'tini --'"):
         local_command(["tini", "--"], "/py")
@@ -227,7 +233,8 @@ def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
     assert expand_refs("--nnodes=$(PET_NNODES) $(UNSET) $$(PET_NNODES)", env) == \
         "--nnodes=2 $(UNSET) $(PET_NNODES)"
 
-    replica = Replica("master-0", "Master", 0, (), (), {}, "ExitCode", 30.0, working_dir="/workspace",
+    replica = Replica("master-0", "Master", 0, (), (), {}, "ExitCode", 30.0,
+                      working_dir="/workspace",
                       mounts=(Mount("/data", "storage"), Mount("/data/ckpt", "c", "run1"),
                               Mount("/dev/shm", "dshm")))
     project = tmp_path / "workspace" / "proj"  # a local path that starts like a container path
@@ -261,8 +268,9 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     manifest = tmp_path / "k8s" / "job.yaml"
     manifest.parent.mkdir()
     manifest.write_text(yaml.safe_dump(pytorchjob(["--iters", "400"], workers=1)))
-    runner = subprocess.Popen([sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids = []
     for line in runner.stdout:
         if "iter 0" in line:  # both replicas started; one is training

@@ -61,7 +61,7 @@ def test_a_preempted_replica_stops_every_rank_and_the_job_resumes(tmp_path):
     assert result.succeeded, log[-6000:]
 
     assert len(result.of_kind("preempted", "worker-0")) == 1
-    for name in ("master-0", "worker-0"):  # both left training with the suspend code, both came back
+    for name in ("master-0", "worker-0"):  # both left with the suspend code, both came back
         assert [e.value for e in result.of_kind("exited", name)] == [143, 0], log[-6000:]
         assert len(result.of_kind("restarting", name)) == 1
     output = pvc / "output" / "story"  # OUTPUT_DIR on the PVC, mapped to the data folder

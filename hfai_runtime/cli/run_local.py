@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
                              "its grace period; WHEN is SECONDS after the start or train+SECONDS "
                              "after training first started; may repeat")
     parser.add_argument("--suspend-at", type=_at, metavar="WHEN",
-                        help="set runPolicy.suspend at WHEN (as for --preempt): every replica stops")
+                        help="set runPolicy.suspend at WHEN (as for --preempt): every replica "
+                             "stops")
     parser.add_argument("--resume-after", type=float, default=0.0, metavar="SECONDS",
                         help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
     parser.add_argument("--args", type=shlex.split, metavar="ARGS",

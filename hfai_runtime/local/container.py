@@ -69,7 +69,8 @@ class PathMap:
         self.mapping = dict(sorted(((p.rstrip("/") or "/", Path(d)) for p, d in mapping.items()),
                                    key=lambda item: -len(item[0])))
         alternatives = "|".join(re.escape(p) for p in self.mapping)
-        self._pattern = re.compile(rf"(^|[=:,])({alternatives})(?=/|$|[:,])") if self.mapping else None
+        self._pattern = (re.compile(rf"(^|[=:,])({alternatives})(?=/|$|[:,])")
+                         if self.mapping else None)
 
     def rewrite(self, text: str) -> str:
         if self._pattern is None:

@@ -35,6 +35,9 @@ PYTORCHJOB_API = "kubeflow.org/v1"
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 TRAINJOB_RUNTIME = "torch-distributed"
 TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
+TRAINJOB_RESTART_POLICIES = ("OnFailure", "Never")  # what a batch/v1 Job's pods may use
+TRAINJOB_POD_PATH = ("spec.runtimePatches[].trainingRuntimeSpec.template.spec"
+                     ".replicatedJobs[name=node].template.spec.template.spec")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
     spec = _mapping(doc.get("spec"), "spec")
     specs = pytorchjob_replica_specs(doc)
     if "Master" not in specs:
-        raise ValueError("spec.pytorchReplicaSpecs.Master: required (the operator needs one master)")
+        raise ValueError("spec.pytorchReplicaSpecs.Master: required (the operator needs one)")
     replicas = []
     for rtype in ("Master", "Worker"):
         if rtype not in specs:
@@ -121,10 +124,9 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         count = replica_count(rspec, path)
         if rtype == "Master" and count != 1:
             raise ValueError(f"{path}.replicas: expected 1, got {count}")
-        policy = rspec.get("restartPolicy", "OnFailure")
-        if policy not in RESTART_POLICIES:
-            raise ValueError(f"{path}.restartPolicy: expected one of {', '.join(RESTART_POLICIES)}, got {policy!r}")
-        pod = _mapping(_mapping(rspec.get("template"), f"{path}.template").get("spec"), f"{path}.template.spec")
+        policy = _restart_policy(rspec, path, RESTART_POLICIES)
+        template = _mapping(rspec.get("template"), f"{path}.template")
+        pod = _mapping(template.get("spec"), f"{path}.template.spec")
         container = _container(pod, PYTORCHJOB_CONTAINER, f"{path}.template.spec")
         for index in range(count):
             replicas.append(_replica(
@@ -139,7 +141,8 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         replicas=tuple(replicas),
         backoff_limit=_optional_int(run_policy, "backoffLimit", "spec.runPolicy"),
         suspend=_optional_bool(run_policy, "suspend", "spec.runPolicy"),
-        active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds", "spec.runPolicy"),
+        active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds",
+                                              "spec.runPolicy"),
         manifest=doc,
     )
 
@@ -158,17 +161,17 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ValueError(f"spec.trainer.numNodes: expected a positive integer, got {nodes!r}")
     pod = _trainjob_pod_patch(spec)
-    container = _container(pod, TRAINJOB_CONTAINER, "", required=False)
+    container = _container(pod, TRAINJOB_CONTAINER, TRAINJOB_POD_PATH, required=False)
     container = {
         **container,
         "command": trainer.get("command"),
         "args": trainer.get("args"),
         "env": list(container.get("env") or []) + list(trainer.get("env") or []),
     }
-    policy = pod.get("restartPolicy", "OnFailure")
+    policy = _restart_policy(pod, TRAINJOB_POD_PATH, TRAINJOB_RESTART_POLICIES)
     replicas = tuple(
         _replica(doc, TRAINJOB_REPLICATED_JOB, i, container, pod, policy,
-                 pod_path="spec.runtimePatches[].(node pod spec)", container_path="spec.trainer")
+                 pod_path=TRAINJOB_POD_PATH, container_path="spec.trainer")
         for i in range(nodes)
     )
     return LocalJob(
@@ -191,7 +194,8 @@ def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
         for j, rjob in enumerate(jobs.get("replicatedJobs") or []):
             if rjob.get("name") != TRAINJOB_REPLICATED_JOB:
                 continue
-            patched = (((rjob.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec")
+            job_spec = (rjob.get("template") or {}).get("spec") or {}
+            patched = (job_spec.get("template") or {}).get("spec")
             pod.update(_mapping(patched or {}, f"{base}[{j}].template.spec.template.spec"))
     return pod
 
@@ -199,23 +203,31 @@ def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
 def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[str, Any],
              pod: Mapping[str, Any], policy: str, pod_path: str, container_path: str) -> Replica:
     """Replica ``rtype``-``index``: its container's command, env (own + injected), policy, grace."""
-    cpath = container_path
-    if policy not in RESTART_POLICIES:
-        raise ValueError(f"{pod_path}.restartPolicy: expected one of {', '.join(RESTART_POLICIES)}, got {policy!r}")
-    command = _strings(container.get("command"), f"{cpath}.command", required=True)
-    args = _strings(container.get("args"), f"{cpath}.args", required=False)
-    env = _container_env(container.get("env"), f"{cpath}.env")
+    command = _strings(container.get("command"), f"{container_path}.command", required=True)
+    args = _strings(container.get("args"), f"{container_path}.args", required=False)
+    env = _container_env(container.get("env"), f"{container_path}.env")
     env.update(injected_env(doc, rtype, index))
     grace = pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
     if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-        raise ValueError(f"{pod_path}.terminationGracePeriodSeconds: expected a non-negative integer, got {grace!r}")
+        raise ValueError(f"{pod_path}.terminationGracePeriodSeconds: expected a non-negative "
+                         f"integer, got {grace!r}")
     mounts = tuple(
         Mount(m["mountPath"], m.get("name", ""), m.get("subPath", ""))
         for m in container.get("volumeMounts") or []
         if isinstance(m, Mapping) and m.get("mountPath")
     )
-    return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command), tuple(args), env, policy, float(grace),
-                   str(container.get("workingDir") or ""), mounts)
+    return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command), tuple(args), env,
+                   policy, float(grace), str(container.get("workingDir") or ""), mounts)
+
+
+def _restart_policy(spec: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> str:
+    """``restartPolicy`` (default ``OnFailure``: the PyTorchJob defaulter's and the JobSet
+    webhook's) checked against ``allowed``."""
+    policy = spec.get("restartPolicy", "OnFailure")
+    if policy not in allowed:
+        raise ValueError(f"{path}.restartPolicy: expected one of {', '.join(allowed)}, "
+                         f"got {policy!r}")
+    return policy
 
 
 def _container(pod: Mapping[str, Any], name: str, path: str, required: bool = True) -> dict:
@@ -241,10 +253,12 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
             raise ValueError(f"{path}[{i}].name: expected a string")
         if "valueFrom" in item:
-            raise ValueError(f"{path}[{i}].valueFrom: not available locally ({item['name']}); use value")
+            raise ValueError(f"{path}[{i}].valueFrom: not available locally "
+                             f"({item['name']}); use value")
         value = item.get("value", "")
         if not isinstance(value, str):
-            raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} (quote it in YAML)")
+            raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} "
+                             f"(quote it in YAML)")
         out[item["name"]] = value
     return out
 
@@ -252,7 +266,8 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
 def _strings(value: Any, path: str, required: bool) -> list[str]:
     if value is None and not required:
         return []
-    if not isinstance(value, list) or (required and not value) or not all(isinstance(v, str) for v in value):
+    if (not isinstance(value, list) or (required and not value)
+            or not all(isinstance(v, str) for v in value)):
         why = " (there is no image here to take an entrypoint from)" if required else ""
         raise ValueError(f"{path}: expected a list of strings{why}, got {value!r}")
     return list(value)
@@ -273,7 +288,8 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 
 def _expect_equal(doc: Mapping[str, Any], key: str, expected: str) -> None:
     if doc.get(key) != expected:
-        raise ValueError(f"{key}: expected {expected!r} for kind {doc.get('kind')}, got {doc.get(key)!r}")
+        raise ValueError(f"{key}: expected {expected!r} for kind {doc.get('kind')}, "
+                         f"got {doc.get(key)!r}")
 
 
 def _optional_int(obj: Mapping[str, Any], key: str, path: str) -> int | None:

@@ -61,7 +61,8 @@ def pytorchjob_replica_specs(job: Mapping[str, Any]) -> dict[str, Mapping[str, A
         name = next((t for t in PYTORCHJOB_REPLICA_TYPES if t.lower() == str(key).lower()), None)
         if name is None:
             raise ValueError(
-                f"spec.pytorchReplicaSpecs.{key}: expected one of {', '.join(PYTORCHJOB_REPLICA_TYPES)}"
+                f"spec.pytorchReplicaSpecs.{key}: expected one of "
+                f"{', '.join(PYTORCHJOB_REPLICA_TYPES)}"
             )
         if not isinstance(spec, Mapping):
             raise ValueError(f"spec.pytorchReplicaSpecs.{key}: expected a mapping")
@@ -97,7 +98,8 @@ def _pytorchjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> di
     specs = pytorchjob_replica_specs(job)
     rtype = next((t for t in specs if t.lower() == replica_type.lower()), None)
     if rtype is None:
-        raise ValueError(f"spec.pytorchReplicaSpecs.{replica_type}: no such replica type in the job")
+        raise ValueError(f"spec.pytorchReplicaSpecs.{replica_type}: no such replica type "
+                         f"in the job")
     pods = sum(replica_count(s, f"spec.pytorchReplicaSpecs.{t}") for t, s in specs.items())
     nproc = str(spec.get("nprocPerNode", "auto"))
 
@@ -156,7 +158,7 @@ def trainjob_nproc_per_node(trainer: Mapping[str, Any]) -> str:
 
 
 def _cpu_quantity(value: Any, path: str) -> int:
-    """A Kubernetes CPU quantity (``2``, ``"1.5"``, ``"500m"``) rounded up, as ``Quantity.Value``."""
+    """A Kubernetes CPU quantity (``2``, ``"1.5"``, ``"500m"``) rounded up (``Quantity.Value``)."""
     text = str(value).strip()
     try:
         if text.endswith("m"):
