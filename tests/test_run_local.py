@@ -281,3 +281,26 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     assert len(pids) == 2
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_trainjob_runtime_patches_give_grace_mounts_and_restart_policy():
+    def trainjob(pod_spec: dict, runtime: str = "torch-distributed") -> dict:
+        patch = {"manager": "t", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+            {"name": "node", "template": {"spec": {"template": {"spec": pod_spec}}}}]}}}}
+        return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+                "metadata": {"name": "det"},
+                "spec": {"runtimeRef": {"name": runtime}, "runtimePatches": [patch],
+                         "trainer": {"command": ["python", "t.py"], "numNodes": 3}}}
+
+    pod = {"terminationGracePeriodSeconds": 15, "restartPolicy": "Never",
+           "containers": [{"name": "node", "volumeMounts": [{"name": "s", "mountPath": "/data"}]}]}
+    job = parse_job(trainjob(pod))
+    assert [r.name for r in job.replicas] == ["node-0", "node-1", "node-2"]
+    node = job.replicas[2]
+    assert (node.grace_seconds, node.restart_policy, node.mounts[0].path) == (15, "Never", "/data")
+    assert job.backoff_limit == 6  # batch/v1 Job's default
+    with pytest.raises(ValueError, match=r"replicatedJobs\[name=node\].*restartPolicy: expected "
+                                         r"one of OnFailure, Never, got 'ExitCode'"):
+        parse_job(trainjob({**pod, "restartPolicy": "ExitCode"}))
+    with pytest.raises(ValueError, match="spec.runtimeRef.name: expected 'torch-distributed'"):
+        parse_job(trainjob(pod, runtime="mpi-distributed"))
