@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -69,11 +68,6 @@ def _scoped_seed(seed: int) -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
-
-
-def _ignore_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: preemption is the training process's business."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _identity(sample: Any) -> Any:
@@ -174,7 +168,7 @@ class ResumableTrainLoader:
         loader = torchdata.DataLoader(
             _MappedStream(self.source, self.seed, self.held, self.start),
             batch_size=None, num_workers=self.source.num_workers, collate_fn=_identity,
-            worker_init_fn=_ignore_sigterm, generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(self.seed),
         )
         size = self.source.batch_size
         buckets: list[list[dict]] = [[], []]

@@ -15,9 +15,13 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from hfai_runtime.distributed.suspend import install_sigterm_handler
 
 logger = logging.getLogger(__name__)
+
+_POLL_S = 0.1  # how often the launcher looks for a held-back SIGTERM to deliver
 
 
 def exit_code(process: multiprocessing.process.BaseProcess) -> int:
@@ -36,15 +40,41 @@ def job_exit_code(codes: Sequence[int], suspend_code: int) -> int:
 
 
 class _Relay:
-    """SIGTERM handler of the launcher: forward the signal to every started worker."""
+    """SIGTERM handler of the launcher: forward the signal to every worker that is ready for it.
+
+    A worker is ready once its own handler is installed (it sets its shared ``ready`` flag);
+    until then -- while it imports torch and the user's script -- a SIGTERM would kill it, so
+    the signal is held back and delivered by :func:`_wait` as soon as the worker is ready.
+    """
 
     def __init__(self) -> None:
-        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.workers: list[tuple[multiprocessing.process.BaseProcess, Any]] = []
+        self.signum: int | None = None
+        self.delivered: set[int] = set()
 
     def __call__(self, signum: int, frame) -> None:
-        for process in self.processes:
-            if process.exitcode is None:
-                os.kill(process.pid, signum)
+        self.signum = signum
+        self.deliver()
+
+    def deliver(self) -> None:
+        for i, (process, ready) in enumerate(self.workers):
+            if self.signum is not None and i not in self.delivered and ready.value:
+                self.delivered.add(i)
+                try:
+                    os.kill(process.pid, self.signum)
+                except ProcessLookupError:
+                    pass
+
+
+def _bootstrap(worker: Callable[..., None], local_rank: int, ready: Any, args: tuple) -> None:
+    """First code run in a spawned worker: turn SIGTERM into a suspend request, then work."""
+    # A spawned child inherits the "spawn" start method; its DataLoader workers should start
+    # the way they do under torchrun (the platform default: fork on Linux), fast and sharing
+    # this process's setup, including the signal setup below.
+    multiprocessing.set_start_method(None, force=True)
+    install_sigterm_handler()
+    ready.value = 1
+    worker(local_rank, *args)
 
 
 def spawn(
@@ -58,37 +88,36 @@ def spawn(
     """Run ``worker(local_rank, *args)`` in ``nprocs`` fresh interpreters; return the job's code.
 
     ``worker`` must be importable (spawn start method: no fork of a process that may hold CUDA
-    or threads). Workers start with SIGTERM blocked and unblock it once their own handler is in
-    place (:func:`hfai_runtime.distributed.suspend.install_sigterm_handler`), so a signal relayed
-    while they import still turns into a suspend. When one worker fails, the others are sent
-    SIGTERM and, after ``terminate_grace_s``, SIGKILL: a peer blocked in a collective with a dead
-    rank would otherwise wait for the collective timeout.
+    or threads). SIGTERM received here is relayed to the workers. When one worker fails, the
+    others are sent SIGTERM and, after ``terminate_grace_s``, SIGKILL: a peer blocked in a
+    collective with a dead rank would otherwise wait for the collective timeout.
     """
     context = multiprocessing.get_context("spawn")
     relay = _Relay()
     previous = signal.signal(signal.SIGTERM, relay)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         for local_rank in range(nprocs):
-            process = context.Process(target=worker, args=(local_rank, *args), name=f"worker-{local_rank}")
+            ready = context.RawValue("b", 0)
+            process = context.Process(
+                target=_bootstrap, args=(worker, local_rank, ready, args), name=f"worker-{local_rank}"
+            )
             process.start()
-            relay.processes.append(process)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGTERM is relayed now
-    try:
-        return _wait(relay.processes, suspend_code, terminate_grace_s)
+            relay.workers.append((process, ready))
+        return _wait(relay, suspend_code, terminate_grace_s)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _wait(processes: list, suspend_code: int, grace_s: float) -> int:
+def _wait(relay: _Relay, suspend_code: int, grace_s: float) -> int:
     codes: list[int] = []
-    running = list(processes)
+    running = [process for process, _ in relay.workers]
     stopping = False
     kill_at: float | None = None
     while running:
-        timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
+        # Poll: a SIGTERM held back for a worker that is not ready yet can arrive at any time.
+        timeout = _POLL_S if kill_at is None else min(_POLL_S, max(0.0, kill_at - time.monotonic()))
         multiprocessing.connection.wait([p.sentinel for p in running], timeout)
+        relay.deliver()
         for process in [p for p in running if p.exitcode is not None]:
             running.remove(process)
             codes.append(exit_code(process))

@@ -54,12 +54,30 @@ def requested_at() -> float | None:
 def install_sigterm_handler() -> None:
     """Make SIGTERM set the suspend flag in this process (main thread only; idempotent).
 
-    Also unblocks SIGTERM: the launcher spawns workers with it blocked, so that a signal that
-    arrives while a worker is still importing waits for this handler instead of killing it.
-    Forked DataLoader workers inherit the handler, so a SIGTERM sent to them is harmless too.
+    DataLoader workers forked from here on are shielded from process-group signals (below).
     """
     signal.signal(signal.SIGTERM, request_suspend)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _dataloader_workers_leave_process_group()
+
+
+def _dataloader_workers_leave_process_group() -> None:
+    """torch's DataLoader workers die on SIGTERM (a C handler reports it, then re-raises), so a
+    SIGTERM sent to the whole process group (``kill -- -PGID``, ``tini -g``, a terminal) would
+    crash an evaluation or the training loader. Workers forked from here on first move to a
+    process group of their own: only their parent signals them then -- and it still stops them
+    with SIGTERM when it exits. (Ignoring SIGTERM instead would hang that exit.)"""
+    from torch.utils.data._utils import signal_handling
+
+    original = signal_handling._set_worker_signal_handlers
+    if getattr(original, "leaves_process_group", False):
+        return
+
+    def set_worker_signal_handlers(*args):
+        os.setpgid(0, 0)
+        original(*args)
+
+    set_worker_signal_handlers.leaves_process_group = True
+    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
 
 
 def agree(local: bool | None = None) -> bool:

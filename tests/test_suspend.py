@@ -1,0 +1,115 @@
+"""SuspendCheckpointer under real detectron2 training over gloo, launched from PyTorchJob's env:
+SIGTERM to any one process -> every rank stops after the same iteration, one checkpoint, every
+process exits 143 -- at random moments, during evaluation, and while the data loader is busy."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import time
+
+import psutil
+import pytest
+import torch
+
+from _dist_train import prepare_data
+from _dist_util import start, topology_envs, wait_all, wait_for
+
+pytestmark = pytest.mark.slow
+
+TRIALS_PER_TOPOLOGY = 5  # ten trials in all
+TRIAL_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare_data(tmp_path_factory.mktemp("suspend_data"))
+
+
+def _launch(topology: str, data, out, *extra: str):
+    args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), *extra]
+    return [start(args, env, out.parent / f"{out.name}.launcher{i}.log")
+            for i, env in enumerate(topology_envs(topology))]
+
+
+def _workers(launcher) -> list[int]:
+    """PIDs of the training processes a launcher spawned (not its resource tracker)."""
+    return [child.pid for child in psutil.Process(launcher.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())]
+
+
+def _started(out) -> bool:
+    return len(list(out.glob("started.rank*"))) == 2
+
+
+def _check_one_suspend(out, log_text: str) -> int:
+    """Every rank logged a suspend at the same iteration, and exactly that checkpoint exists."""
+    suspends = dict(re.findall(r"\[rank(\d)\] \S+ INFO: Suspending at iteration (\d+)", log_text))
+    assert set(suspends) == {"0", "1"}, log_text[-3000:]
+    assert len(set(suspends.values())) == 1, suspends
+    iteration = int(suspends["0"])
+    assert [p.name for p in out.glob("model_*.pth")] == [f"model_{iteration:07d}.pth"]
+    assert (out / "last_checkpoint").read_text() == f"model_{iteration:07d}.pth"
+    checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
+    assert checkpoint["iteration"] == iteration
+    assert "Traceback" not in log_text and "DataLoader worker" not in log_text, log_text[-3000:]
+    return iteration
+
+
+def _logs(out) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(out.parent.glob(f"{out.name}.launcher*.log")))
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+def test_sigterm_to_any_one_process_at_random_moments(topology, data, tmp_path):
+    rng = random.Random()
+    for trial in range(TRIALS_PER_TOPOLOGY):
+        out = tmp_path / f"trial{trial}"
+        out.mkdir()
+        launchers = _launch(topology, data, out)
+        wait_for(lambda: _started(out) or any(p.poll() is not None for p in launchers), TRIAL_TIMEOUT_S,
+                 "training to start")
+        time.sleep(rng.uniform(0.0, 2.0))
+        targets = [p.pid for p in launchers] + [pid for p in launchers for pid in _workers(p)]
+        target = rng.choice(targets)
+        os.kill(target, signal.SIGTERM)
+        codes = wait_all(launchers, TRIAL_TIMEOUT_S)
+        assert codes == [143] * len(launchers), f"trial {trial}, SIGTERM to {target}:\n{_logs(out)[-3000:]}"
+        _check_one_suspend(out, _logs(out))
+
+
+def test_sigterm_while_workers_import_still_suspends(data, tmp_path):
+    """SIGTERM relayed before the workers installed their handler waits for it (blocked)."""
+    out = tmp_path / "early"
+    out.mkdir()
+    [launcher] = _launch("1x2", data, out)
+    wait_for(lambda: len(_workers(launcher)) == 2, 60, "the workers to be spawned")
+    launcher.send_signal(signal.SIGTERM)
+    assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
+    assert _check_one_suspend(out, _logs(out)) == 0
+
+
+def test_sigterm_during_evaluation_suspends_after_it(data, tmp_path):
+    """SIGTERM to the whole process group (DataLoader workers included) mid-evaluation."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    [launcher] = _launch("1x2", data, out, "--eval-period", "3", "--workers", "2")
+    wait_for(lambda: (out / "eval_started").exists(), TRIAL_TIMEOUT_S, "the evaluation to start")
+    os.killpg(launcher.pid, signal.SIGTERM)
+    assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
+    assert _check_one_suspend(out, _logs(out)) == 2  # the step the evaluation ran after
+    # The signal came during the evaluation, which finished, and every rank knew it then.
+    assert {p.read_text() for p in out.glob("eval_end_pending.rank*")} == {"true"}
+
+
+def test_sigterm_while_data_loader_is_busy(data, tmp_path):
+    """Slow mapping in 2 DataLoader workers; SIGTERM to every process of the job."""
+    out = tmp_path / "busy"
+    out.mkdir()
+    [launcher] = _launch("1x2", data, out, "--slow-mapper", "0.4", "--workers", "2")
+    wait_for(lambda: _started(out), TRIAL_TIMEOUT_S, "training to start")
+    os.killpg(launcher.pid, signal.SIGTERM)
+    assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
+    _check_one_suspend(out, _logs(out))
