@@ -19,9 +19,13 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "run-local",
         help="run a rendered PyTorchJob/TrainJob locally with the operator's semantics",
-        description=__doc__.splitlines()[0].split(": ", 1)[1],
+        description="Run a rendered PyTorchJob/TrainJob on this machine: one process per pod, "
+                    "the operator's environment and restart rules, CPU and gloo.",
+        epilog="Volume mounts: a container path P (and anything under it) in env values and "
+               "args becomes --mount P=DIR's DIR, else --data-dir joined with the mount's "
+               "subPath; /dev/shm stays. Exit code 0 only when the job succeeded.",
     )
-    parser.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/pytorchjob.yaml")
+    parser.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
     parser.add_argument("--project-dir", type=Path,
                         help="where replicas run (default: the manifest folder's parent)")
     parser.add_argument("--data-dir", type=Path,
