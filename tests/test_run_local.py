@@ -217,6 +217,9 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     # --args replaces the container's args (mount paths in them are still mapped).
     assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'"]) == 0
     assert f"--ckpt-dir {tmp_path / 'a b'}" in capsys.readouterr().out
+    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir /data/x",
+                     "--mount", f"/data={tmp_path / 'm'}"]) == 0
+    assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in capsys.readouterr().out
 
 
 def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
