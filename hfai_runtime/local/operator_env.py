@@ -7,7 +7,9 @@ replica sees on a cluster, so the local runner, the template's tests and the lau
 * **PyTorchJob v1** -- kubeflow/trainer (formerly training-operator) v1.9.4,
   ``pkg/controller.v1/pytorch/envvar.go`` ``setPodEnv`` and ``master.go``, after the defaults of
   ``pkg/apis/kubeflow.org/v1/pytorch_defaults.go`` (replicas 1, port ``pytorchjob-port`` 23456,
-  ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=0`` and ``PET_NNODES``
+  ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=0`` (meant to unbuffer
+  output, but CPython reads "0" as off: ``print`` stays block-buffered into the pod log; logging
+  handlers flush each record) and ``PET_NNODES``
   (the number of pods); when a ``Master`` replica exists (always, for a valid job) also
   ``MASTER_ADDR=<job>-master-0`` (the master's own pod too), ``MASTER_PORT``, ``WORLD_SIZE`` = pods
   x nprocPerNode (x1 when nprocPerNode is not an integer: ``auto``/``cpu``/``gpu``),
