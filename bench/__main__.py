@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS: tuple[str, ...] = ("ffrecord", "dataset")
+BENCHMARKS: tuple[str, ...] = ("ffrecord", "dataset", "suspend")
 
 for name in BENCHMARKS:
     print(f"\n=== bench.{name} ===", flush=True)

@@ -28,10 +28,10 @@ def data(tmp_path_factory):
     return prepare_data(tmp_path_factory.mktemp("suspend_data"))
 
 
-def _launch(topology: str, data, out, *extra: str):
+def _launch(topology: str, data, out, *extra: str, **env: str):
     args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), *extra]
-    return [start(args, env, out.parent / f"{out.name}.launcher{i}.log")
-            for i, env in enumerate(topology_envs(topology))]
+    return [start(args, launcher_env, out.parent / f"{out.name}.launcher{i}.log")
+            for i, launcher_env in enumerate(topology_envs(topology, **env))]
 
 
 def _workers(launcher) -> list[int]:
@@ -105,11 +105,13 @@ def test_sigterm_during_evaluation_suspends_after_it(data, tmp_path):
 
 
 def test_sigterm_while_data_loader_is_busy(data, tmp_path):
-    """Slow mapping in 2 DataLoader workers; SIGTERM to every process of the job."""
+    """Slow mapping in 2 DataLoader workers; SIGTERM to every process of the job. A grace
+    period shorter than step + save is warned about."""
     out = tmp_path / "busy"
     out.mkdir()
-    [launcher] = _launch("1x2", data, out, "--slow-mapper", "0.4", "--workers", "2")
+    [launcher] = _launch("1x2", data, out, "--slow-mapper", "0.4", "--workers", "2", HFAI_GRACE_PERIOD_SECONDS="1")
     wait_for(lambda: _started(out), TRIAL_TIMEOUT_S, "training to start")
     os.killpg(launcher.pid, signal.SIGTERM)
     assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
     _check_one_suspend(out, _logs(out))
+    assert "close to the grace period HFAI_GRACE_PERIOD_SECONDS=1 s" in _logs(out)

@@ -144,16 +144,16 @@ class SuspendCheckpointer(HookBase):
 
     def _suspend(self, step_s: float, agree_s: float) -> None:
         iteration = self.trainer.iter
+        signalled = requested_at()
+        waited = "on another rank" if signalled is None else f"{time.monotonic() - signalled:.2f} s ago"
         began = time.perf_counter()
         self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
         barrier()  # nobody exits before the checkpoint is complete
         save_s = time.perf_counter() - began
-        signalled = requested_at()
-        since = "" if signalled is None else f"; SIGTERM {time.monotonic() - signalled:.2f} s ago"
         logger.info(
-            "Suspending at iteration %d: ranks agreed in %.3f ms, checkpoint saved in %.2f s "
-            "(last step %.2f s%s); exiting with %d",
-            iteration, agree_s * 1e3, save_s, step_s, since, self._exit_code,
+            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms, checkpoint saved in "
+            "%.2f s, last step took %.2f s; exiting with %d",
+            iteration, waited, agree_s * 1e3, save_s, step_s, self._exit_code,
         )
         if self._grace_s is not None and step_s + save_s > GRACE_WARN_FRACTION * self._grace_s:
             logger.warning(
