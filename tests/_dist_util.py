@@ -34,11 +34,20 @@ def pytorchjob_env(machines: int, machine_rank: int, nproc: int, port: int, **ex
 
 
 def topology_envs(topology: str, **extra: str) -> list[dict[str, str]]:
-    """One env per launcher: ``"2x1"`` = 2 machines x 1 process, ``"1x2"`` = 1 machine x 2."""
+    """One env per launcher, as PyTorchJob v1 sets it: ``"2x1"`` = 2 machines x 1 process,
+    ``"1x2"`` = 1 machine x 2; or as HFAI (``"hfai-2x1"``) or a TrainJob (``"trainjob-2x1"``)
+    sets it for 2 machines."""
     port = free_port()
     if topology == "2x1":
         return [pytorchjob_env(2, rank, 1, port, **extra) for rank in range(2)]
-    return [pytorchjob_env(1, 0, 2, port, **extra)]
+    if topology == "1x2":
+        return [pytorchjob_env(1, 0, 2, port, **extra)]
+    if topology == "hfai-2x1":
+        return [base_env(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **extra)
+                for rank in range(2)]
+    assert topology == "trainjob-2x1", topology
+    return [base_env(PET_NNODES="2", PET_NODE_RANK=str(rank), PET_NPROC_PER_NODE="auto",
+                     PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port), **extra) for rank in range(2)]
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

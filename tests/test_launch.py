@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from _dist_util import base_env, start, topology_envs, wait_all, wait_for
+from _dist_util import REPO, base_env, start, topology_envs, wait_all, wait_for
 from hfai_runtime.distributed.rendezvous import free_port
 from hfai_runtime.distributed.spawn import job_exit_code
 
@@ -25,16 +28,28 @@ def _logs(tmp_path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("launcher*.log")))
 
 
-@pytest.mark.parametrize("topology", ["2x1", "1x2"])
-def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
-    procs = _launch(topology, "report", tmp_path)
-    assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
+def _check_reports(tmp_path, local_ranks: list[int]) -> None:
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, record in enumerate(records):
         assert (record["rank"], record["world"], record["sum"]) == (rank, 2, 3.0)
-        assert record["local_rank"] == (0 if topology == "2x1" else rank)
+        assert record["local_rank"] == local_ranks[rank]
         assert record["model"] == "_CpuTolerantDDP" and record["backend"] == "gloo"
         assert record["env"]["RANK"] == str(rank) and record["env"]["WORLD_SIZE"] == "2"
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2", "hfai-2x1", "trainjob-2x1"])
+def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
+    procs = _launch(topology, "report", tmp_path)
+    assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
+    _check_reports(tmp_path, [0, 1] if topology == "1x2" else [0, 0])
+
+
+def test_under_torchrun_nothing_is_spawned_again(tmp_path):
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.Popen([*torchrun, MAIN, "report", str(tmp_path)], env=base_env(), cwd=REPO,
+                            stdout=open(tmp_path / "launcher0.log", "wb"), stderr=subprocess.STDOUT)
+    assert wait_all([proc], 120) == [0], _logs(tmp_path)
+    _check_reports(tmp_path, [0, 1])  # world 2: each torchrun worker is one rank, not a launcher
 
 
 @pytest.mark.parametrize("topology", ["2x1", "1x2"])
