@@ -18,7 +18,10 @@ Then
   a resumed stream starts with the samples the buckets held, then continues where it stopped;
 * before step ``i`` the global RNGs of rank ``r`` are seeded from ``(seed, r, i)``.
 
-Any checkpoint -- suspend or periodic -- thus resumes bit-exactly. A data loader this module
+Any checkpoint -- suspend or periodic -- thus resumes exactly: bit-identical weights wherever
+the kernels are deterministic (as on CPU). (The BatchNorm running statistics of ranks other
+than 0 are not saved by detectron2; they do not affect training, only their evaluation.)
+A data loader this module
 does not recognize (a custom ``build_train_loader``) is left alone, with a warning: then only
 the RNG part applies and the data stream restarts from its seed, as in plain detectron2.
 """
@@ -230,10 +233,13 @@ class ExactResume:
         except ValueError as err:
             logger.warning("Exact resume: %s; keeping detectron2's data loader", err)
             return
-        inner.data_loader = loader
-        inner._data_loader_iter = iter(loader)  # drops the old iterator and its workers
+        inner.data_loader = loader  # the old iterator and its workers go with the line below
+        if hasattr(inner, "_data_loader_iter_obj"):  # detectron2 after 0.6 iterates lazily
+            inner._data_loader_iter_obj = None
+        else:
+            inner._data_loader_iter = iter(loader)
         logger.info("Exact resume: data stream at iteration %d (seed %d, %d held samples)",
                     trainer.start_iter, self.seed, len(loader.held))
 
     def before_step(self, iteration: int) -> None:
-        seed_all(_seed_from(self.seed, comm.get_rank(), iteration, 1))
+        seed_all(_seed_from(self.seed, comm.get_rank(), iteration))
