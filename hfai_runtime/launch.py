@@ -73,7 +73,8 @@ def launch_from_env(
         if plan.procs_per_machine == 1:
             code = _run_worker(0, plan, main_func, args)
         else:
-            code = spawn(_spawned_worker, plan.procs_per_machine, (plan, main_func, args), suspend_code=suspend_code)
+            code = spawn(_spawned_worker, plan.procs_per_machine, (plan, main_func, args),
+                         suspend_code=suspend_code)
     if code:
         raise SystemExit(code)
 
@@ -107,7 +108,9 @@ def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any],
 def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> int:
     """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
     install_sigterm_handler()
-    rank = plan.env.rank if plan.env.already_spawned else plan.env.machine_rank * plan.procs_per_machine + local_rank
+    rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
+    if plan.env.already_spawned:
+        rank = plan.env.rank
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(plan.world_size),
         LOCAL_WORLD_SIZE=str(plan.procs_per_machine),

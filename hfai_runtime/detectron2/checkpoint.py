@@ -78,7 +78,9 @@ def _atomic_save(self: Checkpointer, name: str, **extra: Any) -> None:
 
 
 def _atomic_tag(self: Checkpointer, last_filename_basename: str) -> None:
-    atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda h: h.write(last_filename_basename.encode()))
+    """fvcore's ``tag_last_checkpoint``, atomically."""
+    tag = last_filename_basename.encode()
+    atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda handle: handle.write(tag))
 
 
 def make_saves_atomic(checkpointer: Checkpointer) -> None:

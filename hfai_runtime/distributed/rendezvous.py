@@ -52,6 +52,7 @@ def init_process_group(
         else:
             what = (f"rank {rank} got no answer from the master at MASTER_ADDR={master_addr} "
                     f"MASTER_PORT={master_port} within {seconds} s")
-        raise TimeoutError(f"{what}: is the master running and the port reachable? ({str(err).splitlines()[0]})") from None
+        cause = str(err).splitlines()[0]
+        raise TimeoutError(f"{what}: is the master running and the port reachable? ({cause})") from None
     store.set_timeout(timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)

@@ -125,7 +125,9 @@ def grace_period_seconds(environ: Mapping[str, str] | None = None) -> float | No
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ValueError(f"environment variable HFAI_GRACE_PERIOD_SECONDS={raw!r}: expected a positive number")
+        raise ValueError(
+            f"environment variable HFAI_GRACE_PERIOD_SECONDS={raw!r}: expected a positive number"
+        )
     return value
 
 
