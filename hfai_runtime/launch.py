@@ -62,6 +62,11 @@ def launch_from_env(
     job's exit code when it is not 0 (the suspend code when preempted), ``ValueError`` naming the
     variable for a bad environment, ``TimeoutError`` when the master does not answer within
     ``connect_timeout``.
+
+    In every rank SIGTERM only requests a suspend, which a ``SuspendCheckpointer`` carries out at
+    the next step; code that never reaches one (an ``--eval-only`` run) keeps going until the
+    pod's grace period ends in SIGKILL (137, retried like 143). Under torchrun the signal goes to
+    torchrun, which kills the ranks and exits 1 -- a permanent failure under ``ExitCode``.
     """
     env = DistEnv.from_environ()
     suspend_code = suspend_exit_code()
