@@ -112,7 +112,9 @@ class SuspendCheckpointer(HookBase):
 
     Being the last hook, it runs after an evaluation of the same step: a SIGTERM during
     evaluation suspends once it is done. Long loops can call :meth:`suspend_pending` to stop
-    early. With ``exact_resume=False`` the data stream restarts from its seed on resume.
+    early. Register it before ``resume_or_load`` (HFAI's order): its state -- the data stream's
+    seed, and the optimizer that detectron2 0.6 does not save -- is loaded from the checkpoint
+    through it. With ``exact_resume=False`` the data stream restarts from its seed on resume.
     """
 
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
