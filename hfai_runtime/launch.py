@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -61,7 +63,8 @@ def launch_from_env(
     otherwise workers are spawned and SIGTERM is relayed to them. Raises ``SystemExit`` with the
     job's exit code when it is not 0 (the suspend code when preempted), ``ValueError`` naming the
     variable for a bad environment, ``TimeoutError`` when the master does not answer within
-    ``connect_timeout``.
+    ``connect_timeout``. A rank whose ``main_func`` raises prints the traceback and its process
+    exits 1 at once (a permanent failure under ``ExitCode``), without waiting for its peers.
 
     In every rank SIGTERM only requests a suspend, which a ``SuspendCheckpointer`` carries out at
     the next step; code that never reaches one (an ``--eval-only`` run) keeps going until the
@@ -127,10 +130,30 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
         main_func(*args)
     except SystemExit as exit_:  # JobSuspended, or the user's own sys.exit
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except Exception:
+        _exit_failed()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _exit_failed() -> NoReturn:
+    """Report the exception and end this process now, with code 1 (a permanent failure).
+
+    A normal exit can wait forever after a failure: the interpreter's exit joins the DataLoader
+    workers of a loader still referenced from the failed trainer (detectron2's trainer sits in
+    reference cycles, so it outlives the exception), and a worker that ignores SIGTERM (a
+    ``worker_init_fn`` doing so) is never joined -- while the peers wait in a collective for
+    30 minutes. Tearing down the process group (NCCL with a collective in flight) and
+    non-daemon threads can block the same way. Orphaned DataLoader workers notice that their
+    parent is gone and exit; the peers' collectives fail once this process's sockets close.
+    """
+    traceback.print_exc()
+    logging.shutdown()  # flush log files
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _join(plan: _Plan, rank: int, local_rank: int) -> None:

@@ -4,7 +4,9 @@
 
 MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_model, write
 ``OUT_DIR/rank<N>.json``), ``fail`` (rank 1 exits 3), ``sigkill`` (rank 1 kills itself),
-``suspend`` (write ``OUT_DIR/ready<N>``, then step until the ranks agree on a suspend).
+``suspend`` (write ``OUT_DIR/ready<N>``, then step until the ranks agree on a suspend),
+``raise`` (rank 0 raises mid-iteration of a DataLoader whose worker ignores SIGTERM, after
+touching ``OUT_DIR/raising``; the other ranks wait in an all-reduce).
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def _wait_for_sigterm() -> None:
     while not suspend_requested():
         time.sleep(0.05)
     raise JobSuspended(0)
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """A ``worker_init_fn`` seen in user code (and in this runtime until d23463f): a DataLoader
+    worker that survives ``Process.terminate``, so a process that joins it at exit hangs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(mode: str, out_dir: str) -> None:
@@ -60,6 +68,15 @@ def main(mode: str, out_dir: str) -> None:
             time.sleep(0.02)
             iteration += 1
         raise JobSuspended(iteration)
+    elif mode == "raise":
+        if rank == 0:
+            loader = torch.utils.data.DataLoader(range(100), num_workers=1, worker_init_fn=_ignore_sigterm)
+            trainer = {"data": iter(loader)}
+            trainer["self"] = trainer  # a cycle, as in detectron2's trainer: freed by gc only
+            next(trainer["data"])
+            (out / "raising").touch()
+            raise RuntimeError("rank 0 failed mid-epoch")
+        dist.all_reduce(torch.zeros(1))
     else:
         raise ValueError(f"unknown mode {mode!r}")
 

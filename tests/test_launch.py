@@ -96,3 +96,14 @@ def test_job_exit_code_prefers_first_failure_then_suspend():
     assert job_exit_code([0, 0], 143) == 0
     assert job_exit_code([143, 0], 143) == 143
     assert job_exit_code([143, 137, 1], 143) == 137
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+def test_a_rank_that_raises_exits_1_without_waiting(topology, tmp_path):
+    """Rank 0 raises while its DataLoader is mid-epoch and rank 1 waits in an all-reduce: rank 0
+    must not wait at exit for its DataLoader worker (which ignores SIGTERM) nor for its peers."""
+    procs = _launch(topology, "raise", tmp_path)
+    wait_for(lambda: (tmp_path / "raising").exists(), 120, "rank 0 to raise")
+    assert wait_all(procs[:1], 20) == [1], _logs(tmp_path)
+    assert "RuntimeError: rank 0 failed mid-epoch" in _logs(tmp_path)
+    wait_all(procs, 60)  # rank 1 of 2x1: its all-reduce fails once rank 0 is gone
