@@ -9,6 +9,7 @@ gloo on CPU, and a preempted job exits with the suspend code (143) that the rest
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -115,6 +116,7 @@ def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any],
 
 def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> int:
     """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
+    _line_buffered_output()
     install_sigterm_handler()
     rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
     if plan.env.already_spawned:
@@ -136,6 +138,15 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _line_buffered_output() -> None:
+    """Flush ``print`` output at every line. Pod logs are pipes, where Python buffers stdout in
+    blocks, and the operator injects ``PYTHONUNBUFFERED=0``, which CPython reads as "buffered":
+    the last lines before a kill -- often the ones that say why -- would be lost."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
 
 
 def _exit_failed() -> NoReturn:

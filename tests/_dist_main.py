@@ -6,7 +6,8 @@ MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_mode
 ``OUT_DIR/rank<N>.json``), ``fail`` (rank 1 exits 3), ``sigkill`` (rank 1 kills itself),
 ``suspend`` (write ``OUT_DIR/ready<N>``, then step until the ranks agree on a suspend),
 ``raise`` (rank 0 raises mid-iteration of a DataLoader whose worker ignores SIGTERM, after
-touching ``OUT_DIR/raising``; the other ranks wait in an all-reduce).
+touching ``OUT_DIR/raising``; the other ranks wait in an all-reduce), ``print`` (every rank
+prints a line, then all kill themselves: what block-buffered output would lose).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def main(mode: str, out_dir: str) -> None:
             (out / "raising").touch()
             raise RuntimeError("rank 0 failed mid-epoch")
         dist.all_reduce(torch.zeros(1))
+    elif mode == "print":
+        print(f"rank {rank} was here")
+        dist.barrier()  # every rank printed before any is killed
+        os.kill(os.getpid(), signal.SIGKILL)
     else:
         raise ValueError(f"unknown mode {mode!r}")
 

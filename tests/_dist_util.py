@@ -20,7 +20,7 @@ def base_env(**extra: str) -> dict[str, str]:
     drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
             "MASTER_PORT", "TORCHELASTIC_RUN_ID", "HFAI_SUSPEND_EXIT_CODE", "HFAI_GRACE_PERIOD_SECONDS")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PET_")}
-    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
+    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra})
     return env
 
 

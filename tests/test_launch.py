@@ -107,3 +107,12 @@ def test_a_rank_that_raises_exits_1_without_waiting(topology, tmp_path):
     assert wait_all(procs[:1], 20) == [1], _logs(tmp_path)
     assert "RuntimeError: rank 0 failed mid-epoch" in _logs(tmp_path)
     wait_all(procs, 60)  # rank 1 of 2x1: its all-reduce fails once rank 0 is gone
+
+
+@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+def test_print_output_survives_a_kill_under_the_operators_pythonunbuffered(topology, tmp_path):
+    """The operator injects PYTHONUNBUFFERED=0 (buffered); a rank's print must still reach the
+    log, which is not a terminal, before the rank is killed."""
+    procs = _launch(topology, "print", tmp_path, PYTHONUNBUFFERED="0")
+    wait_all(procs, 120)
+    assert all(f"rank {rank} was here" in _logs(tmp_path) for rank in range(2)), _logs(tmp_path)
