@@ -154,7 +154,6 @@ def main(args):
     rank = comm.get_rank()
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("hfai_runtime").setLevel(logging.INFO)
     data = Path(args.data)
     for split in ("train", "val"):
         register_coco_instances(f"dist_{split}", {}, str(data / "annotations" / f"instances_{split}2017.json"),

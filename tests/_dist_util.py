@@ -50,11 +50,12 @@ def topology_envs(topology: str, **extra: str) -> list[dict[str, str]]:
                      PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port), **extra) for rank in range(2)]
 
 
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``python args...`` in its own session (so a test can signal its process group)."""
-    handle = open(log, "wb")
-    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=handle,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def start(args: list[str], env: dict[str, str], log: Path, stderr_log: Path | None = None) -> subprocess.Popen:
+    """Start ``python args...`` in its own session (so a test can signal its process group);
+    stdout and stderr go to ``log``, or stderr to ``stderr_log`` if given."""
+    stderr = subprocess.STDOUT if stderr_log is None else open(stderr_log, "wb")
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=open(log, "wb"),
+                            stderr=stderr, start_new_session=True)
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:

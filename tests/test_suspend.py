@@ -16,6 +16,7 @@ import torch
 
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
+from hfai_runtime.local.runner import STOPPED_AT
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +116,20 @@ def test_sigterm_while_data_loader_is_busy(data, tmp_path):
     assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
     _check_one_suspend(out, _logs(out))
     assert "close to the grace period HFAI_GRACE_PERIOD_SECONDS=1 s" in _logs(out)
+
+
+def test_every_rank_says_on_stdout_where_it_stopped(data, tmp_path):
+    """Each pod's log says why it exited, in the line the local runner parses: once per rank,
+    on stdout, though the training script sets up no logger of the runtime (train_net.py does not)."""
+    out = tmp_path / "said"
+    out.mkdir()
+    args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), "--sigterm-at", "1"]
+    launchers = [start(args, env, tmp_path / f"stdout{i}.log", tmp_path / f"stderr{i}.log")
+                 for i, env in enumerate(topology_envs("2x1", HFAI_GRACE_PERIOD_SECONDS="0.01"))]
+    assert wait_all(launchers, TRIAL_TIMEOUT_S) == [143, 143], (tmp_path / "stderr0.log").read_text()[-3000:]
+    for rank in range(2):
+        stdout = (tmp_path / f"stdout{rank}.log").read_text()
+        said = [line for line in stdout.splitlines() if STOPPED_AT.search(line)]
+        assert len(said) == 1 and f"[rank{rank}]" in said[0], stdout[-3000:]
+        assert int(STOPPED_AT.search(said[0]).group(1)) == 1
+        assert stdout.count("close to the grace period") == 1, stdout[-3000:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import tempfile
 import time
 import types
@@ -19,6 +20,7 @@ from typing import Any, Callable, IO
 
 import torch
 from detectron2.engine import HookBase
+from detectron2.utils import comm
 from fvcore.common.checkpoint import Checkpointer
 
 from hfai_runtime.detectron2.resume import ExactResume
@@ -28,6 +30,9 @@ from hfai_runtime.distributed.suspend import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The logger this package's messages go through; see :func:`log_to_stdout`.
+RUNTIME_LOGGER = "hfai_runtime"
 
 #: Warn when the last step plus the save took more than this share of the grace period: the
 #: pod is killed at the end of it, and exiting, logging and a slow disk need some slack too.
@@ -83,6 +88,26 @@ def _atomic_tag(self: Checkpointer, last_filename_basename: str) -> None:
     atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda handle: handle.write(tag))
 
 
+def log_to_stdout(rank: int) -> None:
+    """Print the runtime's INFO messages on this rank's stdout, unless its logger has handlers.
+
+    Each pod's log must say why the pod exited ("Suspending at iteration N ..."; the local
+    runner and people read it there), on every rank: detectron2's ``default_setup`` sets up
+    only its own loggers, and on rank 0 only. So ``hfai_runtime`` gets a logger of its own, as
+    ``detectron2`` has: detectron2's format plus the rank, not propagated (printed once).
+    """
+    runtime = logging.getLogger(RUNTIME_LOGGER)
+    if runtime.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        f"[%(asctime)s] [rank{rank}] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
+    ))
+    runtime.addHandler(handler)
+    runtime.setLevel(logging.INFO)
+    runtime.propagate = False
+
+
 def make_saves_atomic(checkpointer: Checkpointer) -> None:
     """Make every save of ``checkpointer`` atomic -- the periodic ones (the safety net) too.
 
@@ -101,7 +126,7 @@ class SuspendCheckpointer(HookBase):
     """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
 
     * Construction (main thread): SIGTERM now only sets a flag; the checkpointer's saves become
-      atomic.
+      atomic; the runtime's messages go to this rank's stdout (:func:`log_to_stdout`).
     * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
       where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
@@ -119,6 +144,7 @@ class SuspendCheckpointer(HookBase):
 
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
         self.checkpointer = checkpointer
+        log_to_stdout(comm.get_rank())
         make_saves_atomic(checkpointer)
         install_sigterm_handler()
         self._resume = ExactResume() if exact_resume else None
@@ -162,7 +188,7 @@ class SuspendCheckpointer(HookBase):
         if self._grace_s is not None and step_s + save_s > GRACE_WARN_FRACTION * self._grace_s:
             logger.warning(
                 "Step (%.1f s) + save (%.1f s) is close to the grace period HFAI_GRACE_PERIOD_SECONDS="
-                "%.0f s: the next preemption may SIGKILL the job before its checkpoint is written",
+                "%g s: the next preemption may SIGKILL the job before its checkpoint is written",
                 step_s, save_s, self._grace_s,
             )
         raise JobSuspended(iteration, self._exit_code)
