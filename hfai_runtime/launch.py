@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, NoReturn
@@ -160,7 +159,7 @@ def _exit_failed() -> NoReturn:
     non-daemon threads can block the same way. Orphaned DataLoader workers notice that their
     parent is gone and exit; the peers' collectives fail once this process's sockets close.
     """
-    traceback.print_exc()
+    sys.excepthook(*sys.exc_info())  # as Python would print it (torch adds the rank)
     logging.shutdown()  # flush log files
     sys.stdout.flush()
     sys.stderr.flush()
