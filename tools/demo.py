@@ -69,16 +69,23 @@ def run_job(project: Path, pvc: Path, events: Path, max_iter: int, preempt_after
     return run(cmd, cwd=project).returncode
 
 
-def summarize(events_file: Path) -> None:
+def summarize(events_file: Path, output: Path) -> None:
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
 
-    def values(kind: str, replica: str) -> list:
-        return [e["value"] for e in events if e["kind"] == kind and e["replica"] == replica]
+    def values(kind: str, replica: str | None = None) -> list:
+        return [e["value"] for e in events if e["kind"] == kind and replica in (None, e["replica"])]
 
     step("what happened")
     for name in ("master-0", "worker-0"):
-        print(f"{name}: exits {values('exited', name)}, stopped at iteration(s) "
-              f"{values('stopped_at', name)}, trained from iteration(s) {values('trains_from', name)}")
+        print(f"{name}: stopped at iteration {values('stopped_at', name)}, exit codes "
+              f"{values('exited', name)}")
+    print(f"training started from iteration {values('trains_from', 'master-0')} (master-0's log)")
+    final = [e for e in events if not e["replica"]][-1]
+    print(f"job: {final['kind']} -- {final['detail']}")
+    metrics = json.loads((output / "metrics.json").read_text().splitlines()[-1])
+    print("final COCO evaluation: " + ", ".join(
+        f"{key} {metrics[key]:.1f}" for key in ("bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50")
+        if key in metrics))
 
 
 def main() -> int:
@@ -95,7 +102,8 @@ def main() -> int:
     render(project)
     make_dataset(work / "coco-source", pvc / "datasets")
     code = run_job(project, pvc, work / "events.jsonl", args.max_iter, args.preempt_after)
-    summarize(work / "events.jsonl")
+    if code == 0:
+        summarize(work / "events.jsonl", pvc / "output" / "demo")
     print(f"\nrendered project: {project}\ncheckpoints, metrics and evaluation: {pvc}/output/demo"
           f"\nevent timeline (JSON lines): {work}/events.jsonl")
     return code
