@@ -113,8 +113,9 @@ class FFRecordPathHandler(PathHandler):
             path,
         )
 
-    def _read(self, path: str) -> bytes:
-        pack, member = self._resolve(path)
+    @staticmethod
+    def _read(pack: _Pack, member: str, path: str) -> bytes:
+        """The bytes of ``member``; errors name ``path``, the ``ffrecord://`` path asked for."""
         try:
             return pack.folder().read_one(member).tobytes()
         except (FileNotFoundError, IsADirectoryError) as e:
@@ -136,7 +137,7 @@ class FFRecordPathHandler(PathHandler):
         self._check_kwargs(kwargs)
         if mode not in READ_MODES:
             raise ValueError(f"{path}: FFRecord packs are read-only; cannot open with mode {mode!r}")
-        data = io.BytesIO(self._read(path))
+        data = io.BytesIO(self._read(*self._resolve(path), path))
         if "b" in mode:
             return data
         return io.TextIOWrapper(data, encoding=encoding or "utf-8", errors=errors, newline=newline)
@@ -153,7 +154,7 @@ class FFRecordPathHandler(PathHandler):
         pack, member = self._resolve(path)
         local = os.path.join(_cache_folder(pack), *member.split("/"))
         if force or not os.path.isfile(local):
-            data = self._read(path)
+            data = self._read(pack, member, path)
             os.makedirs(os.path.dirname(local), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(local), prefix=".tmp-")
             try:
