@@ -1,8 +1,9 @@
 """The ``hfai-runtime`` command: one subcommand module per concern.
 
 Each module in :data:`SUBCOMMANDS` exposes ``add_parser(subparsers)``, which adds its parser and
-sets ``func`` (called with the parsed namespace, returning the exit code). Modules are imported
-only when the command runs, so ``hfai-runtime ffr ...`` never imports torch.
+sets ``func`` (called with the parsed namespace, returning the exit code). Every module is
+imported to build the parser, so each keeps its heavy imports (torch, detectron2) inside the
+functions that need them: ``hfai-runtime ffr ...`` never imports torch.
 """
 
 from __future__ import annotations
