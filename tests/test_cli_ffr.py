@@ -85,3 +85,13 @@ def test_info(golden, packed, capsys):
     assert main(["ffr", "info", str(golden / "multi")]) == 0
     out = capsys.readouterr().out
     assert "part-001.ffr" in out and "samples: 5" in out and "packed folder" not in out
+
+
+def test_ffr_never_imports_torch_or_detectron2(golden):
+    # Every subcommand module is imported to build the parser: a top-level torch import in any
+    # of them would make `ffr` on a login node pay seconds and gigabytes for nothing.
+    code = ("import sys; from hfai_runtime.cli import main; "
+            f"rc = main(['ffr', 'info', {str(golden / 'tree.ffr')!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'detectron2') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "0 []"
