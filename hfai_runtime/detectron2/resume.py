@@ -21,9 +21,9 @@ Then
 Any checkpoint -- suspend or periodic -- thus resumes exactly: bit-identical weights wherever
 the kernels are deterministic (as on CPU). (The BatchNorm running statistics of ranks other
 than 0 are not saved by detectron2; they do not affect training, only their evaluation.)
-A data loader this module
-does not recognize (a custom ``build_train_loader``) is left alone, with a warning: then only
-the RNG part applies and the data stream restarts from its seed, as in plain detectron2.
+A data loader this module does not recognize (a custom ``build_train_loader``) is left alone,
+with a warning: then only the RNG part applies and the data stream restarts from its seed, as
+in plain detectron2.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ One supervisor loop owns every decision; reader threads only forward log lines. 
 
 Every step is an :class:`Event` in :attr:`JobResult.events`; log lines that say where training
 starts (detectron2's ``Starting training from iteration N``) and where a suspended run stopped
-(the suspend hook's ``suspend at iteration N``) become events too.
+(``SuspendCheckpointer``'s ``Suspending at iteration N``) become events too.
 """
 
 from __future__ import annotations
