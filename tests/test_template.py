@@ -111,8 +111,7 @@ def test_pods_validate_against_kubernetes_schema(projects, name):
 def test_pods_carry_the_preemption_contract(projects, name):
     answers = answers_of(projects[name])
     job = load_job(projects[name])
-    pods = effective_pods(job)
-    for rtype, pod in pods.items():
+    for pod in effective_pods(job).values():
         (container,) = pod["containers"]
         assert container["command"] == ["tini", "--", "python", "train_net.py"]
         assert container["args"][:2] == ["--config-file", "configs/train.yaml"]
