@@ -68,8 +68,8 @@ def write_coco_split(
         for _ in range(int(rng.integers(1, 4))):
             kind = int(rng.integers(0, min(3, len(categories))))
             poly = _shape_polygon(kind, rng, image_size)
-            draw.polygon(list(zip(poly[0::2], poly[1::2])), fill=palette[kind])
             xs, ys = poly[0::2], poly[1::2]
+            draw.polygon(list(zip(xs, ys)), fill=palette[kind])
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
