@@ -183,8 +183,9 @@ def test_old_format_file_loads_with_one_warning(golden, tmp_path):
 def test_indices_out_of_range_name_index_and_n(golden):
     with FileReader(golden / "records.ffr") as reader:
         for bad in (5, -1, 10**12):
-            with pytest.raises(IndexError, match=rf"index {bad} out of range.*n=5"):
-                reader.read_one(bad)
+            for method in (reader.read_one, reader.sample_size, reader.locate):
+                with pytest.raises(IndexError, match=rf"index {bad} out of range.*n=5"):
+                    method(bad)
         with pytest.raises(IndexError, match="index -1 out of range"):
             reader.read([0, -1])
         assert reader.read_one(np.int64(2)).tobytes() == bytes(range(256))

@@ -255,6 +255,8 @@ class FileReader:
     def locate(self, index: int) -> tuple[str, int]:
         """The file holding global sample ``index``, and the sample's index within that file."""
         i = operator.index(index)
+        if not 0 <= i < self.n:  # else a wrong file or a negative local index
+            raise self._index_error(i)
         part = bisect_right(self._first, i) - 1
         return self._fnames[part], i - self._first[part]
 
