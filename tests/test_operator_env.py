@@ -76,6 +76,15 @@ def test_pytorchjob_elastic_and_unknown_types_are_refused():
         injected_env(pytorchjob(), "Chief", 0)
 
 
+@pytest.mark.parametrize("port", [None, "23456", 0, 70000])
+def test_pytorchjob_bad_master_port_names_the_field(port):
+    job = pytorchjob(port=1)
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "pytorchjob-port"} if port is None else {"name": "pytorchjob-port", "containerPort": port}]
+    with pytest.raises(ValueError, match=r"Master\.template\.spec\.containers\[0\]\.ports\[0\]\.containerPort"):
+        injected_env(job, "Worker", 0)
+
+
 def trainjob(**trainer) -> dict:
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",

@@ -84,12 +84,18 @@ def pytorchjob_master_port(job: Mapping[str, Any]) -> int:
     """The master container's ``pytorchjob-port`` (the operator's defaulter adds 23456)."""
     master = pytorchjob_replica_specs(job).get("Master")
     containers = ((master or {}).get("template") or {}).get("spec", {}).get("containers") or []
-    for container in containers:
+    for i, container in enumerate(containers):
         if container.get("name") != PYTORCHJOB_CONTAINER:
             continue
-        for port in container.get("ports") or []:
+        for j, port in enumerate(container.get("ports") or []):
             if port.get("name") == PYTORCHJOB_PORT_NAME:
-                return int(port["containerPort"])
+                number = port.get("containerPort")
+                if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+                    raise ValueError(
+                        f"spec.pytorchReplicaSpecs.Master.template.spec.containers[{i}].ports[{j}]"
+                        f".containerPort: expected a TCP port (1-65535), got {number!r}"
+                    )
+                return number
     return PYTORCHJOB_DEFAULT_PORT
 
 
