@@ -22,7 +22,6 @@ from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
                                    NotAPackedFolderError, PackedFolder, SampleChecksumError,
                                    pack_folder)
 from hfai_runtime.ffrecord.layout import FIXED
-from hfai_runtime.ffrecord.metadata import MAGIC
 
 
 def add_parser(subparsers) -> None:
@@ -122,14 +121,16 @@ def _info(args: argparse.Namespace) -> int:
             print(f"file: {fname}\n  size: {size} bytes\n  samples: {n}\n"
                   f"  meta_crc: {meta_crc:#010x}{old}")
         print(f"samples: {reader.n}")
-        if reader.n and bytes(reader.read_one(reader.n - 1)[:len(MAGIC)]) == MAGIC:
-            _packed_info(args.file)
+    _packed_info(args.file)
     return 0
 
 
 def _packed_info(file: str) -> None:
+    """Totals of a packed folder; nothing for a plain FFRecord file."""
     try:
         folder = PackedFolder(file, check_data=False)
+    except NotAPackedFolderError:
+        return
     except CorruptFileError as e:
         print(f"packed folder: unreadable metadata ({e})")
         return
