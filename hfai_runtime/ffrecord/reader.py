@@ -140,6 +140,10 @@ class _SampleFile:
                 f"truncated or was appended to ({self.size} bytes), or that sample is damaged",
                 self.fname, [last])
 
+    def ends(self) -> np.ndarray:
+        """Where each sample ends: the next one's offset, the end of the file for the last."""
+        return np.append(self.offsets[1:], self.size)
+
     def close(self) -> None:
         if isinstance(self.data, _PreadBytes):
             os.close(self.data.fd)
@@ -179,12 +183,11 @@ class FileReader:
         if len(files) == 1:  # views into the map: no private copy of the tables
             f = files[0]  # (int64 offsets are 8-byte aligned only when N is odd)
             starts, crcs = np.require(f.offsets, np.int64, "A"), f.crcs
-            ends = np.append(f.offsets[1:], f.size).astype(np.int64)
+            ends = f.ends().astype(np.int64)
         else:
             starts = np.concatenate([f.offsets for f in files]).astype(np.int64)
             crcs = np.concatenate([f.crcs for f in files]).astype(np.uint32)
-            ends = np.concatenate([np.append(f.offsets[1:], f.size) for f in files])
-            ends = ends.astype(np.int64)
+            ends = np.concatenate([f.ends() for f in files]).astype(np.int64)
         self._crcs = crcs
         self._starts, self._ends = starts, ends
         # memoryviews index to plain ints several times faster than numpy scalars
@@ -246,9 +249,9 @@ class FileReader:
         """Global indices of every sample whose CRC does not match (reads the whole dataset)."""
         bad = []
         for first, f in zip(self._first, self._files):
-            ends = np.append(f.offsets[1:], f.size)
-            for i, (s, e) in enumerate(zip(f.offsets.tolist(), ends.tolist())):
-                if crc32(f.data[s:e]) != f.crcs[i]:
+            spans = zip(f.offsets.tolist(), f.ends().tolist(), f.crcs.tolist())
+            for i, (s, e, crc) in enumerate(spans):
+                if crc32(f.data[s:e]) != crc:
                     bad.append(first + i)
         return bad
 
