@@ -7,7 +7,7 @@ grouping holds samples back), random flip and multi-scale resize on, launched by
 ``launch_from_env`` from the environment, with HFAI's two lines (``SuspendCheckpointer`` +
 ``resume_or_load(resume=True)``). Probes for the tests, all outside the code under test:
 
-* ``OUT/started``: touched after the first step of this process;
+* ``OUT/started.rank<N>``: touched by rank N after its first step;
 * ``--sigterm-at I``: the last rank sends itself SIGTERM after step I;
 * ``--slow-mapper S``: the mapper sleeps S per sample (a busy data loader);
 * ``--eval-period P``: COCO evaluation every P steps; it touches ``OUT/eval_started`` and
@@ -122,7 +122,6 @@ def setup(args):
     from detectron2.config import get_cfg
     from detectron2.utils import comm
 
-    data = Path(args.data)
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
     cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
