@@ -9,8 +9,8 @@ replica sees on a cluster, so the local runner, the template's tests and the lau
   ``pkg/apis/kubeflow.org/v1/pytorch_defaults.go`` (replicas 1, port ``pytorchjob-port`` 23456,
   ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=0`` (meant to unbuffer
   output, but CPython reads "0" as off: ``print`` stays block-buffered into the pod log; logging
-  handlers flush each record) and ``PET_NNODES``
-  (the number of pods); when a ``Master`` replica exists (always, for a valid job) also
+  handlers flush each record) and ``PET_NNODES`` (the number of pods); when a ``Master``
+  replica exists (always, for a valid job) also
   ``MASTER_ADDR=<job>-master-0`` (the master's own pod too), ``MASTER_PORT``, ``WORLD_SIZE`` = pods
   x nprocPerNode (x1 when nprocPerNode is not an integer: ``auto``/``cpu``/``gpu``),
   ``RANK`` = ``PET_NODE_RANK`` = the pod index (master 0, worker i -> i + 1) and
