@@ -117,9 +117,10 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
     """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
     _line_buffered_output()
     install_sigterm_handler()
-    rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
     if plan.env.already_spawned:
         rank = plan.env.rank
+    else:
+        rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(plan.world_size),
         LOCAL_WORLD_SIZE=str(plan.procs_per_machine),
