@@ -103,7 +103,13 @@ def _procs_per_machine(env: DistEnv, requested: int | None) -> int:
 def _plan(env: DistEnv, procs: int, connect_timeout: timedelta, timeout: timedelta) -> _Plan:
     gpus = torch.cuda.device_count()
     if gpus and procs > gpus:
-        raise ValueError(f"{procs} processes per machine requested but only {gpus} GPUs are visible")
+        if env.procs_per_machine is None:
+            origin = "num_gpus_per_machine"
+        elif env.already_spawned:
+            origin = "environment variable LOCAL_WORLD_SIZE"
+        else:
+            origin = "environment variable PET_NPROC_PER_NODE"
+        raise ValueError(f"{origin}={procs}: one process per GPU, but only {gpus} GPUs are visible")
     backend = "nccl" if gpus else "gloo"
     port = env.master_port or rendezvous.free_port()
     return _Plan(env, procs, port, backend, connect_timeout, timeout)

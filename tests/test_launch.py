@@ -92,6 +92,21 @@ def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
         launch_from_env(pytest.fail)  # never called
 
 
+@pytest.mark.parametrize("environ, requested, variable", [
+    ({}, 4, "num_gpus_per_machine=4"),
+    ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "4"}, None, "PET_NPROC_PER_NODE=4"),
+])
+def test_more_processes_than_gpus_names_where_the_count_came_from(environ, requested, variable, monkeypatch):
+    # Two visible GPUs are faked: this machine has none, and the check runs before any is used.
+    from hfai_runtime.launch import launch_from_env
+
+    for key, value in base_env(**environ).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    with pytest.raises(ValueError, match=rf"{variable}: .*only 2 GPUs"):
+        launch_from_env(pytest.fail, requested)  # never called
+
+
 def test_job_exit_code_prefers_first_failure_then_suspend():
     assert job_exit_code([0, 0], 143) == 0
     assert job_exit_code([143, 0], 143) == 143
