@@ -14,7 +14,7 @@ JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure`` and the bat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -75,7 +75,6 @@ class LocalJob:
     backoff_limit: int | None
     suspend: bool
     active_deadline_seconds: float | None
-    manifest: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
 class ManifestError(ValueError):
@@ -143,7 +142,6 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         suspend=_optional_bool(run_policy, "suspend", "spec.runPolicy"),
         active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds",
                                               "spec.runPolicy"),
-        manifest=doc,
     )
 
 
@@ -181,7 +179,6 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         backoff_limit=TRAINJOB_BACKOFF_LIMIT,
         suspend=_optional_bool(spec, "suspend", "spec"),
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
-        manifest=doc,
     )
 
 
