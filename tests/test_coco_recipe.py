@@ -22,7 +22,7 @@ import pytest
 from hfai_runtime.synthetic import make_coco_tree
 
 HERE = Path(__file__).resolve().parent
-TINY_CONFIG = HERE.parent / "tools" / "demo" / "mask_rcnn_cpu_tiny.yaml"
+TINY_CONFIG = HERE / "configs" / "mask_rcnn_cpu_tiny.yaml"
 NUM_TRAIN, NUM_VAL = 4, 2
 
 

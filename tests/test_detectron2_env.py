@@ -13,7 +13,7 @@ import torch
 from hfai_runtime.synthetic import make_coco_tree
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_CONFIG = REPO / "tools" / "demo" / "mask_rcnn_cpu_tiny.yaml"
+TINY_CONFIG = REPO / "tests" / "configs" / "mask_rcnn_cpu_tiny.yaml"
 ZOO_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 
 
