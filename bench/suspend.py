@@ -82,6 +82,8 @@ def _rank1_pid(launcher: subprocess.Popen) -> int:
 
 def suspend_latency(data: Path, work: Path, rng: random.Random) -> dict[str, float]:
     """One SIGTERM -> exit measurement of the tiny job, split from the hook's log line."""
+    from hfai_runtime.distributed.suspend import suspend_exit_code
+
     out = work / f"out{rng.random():.6f}"
     log = work / f"{out.name}.log"
     with open(log, "wb") as handle:
@@ -102,7 +104,7 @@ def suspend_latency(data: Path, work: Path, rng: random.Random) -> dict[str, flo
     text = log.read_text(errors="replace")
     match = re.search(r"\[rank1\].*SIGTERM ([\d.]+) s ago, ranks agreed in ([\d.]+) ms, checkpoint saved in "
                       r"([\d.]+) s, last step took ([\d.]+) s", text)
-    if code != 143 or match is None:
+    if code != suspend_exit_code(_job_env()) or match is None:
         raise RuntimeError(f"unexpected suspend (exit {code}); see {log}")
     wait_s, agree_ms, save_s, step_s = map(float, match.groups())
     return {"total": total, "wait": wait_s, "save": save_s, "exit": total - wait_s - save_s,
