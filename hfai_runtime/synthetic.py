@@ -20,6 +20,17 @@ import numpy as np
 DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "box"), (2, "triangle"), (3, "disc"))
 
 
+def coco_thing_categories() -> list[tuple[int, str]]:
+    """COCO's 80 thing categories as (id, name), from detectron2 (imported here, lazily).
+
+    A dataset read through detectron2's builtin ``coco_2017_*`` names must list exactly these:
+    detectron2 refuses json whose categories differ from the registered metadata.
+    """
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    return [(c["id"], c["name"]) for c in COCO_CATEGORIES if c["isthing"]]
+
+
 def _shape_polygon(kind: int, rng: np.random.Generator, size: int) -> list[float]:
     """A random polygon of the given kind (0 box, 1 triangle, 2 disc) inside the image."""
     side = rng.uniform(0.25, 0.45) * size

@@ -19,17 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from hfai_runtime.synthetic import make_coco_tree
+from hfai_runtime.synthetic import coco_thing_categories, make_coco_tree
 
 HERE = Path(__file__).resolve().parent
 TINY_CONFIG = HERE / "configs" / "mask_rcnn_cpu_tiny.yaml"
 NUM_TRAIN, NUM_VAL = 4, 2
-
-
-def _coco_things() -> list[tuple[int, str]]:
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
-    return [(c["id"], c["name"]) for c in COCO_CATEGORIES if c["isthing"]]
 
 
 def _pack_and_delete(folder: Path, ffr_file: Path) -> None:
@@ -44,10 +38,10 @@ def _pack_and_delete(folder: Path, ffr_file: Path) -> None:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``datasets/coco/{coco.ffr,annotations/}`` and ``packs/mine.ffr``; no loose images anywhere."""
     work = tmp_path_factory.mktemp("recipe")
-    coco = make_coco_tree(work / "coco", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=_coco_things())
+    coco = make_coco_tree(work / "coco", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories())
     shutil.copytree(coco / "annotations", work / "datasets" / "coco" / "annotations")
     _pack_and_delete(coco, work / "datasets" / "coco" / "coco.ffr")
-    mine = make_coco_tree(work / "mine", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=_coco_things(), seed=7)
+    mine = make_coco_tree(work / "mine", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories(), seed=7)
     _pack_and_delete(mine, work / "packs" / "mine.ffr")
     assert not list(work.rglob("*.png"))
     return work

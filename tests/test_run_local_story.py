@@ -29,12 +29,10 @@ PREEMPT_AFTER_TRAINING_S = 2.0
 
 def pack_synthetic_coco(datasets: Path, work: Path) -> None:
     """HFAI's layout under ``datasets``: coco/coco.ffr packs the images, annotations beside it."""
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
     from hfai_runtime.ffrecord import pack_folder
-    from hfai_runtime.synthetic import write_coco_split
+    from hfai_runtime.synthetic import coco_thing_categories, write_coco_split
 
-    categories = [(c["id"], c["name"]) for c in COCO_CATEGORIES if c["isthing"]]
+    categories = coco_thing_categories()
     for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
         write_coco_split(work / "coco" / split, datasets / "coco" / "annotations" /
                          f"instances_{split}.json", count, categories=categories, seed=seed)

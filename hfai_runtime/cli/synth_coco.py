@@ -23,13 +23,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hfai_runtime.synthetic import DEFAULT_CATEGORIES, make_coco_tree
+    from hfai_runtime.synthetic import DEFAULT_CATEGORIES, coco_thing_categories, make_coco_tree
 
-    categories = DEFAULT_CATEGORIES
-    if args.coco_categories:
-        from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
-        categories = [(c["id"], c["name"]) for c in COCO_CATEGORIES if c["isthing"]]
+    categories = coco_thing_categories() if args.coco_categories else DEFAULT_CATEGORIES
     root = make_coco_tree(args.root, num_train=args.train, num_val=args.val,
                           categories=categories, image_size=args.size)
     print(f"wrote {args.train} + {args.val} images and their annotations under {root}")
