@@ -22,11 +22,10 @@ if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then
 fi
 
 echo "bootstrap: building the environment in $venv (first run: a few minutes, ~6 GB)"
-rm -rf "$venv" "$venv.partial"
+# A venv's scripts embed its path, so it is built in place; .complete, written last, marks it usable.
+rm -rf "$venv"
 mkdir -p "$cache"
-"$python" -m venv "$venv.partial"
-# venv scripts embed their own path: build in place under the final name, mark complete last.
-mv "$venv.partial" "$venv"
+"$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
 # torch: these exact releases install from this machine's local disk; others download GBs.
