@@ -9,6 +9,7 @@ gloo on CPU, and a preempted job exits with the suspend code (143) that the rest
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -24,7 +25,9 @@ from torch.nn.parallel import DistributedDataParallel
 from hfai_runtime.distributed import rendezvous
 from hfai_runtime.distributed.env import DistEnv
 from hfai_runtime.distributed.spawn import spawn
-from hfai_runtime.distributed.suspend import install_sigterm_handler, suspend_exit_code
+from hfai_runtime.distributed.suspend import (
+    install_sigterm_handler, release_agreement_group, suspend_exit_code,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +138,41 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
     if plan.world_size > 1:
         _join(plan, rank, local_rank)
     try:
+        return _run_main(main_func, args)
+    finally:
+        _leave_process_groups()
+
+
+def _run_main(main_func: Callable[..., Any], args: tuple) -> int:
+    try:
         main_func(*args)
     except SystemExit as exit_:  # JobSuspended, or the user's own sys.exit
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except Exception:
         _exit_failed()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
     return 0
+
+
+def _leave_process_groups() -> None:
+    """Destroy the process groups, and drop the references to them that this runtime and
+    detectron2 keep, so that their gloo threads are joined now.
+
+    ``destroy_process_group`` only unregisters groups; a group's threads stop when its last
+    reference goes. One still referenced at interpreter exit is freed during finalization, where
+    a gloo thread releasing the last collective's tensor cannot take the GIL any more: the
+    process aborts ("terminate called without an active exception", -6) instead of exiting
+    with its code -- seen once in ~40 suspends of a rank that runs in the launcher's process.
+    (References this cannot drop: see the import in :func:`_join`; a user's own groups.)
+    """
+    if not dist.is_initialized():
+        return
+    from detectron2.utils import comm
+
+    comm._LOCAL_PROCESS_GROUP = None
+    comm._get_global_gloo_group.cache_clear()
+    release_agreement_group()
+    dist.destroy_process_group()
+    gc.collect()  # a trainer in a reference cycle holds DDP, which holds the world group
 
 
 def _line_buffered_output() -> None:
@@ -182,6 +211,10 @@ def _join(plan: _Plan, rank: int, local_rank: int) -> None:
     elif plan.procs_per_machine > 1 and "OMP_NUM_THREADS" not in os.environ:
         # Like torchrun: processes sharing a machine's CPUs should not each use all of them.
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // plan.procs_per_machine))
+    # torch.distributed.nn.functional binds the world group as a default argument when it is
+    # imported (torch._dynamo imports it lazily): after init, that pins the group for good.
+    import torch.distributed.nn  # noqa: F401
+
     if plan.env.already_spawned:  # torchrun's agent already hosts the store
         dist.init_process_group(plan.backend, init_method="env://", timeout=plan.timeout)
     else:

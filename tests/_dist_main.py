@@ -8,6 +8,8 @@ MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_mode
 ``raise`` (rank 0 raises mid-iteration of a DataLoader whose worker ignores SIGTERM, after
 touching ``OUT_DIR/raising``; the other ranks wait in an all-reduce), ``print`` (every rank
 prints a line, then all kill themselves: what block-buffered output would lose).
+Each launcher that returns writes ``OUT_DIR/threads-<pid>.json``: its thread count before and
+after ``launch_from_env``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def main(mode: str, out_dir: str) -> None:
         raise ValueError(f"unknown mode {mode!r}")
 
 
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 if __name__ == "__main__":
     connect = timedelta(seconds=float(sys.argv[3])) if len(sys.argv) > 3 else timedelta(seconds=60)
-    launch_from_env(main, args=(sys.argv[1], sys.argv[2]), connect_timeout=connect)
+    before = _threads()
+    try:
+        launch_from_env(main, args=(sys.argv[1], sys.argv[2]), connect_timeout=connect)
+    finally:  # how many threads the job left behind in this process (gloo's must be joined)
+        Path(sys.argv[2], f"threads-{os.getpid()}.json").write_text(json.dumps([before, _threads()]))

@@ -28,6 +28,13 @@ def _logs(tmp_path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("launcher*.log")))
 
 
+def _check_no_threads_left(tmp_path, launchers: int) -> None:
+    """A rank run in the launcher's process leaves no gloo threads behind: one that outlives
+    the job is freed during interpreter shutdown and can abort the process (exit -6)."""
+    counts = [json.loads(f.read_text()) for f in tmp_path.glob("threads-*.json")]
+    assert len(counts) == launchers and all(after == before for before, after in counts), counts
+
+
 def _check_reports(tmp_path, local_ranks: list[int]) -> None:
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, record in enumerate(records):
@@ -42,6 +49,7 @@ def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
     procs = _launch(topology, "report", tmp_path)
     assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
     _check_reports(tmp_path, [0, 1] if topology == "1x2" else [0, 0])
+    _check_no_threads_left(tmp_path, len(procs))
 
 
 def test_under_torchrun_nothing_is_spawned_again(tmp_path):
@@ -58,6 +66,7 @@ def test_sigterm_to_one_launcher_suspends_every_rank(topology, tmp_path):
     wait_for(lambda: len(list(tmp_path.glob("ready*"))) == 2, 120, "both ranks to start")
     procs[-1].send_signal(signal.SIGTERM)
     assert wait_all(procs, 60) == [99] * len(procs), _logs(tmp_path)
+    _check_no_threads_left(tmp_path, len(procs))
 
 
 @pytest.mark.parametrize("mode, code", [("fail", 3), ("sigkill", 128 + signal.SIGKILL)])

@@ -98,6 +98,12 @@ def agree(local: bool | None = None) -> bool:
     return bool(buffer.item())
 
 
+def release_agreement_group() -> None:
+    """Forget the group :func:`agree` created. Called before the process groups are destroyed:
+    a group still referenced keeps its threads, and a later job in this process needs a new one."""
+    _agreement.clear()
+
+
 def barrier() -> None:
     """Wait for every rank, over the same gloo group as :func:`agree` (no device sync)."""
     agree(False)
