@@ -25,15 +25,18 @@ from .errors import NotAPackedFolderError
 from .index import PathIndex, split_path
 from .metadata import decode
 from .reader import FileReader, PathLike
+from .reopen import Reopenable
 
 
-class PackedFolder:
+class PackedFolder(Reopenable):
     """Random access by path to the files of a folder packed with :func:`pack_folder`.
 
     ``check_data`` is passed to the :class:`FileReader` underneath. A context manager; survives
     ``fork`` (the index and the mapping are shared with DataLoader workers, copy-free) and
     pickles as its file name (the copy reopens the file and rebuilds the index).
     """
+
+    _STATE = ("ffr_file", "check_data")
 
     def __init__(self, ffr_file: PathLike | Sequence[PathLike], check_data: bool = True) -> None:
         self.ffr_file = ffr_file
@@ -116,19 +119,6 @@ class PackedFolder:
 
     def close(self) -> None:
         self.reader.close()
-
-    def __enter__(self) -> "PackedFolder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        return {"ffr_file": self.ffr_file, "check_data": self.check_data}
-
-    def __setstate__(self, state: dict) -> None:
-        self.ffr_file, self.check_data = state["ffr_file"], state["check_data"]
-        self._open()
 
     def __repr__(self) -> str:
         return (f"PackedFolder({self._name!r}, files={self.num_files()}, "

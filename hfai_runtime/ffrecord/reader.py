@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import CorruptFileError, FFRecordError, OldFormatWarning, SampleChecksumError
 from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
+from .reopen import Reopenable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -155,7 +156,7 @@ class _SampleFile:
             pass
 
 
-class FileReader:
+class FileReader(Reopenable):
     """Reads samples by global index from one FFRecord file, a directory of them, or a list.
 
     Samples of several files are numbered one file after the other (a directory's ``*.ffr``
@@ -164,6 +165,8 @@ class FileReader:
     used as context managers, survive ``fork`` unchanged, and pickle as their file names (the
     copy reopens the files).
     """
+
+    _STATE = ("_fnames", "check_data")
 
     def __init__(self, fname: PathLike | Sequence[PathLike], check_data: bool = True) -> None:
         self._fnames = resolve_files(fname)
@@ -293,19 +296,6 @@ class FileReader:
             f.close()
         self._files = []
         self.n = 0
-
-    def __enter__(self) -> "FileReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        return {"fnames": self._fnames, "check_data": self.check_data}
-
-    def __setstate__(self, state: dict) -> None:
-        self._fnames, self.check_data = state["fnames"], state["check_data"]
-        self._open()
 
     def __repr__(self) -> str:
         return f"FileReader({self._fnames!r}, n={self.n}, check_data={self.check_data})"
