@@ -4,8 +4,8 @@ A pack (made by :func:`hfai_runtime.ffrecord.pack_folder`) holds a whole folder.
 a *prefix*, its member ``train2017/1.jpg`` is ``ffrecord://coco/train2017/1.jpg`` to any code that
 goes through an iopath ``PathManager`` -- which is how detectron2 opens every image and json.
 
-Each pack is opened once per process, on first use. Forked DataLoader workers inherit the open
-reader and its index as they are: the reader maps the file and keeps no file offset, so sharing
+Each pack is opened once, when it is added. Forked DataLoader workers inherit the open reader
+and its index as they are: the reader maps the file and keeps no file offset, so sharing
 it across ``fork`` is safe and costs no memory per worker. A handler that is pickled (e.g. into
 a spawned process) travels as its pack names and reopens them there.
 """
@@ -30,18 +30,13 @@ READ_MODES = frozenset(("r", "rt", "tr", "rb", "br"))
 
 
 class _Pack:
-    """One registered pack file; its reader is opened on first use."""
+    """One registered pack file and the :class:`PackedFolder` open on it (which pickles as its
+    file name and reopens on unpickling)."""
 
     def __init__(self, prefix: str, ffr_file: str, check_data: bool) -> None:
         self.prefix = prefix
         self.ffr_file = ffr_file
-        self.check_data = check_data
-        self._folder: Optional[PackedFolder] = None  # pickles as its file name
-
-    def folder(self) -> PackedFolder:
-        if self._folder is None:
-            self._folder = PackedFolder(self.ffr_file, check_data=self.check_data)
-        return self._folder
+        self.folder = PackedFolder(ffr_file, check_data=check_data)
 
 
 class FFRecordPathHandler(PathHandler):
@@ -75,9 +70,7 @@ class FFRecordPathHandler(PathHandler):
                 f"cannot register it again for {ffr_file}"
             )
         if known is None:
-            pack = _Pack(prefix, ffr_file, check_data)
-            pack.folder()
-            self._packs[prefix] = pack
+            self._packs[prefix] = _Pack(prefix, ffr_file, check_data)
             self._prefix_depth = max(self._prefix_depth, prefix.count("/") + 1)
         return SCHEME + prefix
 
@@ -117,7 +110,7 @@ class FFRecordPathHandler(PathHandler):
     def _read(pack: _Pack, member: str, path: str) -> bytes:
         """The bytes of ``member``; errors name ``path``, the ``ffrecord://`` path asked for."""
         try:
-            return pack.folder().read_one(member).tobytes()
+            return pack.folder.read_one(member).tobytes()
         except (FileNotFoundError, IsADirectoryError) as e:
             raise _with_path(e, f"{member or '/'!r} is not a file in pack {pack.ffr_file}", path) from None
 
@@ -170,24 +163,24 @@ class FFRecordPathHandler(PathHandler):
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
         try:
-            return pack.folder().list(member)
+            return pack.folder.list(member)
         except (FileNotFoundError, NotADirectoryError) as e:
             raise _with_path(e, f"{member!r} is not a directory in pack {pack.ffr_file}", path) from None
 
     def _exists(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return pack.folder().exists(member)
+        return pack.folder.exists(member)
 
     def _isfile(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return pack.folder().is_file(member)
+        return pack.folder.is_file(member)
 
     def _isdir(self, path: str, **kwargs: Any) -> bool:
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        return pack.folder().is_dir(member)
+        return pack.folder.is_dir(member)
 
 
 def _clean_prefix(prefix: str) -> str:
