@@ -159,7 +159,7 @@ def test_add_pack_rejects_bad_input_naming_it(tmp_path: Path, shared_dir: Path) 
     assert handler.packs == {"tree": str(golden / "tree.ffr")}
 
 
-def test_pickled_handler_reopens_its_packs(manager: PathManager, shared_dir: Path, tree: Path) -> None:
+def test_pickled_handler_reopens_its_packs(shared_dir: Path, tree: Path) -> None:
     handler = FFRecordPathHandler()
     handler.add_pack("tree", shared_dir / "golden" / "ffrecord" / "tree.ffr")
     assert handler._isfile("ffrecord://tree/README.txt")  # the reader is open in this process
