@@ -4,7 +4,7 @@ an FFRecord pack and as loose files, in the same run.
 Three ways to name the same image:
 
 * ``loose``  -- ``<dir>/coco/train2017/N.png``, the baseline;
-* ``pack``   -- ``ffrecord://bench/train2017/N.png``, a custom dataset on a pack;
+* ``pack``   -- ``ffrecord://bench<side>/train2017/N.png``, a custom dataset on a pack;
 * ``mount``  -- ``<dir>/datasets/coco/train2017/N.png`` with the loose file absent: HFAI's recipe,
   the way detectron2's builtin datasets reach the pack (one failed ``stat``, then the pack).
 
