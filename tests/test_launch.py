@@ -58,6 +58,7 @@ def test_under_torchrun_nothing_is_spawned_again(tmp_path):
                             stdout=open(tmp_path / "launcher0.log", "wb"), stderr=subprocess.STDOUT)
     assert wait_all([proc], 120) == [0], _logs(tmp_path)
     _check_reports(tmp_path, [0, 1])  # world 2: each torchrun worker is one rank, not a launcher
+    _check_no_threads_left(tmp_path, 2)  # each worker runs its rank in the launcher's process
 
 
 @pytest.mark.parametrize("topology", ["2x1", "1x2"])
