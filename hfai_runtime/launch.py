@@ -147,10 +147,19 @@ def _run_main(main_func: Callable[..., Any], args: tuple) -> int:
     try:
         main_func(*args)
     except SystemExit as exit_:  # JobSuspended, or the user's own sys.exit
-        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        return _exit_status(exit_)
     except Exception:
         _exit_failed()
     return 0
+
+
+def _exit_status(exit_: SystemExit) -> int:
+    """The status Python gives ``exit_``; like Python, print a message (``sys.exit("why")``) to
+    stderr, since the code re-raised from here is the bare status and the reason would be lost."""
+    if exit_.code is None or isinstance(exit_.code, int):
+        return exit_.code or 0
+    print(exit_.code, file=sys.stderr)
+    return 1
 
 
 def _leave_process_groups() -> None:

@@ -117,6 +117,14 @@ def test_more_processes_than_gpus_names_where_the_count_came_from(environ, reque
         launch_from_env(pytest.fail, requested)  # never called
 
 
+@pytest.mark.parametrize("status, code", [(None, 0), (3, 3), ("no images found", 1)])
+def test_a_ranks_sys_exit_keeps_its_code_and_message(status, code, capsys):
+    from hfai_runtime.launch import _run_main
+
+    assert _run_main(sys.exit, (status,)) == code
+    assert capsys.readouterr().err == ("no images found\n" if isinstance(status, str) else "")
+
+
 def test_job_exit_code_prefers_first_failure_then_suspend():
     assert job_exit_code([0, 0], 143) == 0
     assert job_exit_code([143, 0], 143) == 143
