@@ -29,8 +29,6 @@ from hfai_runtime.distributed.suspend import (
     install_sigterm_handler, release_agreement_group, suspend_exit_code,
 )
 
-logger = logging.getLogger(__name__)
-
 __all__ = ["launch_from_env"]
 
 
