@@ -176,6 +176,10 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
         (lambda d: _master_container(d).pop("command"),
          "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command: expected a list"),
         (lambda d: d["spec"]["runPolicy"].update(backoffLimit="3"), "spec.runPolicy.backoffLimit"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"].update(
+            terminationGracePeriodSeconds=-1),
+         "spec.pytorchReplicaSpecs.Master.template.spec.terminationGracePeriodSeconds: expected a "
+         "non-negative integer, got -1"),
         (lambda d: d["metadata"].pop("name"), "metadata.name"),
     ],
 )
@@ -302,6 +306,8 @@ def test_trainjob_runtime_patches_give_grace_mounts_and_restart_policy():
     node = job.replicas[2]
     assert (node.grace_seconds, node.restart_policy, node.mounts[0].path) == (15, "Never", "/data")
     assert job.backoff_limit == 6  # batch/v1 Job's default
+    unset = parse_job(trainjob({"terminationGracePeriodSeconds": None})).replicas[0]
+    assert unset.grace_seconds == 30  # null is unset: Kubernetes' default
     with pytest.raises(ValueError, match=r"replicatedJobs\[name=node\].*restartPolicy: expected "
                                          r"one of OnFailure, Never, got 'ExitCode'"):
         parse_job(trainjob({**pod, "restartPolicy": "ExitCode"}))

@@ -24,6 +24,7 @@ from hfai_runtime.local.operator_env import (
     PYTORCHJOB_CONTAINER,
     TRAINJOB_CONTAINER,
     TRAINJOB_REPLICATED_JOB,
+    TRAINJOB_RUNTIME_NUM_NODES,
     injected_env,
     pytorchjob_replica_specs,
     replica_count,
@@ -155,7 +156,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
             f"template the local runner knows), got {runtime!r}"
         )
     trainer = _mapping(spec.get("trainer"), "spec.trainer")
-    nodes = trainer.get("numNodes", 1)
+    nodes = trainer.get("numNodes", TRAINJOB_RUNTIME_NUM_NODES)
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ValueError(f"spec.trainer.numNodes: expected a positive integer, got {nodes!r}")
     pod = _trainjob_pod_patch(spec)
@@ -204,10 +205,7 @@ def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[
     args = _strings(container.get("args"), f"{container_path}.args", required=False)
     env = _container_env(container.get("env"), f"{container_path}.env")
     env.update(injected_env(doc, rtype, index))
-    grace = pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
-    if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-        raise ValueError(f"{pod_path}.terminationGracePeriodSeconds: expected a non-negative "
-                         f"integer, got {grace!r}")
+    grace = _optional_int(pod, "terminationGracePeriodSeconds", pod_path, DEFAULT_GRACE_SECONDS)
     mounts = tuple(
         Mount(m["mountPath"], m.get("name", ""), m.get("subPath", ""))
         for m in container.get("volumeMounts") or []
@@ -289,9 +287,14 @@ def _expect_equal(doc: Mapping[str, Any], key: str, expected: str) -> None:
                          f"got {doc.get(key)!r}")
 
 
-def _optional_int(obj: Mapping[str, Any], key: str, path: str) -> int | None:
+def _optional_int(obj: Mapping[str, Any], key: str, path: str,
+                  default: int | None = None) -> int | None:
+    """``obj[key]``, a non-negative integer, or ``default`` when unset (or null, as the API
+    server treats it)."""
     value = obj.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{path}.{key}: expected a non-negative integer, got {value!r}")
     return value
 
