@@ -1,6 +1,6 @@
 """``make demo``: the whole story on one CPU machine, with the commands a user would type.
 
-1. Render a project from this template with copier (its defaults, 2 nodes x 1 GPU).
+1. Render a project from this template with copier (its defaults but 2 nodes x 1 GPU).
 2. Make a small synthetic COCO-format dataset and pack it with ``hfai-runtime ffr pack``
    into the PVC's datasets folder, in HFAI's layout (coco/coco.ffr + coco/annotations/).
 3. Run the rendered ``k8s/job.yaml`` (a Kubeflow PyTorchJob, 2 replicas) with
