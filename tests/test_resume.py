@@ -1,6 +1,7 @@
-"""Exact resume: a run suspended by SIGTERM and resumed ends with weights bit-identical to an
-uninterrupted run -- real detectron2 (Faster R-CNN R18, random flip and multi-scale resize,
-aspect-ratio grouping), 1 machine x 2 processes over gloo, DATALOADER.NUM_WORKERS 0 and 2."""
+"""Exact resume: a run suspended by SIGTERM and resumed -- or restarted from a periodic checkpoint
+-- ends with weights bit-identical to an uninterrupted run: real detectron2 (Faster R-CNN R18,
+random flip and multi-scale resize, aspect-ratio grouping), 1 machine x 2 processes over gloo,
+DATALOADER.NUM_WORKERS 0 and 2."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ pytestmark = pytest.mark.slow
 MAX_ITER, SIGTERM_AT = 6, 2
 
 
-def _train(data, out, log, *, workers: int, sigterm_at: int = -1) -> int:
+def _train(data, out, log, *, workers: int, sigterm_at: int = -1, checkpoint_period: int = 100000) -> int:
     args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), "--max-iter", str(MAX_ITER),
-            "--workers", str(workers), "--sigterm-at", str(sigterm_at)]
+            "--workers", str(workers), "--sigterm-at", str(sigterm_at), "--checkpoint-period", str(checkpoint_period)]
     [code] = wait_all([start(args, topology_envs("1x2")[0], log)], timeout=300)
     return code
 
@@ -48,8 +49,26 @@ def test_suspended_and_resumed_run_is_bit_identical(workers, data, uninterrupted
     assert (out / "last_checkpoint").read_text() == f"model_{SIGTERM_AT:07d}.pth"
     assert not (out / "model_final.pth").exists()
 
-    assert _train(data, out, second, workers=workers) == 0, second.read_text()
-    assert re.search(rf"Starting training from iteration {SIGTERM_AT + 1}\b", second.read_text())
+    _check_resumed_exactly(data, out, second, workers, uninterrupted)
+
+
+def test_resume_from_a_periodic_checkpoint_is_bit_identical(data, uninterrupted, tmp_path):
+    """A job killed before it could write a suspend checkpoint (SIGKILL at the end of the grace
+    period) restarts from the last periodic one: that resumes exactly too."""
+    out = tmp_path / "out"
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    assert _train(data, out, first, workers=0, checkpoint_period=SIGTERM_AT + 1) == 0, first.read_text()
+    # Roll the output back to what a kill after iteration SIGTERM_AT's periodic save leaves.
+    (out / "model_final.pth").unlink()
+    (out / "last_checkpoint").write_text(f"model_{SIGTERM_AT:07d}.pth")
+    _check_resumed_exactly(data, out, second, 0, uninterrupted)
+
+
+def _check_resumed_exactly(data, out, log, workers: int, uninterrupted: dict[str, torch.Tensor]) -> None:
+    """Resume the run in ``out`` from its checkpoint at SIGTERM_AT; it must end where the
+    uninterrupted run ended, bit for bit."""
+    assert _train(data, out, log, workers=workers) == 0, log.read_text()
+    assert re.search(rf"Starting training from iteration {SIGTERM_AT + 1}\b", log.read_text())
 
     resumed = _weights(out / "model_final.pth")
     at_suspend = _weights(out / f"model_{SIGTERM_AT:07d}.pth")
