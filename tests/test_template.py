@@ -248,8 +248,12 @@ def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says
 
 def test_good_edge_answers_are_accepted(template_src, tmp_path):
     """The validators' bounds are inclusive where the help says so."""
-    render(template_src, tmp_path / "p", {"grace_seconds": 15, "suspend_exit_code": 255,
-                                          "project_slug": "a" * 40, "shm_size": "512Mi"})
+    edges = {"grace_seconds": 15, "suspend_exit_code": 255, "project_slug": "a" * 40,
+             "shm_size": "512Mi"}
+    project = render(template_src, tmp_path / "p", edges)
+    answers = answers_of(project)
+    assert {key: answers[key] for key in edges} == edges
+    assert load_job(project)["metadata"]["name"] == "a" * 40
 
 
 # ----------------------------------------------------------------------------------------------
