@@ -63,23 +63,25 @@ RUN curl -fsSL "https://github.com/facebookresearch/detectron2/archive/${DETECTR
     && python -c "import detectron2, detectron2._C; print('detectron2', detectron2.__version__)"
 
 # hfai_runtime with detectron2's pins (iopath, fvcore, Pillow<10, setuptools<82). It is
-# installed from this source tree, which pins its own dependencies in pyproject.toml.
+# installed from this source tree, which pins its own dependencies in pyproject.toml. OpenCV is
+# not among detectron2's requirements, yet its transforms, visualizer and Cityscapes loader
+# import cv2 (the CPU environment's wheel lists it for the same reason): the headless build.
 WORKDIR /src/hfai-runtime
 COPY pyproject.toml README.md ./
 COPY hfai_runtime ./hfai_runtime
 # hadolint ignore=DL3013
-RUN pip install ".[detectron2]" \
-    && python -c "import hfai_runtime.detectron2, hfai_runtime.launch"
+RUN pip install ".[detectron2]" opencv-python-headless \
+    && python -c "import cv2, hfai_runtime.detectron2, hfai_runtime.launch"
 
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS runtime
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # tini: PID 1 that forwards SIGTERM to the launcher (a shell or python as PID 1 may not).
-# libgl1/libglib2.0-0: OpenCV. python3: the interpreter the virtualenv was made with.
+# libglib2.0-0: OpenCV. python3: the interpreter the virtualenv was made with.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates libgl1 libglib2.0-0 python3 tini \
+        ca-certificates libglib2.0-0 python3 tini \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=builder /opt/venv /opt/venv
