@@ -75,6 +75,7 @@ def test_single_machine_needs_no_master():
     ({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}, "RANK"),
     ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_WORLD_SIZE"),
     ({"LOCAL_RANK": "2", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_RANK"),
+    ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, "MASTER_ADDR"),
 ])
 def test_bad_environment_names_the_variable(environ, variable):
     with pytest.raises(ValueError, match=rf"\b{variable}\b"):

@@ -90,15 +90,17 @@ def _port(env: Mapping[str, str], name: str, *, required: bool) -> int | None:
     return port
 
 
-def _master(env: Mapping[str, str], addr_name: str, port_name: str, machines: int) -> tuple[str, int | None]:
-    """The rendezvous address: required as soon as there is more than one machine."""
-    multi = machines > 1
+def _master(
+    env: Mapping[str, str], addr_name: str, port_name: str, peers: int, unit: str = "machines"
+) -> tuple[str, int | None]:
+    """The rendezvous address: required as soon as there is more than one of ``unit`` to meet."""
+    multi = peers > 1
     addr = env.get(addr_name, "").strip()
     if not addr:
         if multi:
             raise ValueError(
-                f"environment variable {addr_name} is required when the job has {machines} "
-                "machines (the address of the rank-0 machine)"
+                f"environment variable {addr_name} is required when the job has {peers} "
+                f"{unit} (the address of the rank-0 machine)"
             )
         addr = "127.0.0.1"
     return addr, _port(env, port_name, required=multi)
@@ -154,5 +156,6 @@ def _from_torchrun(env: Mapping[str, str]) -> DistEnv:
     machine_rank = rank // local_world
     if "GROUP_RANK" in env:
         machine_rank = _rank(env, "GROUP_RANK", machines, "WORLD_SIZE/LOCAL_WORLD_SIZE")
-    addr, port = _master(env, "MASTER_ADDR", "MASTER_PORT", world)
+    # Each rank meets the others at the store: needed for 2 processes on one machine too.
+    addr, port = _master(env, "MASTER_ADDR", "MASTER_PORT", world, "processes")
     return DistEnv("torchrun", machines, machine_rank, local_world, addr, port, True, rank, local_rank)
