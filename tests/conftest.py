@@ -1,4 +1,4 @@
-"""Shared fixtures. Paths to ../shared are resolved from the repo root, as CI lays it out."""
+"""Shared fixtures. Test data lives in the repository (``tests/data``), with its provenance."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
+#: The Kubernetes CRDs ship inside the package (``hfai-runtime check`` validates against them).
+CRDS = REPO / "hfai_runtime" / "check" / "crds"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: the tests read the golden files and CRDs from ../shared")
-    return SHARED
+def golden_ffrecord() -> Path:
+    """Files written by the official HFAiLab ffrecord library (see its README for provenance)."""
+    return DATA / "ffrecord"
+
+
+@pytest.fixture(scope="session")
+def crd_dir() -> Path:
+    """The PyTorchJob v1 and Trainer v2 CRDs (see SOURCES.md beside them)."""
+    return CRDS

@@ -14,8 +14,8 @@ from hfai_runtime.cli import main
 
 
 @pytest.fixture(scope="module")
-def golden(shared_dir: Path) -> Path:
-    return shared_dir / "golden" / "ffrecord"
+def golden(golden_ffrecord: Path) -> Path:
+    return golden_ffrecord
 
 
 @pytest.fixture()

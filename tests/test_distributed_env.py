@@ -1,4 +1,4 @@
-"""DistEnv.from_environ: each cluster's environment, as DESIGN.md's table describes it."""
+"""DistEnv.from_environ: each cluster's environment, as each operator sets it."""
 
 from __future__ import annotations
 

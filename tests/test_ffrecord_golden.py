@@ -1,4 +1,4 @@
-"""Byte compatibility with files the official HFAiLab ffrecord wrote (../shared/golden/ffrecord)."""
+"""Byte compatibility with files the official HFAiLab ffrecord wrote (tests/data/ffrecord, with its provenance)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from hfai_runtime.ffrecord import (CorruptFileError, FileReader, FileWriter, Old
 
 
 @pytest.fixture(scope="module")
-def golden(shared_dir: Path) -> Path:
-    return shared_dir / "golden" / "ffrecord"
+def golden(golden_ffrecord: Path) -> Path:
+    return golden_ffrecord
 
 
 def _load(path: Path) -> dict:

@@ -1,5 +1,5 @@
 """The ``ffrecord://`` iopath handler and the pack mount, on packs written by the official
-library (``../shared/golden/ffrecord/tree.ffr``) and by our ``pack_folder``."""
+library (``tests/data/ffrecord/tree.ffr``) and by our ``pack_folder``."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture()
-def tree(shared_dir: Path) -> Path:
-    return shared_dir / "golden" / "ffrecord" / "tree"
+def tree(golden_ffrecord: Path) -> Path:
+    return golden_ffrecord / "tree"
 
 
 @pytest.fixture()
-def manager(shared_dir: Path) -> PathManager:
+def manager(golden_ffrecord: Path) -> PathManager:
     """A fresh PathManager serving the official golden pack as ``ffrecord://tree``."""
     handler = FFRecordPathHandler()
-    handler.add_pack("tree", shared_dir / "golden" / "ffrecord" / "tree.ffr")
+    handler.add_pack("tree", golden_ffrecord / "tree.ffr")
     pm = PathManager()
     pm.register_handler(handler)
     return pm
@@ -122,12 +122,12 @@ def test_get_local_path_leaves_no_partial_file(
     assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
-def test_several_packs_and_nested_prefixes(tmp_path: Path, shared_dir: Path, tree: Path) -> None:
+def test_several_packs_and_nested_prefixes(tmp_path: Path, golden_ffrecord: Path, tree: Path) -> None:
     other = tmp_path / "other"
     (other / "sub").mkdir(parents=True)
     (other / "sub" / "x.txt").write_bytes(b"from the other pack")
     handler = FFRecordPathHandler()
-    handler.add_pack("tree", shared_dir / "golden" / "ffrecord" / "tree.ffr")
+    handler.add_pack("tree", golden_ffrecord / "tree.ffr")
     handler.add_pack("tree/more", _pack(other, tmp_path / "other.ffr"))
     handler.add_pack("/other/", tmp_path / "other.ffr")  # slashes around a prefix are ignored
     pm = PathManager()
@@ -136,15 +136,15 @@ def test_several_packs_and_nested_prefixes(tmp_path: Path, shared_dir: Path, tre
     assert pm.open("ffrecord://tree/more/sub/x.txt", "rb").read() == b"from the other pack"
     assert pm.open("ffrecord://other/sub/x.txt", "rb").read() == b"from the other pack"
     assert handler.packs == {
-        "tree": str(shared_dir / "golden" / "ffrecord" / "tree.ffr"),
+        "tree": str(golden_ffrecord / "tree.ffr"),
         "tree/more": str(tmp_path / "other.ffr"),
         "other": str(tmp_path / "other.ffr"),
     }
 
 
-def test_add_pack_rejects_bad_input_naming_it(tmp_path: Path, shared_dir: Path) -> None:
+def test_add_pack_rejects_bad_input_naming_it(tmp_path: Path, golden_ffrecord: Path) -> None:
     handler = FFRecordPathHandler()
-    golden = shared_dir / "golden" / "ffrecord"
+    golden = golden_ffrecord
     handler.add_pack("tree", golden / "tree.ffr")
     handler.add_pack("tree", golden / "tree.ffr")  # the same pair again: fine
     with pytest.raises(ValueError, match="already registered"):
@@ -159,9 +159,9 @@ def test_add_pack_rejects_bad_input_naming_it(tmp_path: Path, shared_dir: Path) 
     assert handler.packs == {"tree": str(golden / "tree.ffr")}
 
 
-def test_pickled_handler_reopens_its_packs(shared_dir: Path, tree: Path) -> None:
+def test_pickled_handler_reopens_its_packs(golden_ffrecord: Path, tree: Path) -> None:
     handler = FFRecordPathHandler()
-    handler.add_pack("tree", shared_dir / "golden" / "ffrecord" / "tree.ffr")
+    handler.add_pack("tree", golden_ffrecord / "tree.ffr")
     assert handler._isfile("ffrecord://tree/README.txt")  # the reader is open in this process
     clone = pickle.loads(pickle.dumps(handler))
     assert clone.packs == handler.packs

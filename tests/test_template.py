@@ -81,23 +81,23 @@ def test_custom_dataset_is_registered_from_its_pack(projects):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
-def test_job_validates_against_its_crd(projects, name, shared_dir):
+def test_job_validates_against_its_crd(projects, name, crd_dir):
     job = load_job(projects[name])
     crd = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "TrainJob": "trainer.kubeflow.org_trainjobs.yaml"}
-    validate_crd(job, crd_schema(shared_dir / "k8s" / crd[job["kind"]]))
+    validate_crd(job, crd_schema(crd_dir / crd[job["kind"]]))
     # The TrainJob CRD's CEL rules on the name (x-kubernetes-validations, which jsonschema does
     # not run); PyTorchJob pods and services are named from it too.
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job["metadata"]["name"])
     assert len(job["metadata"]["name"]) <= 63
 
 
-def test_crd_check_catches_a_misspelt_field(projects, shared_dir):
+def test_crd_check_catches_a_misspelt_field(projects, crd_dir):
     """The schema check is not vacuous: a typo the API server would silently drop fails it."""
     job = load_job(projects["defaults"])
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     pod["terminationGracePeriod"] = pod.pop("terminationGracePeriodSeconds")
     with pytest.raises(AssertionError, match="terminationGracePeriod"):
-        validate_crd(job, crd_schema(shared_dir / "k8s" / "kubeflow.org_pytorchjobs.yaml"))
+        validate_crd(job, crd_schema(crd_dir / "kubeflow.org_pytorchjobs.yaml"))
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)

@@ -1,6 +1,6 @@
 """Where this process sits in a multi-machine job, read from the environment a cluster injects.
 
-Four sources are understood (DESIGN.md, "Launch from the environment"), tried in this order:
+Four sources are understood, tried in this order:
 
 * **torchrun** (or any launcher that already spawned one process per rank): ``LOCAL_RANK`` is
   set, with per-process ``RANK`` and ``WORLD_SIZE``. Nothing must be spawned again.

@@ -1,4 +1,4 @@
-"""The FFRecord byte layout, in one place (described in ../shared/golden/ffrecord/README.md).
+"""The FFRecord byte layout, in one place (described in tests/data/ffrecord/README.md).
 
 ========  ============  =========================================================
 offset    type          field
