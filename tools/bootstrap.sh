@@ -5,6 +5,8 @@
 # the PyPI sdist (tools/detectron2_wheel), and hfai_runtime installed editable with its test
 # tools. It lives in a cache folder keyed by a hash of everything that decides its contents,
 # so a second run with unchanged inputs finishes in about a second; .venv is a link into it.
+# It prints one line per step; pip's own output goes to bootstrap.log beside the environment
+# and is shown only when a step fails.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,27 +23,44 @@ if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then
     exit 0
 fi
 
+mkdir -p "$cache"
+log="$cache/bootstrap-$key.log"
+: > "$log"
+step() {  # step N/M "what": run the rest of the arguments, their output into the log
+    local label=$1 what=$2
+    shift 2
+    printf 'bootstrap: [%s] %s\n' "$label" "$what"
+    if ! "$@" >>"$log" 2>&1; then
+        echo "bootstrap: step failed: $what; the last lines of $log:" >&2
+        tail -n 25 "$log" >&2
+        exit 1
+    fi
+}
+
 echo "bootstrap: building the environment in $venv (first run: a few minutes, ~6 GB)"
 # A venv's scripts embed its path, so it is built in place; .complete, written last, marks it usable.
 rm -rf "$venv"
-mkdir -p "$cache"
-"$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
+step 1/4 "virtual environment ($("$python" --version))" "$python" -m venv "$venv"
+step 1/4 "pip, setuptools<82, wheel" "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
 # torch: these exact releases install from this machine's local disk; others download GBs.
-"${pip[@]}" install torch==2.14.1 torchvision==0.29.1
+step 2/4 "torch 2.14.1, torchvision 0.29.1" "${pip[@]}" install torch==2.14.1 torchvision==0.29.1
 
 wheels="$cache/detectron2-wheel-$(cat tools/detectron2_wheel/*.py | sha256sum | cut -c1-16)"
-if ! ls "$wheels"/detectron2-0.6-*.whl >/dev/null 2>&1; then
-    "$venv/bin/python" tools/detectron2_wheel/build.py --out "$wheels"
+if ls "$wheels"/detectron2-0.6-*.whl >/dev/null 2>&1; then
+    echo "bootstrap: [3/4] detectron2 0.6 wheel: reusing $wheels"
+else
+    step 3/4 "detectron2 0.6 wheel from the PyPI sdist" \
+        "$venv/bin/python" tools/detectron2_wheel/build.py --out "$wheels"
 fi
-"${pip[@]}" install --find-links "$wheels" -e ".[detectron2,test]"
-"$venv/bin/python" -c "import detectron2, torch, hfai_runtime; print('bootstrap: detectron2', detectron2.__version__, 'torch', torch.__version__)"
+step 4/4 "hfai_runtime (editable) with detectron2 and the test tools" \
+    "${pip[@]}" install --find-links "$wheels" -e ".[detectron2,test]"
+"$venv/bin/python" -c "import detectron2, torch, hfai_runtime; print('bootstrap: ready: detectron2', detectron2.__version__, 'torch', torch.__version__)"
 echo "$repo" > "$venv/.complete"
 # Environments of this checkout from older inputs are dead weight (~6 GB each).
 for old in "$cache"/venv-*; do
     if [ "$old" != "$venv" ] && [ "$(cat "$old/.complete" 2>/dev/null)" = "$repo" ]; then
-        rm -rf "$old"
+        rm -rf "$old" "$cache/bootstrap-${old##*/venv-}.log"
     fi
 done
 ln -sfn "$venv" .venv
