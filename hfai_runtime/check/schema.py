@@ -33,13 +33,16 @@ CRD_FILES = (
 SAME_SCHEMA = {("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"):
                ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime")}
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @functools.cache
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of the shipped CRDs."""
     schemas = {}
     for name in CRD_FILES:
-        crd = yaml.safe_load(resources.files(__package__).joinpath("crds", name).read_text())
+        text = resources.files(__package__).joinpath("crds", name).read_text()
+        crd = yaml.load(text, Loader=_LOADER)  # 25k lines of YAML: libyaml, 10x faster
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served"):
