@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
@@ -281,6 +283,50 @@ def test_runtime_cel_rule_with_filter_macro() -> None:
     runtime = copy.deepcopy(GOOD_RUNTIME)
     runtime["spec"]["mlPolicy"]["mpi"] = {}
     assert _problems(runtime) == [("spec.mlPolicy", "crd/x-kubernetes-validations")]
+
+
+def test_cel_rules_wait_for_a_valid_object() -> None:
+    """Like the API server, a type error stops the CEL rules (here the managedBy rule)."""
+    doc = copy.deepcopy(GOOD_TRAINJOB)
+    doc["spec"]["managedBy"] = "example.com/controller"
+    doc["spec"]["trainer"]["numNodes"] = "two"
+    assert _problems(doc) == [("spec.trainer.numNodes", "schema/type")]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_mangled_manifest_gives_problems_not_exceptions(data) -> None:
+    """Rules read documents whose schema is wrong: one value anywhere replaced by any JSON value
+    yields a list of problems (possibly empty), never an exception."""
+    doc = copy.deepcopy(data.draw(st.sampled_from([GOOD_PYTORCHJOB, GOOD_TRAINJOB, GOOD_RUNTIME])))
+    paths = list(_paths(doc))
+    parent, key = data.draw(st.sampled_from(paths))
+    parent[key] = data.draw(JSON)
+    for problem in check_documents([doc]):
+        assert isinstance(problem, Problem) and "\n" not in str(problem)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+def _paths(value):
+    """Every ``(container, key)`` of a document, to replace the value there."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        yield value, key
+        if isinstance(item, (dict, list)):
+            yield from _paths(item)
+
+
+def test_unquoted_dates_stay_strings(tmp_path) -> None:
+    """kubectl sends YAML as JSON, so an unquoted date in a label is the string it reads as."""
+    path = tmp_path / "job.yaml"
+    text = yaml.safe_dump(GOOD_PYTORCHJOB, sort_keys=False)
+    path.write_text(text.replace("queue-name: team-a", "queue-name: team-a\n    since: 2026-01-01"))
+    assert check_file(path) == []
 
 
 def test_unchecked_and_unknown_kinds() -> None:

@@ -27,7 +27,7 @@ import yaml
 from hfai_runtime.check.cel import check_rules
 from hfai_runtime.check.kubelet import check_pods
 from hfai_runtime.check.problem import Problem
-from hfai_runtime.check.schema import check_schema, schema_for
+from hfai_runtime.check.schema import blocks_rules, check_schema, schema_for
 from hfai_runtime.check.webhooks import check_pytorchjob, check_trainjob
 
 __all__ = ["ManifestError", "Problem", "check_documents", "check_file"]
@@ -35,6 +35,15 @@ __all__ = ["ManifestError", "Problem", "check_documents", "check_file"]
 #: Core ``v1`` kinds that may travel with a job and that this check does not validate.
 UNCHECKED_KINDS = frozenset({"ConfigMap", "Secret", "Service", "PersistentVolumeClaim",
                              "ServiceAccount"})
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML as ``kubectl`` reads it into JSON: an unquoted date stays a string, not a datetime."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 class ManifestError(ValueError):
@@ -48,7 +57,7 @@ def check_file(path: str | os.PathLike) -> list[Problem]:
     """
     try:
         with open(path, encoding="utf-8") as stream:
-            docs = [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+            docs = [doc for doc in yaml.load_all(stream, Loader=_ManifestLoader) if doc is not None]
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{os.fspath(path)}: cannot read: {error}") from error
     except yaml.YAMLError as error:
@@ -87,7 +96,9 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
                         "check knows: PyTorchJob kubeflow.org/v1, TrainJob, TrainingRuntime, "
                         "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, or core v1 "
                         f"{', '.join(sorted(UNCHECKED_KINDS))}", "kind/unknown")]
-    problems = check_schema(doc, schema) + check_rules(doc, schema)
+    problems = check_schema(doc, schema)
+    if not blocks_rules(problems):
+        problems += check_rules(doc, schema)
     if kind == "PyTorchJob":
         problems += check_pytorchjob(doc)
     elif kind == "TrainJob":

@@ -87,7 +87,7 @@ def _evaluate(rule: dict, value: Any, path: str) -> Problem | None:
     message = (rule.get("message") or "").strip() or f"failed rule: {rule['rule']}"
     try:
         result = program.evaluate({"self": celpy.json_to_cel(value)})
-    except celpy.CELEvalError as error:
+    except (celpy.CELEvalError, ValueError) as error:  # ValueError: beyond CEL's 64-bit ints
         return Problem(path, f"{error.args[0]} evaluating rule: {message}", RULE_ID)
     if isinstance(result, celpy.celtypes.BoolType) and result:
         return None

@@ -244,6 +244,7 @@ def memory_backed_volumes(pod: Pod) -> list[Problem]:
 
 def _is_extended(name: str) -> bool:
     """``helper.IsExtendedResourceName``-like: a domain-prefixed name outside kubernetes.io."""
+    name = str(name)
     return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
 
 

@@ -28,13 +28,16 @@ class Problem:
     source: str = "<manifest>"
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.field or '<document>'}: {self.message}"
+        """One line, whatever keys or values the manifest holds."""
+        line = f"{self.source}: {self.field or '<document>'}: {self.message}"
+        return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def child(path: str, key: str | int) -> str:
     """``path`` extended by a map key or list index, written as :class:`Problem` documents."""
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = str(key)
     if not _PLAIN_KEY.match(key):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
@@ -49,6 +52,11 @@ def as_dict(value: Any) -> dict:
 def as_list(value: Any) -> list:
     """``value`` if it is a list, else ``[]`` (see :func:`as_dict`)."""
     return value if isinstance(value, list) else []
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string (a name, say), else ``None`` (see :func:`as_dict`)."""
+    return value if isinstance(value, str) else None
 
 
 def dig(value: Any, *keys: str) -> Any:

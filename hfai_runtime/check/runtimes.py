@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hfai_runtime.check.problem import as_dict, as_list, dig
+from hfai_runtime.check.problem import as_dict, as_list, dig, text
 
 GROUP = "trainer.kubeflow.org"
 #: pkg/constants/constants.go@v2.3.0: ``LabelTrainJobAncestor``, ``AncestorTrainer``.
@@ -39,9 +39,9 @@ def runtime_of(spec: dict) -> Runtime:
     jobs, trainer_job = {}, None
     for job in as_list(dig(spec, "template", "spec", "replicatedJobs")):
         pod = dig(job, "template", "spec", "template", "spec")
-        names = {dig(c, "name") for key in ("containers", "initContainers")
+        names = {text(dig(c, "name")) for key in ("containers", "initContainers")
                  for c in as_list(dig(pod, key))}
-        jobs[dig(job, "name")] = frozenset(names)
+        jobs[text(dig(job, "name"))] = frozenset(names)
         if dig(job, "template", "metadata", "labels", ANCESTOR_LABEL) == ANCESTOR_TRAINER:
             trainer_job = dig(job, "name")
     return Runtime(jobs=jobs, trainer_job=trainer_job,
@@ -55,7 +55,7 @@ def referenced_runtime(trainjob: dict, docs: list[dict]) -> Runtime | None:
     # (pkg/apis/trainer/v1alpha1/trainjob_types.go@v2.3.0, +kubebuilder:default markers).
     if ref.get("apiGroup", GROUP) != GROUP:
         return None
-    key = (ref.get("kind", "ClusterTrainingRuntime"), ref.get("name"))
+    key = (text(ref.get("kind", "ClusterTrainingRuntime")), text(ref.get("name")))
     for doc in docs:
         in_group = str(doc.get("apiVersion", "")).startswith(GROUP + "/")
         if in_group and (doc.get("kind"), dig(doc, "metadata", "name")) == key:

@@ -68,6 +68,18 @@ def check_schema(doc: dict, schema: dict) -> list[Problem]:
     return problems
 
 
+def blocks_rules(problems: list[Problem]) -> bool:
+    """Whether the API server skips the CEL rules: after a wrong type, a missing required field,
+    an unsupported enum value or a too long string or list, it reports "some validation rules
+    were not checked because the object was invalid" instead (apiextensions-apiserver
+    ``pkg/registry/customresource/strategy.go`` ``hasBlockingErr``@v0.36.2)."""
+    return any(p.rule in _BLOCKING for p in problems)
+
+
+_BLOCKING = {f"schema/{name}" for name in ("type", "anyOf", "required", "enum", "maxLength",
+                                           "maxItems")}
+
+
 def walk(value: Any, schema: dict, path: str = "") -> Iterator[tuple[Any, dict, str]]:
     """Every ``(value, schema, path)`` of ``value`` that the structural ``schema`` describes."""
     yield value, schema, path

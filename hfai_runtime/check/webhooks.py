@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
+from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig, text
 from hfai_runtime.check.runtimes import Runtime, referenced_runtime
 
 # pytorch_types.go@v1.9.4: PyTorchJobReplicaTypeMaster/Worker, PyTorchJobDefaultContainerName.
@@ -156,7 +156,7 @@ def _patched_jobs(runtime_spec: dict, path: str, runtime: Runtime | None) -> lis
     for j, job in enumerate(as_list(dig(runtime_spec, "template", "spec", "replicatedJobs"))):
         job = as_dict(job)
         job_path = f"{jobs_path}[{j}]"
-        known = None if runtime is None else runtime.jobs.get(job.get("name"))
+        known = None if runtime is None else runtime.jobs.get(text(job.get("name")))
         if runtime is not None and known is None:
             problems.append(Problem(f"{job_path}.name", f"Invalid value: {job.get('name')!r}: must "
                                     "not have replicated job that doesn't exist in the runtime job "
@@ -167,7 +167,7 @@ def _patched_jobs(runtime_spec: dict, path: str, runtime: Runtime | None) -> lis
             for k, container in enumerate(as_list(pod.get(key))):
                 container = as_dict(container)
                 where = f"{job_path}.template.spec.template.spec.{key}[{k}]"
-                if known is not None and container.get("name") not in known:
+                if known is not None and text(container.get("name")) not in known:
                     problems.append(Problem(f"{where}.name", f"Invalid value: "
                                             f"{container.get('name')!r}: must not have {key[:-1]} "
                                             f"that doesn't exist in the runtime job {job['name']}",
@@ -183,7 +183,8 @@ def _patched_jobs(runtime_spec: dict, path: str, runtime: Runtime | None) -> lis
 
 def _reserved_envs(trainer: dict) -> list[Problem]:
     """torchrun's ``PET_*`` variables belong to the torch plugin (torch.go ``Validate``)."""
-    names = sorted({dig(e, "name") for e in as_list(trainer.get("env"))} & TORCH_RESERVED_ENVS)
+    names = sorted({text(dig(e, "name")) for e in as_list(trainer.get("env"))}
+                   & TORCH_RESERVED_ENVS)
     if not names:
         return []
     return [Problem("spec.trainer.env", f"Invalid value: must not have reserved envs, invalid "
