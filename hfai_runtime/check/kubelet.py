@@ -16,13 +16,6 @@ from fractions import Fraction
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
 from hfai_runtime.check.runtimes import referenced_runtime
 
-#: training-operator pkg/controller.v1/pytorch/initcontainer.go@v1.9.4 adds this container to
-#: every Worker pod of a job that has a Master, image ``alpine:3.10``
-#: (pkg/config/config.go@v1.9.4 ``PyTorchInitContainerImageDefault``), no securityContext. The
-#: image has no USER, so it runs as uid 0.
-INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10",
-                "resources": {"limits": {"cpu": "100m", "memory": "20Mi"},
-                              "requests": {"cpu": "50m", "memory": "10Mi"}}}
 QOS_RESOURCES = ("cpu", "memory")
 
 
@@ -39,6 +32,14 @@ class Container:
     @property
     def resources(self) -> dict:
         return as_dict(self.spec.get("resources"))
+
+
+#: training-operator pkg/controller.v1/pytorch/initcontainer.go@v1.9.4 adds a container
+#: ``init-pytorch`` to every Worker pod of a job that has a Master: image ``alpine:3.10``
+#: (pkg/config/config.go@v1.9.4 ``PyTorchInitContainerImageDefault``), no securityContext. The
+#: image has no USER, so it runs as uid 0.
+INIT_PYTORCH = Container({"name": "init-pytorch"}, "", "", image_user=0, injected_by=(
+    "the training operator (image alpine:3.10, no securityContext)"))
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,12 @@ def _pytorchjob_pods(job: dict) -> list[Pod]:
     specs = as_dict(dig(job, "spec", "pytorchReplicaSpecs"))
     pods = []
     for rtype, rspec in specs.items():
-        path = f"spec.pytorchReplicaSpecs.{rtype}.template.spec"
+        path = f"{child('spec.pytorchReplicaSpecs', rtype)}.template.spec"
         spec = as_dict(dig(rspec, "template", "spec"))
         init = _containers(spec, path, "initContainers")
         # setInitContainer (initcontainer.go@v1.9.4): Workers of a job with a Master.
         if rtype == "Worker" and "Master" in specs:
-            init.append(Container(INIT_PYTORCH, "", "", image_user=0,
-                                  injected_by="the training operator (init-pytorch, alpine:3.10)"))
+            init.append(INIT_PYTORCH)
         pods.append(Pod(spec, path, _containers(spec, path, "containers"), init))
     return pods
 
@@ -97,9 +97,10 @@ def _pytorchjob_pods(job: dict) -> list[Pod]:
 def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
     """The trainer pod: the runtime's node container with ``spec.trainer.resourcesPerNode``.
 
-    Trainer applies ``resourcesPerNode`` to the trainer job's ``node`` container (torch.go /
-    trainer plugin @v2.3.0) and a runtime patch's pod fields to the pod; each patch of the
-    trainer job is checked with those resources.
+    Trainer merges ``resourcesPerNode`` over the resources of the trainer job's ``node`` container
+    (pkg/runtime/core/trainingruntime.go@v2.3.0; the stock runtime states none, and a runtime's
+    own resources are not taken into account here) and applies a runtime patch's pod fields to
+    the pod; each patch of the trainer job is checked with those resources.
     """
     runtime = referenced_runtime(job, docs)
     trainer_job = runtime.trainer_job if runtime else "node"
@@ -125,8 +126,9 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
 def run_as_non_root(pod: Pod) -> list[Problem]:
     """The kubelet's ``verifyRunAsNonRoot`` for each container, with its effective context.
 
-    kubernetes ``pkg/kubelet/kuberuntime/security_context_others.go`` (``verifyRunAsNonRoot``)
-    and ``pkg/securitycontext/util.go`` (``DetermineEffectiveSecurityContext``: container fields
+    kubernetes ``pkg/kubelet/kuberuntime/security_context_others.go``@ccde63b9
+    (``verifyRunAsNonRoot``) and ``pkg/securitycontext/util.go``
+    (``DetermineEffectiveSecurityContext``: container fields
     override pod fields): ``runAsNonRoot: true`` with ``runAsUser: 0`` is refused; without a
     ``runAsUser`` the image's user decides, and an image that runs as root is refused
     ("container has runAsNonRoot and image will run as root").
@@ -158,20 +160,26 @@ def _effective(sc: dict, pod_sc: dict, key: str, container: Container,
     """A security-context field as the container sees it, and the path where it is set."""
     if key in sc:
         return sc[key], f"{container.path}.securityContext.{key}"
-    return pod_sc.get(key), f"{pod.path}.securityContext.{key}" if pod.path else "securityContext"
+    return pod_sc.get(key), child(child(pod.path, "securityContext"), key)
 
 
 def resource_limits(container: Container) -> list[Problem]:
     """The API server's requests-vs-limits rules for one container.
 
-    kubernetes ``pkg/apis/core/validation/validation.go`` ``ValidateContainerResourceRequirements``:
-    a request may not exceed its limit; an extended resource (``nvidia.com/gpu``: a name with a
-    domain outside ``kubernetes.io``) cannot be overcommitted, so it needs a limit and a request,
-    if stated, equal to it. The pod is never created otherwise.
+    kubernetes ``pkg/apis/core/validation/validation.go``@a7264f95
+    (``ValidateResourceRequirements``, ``ValidateResourceQuantityValue``): a request may not
+    exceed its limit; an extended resource (``nvidia.com/gpu``: a name with a domain outside
+    ``kubernetes.io``) is a whole number and cannot be overcommitted, so it needs a limit, and a
+    request, if stated, equal to it. The pod is never created otherwise.
     """
     requests = as_dict(container.resources.get("requests"))
     limits = as_dict(container.resources.get("limits"))
-    problems = []
+    problems = [Problem(child(child(container.resources_path, kind), name),
+                        f"Invalid value: {value}: must be an integer",
+                        "apiserver/extended-resource-limit")
+                for kind, quantities in (("limits", limits), ("requests", requests))
+                for name, value in quantities.items()
+                if _is_extended(name) and (_quantity(value) or 0) % 1 != 0]
     for name, request in requests.items():
         where = child(child(container.resources_path, "requests"), name)
         if name not in limits:
