@@ -173,6 +173,16 @@ BAD_PYTORCHJOBS = [
      [(f"{W_POD}.containers", "pytorchjob-webhook/container-name")]),
     ("no-image", _delete(f"{M_POD}.containers[0].image"),
      [(f"{M_POD}.containers[0].image", "pytorchjob-webhook/image")]),
+    ("no-containers", _set(f"{M_POD}.containers", []),
+     [(f"{M_POD}.containers", "pytorchjob-webhook/containers"),
+      (f"{M_POD}.containers", "pytorchjob-webhook/container-name")]),
+    ("elastic-without-worker", _all(_set("spec.elasticPolicy", {"maxReplicas": 4}),
+                                    _delete(WORKER)),
+     [("spec.pytorchReplicaSpecs.Worker", "pytorchjob-webhook/elastic")]),
+    ("elastic-nproc-twice", _set("spec.elasticPolicy", {"nProcPerNode": 4}),
+     [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")]),
+    ("restart-policy", _set(f"{WORKER}.restartPolicy", "Sometimes"),
+     [(f"{WORKER}.restartPolicy", "apiserver/restart-policy")]),
     ("managed-by", _set("spec.runPolicy.managedBy", "example.com/mine"),
      [("spec.runPolicy.managedBy", "pytorchjob-webhook/managed-by")]),
     # The template's bug (issue item 3): pod-level runAsNonRoot without runAsUser. Only Workers
@@ -336,9 +346,9 @@ def test_unquoted_dates_stay_strings(tmp_path) -> None:
 def test_unchecked_and_unknown_kinds() -> None:
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}
-    problems = check_documents([config, GOOD_PYTORCHJOB, deployment], source="job.yaml")
+    problems = check_documents([config, GOOD_PYTORCHJOB, deployment, ["a list"]], source="job.yaml")
     assert [(p.source, p.field, p.rule) for p in problems] == [
-        ("job.yaml#3", "kind", "kind/unknown")]
+        ("job.yaml#3", "kind", "kind/unknown"), ("job.yaml#4", "", "kind/unknown")]
 
 
 def test_every_crd_rule_compiles_without_kubernetes_extensions() -> None:

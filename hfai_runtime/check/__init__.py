@@ -20,6 +20,7 @@ nothing here can say whether the cluster accepts it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import yaml
@@ -82,13 +83,15 @@ def check_documents(docs: list[dict], source: str = "<manifest>") -> list[Proble
     problems = []
     for i, doc in enumerate(docs):
         where = f"{source}#{i + 1}" if len(docs) > 1 else source
-        problems += [Problem(p.field, p.message, p.rule, where) for p in _check(doc, docs)]
+        problems += [dataclasses.replace(p, source=where) for p in _check(doc, docs)]
     return problems
 
 
 def _check(doc: dict, docs: list[dict]) -> list[Problem]:
+    if not isinstance(doc, dict):
+        return [Problem("", f"a {type(doc).__name__}, not a Kubernetes object", "kind/unknown")]
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
-    if api_version == "v1" and kind in UNCHECKED_KINDS:
+    if api_version == "v1" and isinstance(kind, str) and kind in UNCHECKED_KINDS:
         return []
     schema = schema_for(str(api_version), str(kind))
     if schema is None:
@@ -97,8 +100,11 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
                         "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, or core v1 "
                         f"{', '.join(sorted(UNCHECKED_KINDS))}", "kind/unknown")]
     problems = check_schema(doc, schema)
-    if not blocks_rules(problems):
-        problems += check_rules(doc, schema)
+    if blocks_rules(problems):
+        # The API server stops here; what follows would only echo these (a missing or mistyped
+        # field seen again by the webhook and the Pod rules).
+        return problems
+    problems += check_rules(doc, schema)
     if kind == "PyTorchJob":
         problems += check_pytorchjob(doc)
     elif kind == "TrainJob":

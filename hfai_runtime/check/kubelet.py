@@ -17,6 +17,8 @@ from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
 from hfai_runtime.check.runtimes import referenced_runtime
 
 QOS_RESOURCES = ("cpu", "memory")
+#: The pods' three (core/v1 types.go) and the operator's own (common_types.go@v1.9.4).
+REPLICA_RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Pod:
 
 def check_pods(doc: dict, docs: list[dict]) -> list[Problem]:
     """Every Pod rule below, on every pod the job ``doc`` makes."""
-    problems = []
+    problems = replica_restart_policies(doc) if doc.get("kind") == "PyTorchJob" else []
     for pod in pods_of(doc, docs):
         problems += run_as_non_root(pod)
         for container in pod.containers + pod.init_containers:
@@ -121,6 +123,21 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
                        if c.spec.get("name") == "node"]
             pods.append(Pod(spec, path, patched or [node]))
     return pods or [Pod({}, "", [node])]
+
+
+def replica_restart_policies(job: dict) -> list[Problem]:
+    """A PyTorchJob replica's ``restartPolicy`` becomes its pods' (``ExitCode`` becomes
+    ``Never``: pkg/core/pod.go@v1.9.4 ``SetRestartPolicy``), and the API server's Pod
+    validation accepts only Always, OnFailure and Never there; the CRD leaves the field free."""
+    problems = []
+    for rtype, rspec in as_dict(dig(job, "spec", "pytorchReplicaSpecs")).items():
+        policy = dig(rspec, "restartPolicy")
+        if policy is not None and policy not in REPLICA_RESTART_POLICIES:
+            problems.append(Problem(f"{child('spec.pytorchReplicaSpecs', rtype)}.restartPolicy",
+                                    f"Unsupported value: {policy!r}: supported values: "
+                                    f"{', '.join(REPLICA_RESTART_POLICIES)}",
+                                    "apiserver/restart-policy"))
+    return problems
 
 
 def run_as_non_root(pod: Pod) -> list[Problem]:

@@ -119,11 +119,12 @@ def _replica_specs(specs: object) -> list[Problem]:
 def _replica_containers(pod: dict, path: str) -> list[Problem]:
     """Each replica's pod has containers, each with an image, one of them named ``pytorch``."""
     containers = [as_dict(c) for c in as_list(pod.get("containers"))]
-    if not containers:
-        return [Problem(path, "Required value: must be specified", "pytorchjob-webhook/containers")]
     problems = [Problem(f"{path}[{i}].image", "Required value: must be required",
                         "pytorchjob-webhook/image")
                 for i, container in enumerate(containers) if not container.get("image")]
+    if not containers:
+        problems.append(Problem(path, "Required value: must be specified",
+                                "pytorchjob-webhook/containers"))
     if not any(c.get("name") == PYTORCH_CONTAINER for c in containers):
         problems.append(Problem(path, "Required value: must have at least one container with "
                                 f"name {PYTORCH_CONTAINER}", "pytorchjob-webhook/container-name"))
