@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hfai_runtime.check
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
 from hfai_runtime.check.schema import crd_schemas
@@ -257,6 +259,19 @@ BAD_TRAINJOBS = [
     ("shm-fills-memory-limit", _set(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "80Gi"),
      [(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]),
 ]
+
+
+def test_every_rule_has_a_bad_manifest() -> None:
+    """Each rule id the checker can report is asserted by at least one case here."""
+    package = Path(hfai_runtime.check.__file__).parent
+    source = "\n".join(path.read_text() for path in package.glob("*.py"))
+    rule_id = r'"((?:crd|kind|[a-z]+-webhook|kubelet|apiserver|qos)/[a-z-]+)"'
+    rules = set(re.findall(rule_id, source))
+    assert len(rules) >= 20  # the pattern still finds the ids in the source
+    rules |= {f"schema/{name}" for name in ("required", "type", "unknown-field", "duplicate")}
+    tested = {rule for case in BAD_PYTORCHJOBS + BAD_TRAINJOBS for _, rule in case[2]}
+    tested |= {"kind/unknown", "crd/x-kubernetes-validations"}  # tests below
+    assert rules <= tested, sorted(rules - tested)
 
 
 def test_good_manifests_pass() -> None:

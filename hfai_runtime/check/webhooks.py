@@ -72,7 +72,8 @@ def check_pytorchjob(job: dict) -> list[Problem]:
         problems.append(Problem("spec.runPolicy.managedBy",
                                 f"Unsupported value: {managed_by!r}: supported values: "
                                 f"{', '.join(MANAGED_BY)}", "pytorchjob-webhook/managed-by"))
-    return problems + _elastic_policy(spec) + _replica_specs(spec.get("pytorchReplicaSpecs"))
+    replica_specs = as_dict(spec.get("pytorchReplicaSpecs"))
+    return problems + _elastic_policy(spec) + _replica_specs(replica_specs)
 
 
 def _elastic_policy(spec: dict) -> list[Problem]:
@@ -90,12 +91,12 @@ def _elastic_policy(spec: dict) -> list[Problem]:
     return problems
 
 
-def _replica_specs(specs: object) -> list[Problem]:
-    """``validatePyTorchReplicaSpecs``: keys, containers, images, ``pytorch``, replica counts."""
+def _replica_specs(specs: dict) -> list[Problem]:
+    """``validatePyTorchReplicaSpecs``: keys, containers, images, ``pytorch``, replica counts.
+
+    (Its "must be required" for a missing map is the CRD schema's ``required`` already.)
+    """
     path = "spec.pytorchReplicaSpecs"
-    if not isinstance(specs, dict):
-        return [Problem(path, "Required value: must be required",
-                        "pytorchjob-webhook/replica-specs")]
     problems = []
     for rtype, rspec in specs.items():
         role = child(path, rtype)
