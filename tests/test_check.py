@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import hfai_runtime.check
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
+from hfai_runtime.check.runtimes import STOCK, runtime_of
 from hfai_runtime.check.schema import crd_schemas
 from hfai_runtime.cli import main
 
@@ -305,6 +306,16 @@ def test_trainjob_checked_against_a_runtime_beside_it() -> None:
     assert _problems(job, GOOD_RUNTIME) == [(f"{PATCH_JOB}.name", "trainjob-webhook/patch-job")]
     _set(f"{PATCH_JOB}.name", "trainer-job")(job)
     assert check_documents([job, GOOD_RUNTIME]) == []
+
+
+def test_stock_runtime_is_the_shipped_one() -> None:
+    """What the check assumes of ``torch-distributed`` is what Trainer v2.3.0 installs (the Helm
+    template's ``{{ }}`` lines only add labels), and that runtime passes the check itself."""
+    text = (Path(hfai_runtime.check.__file__).parent / "crds"
+            / "torch-distributed-runtime.helm-template.txt").read_text()
+    runtime = yaml.safe_load("\n".join(line for line in text.splitlines() if "{{" not in line))
+    assert runtime_of(runtime["spec"]) == STOCK[("ClusterTrainingRuntime", "torch-distributed")]
+    assert check_documents([runtime]) == []
 
 
 def test_runtime_cel_rule_with_filter_macro() -> None:
