@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import hfai_runtime.check
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
+from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.check.runtimes import STOCK, runtime_of
 from hfai_runtime.check.schema import crd_schemas
 from hfai_runtime.cli import main
@@ -186,6 +187,12 @@ BAD_PYTORCHJOBS = [
      [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")]),
     ("restart-policy", _set(f"{WORKER}.restartPolicy", "Sometimes"),
      [(f"{WORKER}.restartPolicy", "apiserver/restart-policy")]),
+    ("label-value-too-long", _set("metadata.labels.app", "d2-" + "x" * 61),
+     [("metadata.labels.app", "apiserver/label")]),
+    ("label-key", _set("metadata.labels[-bad-/key]", "v"),
+     [("metadata.labels[-bad-/key]", "apiserver/label")]),
+    ("label-not-a-string", _set("metadata.labels.version", 1),
+     [("metadata.labels.version", "schema/type")]),
     ("managed-by", _set("spec.runPolicy.managedBy", "example.com/mine"),
      [("spec.runPolicy.managedBy", "pytorchjob-webhook/managed-by")]),
     # The template's bug (issue item 3): pod-level runAsNonRoot without runAsUser. Only Workers
@@ -396,6 +403,23 @@ def _schema_nodes(schema: dict):
                 schema.get("additionalProperties")):
         if isinstance(sub, dict):
             yield from _schema_nodes(sub)
+
+
+# apimachinery pkg/util/validation/validation_test.go@v0.36.2 TestIsDomainPrefixedPath's values.
+GOOD_PATHS = ["a/b", "a/b/c/d", "a.com/foo", "a.b.c.d/foo", "k8s.io/foo/bar", "k8s.io/FOO/BAR",
+              "dev.k8s.io/more/path", "this.is.a.really.long.fqdn/even/longer/path/just/because",
+              "bbc.co.uk/path/goes/here", "10.0.0.1/foo",
+              "hyphens-are-good.k8s.io/and-in-paths-too",
+              "a" * 240 + ".k8s.io/a", "k8s.io/" + "a" * 240]
+BAD_PATHS = [".", "...", "/b", "com", ".com", "a.b.c.d/foo?a=b", "a.b.c.d/foo#a", "Dev.k8s.io",
+             ".foo.example.com", "*.example.com", "example.com/foo{}[]@^`",
+             "underscores_are_bad.k8s.io", "underscores_are_bad.k8s.io/foo", "foo@bar.example.com",
+             "foo@bar.example.com/foo", "a" * 247 + ".k8s.io", "d2-hfai-template", ""]
+
+
+def test_domain_prefixed_path_as_apimachinery() -> None:
+    assert [p for p in GOOD_PATHS if domain_prefixed_path_error(p)] == []
+    assert [p for p in BAD_PATHS if not domain_prefixed_path_error(p)] == []
 
 
 def test_problem_str_names_source_and_field() -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from hfai_runtime.check.problem import Problem, child
+from hfai_runtime.check.names import label_key_error, label_value_error
+from hfai_runtime.check.problem import Problem, as_dict, child
 
 #: The shipped CRD files (see ``crds/SOURCES.md``).
 CRD_FILES = (
@@ -112,14 +113,30 @@ def _problem(error: jsonschema.ValidationError) -> list[Problem]:
 
 
 def _object_meta(meta: Any) -> list[Problem]:
-    """The API server's ObjectMeta rule the CRD schema leaves out: a name (or generateName).
+    """The API server's ObjectMeta rules, which a CRD schema leaves out (``metadata: object``).
 
-    apimachinery ``pkg/api/validation/objectmeta.go`` ``ValidateObjectMetaAccessor``@v0.36.2.
+    apimachinery ``pkg/api/validation/objectmeta.go`` ``ValidateObjectMetaAccessor`` and
+    ``pkg/apis/meta/v1/validation/validation.go`` ``ValidateLabels``@v0.36.2: a name (or
+    generateName); label keys and values in their formats; label and annotation values strings.
     """
-    if isinstance(meta, dict) and (meta.get("name") or meta.get("generateName")):
-        return []
-    return [Problem("metadata.name", "Required value: name or generateName is required",
-                    "schema/required")]
+    meta = as_dict(meta)
+    problems = []
+    if not (meta.get("name") or meta.get("generateName")):
+        problems.append(Problem("metadata.name", "Required value: name or generateName is "
+                                "required", "schema/required"))
+    for kind in ("labels", "annotations"):
+        for key, value in as_dict(meta.get(kind)).items():
+            where = child(f"metadata.{kind}", key)
+            if not isinstance(value, str):
+                problems.append(Problem(where, f"Invalid value: {value!r}: must be a string "
+                                        "(quote it)", "schema/type"))
+            elif kind == "labels":
+                key_error, value_error = label_key_error(str(key)), label_value_error(value)
+                if key_error or value_error:
+                    bad = repr(key) if key_error else repr(value)
+                    problems.append(Problem(where, f"Invalid value: {bad}: "
+                                            f"{key_error or value_error}", "apiserver/label"))
+    return problems
 
 
 def _unknown_fields(value: Any, schema: dict, path: str) -> list[Problem]:

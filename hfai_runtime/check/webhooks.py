@@ -15,8 +15,7 @@ serviceAccountName, terminationGracePeriodSeconds, tolerations, volumes): anythi
 
 from __future__ import annotations
 
-import re
-
+from hfai_runtime.check.names import dns1035_label_error, domain_prefixed_path_error
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig, text
 from hfai_runtime.check.runtimes import Runtime, referenced_runtime
 
@@ -31,40 +30,14 @@ NO_ENV_CONTAINERS = ("dataset-initializer", "model-initializer", "node")
 TORCH_RESERVED_ENVS = frozenset(
     {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"})
 
-# apimachinery pkg/util/validation/validation.go@v0.36.2 (the version Trainer v2.3.0 builds with).
-_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_HTTP_PATH = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$")
-
-
-def is_dns1035_label(value: str) -> bool:
-    """``IsDNS1035Label``: at most 63 characters, lower-case alphanumerics and '-', letter first."""
-    return len(value) <= 63 and bool(_DNS1035_LABEL.match(value))
-
-
-def domain_prefixed_path_error(value: str) -> str | None:
-    """``IsDomainPrefixedPath``: why ``value`` is not like ``acme.io/foo``, or ``None`` if it is."""
-    host, slash, path = value.partition("/")
-    if not value:
-        return "Required value"
-    if not slash or not host or not path:
-        return 'must be a domain-prefixed path (such as "acme.io/foo")'
-    if len(host) > 253 or not _DNS1123_SUBDOMAIN.match(host):
-        return (f"{host!r} before the first '/' must be a lowercase RFC 1123 subdomain "
-                "(such as example.com)")
-    if not _HTTP_PATH.match(path):
-        return f"{path!r} after the first '/' has characters not allowed in an HTTP path"
-    return None
-
 
 def check_pytorchjob(job: dict) -> list[Problem]:
     """``validatePyTorchJob`` on create (pytorchjob_webhook.go@v1.9.4)."""
     problems = []
     name = dig(job, "metadata", "name")
-    if isinstance(name, str) and not is_dns1035_label(name):
-        problems.append(Problem("metadata.name", f"Invalid value: {name!r}: should match a "
-                                "DNS-1035 label (lower-case letters, digits, '-'; letter first)",
+    error = dns1035_label_error(name) if isinstance(name, str) else None
+    if error:
+        problems.append(Problem("metadata.name", f"Invalid value: {name!r}: {error}",
                                 "pytorchjob-webhook/name"))
     spec = as_dict(job.get("spec"))
     managed_by = dig(spec, "runPolicy", "managedBy")
