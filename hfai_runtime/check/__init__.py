@@ -5,11 +5,20 @@ webhooks refuse more than their CRDs, and pods that the operator creates can be 
 API server's Pod validation or by the kubelet. Each document is checked, in the order a cluster
 applies the rules:
 
-1. the CRD's structural schema, unknown fields refused (:mod:`.schema`);
-2. the CRD's ``x-kubernetes-validations`` CEL rules (:mod:`.cel`);
-3. the operator's validating webhook (:mod:`.webhooks`);
-4. the Pod rules for the pods the operator will create (:mod:`.kubelet`), and this project's
-   policy that they are not BestEffort.
+1. the CRD's structural schema, unknown fields refused, and ObjectMeta (:mod:`.schema`; rules
+   ``schema/<keyword>``, ``schema/unknown-field``, ``schema/duplicate``, ``apiserver/label``);
+   a wrong type, missing field or bad enum value stops here, as it stops the API server;
+2. the CRD's ``x-kubernetes-validations`` CEL rules (:mod:`.cel`;
+   ``crd/x-kubernetes-validations``);
+3. the operator's validating webhook (:mod:`.webhooks`; ``pytorchjob-webhook/*``,
+   ``trainjob-webhook/*``);
+4. the Pod rules for the pods the operator will create, with the containers it adds
+   (:mod:`.kubelet`; ``apiserver/*`` for Pod validation, ``kubelet/run-as-non-root``), and this
+   project's policy that they are not BestEffort (``qos/*``).
+
+A rule the check cannot decide from the manifest alone is left to the cluster: the image's
+user (``runAsNonRoot`` with no ``runAsUser`` on your own containers), a runtime that is not in
+the input and not the stock ``torch-distributed``, quotas and admission policies of the cluster.
 
 Kinds: PyTorchJob (``kubeflow.org/v1``, training-operator v1.9.4), TrainJob,
 TrainingRuntime and ClusterTrainingRuntime (``trainer.kubeflow.org/v1alpha1``, Trainer v2.3.0)
