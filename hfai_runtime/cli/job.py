@@ -13,9 +13,10 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 POLL_SECONDS = 2.0
 
@@ -245,7 +246,8 @@ def _pod_line(cluster, kind, pod, exits: dict[str, int]):
         ranks = ", ".join(f"rank {rank} at {it}" if rank is not None else f"at {it}"
                           for rank, it in sorted(found.iterations.items(),
                                                  key=lambda pair: (pair[0] is None, pair[0] or 0)))
-        parts.append(f"iteration: {ranks}")
+        of = f" of {found.max_iter}" if found.max_iter else ""
+        parts.append(f"iteration: {ranks}{of}")
     return "  ".join(parts), found
 
 
@@ -328,9 +330,9 @@ def _follow(cluster, kind, job, pods, write: Callable[[str], None]) -> int:
                       printer, errors))
             thread.start()
             followed[uid] = thread
+        _wait(followed.values(), POLL_SECONDS)
         if final_condition(kind, job) and not any(t.is_alive() for t in followed.values()):
             break
-        time.sleep(POLL_SECONDS if followed else POLL_SECONDS / 4)
         job = get_job(cluster, kind, job["metadata"]["name"])
         pods = podinfo.list_pods(cluster, kind, job["metadata"]["name"])
     for error in errors:
@@ -338,19 +340,36 @@ def _follow(cluster, kind, job, pods, write: Callable[[str], None]) -> int:
     return 1 if errors and len(errors) == len(followed) else 0
 
 
+def _wait(threads: Iterable[threading.Thread], seconds: float) -> None:
+    """Wait ``seconds``, or less when the threads still running all end sooner."""
+    running = [thread for thread in threads if thread.is_alive()]
+    if not running:
+        time.sleep(seconds)
+        return
+    deadline = time.monotonic() + seconds
+    for thread in running:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 # -- timeline ------------------------------------------------------------------------------
 
 
 def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster.timeline import Timeline, format_event, observe, watch, write_events
+    from hfai_runtime.cluster.timeline import (
+        Timeline,
+        format_event,
+        observe,
+        watch,
+        write_events,
+    )
 
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
     if args.watch:
-        timeline = watch(cluster, kind, name, args.interval)
+        timeline = watch(cluster, kind, job, args.interval)
     else:
         timeline = Timeline(kind, name)
-        observe(cluster, kind, name, timeline)
+        observe(cluster, kind, name, timeline, job)
     events = timeline.events()
     write(f"Timeline of {kind.kind} {name}:")
     for event in events:

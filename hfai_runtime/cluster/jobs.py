@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hfai_runtime.cluster import kueue
-from hfai_runtime.cluster.api import FIELD_MANAGER, Cluster, ClusterError, NotFound, ResourceMissing
+from hfai_runtime.cluster.api import (
+    FIELD_MANAGER,
+    Cluster,
+    ClusterError,
+    NotFound,
+    ResourceMissing,
+)
 from hfai_runtime.cluster.kinds import KINDS, JobKind
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -75,7 +82,8 @@ def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspe
         return (f"{kind.describe(name)}: Workload {workload['metadata']['name']} "
                 f"spec.active={str(not suspend).lower()}; {effect}")
     if kind.suspended(job) == suspend:
-        return f"{kind.describe(name)}: already {'suspended' if suspend else 'running (not suspended)'}"
+        state = "suspended" if suspend else "not suspended"
+        return f"{kind.describe(name)}: already {state}"
     cluster.call(f"patch {kind.describe(name)}", cluster.custom().patch_namespaced_custom_object,
                  kind.group, kind.version, cluster.namespace, kind.plural, name,
                  kind.suspend_patch(suspend))

@@ -16,8 +16,9 @@ Replica names are run-local's: ``master-0``, ``worker-1``, ``node-0``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 

@@ -12,7 +12,8 @@ reference to the job. ``v1beta1`` is served by every Kueue release up to v0.19 (
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hfai_runtime.cluster.api import Cluster
 

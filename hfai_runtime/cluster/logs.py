@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from hfai_runtime.cluster.api import Cluster, ClusterError
 from hfai_runtime.records import Record, RecordKind, parse_record
@@ -84,20 +85,22 @@ class Progress:
     last checkpoint a suspend wrote."""
 
     iterations: dict[int | None, int]  # rank (None when the record has none) -> iteration
+    max_iter: int | None
     checkpoint: str | None
     checkpoint_iteration: int | None
 
 
 def progress(lines: Iterable[LogLine]) -> Progress:
     iterations: dict[int | None, int] = {}
-    checkpoint = checkpoint_iteration = None
+    max_iter = checkpoint = checkpoint_iteration = None
     for _, record in records(lines):
         if record.iteration is None:
             continue
         iterations[record.fields.get("rank")] = record.iteration
+        max_iter = record.fields.get("max_iter", max_iter)
         if record.kind is RecordKind.SUSPENDED and record.fields.get("checkpoint"):
             checkpoint, checkpoint_iteration = record.fields["checkpoint"], record.iteration
-    return Progress(iterations, checkpoint, checkpoint_iteration)
+    return Progress(iterations, max_iter, checkpoint, checkpoint_iteration)
 
 
 class Printer:

@@ -30,16 +30,23 @@ import json
 import os
 import re
 import time as clock
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from hfai_runtime.cluster import pods as podinfo
 from hfai_runtime.cluster.api import Cluster, ClusterError
 from hfai_runtime.cluster.jobs import get_job
 from hfai_runtime.cluster.kinds import JobKind
-from hfai_runtime.cluster.logs import LogLine, parse_time, read_log, records, split_lines
+from hfai_runtime.cluster.logs import (
+    LogLine,
+    parse_time,
+    read_log,
+    records,
+    split_lines,
+)
 from hfai_runtime.records import RecordKind
 
 SAME_EVENT_SECONDS = 2.0  # two sources within this of each other report one event
@@ -239,9 +246,11 @@ def final_condition(kind: JobKind, job: Mapping[str, Any]) -> Mapping[str, Any] 
     return None
 
 
-def observe(cluster: Cluster, kind: JobKind, name: str, timeline: Timeline) -> None:
-    """One look at the job: the object, its pods, the namespace's events and the pods' logs."""
-    job = get_job(cluster, kind, name)
+def observe(cluster: Cluster, kind: JobKind, name: str, timeline: Timeline,
+            job: Mapping[str, Any] | None = None) -> None:
+    """One look at the job: the object (``job`` when just read), its pods, the namespace's
+    events and the pods' logs."""
+    job = job or get_job(cluster, kind, name)
     pods = podinfo.list_pods(cluster, kind, name)
     events = cluster.call("list events", cluster.core().list_namespaced_event, cluster.namespace,
                           _preload_content=False)
@@ -256,16 +265,16 @@ def observe(cluster: Cluster, kind: JobKind, name: str, timeline: Timeline) -> N
     timeline.observe(job, pods, json.loads(events.data).get("items", []), logs)
 
 
-def watch(cluster: Cluster, kind: JobKind, name: str, interval: float,
-          on_poll: Callable[[Timeline], None] = lambda t: None) -> Timeline:
-    """Observe the job every ``interval`` seconds until it succeeds or fails."""
+def watch(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], interval: float) -> Timeline:
+    """Observe the job (``job``: as just read) every ``interval`` seconds until it succeeds
+    or fails."""
+    name = job["metadata"]["name"]
     timeline = Timeline(kind, name)
-    while True:
-        observe(cluster, kind, name, timeline)
-        on_poll(timeline)
-        if timeline.finished():
-            return timeline
+    observe(cluster, kind, name, timeline, job)
+    while not timeline.finished():
         clock.sleep(interval)
+        observe(cluster, kind, name, timeline)
+    return timeline
 
 
 def format_event(event: Event) -> str:
@@ -277,8 +286,7 @@ def write_events(events: Iterable[Event], path: Path) -> None:
     """Write the events as JSON lines (run-local's ``--events`` format), atomically."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        for event in events:
-            f.write(json.dumps(asdict(event)) + "\n")
+        f.writelines(json.dumps(asdict(event)) + "\n" for event in events)
     os.replace(tmp, path)
 
 
