@@ -273,7 +273,8 @@ def pytorchjob(name: str, namespace: str = "team-a", *, uid: str = "job-uid",
 
 
 def trainjob(name: str, namespace: str = "team-a", *, uid: str = "trainjob-uid",
-             labels: dict | None = None, suspend: bool = False) -> dict:
+             labels: dict | None = None, suspend: bool = False,
+             conditions: list[dict] | None = None) -> dict:
     """A TrainJob as the API server returns it (trainer.kubeflow.org/v1alpha1, Trainer v2.3.0)."""
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
@@ -281,7 +282,7 @@ def trainjob(name: str, namespace: str = "team-a", *, uid: str = "trainjob-uid",
                      "creationTimestamp": "2026-11-30T05:00:00Z", "labels": labels or {}},
         "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": suspend,
                  "trainer": {"numNodes": 2}},
-        "status": {"conditions": []},
+        "status": {"conditions": conditions or []},
     }
 
 
@@ -319,23 +320,45 @@ def condition(ctype: str, status: str, reason: str, message: str, at: str) -> di
 def pod(job: str, replica_type: str, index: int, uid: str, phase: str, *,
         namespace: str = "team-a", state: dict | None = None, created: str,
         restarts: int = 0, last_state: dict | None = None) -> dict:
-    """A PyTorchJob's pod, labelled as the operator labels it. ``state``/``last_state`` are
-    ``{"running": {...}}`` or ``{"terminated": {...}}`` or ``{"waiting": {...}}``."""
-    container = client.V1ContainerStatus(
-        name="pytorch", image="registry.example/demo:1", image_id="", ready=phase == "Running",
+    """A PyTorchJob's pod, named and labelled as the Training Operator v1.9.4 does it.
+    ``state``/``last_state`` are ``{"running": {...}}``, ``{"terminated": {...}}`` or
+    ``{"waiting": {...}}`` with the client model's field names."""
+    labels = {"training.kubeflow.org/job-name": job,
+              "training.kubeflow.org/operator-name": "pytorchjob-controller",
+              "training.kubeflow.org/replica-type": replica_type,
+              "training.kubeflow.org/replica-index": str(index)}
+    return _pod(f"{job}-{replica_type}-{index}", namespace, uid, created, labels, {}, "pytorch",
+                phase, state, last_state, restarts)
+
+
+def trainjob_pod(job: str, index: int, suffix: str, uid: str, phase: str, *,
+                 namespace: str = "team-a", state: dict | None = None, created: str,
+                 restarts: int = 0, last_state: dict | None = None) -> dict:
+    """A TrainJob's pod: JobSet ``<job>``, replicated job ``node``, an Indexed Job's pod
+    ``<job>-node-0-<index>-<suffix>`` with the completion index label and annotation."""
+    labels = {"jobset.sigs.k8s.io/jobset-name": job,
+              "jobset.sigs.k8s.io/replicatedjob-name": "node",
+              "jobset.sigs.k8s.io/job-index": "0",
+              "batch.kubernetes.io/job-completion-index": str(index)}
+    annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
+    return _pod(f"{job}-node-0-{index}-{suffix}", namespace, uid, created, labels, annotations,
+                "node", phase, state, last_state, restarts)
+
+
+def _pod(name: str, namespace: str, uid: str, created: str, labels: dict, annotations: dict,
+         container: str, phase: str, state: dict | None, last_state: dict | None,
+         restarts: int) -> dict:
+    image = "registry.example/demo:1"
+    status = client.V1ContainerStatus(
+        name=container, image=image, image_id="", ready=phase == "Running",
         restart_count=restarts, state=_state(state), last_state=_state(last_state))
     model = client.V1Pod(
         api_version="v1", kind="Pod",
-        metadata=client.V1ObjectMeta(
-            name=f"{job}-{replica_type}-{index}", namespace=namespace, uid=uid,
-            creation_timestamp=created,
-            labels={"training.kubeflow.org/job-name": job,
-                    "training.kubeflow.org/operator-name": "pytorchjob-controller",
-                    "training.kubeflow.org/replica-type": replica_type,
-                    "training.kubeflow.org/replica-index": str(index)}),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="pytorch",
-                                                             image="registry.example/demo:1")]),
-        status=client.V1PodStatus(phase=phase, container_statuses=[container]))
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid,
+                                     creation_timestamp=created, labels=labels,
+                                     annotations=annotations or None),
+        spec=client.V1PodSpec(containers=[client.V1Container(name=container, image=image)]),
+        status=client.V1PodStatus(phase=phase, container_statuses=[status]))
     return _serialise(model)
 
 

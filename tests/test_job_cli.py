@@ -12,6 +12,7 @@ iteration 14 and succeeds.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from fake_kube_api import (
     pod,
     pytorchjob,
     trainjob,
+    trainjob_pod,
     workload,
 )
 
@@ -516,3 +518,61 @@ def test_submit_refuses_what_check_refuses(admission_check, tmp_path, capsys, re
     assert err[-1].startswith(f"hfai-runtime job submit: {bad}: ")
     assert err[-1].endswith("found by hfai-runtime check; nothing was submitted")
     assert any(line.startswith("check: ") and "pytorch" in line for line in err[:-1])
+
+
+# -- TrainJob ------------------------------------------------------------------------------
+
+
+def test_trainjob_status_logs_and_timeline(tmp_path, capsys):
+    """A TrainJob's pods are a JobSet's: replicas are named by completion index (node-0,
+    node-1), the container is ``node``, and ``Complete`` is success. node-1 was restarted in
+    place after SIGKILL (OnFailure); a deleted pod's events are placed by its name."""
+    complete = condition("Complete", "True", "AllJobsCompleted", "jobset completed successfully",
+                         at(200))
+    frame = Frame()
+    frame.add(trainjob("run-2", conditions=[complete]))
+    ended = {"terminated": {"exit_code": 0, "reason": "Completed", "started_at": at(20),
+                            "finished_at": at(199)}}
+    killed = {"terminated": {"exit_code": 137, "reason": "Error", "started_at": at(20),
+                             "finished_at": at(90)}}
+    node0 = trainjob_pod("run-2", 0, "x7k2p", "n0", "Succeeded", created=at(5), state=ended)
+    node1 = trainjob_pod("run-2", 1, "q9w4z", "n1", "Succeeded", created=at(5), restarts=1,
+                         last_state=killed,
+                         state={"terminated": {**ended["terminated"], "started_at": at(95)}})
+    gone = {**node1, "metadata": {**node1["metadata"], "name": "run-2-node-0-1-aaaaa",
+                                  "uid": "old"}}
+    frame.pods = [node0, node1]
+    frame.logs = {"n0": [rec(30, RecordKind.TRAINING_STARTED, iteration=0, rank=0)],
+                  "n1": [rec(100, RecordKind.TRAINING_STARTED, iteration=40, rank=1)]}
+    frame.events = [event(NS, gone, "Started", "Started container node", at(3),
+                          component="kubelet")]
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "status", "run-2") == 0
+        out = capsys.readouterr().out
+        assert "TrainJob run-2 in namespace team-a" in out
+        assert "  node-0     run-2-node-0-0-x7k2p  Succeeded  restarts 0  last exit 0" in out
+        assert "  node-1     run-2-node-0-1-q9w4z  Succeeded  restarts 1  last exit 0" in out
+        assert job_cli(fake, tmp_path, "logs", "run-2") == 0
+        assert capsys.readouterr().out.splitlines()[1].startswith('[node-1] [11/30')
+        assert all(r.query.get("container") == "node" for r in fake.requests
+                   if r.path.endswith("/log"))
+        assert job_cli(fake, tmp_path, "timeline", "run-2",
+                       "--events", str(tmp_path / "e.jsonl")) == 0
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert steps(events) == [
+        ("node-1", "started", None),  # the deleted pod, from its event
+        ("node-0", "started", None), ("node-1", "started", None),
+        ("node-0", "trains_from", 0), ("node-1", "exited", 137), ("node-1", "started", None),
+        ("node-1", "trains_from", 40), ("node-0", "exited", 0), ("node-1", "exited", 0),
+        ("", "Succeeded", None),
+    ]
+    assert "AllJobsCompleted" in events[-1]["detail"]
+
+
+def test_without_the_kubernetes_client(tmp_path, monkeypatch, capsys):
+    """``hfai-runtime`` installs without the ``cluster`` extra; ``job`` then says what to
+    install."""
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # its import fails
+    assert main(["job", "status", "demo", "--kubeconfig", str(tmp_path / "k")]) == 1
+    assert one_error_line(capsys) == ("hfai-runtime job status: the kubernetes client is not "
+                                      "installed: pip install 'hfai-runtime[cluster]'")

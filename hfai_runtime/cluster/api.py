@@ -81,8 +81,12 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
     The namespace is ``namespace``, else the context's, else the service account's, else
     ``default`` (kubectl's order).
     """
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        raise ClusterError("the kubernetes client is not installed: "
+                           "pip install 'hfai-runtime[cluster]'") from None
 
     configuration = client.Configuration()
     files = _kubeconfig_files(kubeconfig)

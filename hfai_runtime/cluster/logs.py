@@ -65,9 +65,13 @@ def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
     response = cluster.call(f"follow the log of pod {pod}", cluster.core().read_namespaced_pod_log,
                             pod, cluster.namespace, container=container, follow=True,
                             _preload_content=False)
+    from urllib3.exceptions import HTTPError
+
     try:
         for raw in response:
             yield raw.decode("utf-8", "replace").rstrip("\r\n")
+    except HTTPError as exc:
+        raise ClusterError(f"follow the log of pod {pod}: the stream broke: {exc}") from None
     finally:
         response.release_conn()
 

@@ -101,8 +101,10 @@ class Timeline:
         for uid, lines in logs.items():
             if uid in known:
                 self._records(uid, known[uid], lines)
-        for event in sorted(events, key=_event_time_key):
-            self._event(event, known)
+        occurrences = sorted((at, n, event) for n, event in enumerate(events)
+                             for at in _occurrences(event))
+        for at, _, event in occurrences:
+            self._event(event, at, known)
         self._conditions(job)
 
     def events(self) -> list[Event]:
@@ -177,20 +179,20 @@ class Timeline:
                 detail = f"stopped at iteration {n}" + (f", checkpoint {saved}" if saved else "")
                 self._add(("stopped_at", uid, n), at, replica, "stopped_at", detail, n)
 
-    def _event(self, event: Mapping[str, Any], known: Mapping[str, str]) -> None:
+    def _event(self, event: Mapping[str, Any], at: datetime, known: Mapping[str, str]) -> None:
+        """One occurrence (at ``at``) of an event about the job or one of its pods."""
         involved = event.get("involvedObject") or {}
         reason, message = event.get("reason", ""), " ".join(str(event.get("message", "")).split())
-        at = _event_time(event)
-        key = ("event", event.get("metadata", {}).get("uid"), event.get("count"))
+        key = ("event", event.get("metadata", {}).get("uid"), at)
         if involved.get("kind") == "Pod":
             replica = known.get(involved.get("uid")) or self.kind.replica_of_pod_name(
                 self.name, involved.get("name", ""))
             if replica:
                 self._pod_event(key, at, replica, reason, message)
         elif involved.get("kind") == self.kind.kind and involved.get("name") == self.name:
-            self._job_event(event, key, at, reason, message)
+            self._job_event(key, at, reason, message)
 
-    def _pod_event(self, key: tuple, at: datetime | None, replica: str, reason: str,
+    def _pod_event(self, key: tuple, at: datetime, replica: str, reason: str,
                    message: str) -> None:
         if reason == "Started":
             self._add(key, at, replica, "started", f"kubelet: {message}")
@@ -200,16 +202,15 @@ class Timeline:
             self._add(key, at, replica, "stopping",
                       f"kubelet: {message} (SIGTERM; SIGKILL after the grace period)")
 
-    def _job_event(self, event: Mapping[str, Any], key: tuple, at: datetime | None,
-                   reason: str, message: str) -> None:
+    def _job_event(self, key: tuple, at: datetime, reason: str, message: str) -> None:
         kind = self.kind.kind
         if reason == "ExitedWithCode" and (match := EXITED_WITH_CODE.search(message)):
             replica = self.kind.replica_of_pod_name(self.name, match["pod"]) or match["pod"]
             code = int(match["code"])
-            self._add(key, _first_time(event), replica, "exited",
+            self._add(key, at, replica, "exited",
                       f"exit code {code}: {podinfo.exit_meaning(code)}", code)
         elif reason == "SuccessfulCreatePod" and (match := CREATED_POD.search(message)):
-            self._pod_created(event, match["pod"])
+            self._pod_created(at, match["pod"])
         elif reason in (f"{kind}Suspended", "Stopped"):
             self._add(key, at, "", "suspended", f"{reason}: {message}")
         elif reason in (f"{kind}Resumed", "Started"):
@@ -220,23 +221,16 @@ class Timeline:
             self._add(key, at, "", "Failed" if reason.endswith("Failed") else "Succeeded",
                       f"{reason}: {message}")
 
-    def _pod_created(self, event: Mapping[str, Any], pod: str) -> None:
-        """A pod name created a second time was recreated: an aggregated event (count >= 2)
-        holds its first creation and its latest."""
-        replica = self.kind.replica_of_pod_name(self.name, pod) or pod
-        times = [_first_time(event)]
-        if int(event.get("count") or 1) > 1:
-            times.append(_event_time(event))
-        for at in times:
-            if at is None:
-                continue
-            creations = self._created.setdefault(pod, [])
-            if any(abs((at - seen).total_seconds()) <= SAME_EVENT_SECONDS for seen in creations):
-                continue
-            creations.append(at)
-            if len(creations) > 1:
-                self._add(("created", pod, at), at, replica, "restarting",
-                          f"pod {pod} recreated by the operator")
+    def _pod_created(self, at: datetime, pod: str) -> None:
+        """A pod name the operator creates a second time was recreated."""
+        creations = self._created.setdefault(pod, [])
+        if any(abs((at - seen).total_seconds()) <= SAME_EVENT_SECONDS for seen in creations):
+            return
+        creations.append(at)
+        if len(creations) > 1:
+            replica = self.kind.replica_of_pod_name(self.name, pod) or pod
+            self._add(("created", pod, at), at, replica, "restarting",
+                      f"pod {pod} recreated by the operator")
 
 
 def final_condition(kind: JobKind, job: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -290,19 +284,17 @@ def write_events(events: Iterable[Event], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _event_time(event: Mapping[str, Any]) -> datetime | None:
-    """When an event last happened: ``eventTime`` (events.k8s.io recorders, e.g. Kueue's),
-    else ``lastTimestamp``, else ``firstTimestamp``, else its creation."""
-    for key in ("eventTime", "lastTimestamp", "firstTimestamp"):
-        if value := parse_time(event.get(key)):
-            return value
-    return parse_time(event.get("metadata", {}).get("creationTimestamp"))
-
-
-def _first_time(event: Mapping[str, Any]) -> datetime | None:
-    return parse_time(event.get("firstTimestamp")) or _event_time(event)
-
-
-def _event_time_key(event: Mapping[str, Any]) -> str:
-    at = _first_time(event)
-    return at.isoformat() if at else ""
+def _occurrences(event: Mapping[str, Any]) -> list[datetime]:
+    """When an event happened. Repeats of one event are folded into one with a count: it keeps
+    the first and the latest time (those between are lost). The operator's ``ExitedWithCode``
+    repeats at every reconcile of one exit, so only its first time counts."""
+    series = event.get("series") or {}
+    first = parse_time(event.get("firstTimestamp") or event.get("eventTime")
+                       or event.get("metadata", {}).get("creationTimestamp"))
+    last = parse_time(series.get("lastObservedTime") or event.get("lastTimestamp")) or first
+    count = int(event.get("count") or series.get("count") or 1)
+    if first is None:
+        return []
+    if count > 1 and last != first and event.get("reason") != "ExitedWithCode":
+        return [first, last]
+    return [first]
