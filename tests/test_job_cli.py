@@ -408,6 +408,21 @@ def test_kubeconfig_from_the_environment_and_its_namespace(tmp_path, monkeypatch
     assert "PyTorchJob demo in namespace research" in capsys.readouterr().out
 
 
+def test_context_and_namespace_options(tmp_path, capsys):
+    frame = Frame()
+    frame.add(pytorchjob("demo"))
+    with FakeKubeAPI(frame) as fake:
+        config = str(fake.kubeconfig(tmp_path))
+        assert main(["job", "status", "demo", "--kubeconfig", config, "--context", "fake"]) == 0
+        assert "in namespace team-a" in capsys.readouterr().out
+        assert main(["job", "status", "demo", "--kubeconfig", config, "--context", "nosuch"]) == 1
+        assert one_error_line(capsys) == (f"hfai-runtime job status: kubeconfig {config}: "
+                                          f"Invalid kube-config file. Expected object with name "
+                                          f"nosuch in {config}/contexts list")
+        assert main(["job", "status", "demo", "--kubeconfig", config, "-n", "research"]) == 1
+        assert one_error_line(capsys).endswith("of that name in namespace research")
+
+
 @pytest.mark.parametrize("command", [["status"], ["logs"], ["timeline"], ["suspend"],
                                      ["resume"]])
 def test_forbidden(tmp_path, capsys, command):
