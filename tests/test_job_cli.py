@@ -188,7 +188,7 @@ def test_timeline_of_a_preempted_and_resumed_job(tmp_path, capsys):
     assert all(set(e) == {"time", "replica", "kind", "detail", "value"} for e in events)
     by_step = {(e["replica"], e["kind"], e["value"]): e for e in events}
     assert by_step[("worker-0", "preempted", None)]["time"] == 60.0
-    assert "SIGTERM: suspended at a checkpoint, retried" in \
+    assert "suspended at a checkpoint (SIGTERM), retried" in \
         by_step[("master-0", "exited", 143)]["detail"]
     assert by_step[("master-0", "trains_from", 14)]["detail"] == "resumed at iteration 14"
     assert by_step[("master-0", "trains_from", 14)]["time"] == 85.0
@@ -236,8 +236,8 @@ def test_status_after_the_preemption(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "PyTorchJob demo in namespace team-a"
     assert "  Running     True   2026-11-30T05:00:20Z  PyTorchJobRunning:" in out
-    assert ("  master-0   demo-master-0  Failed  restarts 0  last exit 143 (SIGTERM: suspended "
-            "at a checkpoint, retried)  iteration: rank 0 at 13 of 30") in out
+    assert ("  master-0   demo-master-0  Failed  restarts 0  last exit 143 (suspended at a "
+            "checkpoint (SIGTERM), retried)  iteration: rank 0 at 13 of 30") in out
     assert "  worker-0   demo-worker-0  Failed" in out
     assert f"Last checkpoint: {CHECKPOINT} (iteration 13)" in out
     assert "Kueue" not in out  # not in a Kueue queue
@@ -250,7 +250,7 @@ def test_status_of_the_recreated_pods(tmp_path, capsys):
         assert job_cli(fake, tmp_path, "status", "demo") == 0
     out = capsys.readouterr().out
     assert ("  master-0   demo-master-0  Running  restarts 0  last exit of the pod it replaced "
-            "143 (SIGTERM: suspended at a checkpoint, retried)  iteration: rank 0 at 20 of 30"
+            "143 (suspended at a checkpoint (SIGTERM), retried)  iteration: rank 0 at 20 of 30"
             ) in out
     assert "Last checkpoint: none reported in the current pods' logs" in out
 
@@ -276,6 +276,23 @@ def test_status_shows_kueue_admission(tmp_path, capsys, state, says):
     assert says in out
     assert "PyTorchJob demo in namespace team-a (suspended)" in out
     assert "Pods: none" in out
+
+
+def test_the_jobs_own_suspend_exit_code(tmp_path, capsys):
+    """A project may choose another suspend exit code (HFAI_SUSPEND_EXIT_CODE in the manifest);
+    143 then is a plain SIGTERM."""
+    frame = Frame()
+    job = frame.add(pytorchjob("demo"))
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        spec["template"]["spec"]["containers"][0]["env"] = [
+            {"name": "HFAI_SUSPEND_EXIT_CODE", "value": "200"}]
+    frame.events = [event(NS, job, "ExitedWithCode", f"Pod: team-a.demo-{r}-0 exited with code "
+                          f"{code}", at(30)) for r, code in (("master", 200), ("worker", 143))]
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "timeline", "demo") == 0
+    out = capsys.readouterr().out
+    assert "master-0   exited       exit code 200: suspended at a checkpoint (SIGTERM)" in out
+    assert "worker-0   exited       exit code 143: signal 15: retried" in out
 
 
 # -- logs ----------------------------------------------------------------------------------

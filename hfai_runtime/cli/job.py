@@ -208,7 +208,7 @@ def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     exits = _operator_exit_codes(cluster, kind, name) if pods else {}
     checkpoints = []
     for pod in pods:
-        line, progress = _pod_line(cluster, kind, pod, exits)
+        line, progress = _pod_line(cluster, kind, pod, exits, podinfo.suspend_exit_code(job))
         write(line)
         if progress and progress.checkpoint:
             checkpoints.append((progress.checkpoint_iteration or -1, progress.checkpoint))
@@ -220,7 +220,7 @@ def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     return 0
 
 
-def _pod_line(cluster, kind, pod, exits: dict[str, int]):
+def _pod_line(cluster, kind, pod, exits: dict[str, int], suspend_code: int):
     from hfai_runtime.cluster import pods as podinfo
     from hfai_runtime.cluster.api import ClusterError
     from hfai_runtime.cluster.logs import progress, read_log, split_lines
@@ -235,7 +235,7 @@ def _pod_line(cluster, kind, pod, exits: dict[str, int]):
     if code is None and name in exits:
         code, source = exits[name], " of the pod it replaced"
     if code is not None:
-        parts.append(f"last exit{source} {code} ({podinfo.exit_meaning(code)})")
+        parts.append(f"last exit{source} {code} ({podinfo.exit_meaning(code, suspend_code)})")
     found = None
     if status.get("state", {}).get("running") or status.get("state", {}).get("terminated"):
         try:

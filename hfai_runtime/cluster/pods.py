@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hfai_runtime.cluster.api import Cluster
 from hfai_runtime.cluster.kinds import JobKind
 
-SUSPEND_EXIT_CODE = 143  # SIGTERM: the runtime checkpointed and exited (HFAI_SUSPEND_EXIT_CODE)
+# The runtime's default exit code after a suspend, as hfai_runtime.distributed.suspend's
+# (not imported from there: it imports torch).
+SUSPEND_EXIT_CODE = 143
+SUSPEND_EXIT_CODE_ENV = "HFAI_SUSPEND_EXIT_CODE"
 KILLED_EXIT_CODE = 137  # SIGKILL: the grace period ran out
 
 
@@ -46,13 +49,35 @@ def last_exit_code(pod: Mapping[str, Any], container: str) -> int | None:
     return None
 
 
-def exit_meaning(code: int) -> str:
+def suspend_exit_code(job: Mapping[str, Any]) -> int:
+    """The code the job's processes exit with after a suspend: ``HFAI_SUSPEND_EXIT_CODE`` as
+    the manifest sets it in any container's env (a PyTorchJob's replicas, a TrainJob's
+    ``spec.trainer.env``), else the runtime's default."""
+    for value in _env_values(job.get("spec"), SUSPEND_EXIT_CODE_ENV):
+        if str(value).isdigit():
+            return int(value)
+    return SUSPEND_EXIT_CODE
+
+
+def _env_values(node: Any, name: str) -> Iterator[Any]:
+    if isinstance(node, dict):
+        if node.get("name") == name and "value" in node:
+            yield node["value"]
+        for child in node.values():
+            yield from _env_values(child, name)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _env_values(child, name)
+
+
+def exit_meaning(code: int, suspend_code: int = SUSPEND_EXIT_CODE) -> str:
     """What an exit code means for a job under ``restartPolicy: ExitCode``
-    (pkg/util/train/train_util.go@v1.9.4 ``IsRetryableExitCode``: codes >= 128 are retried)."""
+    (pkg/util/train/train_util.go@v1.9.4 ``IsRetryableExitCode``: codes >= 128 are retried);
+    ``suspend_code`` is the job's :func:`suspend_exit_code`."""
     if code == 0:
         return "succeeded"
-    if code == SUSPEND_EXIT_CODE:
-        return "SIGTERM: suspended at a checkpoint, retried"
+    if code == suspend_code:
+        return "suspended at a checkpoint (SIGTERM), retried"
     if code == KILLED_EXIT_CODE:
         return "SIGKILL: killed at the end of the grace period, retried from the last checkpoint"
     if code >= 128:

@@ -117,6 +117,9 @@ class Timeline:
         """The job's final condition (Succeeded/Complete or Failed), if it has one."""
         return final_condition(self.kind, self.job)
 
+    def _meaning(self, code: int) -> str:
+        return podinfo.exit_meaning(code, podinfo.suspend_exit_code(self.job))
+
     # -- sources ---------------------------------------------------------------------------
 
     def _add(self, key: tuple, at: datetime | None, replica: str, kind: str, detail: str,
@@ -160,7 +163,7 @@ class Timeline:
                         code = int(fields.get("exitCode", 0))
                         self._add(("exit", uid, fields.get("finishedAt")),
                                   parse_time(fields.get("finishedAt")), replica, "exited",
-                                  f"exit code {code}: {podinfo.exit_meaning(code)}", code)
+                                  f"exit code {code}: {self._meaning(code)}", code)
             for c in (pod.get("status") or {}).get("conditions") or []:
                 if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
                     self._add(("disruption", uid), parse_time(c.get("lastTransitionTime")),
@@ -208,7 +211,7 @@ class Timeline:
             replica = self.kind.replica_of_pod_name(self.name, match["pod"]) or match["pod"]
             code = int(match["code"])
             self._add(key, at, replica, "exited",
-                      f"exit code {code}: {podinfo.exit_meaning(code)}", code)
+                      f"exit code {code}: {self._meaning(code)}", code)
         elif reason == "SuccessfulCreatePod" and (match := CREATED_POD.search(message)):
             self._pod_created(at, match["pod"])
         elif reason in (f"{kind}Suspended", "Stopped"):
