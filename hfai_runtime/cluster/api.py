@@ -163,5 +163,9 @@ def _status_body(body: Any) -> dict:
     return data if isinstance(data, dict) and data.get("kind") == "Status" else {}
 
 
+MESSAGE_CHARS = 300  # an answer from a proxy may be a whole HTML page
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    line = " ".join(text.split())
+    return line if len(line) <= MESSAGE_CHARS else line[:MESSAGE_CHARS - 3] + "..."
