@@ -96,10 +96,10 @@ class ManifestError(Exception):
     """The manifest cannot be submitted: not YAML, not a job, or refused by the check."""
 
 
-def _connect(args: argparse.Namespace, namespace: str | None = None):
+def _connect(args: argparse.Namespace):
     from hfai_runtime.cluster.api import connect
 
-    return connect(args.kubeconfig, args.context, args.namespace or namespace)
+    return connect(args.kubeconfig, args.context, args.namespace)
 
 
 def _find(args: argparse.Namespace):
