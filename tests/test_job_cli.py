@@ -506,15 +506,6 @@ def test_unreachable_api_server(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def rendered_job(tmp_path_factory) -> Path:
-    """The template's own k8s/job.yaml (default answers), rendered by copier."""
-    from _template_render import render, template_repo
-
-    root = tmp_path_factory.mktemp("submit")
-    return render(template_repo(root / "src"), root / "project", {}) / "k8s" / "job.yaml"
-
-
-@pytest.fixture
 def admission_check():
     """Submit runs ``hfai-runtime check`` first; it lands with the check issue."""
     check = pytest.importorskip("hfai_runtime.check")
@@ -522,7 +513,16 @@ def admission_check():
         pytest.skip("hfai_runtime.check.check_file is not in this checkout yet")
 
 
-def test_submit_applies_the_rendered_job(admission_check, tmp_path, capsys, rendered_job):
+@pytest.fixture(scope="module")
+def rendered_job(admission_check, tmp_path_factory) -> Path:
+    """The template's own k8s/job.yaml (default answers), rendered by copier."""
+    from _template_render import render, template_repo
+
+    root = tmp_path_factory.mktemp("submit")
+    return render(template_repo(root / "src"), root / "project", {}) / "k8s" / "job.yaml"
+
+
+def test_submit_applies_the_rendered_job(tmp_path, capsys, rendered_job):
     manifest = yaml.safe_load(rendered_job.read_text())
     with FakeKubeAPI(Frame()) as fake:
         assert job_cli(fake, tmp_path, "submit", str(rendered_job)) == 0
@@ -537,7 +537,7 @@ def test_submit_applies_the_rendered_job(admission_check, tmp_path, capsys, rend
     assert f"hfai-runtime job logs {name} -n {namespace}" in out
 
 
-def test_submit_refuses_what_check_refuses(admission_check, tmp_path, capsys, rendered_job):
+def test_submit_refuses_what_check_refuses(tmp_path, capsys, rendered_job):
     manifest = yaml.safe_load(rendered_job.read_text())
     manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
         "name"] = "main"  # the Training Operator's webhook requires "pytorch"
