@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-SUBCOMMANDS = ("synth_coco", "ffr", "run_local", "check")
+SUBCOMMANDS = ("synth_coco", "ffr", "run_local", "check", "job")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,92 @@
+"""Finding a job by name, applying a manifest, and suspending or resuming a job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hfai_runtime.cluster import kueue
+from hfai_runtime.cluster.api import (
+    FIELD_MANAGER,
+    Cluster,
+    ClusterError,
+    NotFound,
+    ResourceMissing,
+)
+from hfai_runtime.cluster.kinds import KINDS, JobKind
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+
+def get_job(cluster: Cluster, kind: JobKind, name: str) -> dict:
+    return cluster.call(f"get {kind.describe(name)}", cluster.custom().get_namespaced_custom_object,
+                        kind.group, kind.version, cluster.namespace, kind.plural, name)
+
+
+def find_job(cluster: Cluster, name: str, kind: JobKind | None = None) -> tuple[JobKind, dict]:
+    """The job called ``name``: a PyTorchJob, else a TrainJob (or only ``kind``).
+
+    A kind whose CRD is not installed is skipped; only when none is installed does that become
+    the error, so a cluster with only one of the operators works without ``--kind``.
+    """
+    kinds = (kind,) if kind else KINDS
+    missing = []
+    for candidate in kinds:
+        try:
+            return candidate, get_job(cluster, candidate, name)
+        except NotFound:
+            continue
+        except ResourceMissing:
+            missing.append(candidate)
+    if len(missing) == len(kinds):
+        apis = ", ".join(f"{k.plural}.{k.group}/{k.version}" for k in kinds)
+        raise ResourceMissing(f"{apis}: not served by this cluster (404): is the Kubeflow "
+                              f"Training Operator / Trainer installed (its CRDs)?")
+    looked = " or ".join(k.kind for k in kinds if k not in missing)
+    raise NotFound(f"job {name} not found: no {looked} of that name in namespace "
+                   f"{cluster.namespace}")
+
+
+def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any],
+              force: bool = False) -> dict:
+    """Create or update the job by server-side apply, as field manager ``hfai-runtime``.
+
+    Server-side apply records which fields this tool set, so a later ``job submit`` of an edited
+    manifest changes exactly those, and a conflict with another manager (``kubectl edit``) is
+    refused unless ``force`` (``kubectl apply --server-side --force-conflicts``).
+    """
+    name = manifest["metadata"]["name"]
+    return cluster.call(f"apply {kind.describe(name)}",
+                        cluster.custom().patch_namespaced_custom_object,
+                        kind.group, kind.version, cluster.namespace, kind.plural, name,
+                        dict(manifest), field_manager=FIELD_MANAGER, force=force,
+                        _content_type=APPLY_CONTENT_TYPE)
+
+
+def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspend: bool) -> str:
+    """Suspend or resume the job; returns one line saying what was done.
+
+    Under Kueue the Workload is (de)activated instead of the job's ``suspend`` field, which
+    Kueue's reconciler would set back (see :mod:`.kueue`).
+    """
+    name = job["metadata"]["name"]
+    queue = kueue.queue_name(job)
+    if queue:
+        workload = kueue.workload_of(cluster, job)
+        if workload is None:
+            raise ClusterError(f"{kind.describe(name)} is in Kueue queue {queue} but Kueue has "
+                               f"not created its Workload yet; try again in a moment")
+        kueue.set_active(cluster, workload, not suspend)
+        effect = ("Kueue evicts it and suspends the job" if suspend else
+                  "Kueue requeues it and resumes the job once it is admitted again")
+        return (f"{kind.describe(name)}: Workload {workload['metadata']['name']} "
+                f"spec.active={str(not suspend).lower()}; {effect}")
+    if kind.suspended(job) == suspend:
+        state = "suspended" if suspend else "not suspended"
+        return f"{kind.describe(name)}: already {state}"
+    cluster.call(f"patch {kind.describe(name)}", cluster.custom().patch_namespaced_custom_object,
+                 kind.group, kind.version, cluster.namespace, kind.plural, name,
+                 kind.suspend_patch(suspend))
+    effect = ("the operator deletes every pod (SIGTERM, then the grace period)" if suspend else
+              "the operator recreates the pods, which resume from the last checkpoint")
+    return f"{kind.describe(name)}: {'.'.join(kind.suspend_path)}={str(suspend).lower()}; {effect}"
