@@ -113,7 +113,7 @@ def test_get_local_path_materialises_once_atomically(manager: PathManager, tree:
 def test_get_local_path_leaves_no_partial_file(
     manager: PathManager, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(src: str, dst: str) -> None:  # the process dies between writing and renaming
+    def crash(src: str, dst: str, **dir_fds: int) -> None:  # dies between writing and renaming
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", crash)

@@ -44,6 +44,29 @@ def test_round_trip_of_every_buffer_kind(tmp_path):
     assert got == [bytes(memoryview(s).cast("B")) for s in samples]
 
 
+def test_write_batch_writes_what_write_one_would(tmp_path, monkeypatch):
+    """Mixed single and batched samples, with writeback started every few KiB (so the
+    overlapped flush runs here), give the same file as one write_one per sample."""
+    import hfai_runtime.ffrecord.writer as writer_module
+
+    rng = np.random.default_rng(1)
+    samples = [rng.bytes(int(n)) for n in rng.integers(0, 5000, 40)]
+    _write(tmp_path / "one.ffr", samples)
+    monkeypatch.setattr(writer_module, "_WRITEBACK_CHUNK", 4096)
+    with FileWriter(tmp_path / "batch.ffr", len(samples)) as writer:
+        writer.write_one(samples[0])
+        writer.write_batch(memoryview(b"".join(samples[1:30])), [len(s) for s in samples[1:30]])
+        writer.write_one(samples[30])
+        writer.write_batch(memoryview(b"".join(samples[31:])), [len(s) for s in samples[31:]])
+        with pytest.raises(SampleCountError, match=r"batch\.ffr: 41 samples exceed the 40"):
+            writer.write_batch(memoryview(b"x"), [1])
+    assert (tmp_path / "batch.ffr").read_bytes() == (tmp_path / "one.ffr").read_bytes()
+    with pytest.raises(ValueError, match=r"bad\.ffr: write_batch\(\) got 3 bytes for samples of 4"), \
+            FileWriter(tmp_path / "bad.ffr", 2) as writer:
+        writer.write_batch(memoryview(b"abc"), [2, 2])
+    assert not (tmp_path / "bad.ffr").exists()
+
+
 def test_unusable_samples_are_refused_naming_file_and_index(tmp_path):
     with FileWriter(tmp_path / "d.ffr", 3) as writer:
         writer.write_one(b"ok")

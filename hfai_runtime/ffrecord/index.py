@@ -131,13 +131,20 @@ class PathIndex:
         entries.sort()
         return entries
 
-    def walk(self, d: int, recursive: bool, prefix: str = "") -> Iterator[tuple[str, int]]:
+    def walk(self, d: int, recursive: bool) -> Iterator[tuple[str, int]]:
         """``(relative path, target)`` of the entries under directory ``d``, depth-first in name
-        order (the packing order), each directory before its contents."""
-        for name, target in self.children(d):
-            yield prefix + name, target
-            if recursive and target < 0:
-                yield from self.walk(-1 - target, True, f"{prefix}{name}/")
+        order (the packing order), each directory before its contents. Iterative: a crafted
+        pack nested thousands of levels deep is listed like any other."""
+        stack = [(iter(self.children(d)), "")]
+        while stack:
+            entries, prefix = stack[-1]
+            for name, target in entries:
+                yield prefix + name, target
+                if recursive and target < 0:
+                    stack.append((iter(self.children(-1 - target)), f"{prefix}{name}/"))
+                    break
+            else:
+                stack.pop()
 
 
 class _Flattened:

@@ -16,10 +16,10 @@ read with ``os.pread`` instead, with the same results.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import operator
 import os
-import stat
 import warnings
 from bisect import bisect_right
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from .errors import CorruptFileError, FFRecordError, OldFormatWarning, SampleChecksumError
+from .files import open_regular
 from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
 from .reopen import Reopenable
 
@@ -72,20 +73,20 @@ class _SampleFile:
 
     def __init__(self, fname: str, check_data: bool) -> None:
         self.fname = fname
-        with open(fname, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise FFRecordError(f"{fname}: not a regular file")
-            self.size = info.st_size
+        fd, self.stat = open_regular(fname, "an FFRecord file must be one")
+        try:
+            self.size = self.stat.st_size
             if self.size < FIXED.size:
                 raise CorruptFileError(
                     f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header")
             try:
-                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                 self.data = np.frombuffer(self.map, np.uint8)
             except OSError:
                 self.map = None
-                self.data = _PreadBytes(os.dup(f.fileno()), fname, self.size)
+                self.data = _PreadBytes(os.dup(fd), fname, self.size)
+        finally:
+            os.close(fd)
         try:
             self._read_header(check_data)
         except BaseException:
@@ -93,8 +94,8 @@ class _SampleFile:
             raise
 
     def _read_header(self, check_data: bool) -> None:
-        meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
-        self._check_header(meta_crc, check_data)
+        self.meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
+        self._check_header(self.meta_crc, check_data)
         tables = self.data[FIXED.size:header_size(self.n)]
         self.crcs = tables[:4 * self.n].view(CRC_DTYPE)
         self.offsets = tables[4 * self.n:].view(OFFSET_DTYPE)
@@ -286,6 +287,15 @@ class FileReader(Reopenable):
     def fnames(self) -> list[str]:
         """The files read, in global index order."""
         return list(self._fnames)
+
+    def fingerprint(self) -> str:
+        """A hex digest naming the open files' identity and contents: per file its path,
+        device, inode, size, change time (which no one can set back, unlike the mtime) and
+        header CRC (which covers every sample's CRC). A file replaced by another, even one of
+        the same size with its mtime restored, or rewritten in place, gets a new fingerprint."""
+        key = repr([(f.fname, f.stat.st_dev, f.stat.st_ino, f.size, f.stat.st_ctime_ns,
+                     f.meta_crc) for f in self._files])
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
     def close(self) -> None:
         """Unmap the files. Reading afterwards raises; closing twice is harmless."""
