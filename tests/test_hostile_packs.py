@@ -262,12 +262,12 @@ def _handler(pack: Path) -> FFRecordPathHandler:
 @hostile
 def case_cache_sees_a_pack_replaced_with_the_same_size_and_mtime(tmp: Path, cli: Cli) -> None:
     pack = tmp / "p.ffr"
-    pack_folder(_tree(tmp / "old", {"a.json": b'{"v": "old"}'}), pack)
+    pack_folder(_tree(tmp / "old", {"a.json": b'{"v": "old"}'}), pack, index=False)
     local = _handler(pack)._get_local_path("ffrecord://p/a.json")
     assert Path(local).read_bytes() == b'{"v": "old"}'
     stat = pack.stat()
     for how, content in (("renamed over it", b'{"v": "new"}'), ("rewritten in place", b'{"v": "NEW"}')):
-        pack_folder(_tree(tmp / "next", {"a.json": content}), tmp / "next.ffr")
+        pack_folder(_tree(tmp / "next", {"a.json": content}), tmp / "next.ffr", index=False)
         if how == "renamed over it":
             os.replace(tmp / "next.ffr", pack)
         else:

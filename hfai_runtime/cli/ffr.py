@@ -2,7 +2,8 @@ r"""``hfai-runtime ffr``: pack folders into FFRecord files and inspect or verify
 
 ::
 
-    hfai-runtime ffr pack datasets/coco coco.ffr     # progress bar on stderr
+    hfai-runtime ffr pack datasets/coco coco.ffr     # progress bar on stderr; + coco.ffr.idx
+    hfai-runtime ffr index coco.ffr                  # (re)write coco.ffr.idx: fast opens
     hfai-runtime ffr ls coco.ffr train2017 [-r]      # directories end with "/"
     hfai-runtime ffr cat coco.ffr annotations/instances_val2017.json > val.json
     hfai-runtime ffr cat train.ffr --index 7         # sample 7 of any FFRecord file
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, TypeVar
 
 from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
                                    NotAPackedFolderError, PackedFolder, SampleChecksumError,
-                                   pack_folder)
+                                   pack_folder, write_index)
 from hfai_runtime.ffrecord.layout import FIXED
+
+T = TypeVar("T")
 
 
 def add_parser(subparsers) -> None:
@@ -37,6 +41,11 @@ def add_parser(subparsers) -> None:
     pack.add_argument("dst", help="output file, e.g. coco.ffr")
     pack.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(action=_pack)
+
+    index = commands.add_parser("index", help="save a packed folder's path index beside it "
+                                "(PACK.idx), so that opening it decodes nothing")
+    index.add_argument("file", help="packed .ffr file")
+    index.set_defaults(action=_index)
 
     ls = commands.add_parser("ls", help="list a directory of a packed folder")
     ls.add_argument("file", help="packed .ffr file")
@@ -98,10 +107,20 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    path = _on_packed_folder(write_index, args.file, "index")
+    print(f"wrote {escape(path)}", file=sys.stderr)
+    return 0
+
+
 def _packed_folder(file: str, action: str) -> PackedFolder:
-    """The pack open, or a one-line error that says what a plain FFRecord file is."""
+    return _on_packed_folder(PackedFolder, file, action)
+
+
+def _on_packed_folder(work: Callable[[str], T], file: str, action: str) -> T:
+    """``work(file)``, a plain FFRecord file refused with a line that says what it is."""
     try:
-        return PackedFolder(file)
+        return work(file)
     except NotAPackedFolderError:
         raise FFRecordError(f"{file}: not a packed folder (a plain FFRecord file has no paths "
                             f"to {action}; 'ffr cat {file} --index N' prints sample N)") from None

@@ -16,12 +16,13 @@ What is packed, when the walk meets something other than a plain file or directo
   folder. A file replaced by one between the walk and the read is refused the same way when it
   is opened (see :mod:`.files`);
 * the **output file itself**, when it sits inside the folder (HFAI's ``ffr pack ds/coco
-  ds/coco/coco.ffr``), and the writer's temporary files beside it are left out: otherwise each
-  repack would embed the previous pack;
+  ds/coco/coco.ffr``), its index file and the writers' temporary files beside them are left
+  out: otherwise each repack would embed the previous pack;
 * a tree deeper than :data:`MAX_DEPTH` levels is refused: the metadata pickle of such a tree
   cannot be written (Python's pickler recurses once per level).
 
-Files are read straight into a reused batch buffer and written with one system call per
+The path index is saved beside the pack (``out_file + ".idx"``, see :mod:`.sidecar`) unless
+``index=False``. Files are read straight into a reused batch buffer and written with one system call per
 batch, CRCs computed from that buffer; see :meth:`FileWriter.write_batch`. Nothing is left under
 ``out_file`` if anything fails (see :class:`FileWriter`).
 """
@@ -37,8 +38,10 @@ from tqdm import tqdm
 
 from .errors import FFRecordError
 from .files import kind, open_regular
+from .index import PathIndex
 from .metadata import encode
-from .reader import PathLike
+from .reader import FileReader, PathLike
+from .sidecar import index_path, save_index
 from .writer import FileWriter, temp_prefix
 
 #: Deepest directory nesting ``pack_folder`` accepts: the pickler recurses once per level, under
@@ -58,8 +61,10 @@ class _Plan:
     total_bytes: int = 0
 
 
-def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False) -> None:
-    """Pack every file under ``folder`` into ``out_file``; ``verbose`` shows a progress bar."""
+def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False,
+                index: bool = True) -> None:
+    """Pack every file under ``folder`` into ``out_file``; ``verbose`` shows a progress bar,
+    ``index`` saves the path index beside it."""
     root = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(root):
         raise FFRecordError(f"{root}: pack_folder needs a directory")
@@ -69,6 +74,11 @@ def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False) -> 
                  desc=f"packing {len(plan.files)} files", disable=not verbose) as progress:
         _write_files(plan.files, writer, progress)
         writer.write_one(encode(plan.tree))
+    if index:
+        name = os.fspath(out_file)
+        with FileReader(name, check_data=False) as pack:
+            save_index(PathIndex.from_tree(plan.tree, len(plan.files), name), pack,
+                       index_path(name))
 
 
 def _write_files(files: list[str], writer: FileWriter, progress: tqdm) -> None:
@@ -114,15 +124,16 @@ class _Skipped:
     """The names to leave out of the folder that will hold the output file."""
 
     def __init__(self, out_file: str) -> None:
-        out_dir, self.name = os.path.split(out_file)
+        out_dir, name = os.path.split(out_file)
         try:
             self.folder = _dir_key(os.stat(out_dir))
         except OSError:  # FileWriter names the missing directory
             self.folder = None
-        self.temp = temp_prefix(self.name)
+        self.names = (name, os.path.basename(index_path(name)))
+        self.temps = tuple(map(temp_prefix, self.names))
 
     def __call__(self, folder: tuple[int, int], name: str) -> bool:
-        return folder == self.folder and (name == self.name or name.startswith(self.temp))
+        return folder == self.folder and (name in self.names or name.startswith(self.temps))
 
 
 def _plan(root: str, out_file: str) -> _Plan:

@@ -242,6 +242,19 @@ class FileReader(Reopenable):
             raise self._checksum_error(idx[bad].tolist())
         return samples
 
+    def view(self, index: int) -> np.ndarray:
+        """Sample ``index`` as a read-only array *into the mapping*: no copy, no private memory,
+        shared with forked workers (a copy only for a file read with ``pread``). Checked
+        against its CRC like :meth:`read_one` when ``check_data``."""
+        i = operator.index(index)
+        if not 0 <= i < self.n:
+            raise self._index_error(i)
+        part = bisect_right(self._first, i) - 1 if len(self._data) > 1 else 0
+        sample = self._data[part][self._start_of[i]:self._end_of[i]]
+        if self.check_data and crc32(sample) != self._crc_of[i]:
+            raise self._checksum_error([i])
+        return sample
+
     def sample_size(self, index: int) -> int:
         """Byte length of sample ``index``, without reading it."""
         i = operator.index(index)
@@ -287,6 +300,11 @@ class FileReader(Reopenable):
     def fnames(self) -> list[str]:
         """The files read, in global index order."""
         return list(self._fnames)
+
+    def content_ids(self) -> list[tuple[int, int, int]]:
+        """Per file: its size, header CRC and sample count, which identify its contents
+        wherever it is copied (the header CRC covers every sample's CRC)."""
+        return [(f.size, f.meta_crc, f.n) for f in self._files]
 
     def fingerprint(self) -> str:
         """A hex digest naming the open files' identity and contents: per file its path,
