@@ -33,6 +33,11 @@ from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
 from .reopen import Reopenable
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: ``read()`` puts a batch's samples into shared buffers of about this size. Few allocations
+#: per batch, and each small enough to come from malloc's heap, recycled batch after batch,
+#: under any usual ``mmap_threshold`` (glibc's is dynamic, up to 32 MiB, unless a tunable fixes
+#: it: one 16 MiB buffer per batch would then be a fresh mapping to fault in every time).
+_CHUNK = 1 << 20
 
 
 def resolve_files(fname: PathLike | Sequence[PathLike]) -> list[str]:
@@ -213,8 +218,9 @@ class FileReader(Reopenable):
         return sample
 
     def read(self, indices: Iterable[int]) -> list[np.ndarray]:
-        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into one new
-        buffer. One damaged sample fails the whole batch, naming every damaged sample in it."""
+        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into a few new
+        buffers (see :data:`_CHUNK`). One damaged sample fails the whole batch, naming every
+        damaged sample in it."""
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
         if idx.size == 0:
             return []
@@ -225,15 +231,15 @@ class FileReader(Reopenable):
             raise self._index_error(int(idx[bad[0]]))
         parts = np.searchsorted(self._first, idx, side="right") - 1
         starts, ends = self._starts[idx], self._ends[idx]
-        # One buffer for the whole batch: allocators recycle one large block from batch to
-        # batch, where dozens of fresh sample-sized blocks would fault in new pages each time.
-        bounds = np.concatenate([[0], np.cumsum(ends - starts)]).tolist()
-        batch = np.empty(bounds[-1], np.uint8)
         data, check = self._data, self.check_data
         samples, bad, expected = [], [], self._crcs[idx].tolist()
-        for i, p, s, e, a in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist(),
-                                 bounds):
-            sample = batch[a:a + e - s]
+        buffer, used, size, left = np.empty(0, np.uint8), 0, 0, int((ends - starts).sum())
+        for i, p, s, e in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist()):
+            if used + e - s > size:  # next buffer: the rest of the batch, up to _CHUNK
+                size, used = min(max(e - s, _CHUNK), left), 0
+                buffer = np.empty(size, np.uint8)
+            sample = buffer[used:used + e - s]
+            used, left = used + e - s, left - (e - s)
             sample[:] = data[p][s:e]
             if check and crc32(sample) != expected[i]:  # checked while still in cache
                 bad.append(i)
