@@ -189,9 +189,32 @@ def test_closed_reader_says_so(tmp_path):
         reader.read_one(0)
 
 
-def test_large_batches_span_several_buffers(tmp_path):
-    """A batch of ~6 MiB is read into ~1 MiB buffers (one per few samples, a sample larger
-    than that alone): every sample still comes back exactly, empty ones included."""
+def test_batch_buffer_is_reused_only_once_nothing_refers_to_it(tmp_path):
+    """read() refills the previous batch's buffer when its samples are gone (no allocation,
+    whatever the allocator's settings), and never while a caller still holds one of them."""
+    samples = [bytes([i]) * (1000 + i) for i in range(20)] + [b""]
+    _write(tmp_path / "d.ffr", samples)
+    with FileReader(tmp_path / "d.ffr") as reader:
+        first = reader.read(range(10, 20))
+        address = first[0].base.ctypes.data
+        del first
+        second = reader.read(range(10))  # (a smaller batch: it fits)
+        assert second[0].base.ctypes.data == address, "a free buffer is reused"
+        kept = second[3]
+        del second
+        third = reader.read([20, 19, 0])  # ``kept`` still points into the buffer
+        assert third[1].base.ctypes.data != address
+        assert kept.tobytes() == samples[3]
+        assert [s.tobytes() for s in third] == [samples[20], samples[19], samples[0]]
+        address = third[1].base.ctypes.data
+        third[1][:] = 0  # writable: the caller's to change until it lets go
+        del kept, third
+        fourth = reader.read([19])
+        assert fourth[0].base.ctypes.data == address and fourth[0].tobytes() == samples[19]
+
+
+def test_large_batches_in_random_order(tmp_path):
+    """A batch of ~7 MiB with empty and repeated samples comes back exactly."""
     rng = np.random.default_rng(2)
     samples = [rng.bytes(int(n)) for n in rng.integers(0, 300_000, 30)] + [b"", rng.bytes(3 << 20)]
     _write(tmp_path / "d.ffr", samples)
@@ -199,4 +222,3 @@ def test_large_batches_span_several_buffers(tmp_path):
     with FileReader(tmp_path / "d.ffr") as reader:
         got = reader.read(order)
         assert [g.tobytes() for g in got] == [samples[i] for i in order]
-        assert len({g.base.ctypes.data for g in got if g.size}) > 3  # several buffers

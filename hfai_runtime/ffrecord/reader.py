@@ -20,6 +20,7 @@ import hashlib
 import mmap
 import operator
 import os
+import sys
 import warnings
 from bisect import bisect_right
 from pathlib import Path
@@ -33,11 +34,6 @@ from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
 from .reopen import Reopenable
 
 PathLike = Union[str, "os.PathLike[str]"]
-#: ``read()`` puts a batch's samples into shared buffers of about this size. Few allocations
-#: per batch, and each small enough to come from malloc's heap, recycled batch after batch,
-#: under any usual ``mmap_threshold`` (glibc's is dynamic, up to 32 MiB, unless a tunable fixes
-#: it: one 16 MiB buffer per batch would then be a fresh mapping to fault in every time).
-_CHUNK = 1 << 20
 
 
 def resolve_files(fname: PathLike | Sequence[PathLike]) -> list[str]:
@@ -203,6 +199,7 @@ class FileReader(Reopenable):
         self._start_of, self._end_of, self._crc_of = (
             memoryview(starts), memoryview(ends), memoryview(crcs))
         self._data = [f.data for f in files]
+        self._spares: list[np.ndarray] = []  # see _batch_buffer
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -218,9 +215,9 @@ class FileReader(Reopenable):
         return sample
 
     def read(self, indices: Iterable[int]) -> list[np.ndarray]:
-        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into a few new
-        buffers (see :data:`_CHUNK`). One damaged sample fails the whole batch, naming every
-        damaged sample in it."""
+        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into one
+        buffer (see :meth:`_batch_buffer`). One damaged sample fails the whole batch, naming
+        every damaged sample in it."""
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
         if idx.size == 0:
             return []
@@ -233,13 +230,10 @@ class FileReader(Reopenable):
         starts, ends = self._starts[idx], self._ends[idx]
         data, check = self._data, self.check_data
         samples, bad, expected = [], [], self._crcs[idx].tolist()
-        buffer, used, size, left = np.empty(0, np.uint8), 0, 0, int((ends - starts).sum())
+        batch, used = self._batch_buffer(int((ends - starts).sum())), 0
         for i, p, s, e in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist()):
-            if used + e - s > size:  # next buffer: the rest of the batch, up to _CHUNK
-                size, used = min(max(e - s, _CHUNK), left), 0
-                buffer = np.empty(size, np.uint8)
-            sample = buffer[used:used + e - s]
-            used, left = used + e - s, left - (e - s)
+            sample = batch[used:used + e - s]
+            used += e - s
             sample[:] = data[p][s:e]
             if check and crc32(sample) != expected[i]:  # checked while still in cache
                 bad.append(i)
@@ -260,6 +254,25 @@ class FileReader(Reopenable):
         if self.check_data and crc32(sample) != self._crc_of[i]:
             raise self._checksum_error([i])
         return sample
+
+    def _batch_buffer(self, nbytes: int) -> np.ndarray:
+        """The buffer for a batch: the previous batch's once no sample of it is referenced any
+        more (the usual case: a DataLoader's collate copies the samples), else a new one.
+
+        Reusing it makes batched reads independent of the allocator: freeing a 16 MiB batch
+        and allocating the next is, under a fixed ``mmap_threshold`` (a glibc tunable; the
+        default threshold is dynamic), an ``munmap`` and a fresh mapping to fault in, or a heap
+        trimmed and grown again, every batch. The check is CPython's reference count: nobody
+        but this method can reach the buffer once its samples are gone, and ``list.pop`` hands
+        it to one thread only."""
+        try:
+            spare = self._spares.pop()
+        except IndexError:
+            spare = None
+        if spare is None or spare.size < nbytes or sys.getrefcount(spare) > 2:  # 2: spare, arg
+            spare = np.empty(nbytes, np.uint8)
+        self._spares.append(spare)
+        return spare
 
     def sample_size(self, index: int) -> int:
         """Byte length of sample ``index``, without reading it."""
@@ -325,6 +338,7 @@ class FileReader(Reopenable):
         """Unmap the files. Reading afterwards raises; closing twice is harmless."""
         self._start_of = self._end_of = self._crc_of = None
         self._starts = self._ends = self._crcs = None
+        self._spares = []
         self._data = []
         for f in self._files:
             f.close()
