@@ -222,3 +222,18 @@ def test_large_batches_in_random_order(tmp_path):
     with FileReader(tmp_path / "d.ffr") as reader:
         got = reader.read(order)
         assert [g.tobytes() for g in got] == [samples[i] for i in order]
+
+
+def test_a_writer_that_need_not_be_durable_skips_only_the_fsyncs(tmp_path, monkeypatch):
+    """(For rebuildable files such as a pack's index.) Same bytes, same atomic rename."""
+    _write(tmp_path / "durable.ffr", [b"a", b"bc"])
+
+    def no_sync(*args):
+        raise AssertionError("fsync called for a writer with durable=False")
+    for name in ("fsync", "fdatasync"):
+        monkeypatch.setattr(os, name, no_sync)
+    with FileWriter(tmp_path / "quick.ffr", 2, durable=False) as writer:
+        writer.write_one(b"a")
+        writer.write_one(b"bc")
+    assert (tmp_path / "quick.ffr").read_bytes() == (tmp_path / "durable.ffr").read_bytes()
+    assert _leftovers(tmp_path) == ["durable.ffr", "quick.ffr"]

@@ -105,6 +105,13 @@ def case_fifo_named_like_a_pack(tmp: Path, cli: Cli) -> None:
 
 
 @hostile
+def case_fifo_registered_as_a_pack(tmp: Path, cli: Cli) -> None:
+    os.mkfifo(tmp / "x.ffr")
+    with pytest.raises(FFRecordError, match=r"x\.ffr: is a FIFO, not a regular file"):
+        FFRecordPathHandler().add_pack("x", tmp / "x.ffr")
+
+
+@hostile
 def case_fifo_in_a_directory_of_packs(tmp: Path, cli: Cli) -> None:
     (tmp / "data").mkdir()
     with FileWriter(tmp / "data" / "a.ffr", 1) as writer:

@@ -27,8 +27,6 @@ from typing import Callable, TypeVar
 from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
                                    NotAPackedFolderError, PackedFolder, SampleChecksumError,
                                    pack_folder, write_index)
-from hfai_runtime.ffrecord.layout import FIXED
-
 T = TypeVar("T")
 
 
@@ -163,10 +161,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     with FileReader(args.file, check_data=False) as reader:
-        for fname in reader.fnames:
-            with open(fname, "rb") as f:
-                meta_crc, n = FIXED.unpack(f.read(FIXED.size))
-                size = f.seek(0, 2)
+        for fname, (size, meta_crc, n) in zip(reader.fnames, reader.content_ids()):
             old = " (old format: unverified)" if meta_crc == 0 else ""
             print(f"file: {escape(fname)}\n  size: {size} bytes\n  samples: {n}\n"
                   f"  meta_crc: {meta_crc:#010x}{old}")

@@ -198,9 +198,9 @@ def _array_problem(a: dict[str, np.ndarray], num_files: int) -> str | None:
             return f"index array {bounds!r} does not partition {blob!r}"
     if len(a["hash16"]) != entries or ((target >= num_files) | (target < -dirs)).any():
         return "index entries point outside the pack"
-    is_dir = target < 0
-    child = -1 - target[is_dir]
-    parent = np.repeat(np.arange(dirs), np.diff(first))[is_dir]
+    dir_entries = np.flatnonzero(target < 0)
+    child = -1 - target[dir_entries]
+    parent = np.searchsorted(first, dir_entries, side="right") - 1
     if (child <= parent).any() or not (np.bincount(child, minlength=dirs)[1:] == 1).all():
         return "index directories do not form a tree"
     return None

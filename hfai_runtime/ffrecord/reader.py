@@ -188,7 +188,7 @@ class FileReader(Reopenable):
         if len(files) == 1:  # views into the map: no private copy of the tables
             f = files[0]  # (int64 offsets are 8-byte aligned only when N is odd)
             starts, crcs = np.require(f.offsets, np.int64, "A"), f.crcs
-            ends = f.ends().astype(np.int64)
+            ends = f.ends().astype(np.int64, copy=False)
         else:
             starts = np.concatenate([f.offsets for f in files]).astype(np.int64)
             crcs = np.concatenate([f.crcs for f in files]).astype(np.uint32)

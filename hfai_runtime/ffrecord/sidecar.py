@@ -57,7 +57,8 @@ def save_index(index: PathIndex, pack: FileReader, path: str) -> None:
         "arrays": {name: [arrays[name].dtype.str, len(arrays[name])] for name in ARRAYS},
     }).encode()
     header += b" " * (-(header_size(1 + len(ARRAYS)) + len(header)) % 8)
-    with FileWriter(path, 1 + len(ARRAYS)) as writer:
+    # Not fsynced: an index lost or emptied by a power cut is refused by its CRCs and rebuilt.
+    with FileWriter(path, 1 + len(ARRAYS), durable=False) as writer:
         writer.write_one(header)
         for name in ARRAYS:
             data = np.ascontiguousarray(arrays[name]).view(np.uint8)

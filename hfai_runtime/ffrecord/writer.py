@@ -68,10 +68,14 @@ def _as_bytes(data, fname: str, index: int) -> memoryview:
 
 
 class FileWriter:
-    """Writes ``n`` samples, in order, to ``fname`` (replaced atomically on a complete close)."""
+    """Writes ``n`` samples, in order, to ``fname`` (replaced atomically on a complete close).
 
-    def __init__(self, fname: PathLike, n: int) -> None:
+    ``durable=False`` skips the fsyncs: the rename stays atomic, but after a power loss the
+    file may be missing or empty -- for files that can be rebuilt, such as a pack's index."""
+
+    def __init__(self, fname: PathLike, n: int, durable: bool = True) -> None:
         self.fname = os.fspath(fname)
+        self.durable = durable
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"{self.fname}: the number of samples must be an int >= 0, got {n!r}")
         self.n = int(n)
@@ -133,7 +137,8 @@ class FileWriter:
         """Start writeback of what the kernel holds once a chunk has accumulated."""
         self._end += nbytes
         in_kernel = self._end - (_WRITE_BUFFER if buffered else 0)
-        if _sync_file_range is not None and in_kernel - self._synced >= _WRITEBACK_CHUNK:
+        if self.durable and _sync_file_range is not None and \
+                in_kernel - self._synced >= _WRITEBACK_CHUNK:
             _sync_file_range(self._file.fileno(), self._synced, in_kernel - self._synced,
                              _SYNC_FILE_RANGE_WRITE)  # a failure only costs the overlap
             self._synced = in_kernel
@@ -149,14 +154,16 @@ class FileWriter:
         try:
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._crcs, self._lengths), 0)
-            os.fdatasync(self._file.fileno())  # the data and the size; the rest is metadata
+            if self.durable:
+                os.fdatasync(self._file.fileno())  # the data and the size; the rest is metadata
             self._file.close()
             os.replace(self._tmp, self.fname)
         except BaseException:
             self.discard()
             raise
         self._file = None
-        _fsync_dir(os.path.dirname(os.path.abspath(self.fname)))
+        if self.durable:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.fname)))
 
     def discard(self) -> None:
         """Abandon the file: close and remove the temporary file; ``fname`` is left untouched."""

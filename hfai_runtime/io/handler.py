@@ -61,7 +61,7 @@ class FFRecordPathHandler(PathHandler):
         """
         prefix = _clean_prefix(prefix)
         ffr_file = os.path.abspath(os.fspath(ffr_file))
-        if not os.path.isfile(ffr_file):
+        if not os.path.exists(ffr_file):  # (a FIFO or a device is refused, by name, when opened)
             raise FileNotFoundError(errno.ENOENT, f"FFRecord pack for prefix {prefix!r} not found", ffr_file)
         known = self._packs.get(prefix)
         if known is not None and known.ffr_file != ffr_file:
