@@ -101,7 +101,8 @@ def escape(name: str, keep_backslash: bool = False) -> str:
 def _pack(args: argparse.Namespace) -> int:
     pack_folder(args.src, args.dst, verbose=not args.quiet)
     with FileReader(args.dst, check_data=False) as reader:
-        print(f"packed {reader.n - 1} files from {args.src} into {args.dst}", file=sys.stderr)
+        print(f"packed {reader.n - 1} files from {escape(args.src)} into {escape(args.dst)}",
+              file=sys.stderr)
     return 0
 
 
@@ -152,7 +153,8 @@ def _verify(args: argparse.Namespace) -> int:
         if bad:
             for i in bad:
                 fname, local = reader.locate(i)
-                print(f"{fname}: sample {local} (index {i}): CRC mismatch", file=sys.stderr)
+                print(f"{escape(fname)}: sample {local} (index {i}): CRC mismatch",
+                      file=sys.stderr)
             print(f"FAILED: {len(bad)} of {reader.n} samples are damaged", file=sys.stderr)
             return 1
         print(f"OK: {reader.n} samples in {len(reader.fnames)} file(s), every CRC matches")
@@ -177,7 +179,7 @@ def _packed_info(file: str) -> None:
     except NotAPackedFolderError:
         return
     except CorruptFileError as e:
-        print(f"packed folder: unreadable metadata ({e})")
+        print(f"packed folder: unreadable metadata ({escape(str(e), keep_backslash=True)})")
         return
     with folder:
         dirs = len(folder.list(list_file=False, recursive=True))
