@@ -106,7 +106,7 @@ def _crafted(edit):
         with FileReader(pack) as reader, PackedFolder(pack) as folder:
             arrays = {k: np.array(v) for k, v in folder._index.arrays().items()}
             edit(arrays)
-            forged = type(folder._index)(arrays)
+            forged = type(folder._index)(arrays, "forged")
             save_index(forged, reader, str(tmp_path / "forged.idx"))
         return (tmp_path / "forged.idx").read_bytes()
     return make
@@ -137,6 +137,13 @@ def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make
     assert len(messages) == 1
     assert "packed-folder index not used" in messages[0] and f"ffr index {pack}" in messages[0]
     assert __import__("re").search(why, messages[0]), messages[0]
+
+
+def test_a_crafted_index_with_undecodable_names_fails_listing_by_name(pack, tmp_path, capsys):
+    make = _crafted(lambda a: a.__setitem__("names", np.full_like(a["names"], 0xFF)))
+    Path(index_path(pack)).write_bytes(make(pack, tmp_path))
+    assert main(["ffr", "ls", str(pack)]) == 1
+    assert "p.ffr.idx: an entry name is not UTF-8" in capsys.readouterr().err
 
 
 def test_a_large_pack_without_an_index_warns(pack, monkeypatch):

@@ -69,9 +69,9 @@ def _joined(names: list[bytes], fname: str) -> tuple[np.ndarray, np.ndarray]:
 class PathIndex:
     """Maps ``/``-separated paths of a packed folder to sample indices, and lists directories."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        """Use :meth:`from_tree` or :meth:`from_arrays`."""
-        self._arrays = arrays
+    def __init__(self, arrays: dict[str, np.ndarray], fname: str) -> None:
+        """Use :meth:`from_tree` or :meth:`from_arrays`; ``fname`` names the source in errors."""
+        self._arrays, self._fname = arrays, fname
         self._names, self._prefix_blob = arrays["names"], arrays["prefixes"]
         self._bounds, self._target = arrays["bounds"], arrays["target"]
         # memoryviews index to plain ints without creating numpy scalars
@@ -97,7 +97,7 @@ class PathIndex:
             "target": np.array(flat.targets, np.int64)[order].astype(
                 np.int32 if num_files < 2**31 else np.int64),
             "bounds": bounds.astype(np.uint32 if bounds[-1] < 2**32 else np.uint64),
-            "names": names, "prefix_bounds": prefix_bounds, "prefixes": prefixes})
+            "names": names, "prefix_bounds": prefix_bounds, "prefixes": prefixes}, fname)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], num_files: int,
@@ -108,7 +108,7 @@ class PathIndex:
         problem = _array_problem(arrays, num_files)
         if problem:
             raise CorruptFileError(f"{fname}: {problem}")
-        return cls(arrays)
+        return cls(arrays, fname)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays this index is made of, by the names in :data:`ARRAYS`."""
@@ -154,8 +154,11 @@ class PathIndex:
         bounds = self._bounds[lo:hi + 1].tolist()
         raw = self._names[bounds[0]:bounds[-1]].tobytes()
         base = bounds[0]
-        entries = [((prefix + raw[s - base:e - base]).decode("utf-8", "surrogatepass"), t)
-                   for s, e, t in zip(bounds[:-1], bounds[1:], self._target[lo:hi].tolist())]
+        try:
+            entries = [((prefix + raw[s - base:e - base]).decode("utf-8", "surrogatepass"), t)
+                       for s, e, t in zip(bounds[:-1], bounds[1:], self._target[lo:hi].tolist())]
+        except UnicodeDecodeError as e:  # only a crafted index file: names come from str
+            raise CorruptFileError(f"{self._fname}: an entry name is not UTF-8 ({e})") from None
         entries.sort()
         return entries
 
