@@ -53,14 +53,22 @@ def split_path(path: "str | os.PathLike[str] | None") -> list[str]:
     return ["/", *parts] if text.startswith("/") else parts
 
 
+def _encode_all(names: list[str], fname: str) -> list[bytes]:
+    """Each name encoded, with three C-level passes instead of a call per name."""
+    encoded = _encode("\0".join(names)).split(b"\0") if names else []
+    if len(encoded) != len(names):
+        bad = next(n for n in names if "\0" in n)
+        raise CorruptFileError(f"{fname}: a packed-folder entry name contains a NUL character "
+                               f"(in {bad!r})")
+    return encoded
+
+
 def _joined(names: list[bytes], fname: str) -> tuple[np.ndarray, np.ndarray]:
     """``names`` as one uint8 array, and their ``len(names) + 1`` byte bounds."""
     blob = b"".join(names)
-    for bad, why in ((b"\0", "a NUL character"), (b"/", "'/'")):
-        if bad in blob:
-            name = next(n for n in names if bad in n).decode("utf-8", "surrogatepass")
-            raise CorruptFileError(f"{fname}: a packed-folder entry name contains {why} "
-                                   f"(in {name!r})")
+    if b"/" in blob:
+        name = next(n for n in names if b"/" in n).decode("utf-8", "surrogatepass")
+        raise CorruptFileError(f"{fname}: a packed-folder entry name contains '/' (in {name!r})")
     bounds = np.zeros(len(names) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, names), np.int64, len(names)), out=bounds[1:])
     return np.frombuffer(blob, np.uint8), bounds
@@ -85,12 +93,12 @@ class PathIndex:
     def from_tree(cls, tree: Tree, num_files: int, fname: str) -> "PathIndex":
         """The index of a decoded metadata tree, which it checks (see :class:`_Flattened`)."""
         flat = _Flattened(tree, num_files, fname)
-        suffixes = [_encode(n) for n in flat.suffixes]
+        suffixes = _encode_all(flat.suffixes, fname)
         parents = np.repeat(np.arange(len(flat.counts)), flat.counts)
         hash16 = np.fromiter(map(crc32, suffixes), np.int64, len(suffixes)) & _HASH_MASK
         order = np.argsort((parents << 16) | hash16, kind="stable")  # by directory, then hash
         names, bounds = _joined(list(map(suffixes.__getitem__, order.tolist())), fname)
-        prefixes, prefix_bounds = _joined([_encode(p) for p in flat.prefixes], fname)
+        prefixes, prefix_bounds = _joined(_encode_all(flat.prefixes, fname), fname)
         return cls({
             "first": np.concatenate([[0], np.cumsum(flat.counts)]).astype(np.int64),
             "hash16": hash16[order].astype(np.uint16),
