@@ -250,12 +250,16 @@ def case_pack_written_inside_the_folder_it_packs(tmp: Path, cli: Cli) -> None:
     out = src / "coco.ffr"
     assert cli("pack", src, out, "-q")[0] == 0
     first = out.read_bytes()
-    (src / ".coco.ffr.tmp-123-deadbeef").write_bytes(first)  # a killed writer's leftover
+    assert (src / "coco.ffr.idx").is_file()  # its index file, beside it: left out too
+    leftovers = [src / ".coco.ffr.tmp-123-deadbeef", src / ".coco.ffr.idx.tmp-9-cafe"]
+    for leftover in leftovers:  # killed writers' temporary files
+        leftover.write_bytes(first)
     assert cli("pack", src, out, "-q")[0] == 0
     assert out.read_bytes() == first, "the second pack must not embed the first"
     with PackedFolder(out) as folder:
         assert folder.list(recursive=True) == ["ann.json", "train", "train/1.jpg"]
-    (src / ".coco.ffr.tmp-123-deadbeef").unlink()
+    for leftover in leftovers:
+        leftover.unlink()
 
 
 # -- the get_local_path cache ------------------------------------------------------------------
