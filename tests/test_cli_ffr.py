@@ -50,8 +50,10 @@ def test_cat_writes_raw_bytes(golden, packed, capsysbinary):
     for f in facts["files"]:
         assert main(["ffr", "cat", str(packed), f["path"]]) == 0
         assert hashlib.sha256(capsysbinary.readouterr().out).hexdigest() == f["sha256"]
-    assert main(["ffr", "cat", str(golden / "records.ffr"), "4"]) == 0  # plain file: an index
+    assert main(["ffr", "cat", str(golden / "records.ffr"), "--index", "4"]) == 0
     assert capsysbinary.readouterr().out == "héllo wörld".encode()
+    assert main(["ffr", "cat", str(packed), "--index", "1"]) == 0  # a pack's sample: Zebra.txt
+    assert capsysbinary.readouterr().out == (golden / "tree" / "Zebra.txt").read_bytes()
     assert main(["ffr", "cat", str(packed), "images"]) == 1
     assert b"'images' is a directory" in capsysbinary.readouterr().err
 

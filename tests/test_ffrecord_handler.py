@@ -113,7 +113,7 @@ def test_get_local_path_materialises_once_atomically(manager: PathManager, tree:
 def test_get_local_path_leaves_no_partial_file(
     manager: PathManager, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(src: str, dst: str) -> None:  # the process dies between writing and renaming
+    def crash(src: str, dst: str, **dir_fds: int) -> None:  # dies between writing and renaming
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", crash)
@@ -237,7 +237,8 @@ def test_mount_prefers_files_on_disk_and_writes_to_disk(mounted: tuple[PathManag
     assert json.load(pm.open(f"{folder}/data.json")) == {"edited": True}
     assert pm.get_local_path(f"{folder}/data.json") == f"{folder}/data.json"
     assert sorted(pm.ls(f"{folder}/")) == sorted(
-        ["tree.ffr", "data.json", "README.txt", "Zebra.txt", "données", "empty.bin", "images"]
+        ["tree.ffr", "tree.ffr.idx", "data.json", "README.txt", "Zebra.txt", "données", "empty.bin",
+         "images"]
     )
     pm.mkdirs(f"{folder}/out")
     with pm.open(f"{folder}/out/log.txt", "w") as f:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileWriter,
+from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileWriter, IndexWarning,
                                    NotAPackedFolderError, PackedFolder, UnsafeMetadataError,
-                                   pack_folder)
+                                   pack_folder, write_index)
 from hfai_runtime.ffrecord.metadata import MAGIC
 
 
@@ -214,10 +215,12 @@ def _private_dirty_kib() -> int:
     raise AssertionError("no Private_Dirty in /proc/self/smaps_rollup")
 
 
-def test_forked_workers_do_not_copy_the_index(tmp_path):
-    """The point of the compact index: lookups in a forked worker write no shared page.
-    (Nested dicts, as the official reader keeps, get ~7 MiB copied here: every lookup touches
-    reference counts all over them.)"""
+@pytest.mark.parametrize("saved", [False, True], ids=["built in memory", "mapped index file"])
+def test_forked_workers_do_not_copy_the_index(tmp_path, saved):
+    """The point of the compact index: lookups in a forked worker write no shared page, whether
+    the index was built at open or mapped from the file beside the pack. (Nested dicts, as the
+    official reader keeps, get ~7 MiB copied here: every lookup touches reference counts all
+    over them.)"""
     dirs, per_dir = 100, 1000
     tree = OrderedDict((f"n{d:08d}", OrderedDict((f"n{d:08d}_{f}.JPEG", d * per_dir + f)
                                                   for f in range(per_dir)))
@@ -227,7 +230,13 @@ def test_forked_workers_do_not_copy_the_index(tmp_path):
             writer.write_one(b"x")
         writer.write_one(MAGIC + pickle.dumps(tree, protocol=4))
     del tree
-    with PackedFolder(tmp_path / "big.ffr") as folder:
+    if saved:
+        write_index(tmp_path / "big.ffr")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folder = PackedFolder(tmp_path / "big.ffr")
+    assert [w.category for w in caught] == ([] if saved else [IndexWarning])
+    with folder:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:

@@ -44,6 +44,29 @@ def test_round_trip_of_every_buffer_kind(tmp_path):
     assert got == [bytes(memoryview(s).cast("B")) for s in samples]
 
 
+def test_write_batch_writes_what_write_one_would(tmp_path, monkeypatch):
+    """Mixed single and batched samples, with writeback started every few KiB (so the
+    overlapped flush runs here), give the same file as one write_one per sample."""
+    import hfai_runtime.ffrecord.writer as writer_module
+
+    rng = np.random.default_rng(1)
+    samples = [rng.bytes(int(n)) for n in rng.integers(0, 5000, 40)]
+    _write(tmp_path / "one.ffr", samples)
+    monkeypatch.setattr(writer_module, "_WRITEBACK_CHUNK", 4096)
+    with FileWriter(tmp_path / "batch.ffr", len(samples)) as writer:
+        writer.write_one(samples[0])
+        writer.write_batch(memoryview(b"".join(samples[1:30])), [len(s) for s in samples[1:30]])
+        writer.write_one(samples[30])
+        writer.write_batch(memoryview(b"".join(samples[31:])), [len(s) for s in samples[31:]])
+        with pytest.raises(SampleCountError, match=r"batch\.ffr: 41 samples exceed the 40"):
+            writer.write_batch(memoryview(b"x"), [1])
+    assert (tmp_path / "batch.ffr").read_bytes() == (tmp_path / "one.ffr").read_bytes()
+    with pytest.raises(ValueError, match=r"bad\.ffr: write_batch\(\) got 3 bytes for samples of 4"), \
+            FileWriter(tmp_path / "bad.ffr", 2) as writer:
+        writer.write_batch(memoryview(b"abc"), [2, 2])
+    assert not (tmp_path / "bad.ffr").exists()
+
+
 def test_unusable_samples_are_refused_naming_file_and_index(tmp_path):
     with FileWriter(tmp_path / "d.ffr", 3) as writer:
         writer.write_one(b"ok")
@@ -164,3 +187,53 @@ def test_closed_reader_says_so(tmp_path):
     reader.close()
     with pytest.raises(ValueError, match=r"closed FileReader of .*d\.ffr"):
         reader.read_one(0)
+
+
+def test_batch_buffer_is_reused_only_once_nothing_refers_to_it(tmp_path):
+    """read() refills the previous batch's buffer when its samples are gone (no allocation,
+    whatever the allocator's settings), and never while a caller still holds one of them."""
+    samples = [bytes([i]) * (1000 + i) for i in range(20)] + [b""]
+    _write(tmp_path / "d.ffr", samples)
+    with FileReader(tmp_path / "d.ffr") as reader:
+        first = reader.read(range(10, 20))
+        address = first[0].base.ctypes.data
+        del first
+        second = reader.read(range(10))  # (a smaller batch: it fits)
+        assert second[0].base.ctypes.data == address, "a free buffer is reused"
+        kept = second[3]
+        del second
+        third = reader.read([20, 19, 0])  # ``kept`` still points into the buffer
+        assert third[1].base.ctypes.data != address
+        assert kept.tobytes() == samples[3]
+        assert [s.tobytes() for s in third] == [samples[20], samples[19], samples[0]]
+        address = third[1].base.ctypes.data
+        third[1][:] = 0  # writable: the caller's to change until it lets go
+        del kept, third
+        fourth = reader.read([19])
+        assert fourth[0].base.ctypes.data == address and fourth[0].tobytes() == samples[19]
+
+
+def test_large_batches_in_random_order(tmp_path):
+    """A batch of ~7 MiB with empty and repeated samples comes back exactly."""
+    rng = np.random.default_rng(2)
+    samples = [rng.bytes(int(n)) for n in rng.integers(0, 300_000, 30)] + [b"", rng.bytes(3 << 20)]
+    _write(tmp_path / "d.ffr", samples)
+    order = list(rng.permutation(len(samples))) + [31, 30, 0]
+    with FileReader(tmp_path / "d.ffr") as reader:
+        got = reader.read(order)
+        assert [g.tobytes() for g in got] == [samples[i] for i in order]
+
+
+def test_a_writer_that_need_not_be_durable_skips_only_the_fsyncs(tmp_path, monkeypatch):
+    """(For rebuildable files such as a pack's index.) Same bytes, same atomic rename."""
+    _write(tmp_path / "durable.ffr", [b"a", b"bc"])
+
+    def no_sync(*args):
+        raise AssertionError("fsync called for a writer with durable=False")
+    for name in ("fsync", "fdatasync"):
+        monkeypatch.setattr(os, name, no_sync)
+    with FileWriter(tmp_path / "quick.ffr", 2, durable=False) as writer:
+        writer.write_one(b"a")
+        writer.write_one(b"bc")
+    assert (tmp_path / "quick.ffr").read_bytes() == (tmp_path / "durable.ffr").read_bytes()
+    assert _leftovers(tmp_path) == ["durable.ffr", "quick.ffr"]

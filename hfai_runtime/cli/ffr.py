@@ -1,27 +1,33 @@
-"""``hfai-runtime ffr``: pack folders into FFRecord files and inspect or verify them.
+r"""``hfai-runtime ffr``: pack folders into FFRecord files and inspect or verify them.
 
 ::
 
-    hfai-runtime ffr pack datasets/coco coco.ffr     # progress bar on stderr
+    hfai-runtime ffr pack datasets/coco coco.ffr     # progress bar on stderr; + coco.ffr.idx
+    hfai-runtime ffr index coco.ffr                  # (re)write coco.ffr.idx: fast opens
     hfai-runtime ffr ls coco.ffr train2017 [-r]      # directories end with "/"
     hfai-runtime ffr cat coco.ffr annotations/instances_val2017.json > val.json
+    hfai-runtime ffr cat train.ffr --index 7         # sample 7 of any FFRecord file
     hfai-runtime ffr verify coco.ffr                 # every CRC; exit 1 naming bad samples
     hfai-runtime ffr info coco.ffr
 
 ``FILE`` may also be a directory of ``*.ffr`` files (read as one dataset, like ``FileReader``).
-``cat`` of a file that is not a packed folder takes a sample index instead of a path.
-Errors (bad data, missing paths) print one line on stderr and exit with status 1.
+``cat`` takes a path inside a packed folder, or ``--index N``, never a guess between the two (a
+packed file may well be called ``0``). Names are printed escaped, as ``ls -b`` does: a name
+holding a newline, a terminal escape sequence or undecodable bytes shows as ``\n``, ``\x1b``,
+``\udcff`` instead of acting on the terminal. Errors (bad data, missing paths, non-regular
+files) print one line on stderr and exit with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, TypeVar
 
 from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
                                    NotAPackedFolderError, PackedFolder, SampleChecksumError,
-                                   pack_folder)
-from hfai_runtime.ffrecord.layout import FIXED
+                                   pack_folder, write_index)
+T = TypeVar("T")
 
 
 def add_parser(subparsers) -> None:
@@ -34,15 +40,23 @@ def add_parser(subparsers) -> None:
     pack.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(action=_pack)
 
+    index = commands.add_parser("index", help="save a packed folder's path index beside it "
+                                "(PACK.idx), so that opening it decodes nothing")
+    index.add_argument("file", help="packed .ffr file")
+    index.set_defaults(action=_index)
+
     ls = commands.add_parser("ls", help="list a directory of a packed folder")
     ls.add_argument("file", help="packed .ffr file")
     ls.add_argument("path", nargs="?", default=None, help="directory inside it (default: root)")
     ls.add_argument("-r", "--recursive", action="store_true", help="list everything below")
     ls.set_defaults(action=_ls)
 
-    cat = commands.add_parser("cat", help="write one packed file's raw bytes to stdout")
+    cat = commands.add_parser("cat", help="write one packed file's or sample's raw bytes to "
+                              "stdout")
     cat.add_argument("file", help=".ffr file")
-    cat.add_argument("path", help="path inside a packed folder, or a sample index")
+    which = cat.add_mutually_exclusive_group(required=True)
+    which.add_argument("path", nargs="?", help="path inside a packed folder")
+    which.add_argument("--index", type=int, metavar="N", help="sample N, of any FFRecord file")
     cat.set_defaults(action=_cat)
 
     verify = commands.add_parser("verify", help="check every CRC; exit 1 naming bad samples")
@@ -61,35 +75,70 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return args.action(args)
     except (FFRecordError, OSError, IndexError) as e:
-        print(f"hfai-runtime ffr {args.ffr_command}: error: {e}", file=sys.stderr)
+        print(f"hfai-runtime ffr {args.ffr_command}: error: {escape(str(e), keep_backslash=True)}",
+              file=sys.stderr)
         return 1
+
+
+def escape(name: str, keep_backslash: bool = False) -> str:
+    r"""``name`` safe to print: non-printable characters (controls, escape sequences, format
+    characters, lone surrogates of undecodable bytes) as ``\n``/``\xNN``/``\uNNNN``, and
+    backslashes doubled so the result is unambiguous (``keep_backslash`` for messages, whose
+    names are already ``repr``-quoted)."""
+    if name.isprintable() and (keep_backslash or "\\" not in name):
+        return name
+    out = []
+    for ch in name:
+        if ch == "\\" and not keep_backslash:
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])  # \n, \x1b, \u200e, \udcff
+    return "".join(out)
 
 
 def _pack(args: argparse.Namespace) -> int:
     pack_folder(args.src, args.dst, verbose=not args.quiet)
     with FileReader(args.dst, check_data=False) as reader:
-        print(f"packed {reader.n - 1} files from {args.src} into {args.dst}", file=sys.stderr)
+        print(f"packed {reader.n - 1} files from {escape(args.src)} into {escape(args.dst)}",
+              file=sys.stderr)
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    path = _on_packed_folder(write_index, args.file, "index")
+    print(f"wrote {escape(path)}", file=sys.stderr)
+    return 0
+
+
+def _packed_folder(file: str, action: str) -> PackedFolder:
+    return _on_packed_folder(PackedFolder, file, action)
+
+
+def _on_packed_folder(work: Callable[[str], T], file: str, action: str) -> T:
+    """``work(file)``, a plain FFRecord file refused with a line that says what it is."""
+    try:
+        return work(file)
+    except NotAPackedFolderError:
+        raise FFRecordError(f"{file}: not a packed folder (a plain FFRecord file has no paths "
+                            f"to {action}; 'ffr cat {file} --index N' prints sample N)") from None
+
+
 def _ls(args: argparse.Namespace) -> int:
-    with PackedFolder(args.file) as folder:
+    with _packed_folder(args.file, "list") as folder:
         dirs = set(folder.list(args.path, list_file=False, recursive=args.recursive))
         for name in folder.list(args.path, recursive=args.recursive):
-            print(f"{name}/" if name in dirs else name)
+            print(escape(f"{name}/" if name in dirs else name))
     return 0
 
 
 def _cat(args: argparse.Namespace) -> int:
-    try:
-        folder = PackedFolder(args.file)
-    except NotAPackedFolderError:
-        if not args.path.isdigit():
-            raise
+    if args.index is not None:
         with FileReader(args.file) as reader:
-            sys.stdout.buffer.write(reader.read_one(int(args.path)))
+            sys.stdout.buffer.write(reader.read_one(args.index))
         return 0
-    with folder:
+    with _packed_folder(args.file, "read") as folder:
         sys.stdout.buffer.write(folder.read_one(args.path))
     return 0
 
@@ -104,7 +153,8 @@ def _verify(args: argparse.Namespace) -> int:
         if bad:
             for i in bad:
                 fname, local = reader.locate(i)
-                print(f"{fname}: sample {local} (index {i}): CRC mismatch", file=sys.stderr)
+                print(f"{escape(fname)}: sample {local} (index {i}): CRC mismatch",
+                      file=sys.stderr)
             print(f"FAILED: {len(bad)} of {reader.n} samples are damaged", file=sys.stderr)
             return 1
         print(f"OK: {reader.n} samples in {len(reader.fnames)} file(s), every CRC matches")
@@ -113,12 +163,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     with FileReader(args.file, check_data=False) as reader:
-        for fname in reader.fnames:
-            with open(fname, "rb") as f:
-                meta_crc, n = FIXED.unpack(f.read(FIXED.size))
-                size = f.seek(0, 2)
+        for fname, (size, meta_crc, n) in zip(reader.fnames, reader.content_ids()):
             old = " (old format: unverified)" if meta_crc == 0 else ""
-            print(f"file: {fname}\n  size: {size} bytes\n  samples: {n}\n"
+            print(f"file: {escape(fname)}\n  size: {size} bytes\n  samples: {n}\n"
                   f"  meta_crc: {meta_crc:#010x}{old}")
         print(f"samples: {reader.n}")
     _packed_info(args.file)
@@ -132,7 +179,7 @@ def _packed_info(file: str) -> None:
     except NotAPackedFolderError:
         return
     except CorruptFileError as e:
-        print(f"packed folder: unreadable metadata ({e})")
+        print(f"packed folder: unreadable metadata ({escape(str(e), keep_backslash=True)})")
         return
     with folder:
         dirs = len(folder.list(list_file=False, recursive=True))

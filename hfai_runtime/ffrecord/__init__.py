@@ -9,7 +9,7 @@ are the official ones::
     with FileReader("train.ffr") as r:             # or a directory of *.ffr, or a list
         first, batch = r.read_one(0), r.read([3, 1, 4])
 
-    pack_folder("datasets/coco", "coco.ffr", verbose=True)
+    pack_folder("datasets/coco", "coco.ffr", verbose=True)   # and its index, coco.ffr.idx
     with PackedFolder("coco.ffr") as pf:
         pf.list("train2017")[:3], pf.read_one("train2017/000000000009.jpg")
 
@@ -17,15 +17,17 @@ Where the official library executes the pickle in a packed folder, leaves partia
 keeps a ~200 MB Python index per DataLoader worker (ImageNet), this one does not; see each module.
 """
 
-from .errors import (CorruptFileError, FFRecordError, NotAPackedFolderError, OldFormatWarning,
-                     SampleChecksumError, SampleCountError, UnsafeMetadataError)
+from .errors import (CorruptFileError, FFRecordError, IndexWarning, NotAPackedFolderError,
+                     OldFormatWarning, SampleChecksumError, SampleCountError,
+                     UnsafeMetadataError)
 from .pack import pack_folder
 from .packed_folder import PackedFolder
 from .reader import FileReader
+from .sidecar import write_index
 from .writer import FileWriter
 
 __all__ = [
-    "FileWriter", "FileReader", "PackedFolder", "pack_folder",
+    "FileWriter", "FileReader", "PackedFolder", "pack_folder", "write_index",
     "FFRecordError", "CorruptFileError", "SampleChecksumError", "UnsafeMetadataError",
-    "NotAPackedFolderError", "SampleCountError", "OldFormatWarning",
+    "NotAPackedFolderError", "SampleCountError", "OldFormatWarning", "IndexWarning",
 ]

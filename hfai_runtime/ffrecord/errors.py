@@ -41,5 +41,10 @@ class SampleCountError(FFRecordError):
     """A :class:`~hfai_runtime.ffrecord.FileWriter` got more or fewer samples than declared."""
 
 
+class IndexWarning(UserWarning):
+    """A packed folder's saved index (``PACK.idx``) is stale, damaged or, for a large pack,
+    missing: the index is built in memory instead, which is slow (see :mod:`.sidecar`)."""
+
+
 class OldFormatWarning(UserWarning):
     """The file's metadata CRC is 0 (written by an old ffrecord): its header cannot be verified."""

@@ -57,7 +57,8 @@ def decode(meta: "bytes | memoryview | np.ndarray", fname: str) -> dict:
     meta = memoryview(meta).cast("B")
     if len(meta) <= len(MAGIC) or meta[:len(MAGIC)] != MAGIC:
         raise NotAPackedFolderError(
-            f"{fname} is not a packed folder: its last sample does not start with {MAGIC!r}")
+            f"{fname} is not a packed folder: its last sample is not a folder index "
+            "(a plain FFRecord file; read its samples by index)")
     try:
         tree = _SafeUnpickler(meta[len(MAGIC):], fname).load()
     except UnsafeMetadataError:

@@ -13,9 +13,18 @@ What is packed, when the walk meets something other than a plain file or directo
   dangling link;
 * a **FIFO, socket or device** raises :class:`FFRecordError` naming it: reading one could block
   forever or never end, and silently leaving it out would make a dataset that differs from the
-  folder.
+  folder. A file replaced by one between the walk and the read is refused the same way when it
+  is opened (see :mod:`.files`);
+* the **output file itself**, when it sits inside the folder (HFAI's ``ffr pack ds/coco
+  ds/coco/coco.ffr``), its index file and the writers' temporary files beside them are left
+  out: otherwise each repack would embed the previous pack;
+* a tree deeper than :data:`MAX_DEPTH` levels is refused: the metadata pickle of such a tree
+  cannot be written (Python's pickler recurses once per level).
 
-Nothing is left under ``out_file`` if anything fails (see :class:`FileWriter`).
+The path index is saved beside the pack (``out_file + ".idx"``, see :mod:`.sidecar`) unless
+``index=False``. Files are read straight into a reused batch buffer and written with one system call per
+batch, CRCs computed from that buffer; see :meth:`FileWriter.write_batch`. Nothing is left under
+``out_file`` if anything fails (see :class:`FileWriter`).
 """
 
 from __future__ import annotations
@@ -28,12 +37,19 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from .errors import FFRecordError
+from .files import kind, open_regular
+from .index import PathIndex
 from .metadata import encode
-from .reader import PathLike
-from .writer import FileWriter
+from .reader import FileReader, PathLike
+from .sidecar import index_path, save_index
+from .writer import FileWriter, temp_prefix
 
-_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
-          stat.S_IFBLK: "block device"}
+#: Deepest directory nesting ``pack_folder`` accepts: the pickler recurses once per level, under
+#: Python's default recursion limit of 1000 (no real dataset comes near).
+MAX_DEPTH = 512
+_BATCH = 4 << 20  # files up to this size are read into one buffer and written together
+_ONLY_REGULAR = ("pack_folder packs only regular files and directories (and symbolic links "
+                 "to them)")
 
 
 @dataclass
@@ -45,47 +61,120 @@ class _Plan:
     total_bytes: int = 0
 
 
-def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False) -> None:
-    """Pack every file under ``folder`` into ``out_file``; ``verbose`` shows a progress bar."""
+def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False,
+                index: bool = True) -> None:
+    """Pack every file under ``folder`` into ``out_file``; ``verbose`` shows a progress bar,
+    ``index`` saves the path index beside it."""
     root = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(root):
         raise FFRecordError(f"{root}: pack_folder needs a directory")
-    plan = _Plan()
-    _plan_dir(root, plan.tree, plan, {_dir_key(os.stat(root))})
+    plan = _plan(root, os.path.abspath(os.fspath(out_file)))
     with FileWriter(out_file, len(plan.files) + 1) as writer, \
             tqdm(total=plan.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
                  desc=f"packing {len(plan.files)} files", disable=not verbose) as progress:
-        for path in plan.files:
-            with open(path, "rb") as f:
-                data = f.read()
-            writer.write_one(data)
-            progress.update(len(data))
+        _write_files(plan.files, writer, progress)
         writer.write_one(encode(plan.tree))
+    if index:
+        name = os.fspath(out_file)
+        with FileReader(name, check_data=False) as pack:
+            save_index(PathIndex.from_tree(plan.tree, len(plan.files), name), pack,
+                       index_path(name))
+
+
+def _write_files(files: list[str], writer: FileWriter, progress: tqdm) -> None:
+    """Read each file into a shared buffer, writing the buffer whenever it is full."""
+    buffer = memoryview(bytearray(_BATCH))
+    used, lengths = 0, []
+    for path in files:
+        fd, info = open_regular(path, _ONLY_REGULAR)
+        try:
+            if info.st_size > _BATCH - used and lengths:
+                writer.write_batch(buffer[:used], lengths)
+                used, lengths = 0, []
+            if info.st_size > _BATCH:  # a large file goes alone
+                writer.write_one(_read_exactly(fd, memoryview(bytearray(info.st_size)), path))
+            else:
+                _read_exactly(fd, buffer[used:used + info.st_size], path)
+                used += info.st_size
+                lengths.append(info.st_size)
+        finally:
+            os.close(fd)
+        progress.update(info.st_size)
+    if lengths:
+        writer.write_batch(buffer[:used], lengths)
+
+
+def _read_exactly(fd: int, into: memoryview, path: str) -> memoryview:
+    """Fill ``into`` from ``fd``; a file that shrinks while being read is an error."""
+    got = 0
+    while got < len(into):
+        n = os.readv(fd, [into[got:]])
+        if n == 0:
+            raise FFRecordError(f"{path}: shrank from {len(into)} to {got} bytes while being "
+                                "packed")
+        got += n
+    return into
 
 
 def _dir_key(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _plan_dir(path: str, tree: OrderedDict, plan: _Plan, ancestors: set) -> None:
-    for name in sorted(os.listdir(path)):
-        child = os.path.join(path, name)
+class _Skipped:
+    """The names to leave out of the folder that will hold the output file."""
+
+    def __init__(self, out_file: str) -> None:
+        out_dir, name = os.path.split(out_file)
         try:
-            info = os.stat(child)  # follows symbolic links
-        except FileNotFoundError:
-            raise FFRecordError(f"{child}: dangling symbolic link; cannot pack it") from None
-        if stat.S_ISDIR(info.st_mode):
-            key = _dir_key(info)
-            if key in ancestors:
-                raise FFRecordError(f"{child}: symbolic link back to a directory that contains "
-                                    "it; packing it would never end")
-            tree[name] = OrderedDict()
-            _plan_dir(child, tree[name], plan, ancestors | {key})
-        elif stat.S_ISREG(info.st_mode):
+            self.folder = _dir_key(os.stat(out_dir))
+        except OSError:  # FileWriter names the missing directory
+            self.folder = None
+        self.names = (name, os.path.basename(index_path(name)))
+        self.temps = tuple(map(temp_prefix, self.names))
+
+    def __call__(self, folder: tuple[int, int], name: str) -> bool:
+        return folder == self.folder and (name in self.names or name.startswith(self.temps))
+
+
+def _plan(root: str, out_file: str) -> _Plan:
+    """Walk ``root`` depth-first in name order, iteratively, noting files and directories."""
+    plan, skipped = _Plan(), _Skipped(out_file)
+    key = _dir_key(os.stat(root))
+    ancestors = {key}
+    stack = [(root, key, plan.tree, iter(sorted(os.listdir(root))))]
+    while stack:
+        path, key, tree, names = stack[-1]
+        for name in names:
+            if skipped(key, name):
+                continue
+            child = os.path.join(path, name)
+            info = _stat(child)
+            if stat.S_ISDIR(info.st_mode):
+                child_key = _dir_key(info)
+                if child_key in ancestors:
+                    raise FFRecordError(f"{child}: symbolic link back to a directory that "
+                                        "contains it; packing it would never end")
+                if len(stack) > MAX_DEPTH:  # ``child`` is ``len(stack)`` levels below root
+                    raise FFRecordError(f"{child}: nested more than {MAX_DEPTH} levels deep; "
+                                        f"pack_folder packs trees at most {MAX_DEPTH} levels deep")
+                tree[name] = OrderedDict()
+                ancestors.add(child_key)
+                stack.append((child, child_key, tree[name], iter(sorted(os.listdir(child)))))
+                break
+            if not stat.S_ISREG(info.st_mode):
+                raise FFRecordError(f"{child}: is a {kind(info.st_mode)}; {_ONLY_REGULAR}")
             tree[name] = len(plan.files)
             plan.files.append(child)
             plan.total_bytes += info.st_size
         else:
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "special file")
-            raise FFRecordError(f"{child}: is a {kind}; pack_folder packs only regular files "
-                                "and directories (and symbolic links to them)")
+            stack.pop()
+            ancestors.discard(key)
+    return plan
+
+
+def _stat(path: str) -> os.stat_result:
+    """``os.stat`` (following symbolic links), a dangling link named as such."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise FFRecordError(f"{path}: dangling symbolic link; cannot pack it") from None

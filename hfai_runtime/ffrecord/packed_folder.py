@@ -1,8 +1,9 @@
 """``PackedFolder``: a whole directory tree packed into one FFRecord file, read by path.
 
 The official convention (see :mod:`.metadata`): samples ``0 .. N-2`` are the files, in packing
-order; sample ``N-1`` is the directory tree. It is decoded without running code and kept as a
-compact :class:`~.index.PathIndex`.
+order; sample ``N-1`` is the directory tree. It is kept as a compact :class:`~.index.PathIndex`:
+mapped from the index file saved beside the pack when there is a valid one (see
+:mod:`.sidecar`), else decoded without running code and built in memory.
 
 Paths are ``/``-separated and relative to the packed folder; ``""`` (or ``None`` for
 :meth:`PackedFolder.list`) is the folder itself. Differences from the official reader: a
@@ -26,6 +27,7 @@ from .index import PathIndex, split_path
 from .metadata import decode
 from .reader import FileReader, PathLike
 from .reopen import Reopenable
+from .sidecar import load_index, warn_missing
 
 
 class PackedFolder(Reopenable):
@@ -50,14 +52,22 @@ class PackedFolder(Reopenable):
             if self.reader.n == 0:
                 raise NotAPackedFolderError(f"{self._name} is not a packed folder: it has no "
                                             "samples")
-            tree = decode(self.reader.read_one(self.reader.n - 1), self._name)
-            self._index = PathIndex(tree, self.num_files(), self._name)
+            self._index = load_index(self.reader, self.num_files()) or self._build_index()
         except BaseException:
             self.reader.close()
             raise
+
+    def _build_index(self) -> PathIndex:
+        """Decode the metadata and index it in memory (no saved index beside the pack)."""
+        try:
+            tree = decode(self.reader.view(self.reader.n - 1), self._name)
+            index = PathIndex.from_tree(tree, self.num_files(), self._name)
         finally:
             tree = None
             _release_freed_memory()
+        if len(self.reader.fnames) == 1:
+            warn_missing(self._name, len(index.arrays()["target"]))
+        return index
 
     def num_files(self) -> int:
         """How many files the pack holds (its samples minus the metadata sample)."""

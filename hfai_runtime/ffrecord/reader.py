@@ -16,10 +16,11 @@ read with ``os.pread`` instead, with the same results.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import operator
 import os
-import stat
+import sys
 import warnings
 from bisect import bisect_right
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from .errors import CorruptFileError, FFRecordError, OldFormatWarning, SampleChecksumError
+from .files import open_regular
 from .layout import CRC_DTYPE, FIXED, OFFSET_DTYPE, crc32, header_size
 from .reopen import Reopenable
 
@@ -72,20 +74,20 @@ class _SampleFile:
 
     def __init__(self, fname: str, check_data: bool) -> None:
         self.fname = fname
-        with open(fname, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise FFRecordError(f"{fname}: not a regular file")
-            self.size = info.st_size
+        fd, self.stat = open_regular(fname, "an FFRecord file must be one")
+        try:
+            self.size = self.stat.st_size
             if self.size < FIXED.size:
                 raise CorruptFileError(
                     f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header")
             try:
-                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                 self.data = np.frombuffer(self.map, np.uint8)
             except OSError:
                 self.map = None
-                self.data = _PreadBytes(os.dup(f.fileno()), fname, self.size)
+                self.data = _PreadBytes(os.dup(fd), fname, self.size)
+        finally:
+            os.close(fd)
         try:
             self._read_header(check_data)
         except BaseException:
@@ -93,8 +95,8 @@ class _SampleFile:
             raise
 
     def _read_header(self, check_data: bool) -> None:
-        meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
-        self._check_header(meta_crc, check_data)
+        self.meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
+        self._check_header(self.meta_crc, check_data)
         tables = self.data[FIXED.size:header_size(self.n)]
         self.crcs = tables[:4 * self.n].view(CRC_DTYPE)
         self.offsets = tables[4 * self.n:].view(OFFSET_DTYPE)
@@ -186,7 +188,7 @@ class FileReader(Reopenable):
         if len(files) == 1:  # views into the map: no private copy of the tables
             f = files[0]  # (int64 offsets are 8-byte aligned only when N is odd)
             starts, crcs = np.require(f.offsets, np.int64, "A"), f.crcs
-            ends = f.ends().astype(np.int64)
+            ends = f.ends().astype(np.int64, copy=False)
         else:
             starts = np.concatenate([f.offsets for f in files]).astype(np.int64)
             crcs = np.concatenate([f.crcs for f in files]).astype(np.uint32)
@@ -197,6 +199,7 @@ class FileReader(Reopenable):
         self._start_of, self._end_of, self._crc_of = (
             memoryview(starts), memoryview(ends), memoryview(crcs))
         self._data = [f.data for f in files]
+        self._spares: list[np.ndarray] = []  # see _batch_buffer
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -212,8 +215,9 @@ class FileReader(Reopenable):
         return sample
 
     def read(self, indices: Iterable[int]) -> list[np.ndarray]:
-        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into one new
-        buffer. One damaged sample fails the whole batch, naming every damaged sample in it."""
+        """The samples at ``indices``, in that order: writable 1-D ``uint8`` views into one
+        buffer (see :meth:`_batch_buffer`). One damaged sample fails the whole batch, naming
+        every damaged sample in it."""
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
         if idx.size == 0:
             return []
@@ -224,15 +228,12 @@ class FileReader(Reopenable):
             raise self._index_error(int(idx[bad[0]]))
         parts = np.searchsorted(self._first, idx, side="right") - 1
         starts, ends = self._starts[idx], self._ends[idx]
-        # One buffer for the whole batch: allocators recycle one large block from batch to
-        # batch, where dozens of fresh sample-sized blocks would fault in new pages each time.
-        bounds = np.concatenate([[0], np.cumsum(ends - starts)]).tolist()
-        batch = np.empty(bounds[-1], np.uint8)
         data, check = self._data, self.check_data
         samples, bad, expected = [], [], self._crcs[idx].tolist()
-        for i, p, s, e, a in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist(),
-                                 bounds):
-            sample = batch[a:a + e - s]
+        batch, used = self._batch_buffer(int((ends - starts).sum())), 0
+        for i, p, s, e in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist()):
+            sample = batch[used:used + e - s]
+            used += e - s
             sample[:] = data[p][s:e]
             if check and crc32(sample) != expected[i]:  # checked while still in cache
                 bad.append(i)
@@ -240,6 +241,38 @@ class FileReader(Reopenable):
         if bad:
             raise self._checksum_error(idx[bad].tolist())
         return samples
+
+    def view(self, index: int) -> np.ndarray:
+        """Sample ``index`` as a read-only array *into the mapping*: no copy, no private memory,
+        shared with forked workers (a copy only for a file read with ``pread``). Checked
+        against its CRC like :meth:`read_one` when ``check_data``."""
+        i = operator.index(index)
+        if not 0 <= i < self.n:
+            raise self._index_error(i)
+        part = bisect_right(self._first, i) - 1 if len(self._data) > 1 else 0
+        sample = self._data[part][self._start_of[i]:self._end_of[i]]
+        if self.check_data and crc32(sample) != self._crc_of[i]:
+            raise self._checksum_error([i])
+        return sample
+
+    def _batch_buffer(self, nbytes: int) -> np.ndarray:
+        """The buffer for a batch: the previous batch's once no sample of it is referenced any
+        more (the usual case: a DataLoader's collate copies the samples), else a new one.
+
+        Reusing it makes batched reads independent of the allocator: freeing a 16 MiB batch
+        and allocating the next is, under a fixed ``mmap_threshold`` (a glibc tunable; the
+        default threshold is dynamic), an ``munmap`` and a fresh mapping to fault in, or a heap
+        trimmed and grown again, every batch. The check is CPython's reference count: nobody
+        but this method can reach the buffer once its samples are gone, and ``list.pop`` hands
+        it to one thread only."""
+        try:
+            spare = self._spares.pop()
+        except IndexError:
+            spare = None
+        if spare is None or spare.size < nbytes or sys.getrefcount(spare) > 2:  # 2: spare, arg
+            spare = np.empty(nbytes, np.uint8)
+        self._spares.append(spare)
+        return spare
 
     def sample_size(self, index: int) -> int:
         """Byte length of sample ``index``, without reading it."""
@@ -287,10 +320,25 @@ class FileReader(Reopenable):
         """The files read, in global index order."""
         return list(self._fnames)
 
+    def content_ids(self) -> list[tuple[int, int, int]]:
+        """Per file: its size, header CRC and sample count, which identify its contents
+        wherever it is copied (the header CRC covers every sample's CRC)."""
+        return [(f.size, f.meta_crc, f.n) for f in self._files]
+
+    def fingerprint(self) -> str:
+        """A hex digest naming the open files' identity and contents: per file its path,
+        device, inode, size, change time (which no one can set back, unlike the mtime) and
+        header CRC (which covers every sample's CRC). A file replaced by another, even one of
+        the same size with its mtime restored, or rewritten in place, gets a new fingerprint."""
+        key = repr([(f.fname, f.stat.st_dev, f.stat.st_ino, f.size, f.stat.st_ctime_ns,
+                     f.meta_crc) for f in self._files])
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
     def close(self) -> None:
         """Unmap the files. Reading afterwards raises; closing twice is harmless."""
         self._start_of = self._end_of = self._crc_of = None
         self._starts = self._ends = self._crcs = None
+        self._spares = []
         self._data = []
         for f in self._files:
             f.close()

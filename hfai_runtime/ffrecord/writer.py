@@ -15,6 +15,7 @@ The file gets ordinary permissions (0666 minus the umask); the official writer m
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import warnings
@@ -27,6 +28,30 @@ from .layout import crc32, encode_header, header_size
 from .reader import PathLike
 
 _WRITE_BUFFER = 1 << 20  # batches tiny samples into large writes
+#: Written data is handed to the disk in chunks of this size while writing continues, so the
+#: final ``fdatasync`` waits for the last chunk only, not for the whole file.
+_WRITEBACK_CHUNK = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range, do not wait
+
+
+def _load_sync_file_range():
+    """libc's ``sync_file_range`` (Linux), which Python's ``os`` does not expose; or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def temp_prefix(target_name: str) -> str:
+    """How the temporary files of a writer of ``target_name`` start (``pack_folder`` skips
+    them when the output file sits inside the folder being packed)."""
+    return f".{target_name}.tmp-"
 
 
 def _as_bytes(data, fname: str, index: int) -> memoryview:
@@ -43,10 +68,14 @@ def _as_bytes(data, fname: str, index: int) -> memoryview:
 
 
 class FileWriter:
-    """Writes ``n`` samples, in order, to ``fname`` (replaced atomically on a complete close)."""
+    """Writes ``n`` samples, in order, to ``fname`` (replaced atomically on a complete close).
 
-    def __init__(self, fname: PathLike, n: int) -> None:
+    ``durable=False`` skips the fsyncs: the rename stays atomic, but after a power loss the
+    file may be missing or empty -- for files that can be rebuilt, such as a pack's index."""
+
+    def __init__(self, fname: PathLike, n: int, durable: bool = True) -> None:
         self.fname = os.fspath(fname)
+        self.durable = durable
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"{self.fname}: the number of samples must be an int >= 0, got {n!r}")
         self.n = int(n)
@@ -55,13 +84,14 @@ class FileWriter:
         self._lengths = np.zeros(self.n, np.int64)
         target = Path(self.fname)
         self._tmp = str(target.with_name(
-            f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"))
+            f"{temp_prefix(target.name)}{os.getpid()}-{secrets.token_hex(4)}"))
         try:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.fname}: its directory does not exist") from None
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER)
         self._file.seek(header_size(self.n))
+        self._end = self._synced = header_size(self.n)  # bytes written; writeback started
 
     def write_one(self, data) -> None:
         """Append one sample: bytes, bytearray, memoryview or a C-contiguous numpy array."""
@@ -75,6 +105,43 @@ class FileWriter:
         self._lengths[self.count] = view.nbytes
         self._file.write(view)
         self.count += 1
+        self._wrote(view.nbytes, buffered=True)
+
+    def write_batch(self, data: memoryview, lengths: "list[int]") -> None:
+        """Append ``len(lengths)`` samples stored back to back in ``data`` with one system
+        call, CRCs computed from ``data`` itself: no copy into a buffer (``pack_folder``
+        reads files straight into ``data``)."""
+        if self._file is None:
+            raise ValueError(f"{self.fname}: write_batch() on a closed FileWriter")
+        if self.count + len(lengths) > self.n:
+            raise SampleCountError(f"{self.fname}: {self.count + len(lengths)} samples exceed "
+                                   f"the {self.n} declared to FileWriter")
+        view = _as_bytes(data, self.fname, self.count)
+        if sum(lengths) != view.nbytes:
+            raise ValueError(f"{self.fname}: write_batch() got {view.nbytes} bytes for samples "
+                             f"of {sum(lengths)} bytes in all")
+        start = 0
+        for i, length in enumerate(lengths, self.count):
+            self._crcs[i] = crc32(view[start:start + length])
+            self._lengths[i] = length
+            start += length
+        self._file.flush()
+        fd, written = self._file.fileno(), 0
+        while written < view.nbytes:
+            written += os.write(fd, view[written:])
+        self._file.seek(self._end + view.nbytes)  # the buffered file's idea of the position
+        self.count += len(lengths)
+        self._wrote(view.nbytes, buffered=False)
+
+    def _wrote(self, nbytes: int, buffered: bool) -> None:
+        """Start writeback of what the kernel holds once a chunk has accumulated."""
+        self._end += nbytes
+        in_kernel = self._end - (_WRITE_BUFFER if buffered else 0)
+        if self.durable and _sync_file_range is not None and \
+                in_kernel - self._synced >= _WRITEBACK_CHUNK:
+            _sync_file_range(self._file.fileno(), self._synced, in_kernel - self._synced,
+                             _SYNC_FILE_RANGE_WRITE)  # a failure only costs the overlap
+            self._synced = in_kernel
 
     def close(self) -> None:
         """Write the header and publish the file; with fewer than ``n`` samples, discard it."""
@@ -87,14 +154,16 @@ class FileWriter:
         try:
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._crcs, self._lengths), 0)
-            os.fsync(self._file.fileno())
+            if self.durable:
+                os.fdatasync(self._file.fileno())  # the data and the size; the rest is metadata
             self._file.close()
             os.replace(self._tmp, self.fname)
         except BaseException:
             self.discard()
             raise
         self._file = None
-        _fsync_dir(os.path.dirname(os.path.abspath(self.fname)))
+        if self.durable:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.fname)))
 
     def discard(self) -> None:
         """Abandon the file: close and remove the temporary file; ``fname`` is left untouched."""

@@ -13,15 +13,15 @@ a spawned process) travels as its pack names and reopens them there.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
-import tempfile
 from typing import IO, Any, Optional
 
 from iopath.common.file_io import PathHandler, get_cache_dir
 
 from hfai_runtime.ffrecord import PackedFolder
+
+from .cache import materialise
 
 SCHEME = "ffrecord://"
 _NOT_NAMES = frozenset(("", ".", ".."))
@@ -61,7 +61,7 @@ class FFRecordPathHandler(PathHandler):
         """
         prefix = _clean_prefix(prefix)
         ffr_file = os.path.abspath(os.fspath(ffr_file))
-        if not os.path.isfile(ffr_file):
+        if not os.path.exists(ffr_file):  # (a FIFO or a device is refused, by name, when opened)
             raise FileNotFoundError(errno.ENOENT, f"FFRecord pack for prefix {prefix!r} not found", ffr_file)
         known = self._packs.get(prefix)
         if known is not None and known.ffr_file != ffr_file:
@@ -139,25 +139,21 @@ class FFRecordPathHandler(PathHandler):
         """Copy the member to ``<iopath cache>/ffrecord/<prefix>-<pack id>/<member>`` once.
 
         The cache file is written to a temporary name in the same folder and renamed, so a file
-        under the final name is always complete, even with several ranks racing on it. The pack
-        id hashes the pack's path, size and mtime: a repacked file gets a fresh cache folder.
-        The cache root is iopath's (``$FVCORE_CACHE`` or ``~/.torch/iopath_cache``).
+        under the final name is always complete, even with several ranks racing on it; the
+        folder is private and no symbolic link in it is followed (see :mod:`.cache`). The pack
+        id is the open reader's :meth:`~hfai_runtime.ffrecord.FileReader.fingerprint` (inode,
+        size, change time, header CRC): a replaced pack gets a fresh folder even if its size
+        and mtime are the old ones. The cache root is iopath's (``$FVCORE_CACHE`` or
+        ``~/.torch/iopath_cache``).
         """
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
-        local = os.path.join(_cache_folder(pack), *member.split("/"))
-        if force or not os.path.isfile(local):
-            data = self._read(pack, member, path)
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(local), prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, local)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        return local
+        if not member:
+            raise IsADirectoryError(errno.EISDIR, f"the root of pack {pack.ffr_file} is not a file",
+                                    path)
+        folder = f"{pack.prefix.replace('/', '_')}-{pack.folder.reader.fingerprint()[:16]}"
+        return materialise(os.path.join(get_cache_dir(), "ffrecord"), [folder, *member.split("/")],
+                           lambda: self._read(pack, member, path), force)
 
     def _ls(self, path: str, **kwargs: Any) -> list[str]:
         self._check_kwargs(kwargs)
@@ -196,10 +192,3 @@ _ERRNO = {FileNotFoundError: errno.ENOENT, IsADirectoryError: errno.EISDIR, NotA
 def _with_path(error: OSError, message: str, path: str) -> OSError:
     """The reader's error, retold with the ``ffrecord://`` path the caller used as its filename."""
     return type(error)(_ERRNO.get(type(error), error.errno), message, path)
-
-
-def _cache_folder(pack: _Pack) -> str:
-    stat = os.stat(pack.ffr_file)
-    key = f"{pack.ffr_file}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
-    name = f"{pack.prefix.replace('/', '_')}-{hashlib.sha1(key).hexdigest()[:16]}"
-    return os.path.join(get_cache_dir(), "ffrecord", name)
