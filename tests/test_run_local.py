@@ -336,11 +336,11 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     manifest.parent.mkdir()
     manifest.write_text(yaml.safe_dump(pytorchjob(["--iters", "400"], workers=1)))
     runner = subprocess.Popen(
-        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest)],
+        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), "--verbose"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids = []
     for line in runner.stdout:
-        if "iter 0" in line:  # both replicas started; one is training
+        if '"kind": "progress"' in line:  # both replicas started; one is training
             break
         pids += [int(p) for p in re.findall(r"started -- attempt 1, pid (\d+)", line)]
     runner.terminate()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
@@ -121,6 +121,7 @@ class LocalJob:
     clean_pod_policy: CleanPodPolicy = CleanPodPolicy.NONE
     procs_per_node: str = "auto"  # nprocPerNode / numProcPerNode as the operator passes it
     procs_per_node_path: str = ""  # the manifest field that sets it
+    declared_procs_per_node: str = "auto"  # the same before run-local's cap
 
 
 class ManifestError(ValueError):
@@ -167,12 +168,17 @@ def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> 
     kind = doc.get("kind")
     if kind == "PyTorchJob":
         _expect_equal(doc, "apiVersion", PYTORCHJOB_API)
-        return _parse_pytorchjob(_capped(doc, ("spec", "nprocPerNode"), procs_per_node_cap))
-    if kind == "TrainJob":
+        keys, parse = ("spec", "nprocPerNode"), _parse_pytorchjob
+    elif kind == "TrainJob":
         _expect_equal(doc, "apiVersion", TRAINJOB_API)
-        return _parse_trainjob(_capped(doc, ("spec", "trainer", "numProcPerNode"),
-                                       procs_per_node_cap))
-    raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+        keys, parse = ("spec", "trainer", "numProcPerNode"), _parse_trainjob
+    else:
+        raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+    declared = parse(doc)
+    if procs_per_node_cap is None:
+        return declared
+    job = parse(_capped(doc, keys, procs_per_node_cap))
+    return replace(job, declared_procs_per_node=declared.procs_per_node)
 
 
 def _capped(doc: Mapping[str, Any], keys: tuple[str, ...], cap: int | None) -> Mapping[str, Any]:
@@ -247,6 +253,7 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         clean_pod_policy=CleanPodPolicy(clean),
         procs_per_node=str(spec.get("nprocPerNode", "auto")),
         procs_per_node_path="spec.nprocPerNode",
+        declared_procs_per_node=str(spec.get("nprocPerNode", "auto")),
     )
 
 
@@ -302,6 +309,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         clean_pod_policy=CleanPodPolicy.ALL,
         procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
         procs_per_node_path="spec.trainer.numProcPerNode",
+        declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
     )
 
 

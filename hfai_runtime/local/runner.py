@@ -59,6 +59,7 @@ from hfai_runtime.local.container import (
     LocalEngine,
     PathMap,
     ProcessEngine,
+    command_problem,
     free_port,
     process_argv,
     process_env,
@@ -69,6 +70,9 @@ from hfai_runtime.records import Record, RecordKind, parse_record
 
 TICK_SECONDS = 0.05
 EOF_WAIT_SECONDS = 2.0  # how long to wait for a dead replica's log pipe to close
+# Where a pod's datasets are, for the frameworks whose convention run-local knows (detectron2's
+# builtin datasets root): it must exist before the job starts.
+DATASET_VARS = ("DETECTRON2_DATASETS",)
 
 
 @dataclass
@@ -266,10 +270,7 @@ class LocalRunner:
 
     def _start(self, replica: Replica) -> None:
         opts = self.options
-        paths = PathMap.for_replica(replica, opts.project_dir, opts.data_dir or opts.project_dir,
-                                    opts.mounts)
-        env = process_env(replica, os.environ, self.master_port, paths, self.threads)
-        argv = process_argv(replica, env, paths, opts.python, opts.args)
+        argv, env, _ = pod_process(replica, opts, self.master_port, self.threads)
         self.attempts[replica.name] += 1
         attempt = self.attempts[replica.name]
         marker = f"{self.run_id}/{replica.name}/{attempt}"
@@ -492,6 +493,42 @@ class LocalRunner:
         event = Event(round(self._now(), 2), replica, kind, detail, value)
         self.events.append(event)
         self.observer.on_event(event)
+
+
+def pod_process(replica: Replica, options: RunOptions, master_port: int,
+                threads: int) -> tuple[list[str], dict[str, str], PathMap]:
+    """The argv and environment that start ``replica`` here, and its path map."""
+    data_dir = options.data_dir or options.project_dir
+    paths = PathMap.for_replica(replica, options.project_dir, data_dir, options.mounts)
+    env = process_env(replica, os.environ, master_port, paths, threads)
+    argv = process_argv(replica, env, paths, options.python, options.args)
+    return argv, env, paths
+
+
+def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) -> list[str]:
+    """What would stop the job here before any pod starts, one line each, naming the replica
+    and field: a command that cannot start, and a dataset folder (``DETECTRON2_DATASETS``, or
+    each of ``required``, container or local paths) that is not where the mounts put it."""
+    problems: list[str] = []
+    for replica in job.replicas:
+        try:
+            argv, env, _ = pod_process(replica, options, 0, 1)
+        except ValueError as exc:
+            problems.append(f"{replica.name}: {replica.field_path}.command: {exc}")
+            continue
+        if (problem := command_problem(argv, env, options.project_dir)) is not None:
+            problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
+    _, _, paths = pod_process(job.replicas[0], options, 0, 1)
+    data_dir = options.data_dir or options.project_dir
+    wanted = [(f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
+              for var in DATASET_VARS if var in job.replicas[0].env]
+    wanted += [(f"--require {path}", path) for path in required]
+    for what, path in wanted:
+        local = options.project_dir / paths.rewrite(path)  # relative: the pod's working folder
+        if not local.exists():
+            problems.append(f"{what}: {local} (under --data-dir {data_dir}) does not exist; "
+                            f"put the dataset there first")
+    return problems
 
 
 def run_job(job: LocalJob, options: RunOptions,

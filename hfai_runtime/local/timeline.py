@@ -88,3 +88,61 @@ def format_timeline(events: Iterable[Event]) -> list[str]:
     events = list(events)
     width = max([len(e.replica) for e in events] + [3])
     return [format_event(e, width) for e in events]
+
+
+@dataclass
+class Attempt:
+    """One run of one pod, as its events tell it."""
+
+    replica: str
+    number: int
+    first_iteration: int | None = None  # where training (re)started
+    stopped_at: int | None = None  # the last iteration of a suspended run
+    exit_code: int | None = None
+    preempted: bool = False
+
+
+def attempts(events: Iterable[Event]) -> list[Attempt]:
+    """Every pod attempt, in the order they started."""
+    out: list[Attempt] = []
+    current: dict[str, Attempt] = {}
+    for event in events:
+        if event.kind == EventKind.STARTED:
+            current[event.replica] = Attempt(event.replica, event.value or 1)
+            out.append(current[event.replica])
+            continue
+        attempt = current.get(event.replica)
+        if attempt is None:
+            continue
+        if event.kind == EventKind.TRAINS_FROM:
+            attempt.first_iteration = event.value
+        elif event.kind == EventKind.STOPPED_AT:
+            attempt.stopped_at = event.value
+        elif event.kind == EventKind.EXITED:
+            attempt.exit_code = event.value
+        elif event.kind == EventKind.PREEMPTED and "nothing to preempt" not in event.detail:
+            attempt.preempted = True
+    return out
+
+
+def summarize(events: Iterable[Event]) -> list[str]:
+    """What happened to each pod, in plain words (one line per pod)."""
+    by_pod: dict[str, list[Attempt]] = {}
+    for attempt in attempts(events):
+        by_pod.setdefault(attempt.replica, []).append(attempt)
+    return [f"{pod}: " + "; ".join(_attempt_words(a) for a in runs) + "."
+            for pod, runs in by_pod.items()]
+
+
+def _attempt_words(a: Attempt) -> str:
+    words = [f"attempt {a.number}"]
+    if a.preempted:
+        words.append("was preempted")
+    if a.first_iteration is not None:
+        words.append(f"resumed at iteration {a.first_iteration}" if a.first_iteration
+                     else "trained from iteration 0")
+    if a.stopped_at is not None:
+        words.append(f"stopped after iteration {a.stopped_at}")
+    if a.exit_code is not None:
+        words.append(f"exited with code {a.exit_code}")
+    return ", ".join(words[:1]) + " " + ", ".join(words[1:]) if len(words) > 1 else words[0]
