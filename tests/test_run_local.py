@@ -396,3 +396,41 @@ def test_trainjob_webhook_rules_refuse_bad_runtime_patches(pod, manager, message
     doc = _trainjob(pod) if manager is None else _trainjob(pod, manager=manager)
     with pytest.raises(ValueError, match=message):
         parse_job(doc)
+
+
+@pytest.mark.parametrize("declared, cap, per_pod, world", [
+    ("8", 2, "2", "4"), ("8", 1, "1", "2"), ("1", 2, "1", "2"), (None, 2, "2", "4"),
+    ("gpu", 1, "1", "2")])
+def test_cpu_procs_per_pod_caps_the_operator_env_consistently(declared, cap, per_pod, world):
+    # 2 pods; nprocPerNode as declared; the env is the operator's, computed from the capped value.
+    doc = pytorchjob([], workers=1)
+    if declared is not None:
+        doc["spec"]["nprocPerNode"] = declared
+    job = parse_job(doc, procs_per_node_cap=cap)
+    for replica in job.replicas:
+        assert replica.env["PET_NPROC_PER_NODE"] == per_pod
+        assert replica.env["WORLD_SIZE"] == world
+    assert job.declared_procs_per_node == (declared or "auto")
+
+
+def test_trainjob_num_proc_per_node_is_capped_too():
+    doc = _trainjob({})
+    doc["spec"]["trainer"]["numProcPerNode"] = 8
+    job = parse_job(doc, procs_per_node_cap=2)
+    assert [r.env["PET_NPROC_PER_NODE"] for r in job.replicas] == ["2"] * 3
+    assert job.declared_procs_per_node == "8"
+
+
+def test_cli_says_how_many_processes_each_pod_starts(tmp_path, capsys):
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    doc = pytorchjob(["--iters", "1", "--print-env", "PET_NPROC_PER_NODE,WORLD_SIZE"])
+    doc["spec"]["nprocPerNode"] = "8"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert cli_main(["run-local", str(manifest), "--cpu-procs-per-pod", "2"]) == 0
+    out = capsys.readouterr().out
+    assert ("run-local: 1 pod(s) x 2 training process(es) on CPU (WORLD_SIZE 2; "
+            "spec.nprocPerNode is 8 on the cluster, capped here by --cpu-procs-per-pod 2)") in out
+    log = (tmp_path / "run-local-logs" / "master-0-attempt1.log").read_text()
+    assert "env PET_NPROC_PER_NODE=2" in log and "env WORLD_SIZE=2" in log
+    assert "master-0: attempt 1 trained from iteration 0, exited with code 0." in out

@@ -498,11 +498,15 @@ class LocalRunner:
 def pod_process(replica: Replica, options: RunOptions, master_port: int,
                 threads: int) -> tuple[list[str], dict[str, str], PathMap]:
     """The argv and environment that start ``replica`` here, and its path map."""
-    data_dir = options.data_dir or options.project_dir
-    paths = PathMap.for_replica(replica, options.project_dir, data_dir, options.mounts)
+    paths = _path_map(replica, options)
     env = process_env(replica, os.environ, master_port, paths, threads)
     argv = process_argv(replica, env, paths, options.python, options.args)
     return argv, env, paths
+
+
+def _path_map(replica: Replica, options: RunOptions) -> PathMap:
+    return PathMap.for_replica(replica, options.project_dir,
+                               options.data_dir or options.project_dir, options.mounts)
 
 
 def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) -> list[str]:
@@ -518,7 +522,7 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
             continue
         if (problem := command_problem(argv, env, options.project_dir)) is not None:
             problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
-    _, _, paths = pod_process(job.replicas[0], options, 0, 1)
+    paths = _path_map(job.replicas[0], options)
     data_dir = options.data_dir or options.project_dir
     wanted = [(f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
               for var in DATASET_VARS if var in job.replicas[0].env]
