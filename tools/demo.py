@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -44,9 +45,17 @@ def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
+def show(cmd: Sequence[object]) -> None:
+    """Print ``cmd`` as a user would type it (``hfai-runtime``, not this interpreter)."""
+    words = [str(c) for c in cmd]
+    if words[:len(CLI)] == CLI:
+        words = ["hfai-runtime", *words[len(CLI):]]
+    print("$ " + shlex.join(words), flush=True)
+
+
 def quiet_run(cmd: Sequence[object], **kwargs) -> None:
     """Show the command; run it with its output kept unless it fails."""
-    print("$ " + shlex.join(str(c) for c in cmd), flush=True)
+    show(cmd)
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
         sys.exit(f"demo: the command above failed ({done.returncode}):\n{done.stdout}{done.stderr}")
@@ -57,9 +66,12 @@ def render(project: Path) -> None:
 
     step("1. render the template: 2 nodes x 1 GPU, the other answers their defaults")
     print(f"$ copier copy {REPO} {project} --defaults -d num_nodes=2 -d gpus_per_node=1")
-    # vcs_ref=HEAD renders this checkout as it is, uncommitted changes included.
-    copier.run_copy(str(REPO), str(project), data={"num_nodes": 2, "gpus_per_node": 1},
-                    defaults=True, vcs_ref="HEAD", quiet=True)
+    # vcs_ref=HEAD renders this checkout as it is, uncommitted changes included (copier warns
+    # about those; here they are the point).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copier.run_copy(str(REPO), str(project), data={"num_nodes": 2, "gpus_per_node": 1},
+                        defaults=True, vcs_ref="HEAD", quiet=True)
 
 
 def make_dataset(source: Path, datasets: Path) -> None:
@@ -86,7 +98,7 @@ def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
                  "--logs-dir", logs, "--events", work / f"{name}-events.jsonl", *extra]
     if quiet:
         cmd.append("--quiet")
-    print("$ " + shlex.join(str(c) for c in cmd), flush=True)
+    show(cmd)
     return subprocess.run([str(c) for c in cmd], cwd=project).returncode
 
 

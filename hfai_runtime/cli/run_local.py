@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         return _refuse(problems)
     if not args.quiet:
-        print(_procs_line(job, args.cpu_procs_per_pod))
+        print(_procs_line(job, args.cpu_procs_per_pod), flush=True)
     become_subreaper()  # a process a pod detached (setsid) stays ours to stop
     return _run(job, options, args)
 
