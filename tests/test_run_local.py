@@ -17,6 +17,7 @@ import yaml
 from hfai_runtime.cli import main as cli_main
 from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
+from hfai_runtime.local.timeline import read_events
 
 TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
 
@@ -279,11 +280,12 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     assert cli_main(["run-local", str(manifest)]) == 1
     assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
     # --args replaces the container's args (mount paths in them are still mapped).
-    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'"]) == 0
-    assert f"--ckpt-dir {tmp_path / 'a b'}" in capsys.readouterr().out
+    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'",
+                     "--events", str(events)]) == 0
+    assert f"--ckpt-dir {tmp_path / 'a b'}" in read_events(events)[0].detail
     assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir /data/x",
-                     "--mount", f"/data={tmp_path / 'm'}"]) == 0
-    assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in capsys.readouterr().out
+                     "--mount", f"/data={tmp_path / 'm'}", "--events", str(events)]) == 0
+    assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in read_events(events)[0].detail
 
 
 def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
@@ -433,4 +435,18 @@ def test_cli_says_how_many_processes_each_pod_starts(tmp_path, capsys):
             "spec.nprocPerNode is 8 on the cluster, capped here by --cpu-procs-per-pod 2)") in out
     log = (tmp_path / "run-local-logs" / "master-0-attempt1.log").read_text()
     assert "env PET_NPROC_PER_NODE=2" in log and "env WORLD_SIZE=2" in log
-    assert "master-0: attempt 1 trained from iteration 0, exited with code 0." in out
+    assert "master-0 attempt 1: trained from iteration 0, exit code 0" in out
+
+
+def test_the_summary_tells_each_attempt_in_words(tmp_path):
+    from hfai_runtime.local.timeline import summarize
+
+    args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
+    (tmp_path / "ckpt").mkdir()
+    result, _ = run(pytorchjob(args), tmp_path, preempt=[("master-0", At(0.5, True))])
+    stopped = result.of_kind("stopped_at", "master-0")[0].value
+    assert summarize(result.events) == [
+        f"master-0 attempt 1: preempted, trained from iteration 0, stopped after iteration "
+        f"{stopped}, exit code 143",
+        f"master-0 attempt 2: resumed at iteration {stopped + 1}, exit code 0",
+    ]

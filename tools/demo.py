@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -64,7 +65,6 @@ def quiet_run(cmd: Sequence[object], **kwargs) -> None:
 def render(project: Path) -> None:
     import copier
 
-    step("1. render the template: 2 nodes x 1 GPU, the other answers their defaults")
     print(f"$ copier copy {REPO} {project} --defaults -d num_nodes=2 -d gpus_per_node=1")
     # vcs_ref=HEAD renders this checkout as it is, uncommitted changes included (copier warns
     # about those; here they are the point).
@@ -75,7 +75,6 @@ def render(project: Path) -> None:
 
 
 def make_dataset(source: Path, datasets: Path) -> None:
-    step("2. a synthetic COCO-format dataset, packed into the PVC's datasets folder")
     quiet_run(CLI + ["synth-coco", source, "--train", "32", "--val", "8", "--coco-categories"])
     (datasets / "coco").mkdir(parents=True)
     quiet_run(CLI + ["ffr", "pack", source, datasets / "coco" / "coco.ffr"])
@@ -91,11 +90,13 @@ def config_args(project: Path, output: str, max_iter: int) -> list[str]:
 
 def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
             extra: Sequence[str], quiet: bool) -> int:
-    """``run-local`` of the project's manifest; logs under work/logs (or work/<name>-logs)."""
-    logs = work / ("logs" if name == "demo" else f"{name}-logs")
-    cmd = CLI + ["run-local", project / "k8s" / "job.yaml", "--data-dir", pvc,
+    """``run-local`` of the project's manifest, run in the project folder as a user would;
+    logs under work/logs (or work/<name>-logs)."""
+    logs = "logs" if name == "demo" else f"{name}-logs"
+    up = Path(os.path.relpath(work, project))
+    cmd = CLI + ["run-local", "k8s/job.yaml", "--data-dir", Path(os.path.relpath(pvc, project)),
                  "--args", shlex.join(config_args(project, name, max_iter)),
-                 "--logs-dir", logs, "--events", work / f"{name}-events.jsonl", *extra]
+                 "--logs-dir", up / logs, "--events", up / f"{name}-events.jsonl", *extra]
     if quiet:
         cmd.append("--quiet")
     show(cmd)
@@ -105,9 +106,9 @@ def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
 def reference_run(project: Path, pvc: Path, work: Path, cached: Path, max_iter: int) -> Path:
     """The uninterrupted run's output folder, from ``cached`` if an identical setup ran before."""
     if (cached / "model_final.pth").is_file():
-        step(f"4. the same job uninterrupted: reusing the identical setup's run in {cached}")
+        step(f"3. the same job uninterrupted: reusing the identical setup's run in {cached}")
         return cached
-    step("4. the same job uninterrupted, to compare with")
+    step("3. the same job uninterrupted, to compare with")
     if run_job(project, pvc, work, "reference", max_iter, [], quiet=True) != 0:
         sys.exit(f"demo: the uninterrupted run failed; see its logs in {work}/reference-logs")
     shutil.rmtree(cached, ignore_errors=True)
@@ -276,11 +277,14 @@ def main() -> int:
     work = args.work_dir.resolve()
     shutil.rmtree(work, ignore_errors=True)
     project, pvc = work / "myproj", work / "pvc"
+    step("1. a project from this template (2 nodes x 1 GPU) and a synthetic COCO dataset, packed "
+         "onto the 'PVC'")
     render(project)
     make_dataset(work / "coco-source", pvc / "datasets")
     cached = args.cache_dir.resolve() / setup_key(project, pvc, args.max_iter)
-    step(f"3. run-local k8s/job.yaml: the PyTorchJob on this machine, worker-0 preempted "
-         f"{args.preempt_after:g} s into training")
+    step(f"2. the PyTorchJob on this machine, worker-0 preempted {args.preempt_after:g} s into "
+         f"training (pod logs: {work}/logs)")
+    print(f"$ cd {project}")
     code = run_job(project, pvc, work, "demo", args.max_iter,
                    ["--preempt", f"worker-0@train+{args.preempt_after:g}"], quiet=False)
     if code != 0:

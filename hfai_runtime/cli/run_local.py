@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -148,13 +149,13 @@ def _run(job, options, args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
-        print(f"\nTimeline of {job.kind} {job.name}:")
-        print("\n".join(format_timeline(result.events)))
-        print("\nWhat happened:")
+        print(f"\nTimeline of {job.kind} {job.name} (in full: --events FILE):")
+        print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
+        print("What happened:")
         print("\n".join("  " + line for line in summarize(result.events)))
         print(f"  pod logs: {options.logs_dir}/<pod>-attempt<N>.log")
     cause = f" [{result.cause}]" if result.cause else ""
-    print(f"\n{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- "
+    print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- "
           f"{result.message}{cause}")
     if args.events:
         result.write_events(args.events)

@@ -357,8 +357,8 @@ class LocalRunner:
             return
         if policy == RestartPolicy.EXIT_CODE:
             self._event(replica.name, EventKind.RESTARTING,
-                        f"exit code {code} >= 128 is retryable under restartPolicy ExitCode: the "
-                        f"operator recreates the pod (not counted in backoffLimit)")
+                        f"exit code {code} (>= 128) under restartPolicy ExitCode: the operator "
+                        f"recreates the pod (not counted in backoffLimit)")
             self.restart_counts[replica.name] = 0
         else:
             self.restart_counts[replica.name] += 1

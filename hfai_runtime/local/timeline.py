@@ -77,17 +77,20 @@ def read_events(path: str | Path) -> list[Event]:
     return [Event.from_json(line) for line in Path(path).read_text().splitlines() if line]
 
 
-def format_event(event: Event, width: int = 10) -> str:
-    """One timeline line: ``  12.30s  worker-0   preempted    SIGTERM ...``."""
-    return f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} " \
+def format_event(event: Event, width: int = 10, columns: int | None = None) -> str:
+    """One timeline line: ``  12.30s  worker-0   preempted    SIGTERM ...``, cut to
+    ``columns`` characters (``...`` at the end) when given."""
+    line = f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} " \
            f"{event.detail}"
+    return line if columns is None or len(line) <= columns else line[:columns - 3] + "..."
 
 
-def format_timeline(events: Iterable[Event]) -> list[str]:
-    """Every event as :func:`format_event` lines, pod names aligned."""
+def format_timeline(events: Iterable[Event], columns: int | None = None) -> list[str]:
+    """Every event as :func:`format_event` lines, pod names aligned, each at most ``columns``
+    characters (the full details are in the events file)."""
     events = list(events)
     width = max([len(e.replica) for e in events] + [3])
-    return [format_event(e, width) for e in events]
+    return [format_event(e, width, columns) for e in events]
 
 
 @dataclass
@@ -126,23 +129,16 @@ def attempts(events: Iterable[Event]) -> list[Attempt]:
 
 
 def summarize(events: Iterable[Event]) -> list[str]:
-    """What happened to each pod, in plain words (one line per pod)."""
-    by_pod: dict[str, list[Attempt]] = {}
-    for attempt in attempts(events):
-        by_pod.setdefault(attempt.replica, []).append(attempt)
-    return [f"{pod}: " + "; ".join(_attempt_words(a) for a in runs) + "."
-            for pod, runs in by_pod.items()]
+    """What happened to each pod attempt, in plain words (one line each)."""
+    return [f"{a.replica} attempt {a.number}: {_attempt_words(a)}" for a in attempts(events)]
 
 
 def _attempt_words(a: Attempt) -> str:
-    words = [f"attempt {a.number}"]
-    if a.preempted:
-        words.append("was preempted")
+    words = ["preempted"] if a.preempted else []
     if a.first_iteration is not None:
         words.append(f"resumed at iteration {a.first_iteration}" if a.first_iteration
                      else "trained from iteration 0")
     if a.stopped_at is not None:
         words.append(f"stopped after iteration {a.stopped_at}")
-    if a.exit_code is not None:
-        words.append(f"exited with code {a.exit_code}")
-    return ", ".join(words[:1]) + " " + ", ".join(words[1:]) if len(words) > 1 else words[0]
+    words.append("still running" if a.exit_code is None else f"exit code {a.exit_code}")
+    return ", ".join(words)
