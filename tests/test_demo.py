@@ -4,14 +4,13 @@ its terminal output fits one screen above the summary."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hfai_runtime.local.timeline import Event, EventKind, write_events
+from hfai_runtime.local.timeline import Event, EventKind
 
 REPO = Path(__file__).resolve().parent.parent
 SCREEN_LINES = 40
@@ -24,25 +23,30 @@ def load_demo():
     return module
 
 
-def write_metrics(folder: Path, rows: list[dict]) -> None:
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def write_log(logs: Path, name: str, losses: dict[int, float | None]) -> None:
+    from hfai_runtime.records import RecordKind, format_record
+
+    logs.mkdir(exist_ok=True)
+    lines = ["detectron2 says hello"] + [
+        format_record(RecordKind.PROGRESS, iteration=i, max_iter=60, loss=loss)
+        for i, loss in losses.items()]
+    (logs / name).write_text("\n".join(lines) + "\n")
 
 
-def test_the_picture_is_drawn_from_the_runs_metrics_and_events(tmp_path):
+def test_the_picture_is_drawn_from_the_runs_logs_and_events(tmp_path):
     demo = load_demo()
-    # A resumed run appends to metrics.json: iteration 19 written by both attempts (last wins);
-    # evaluation rows have no total_loss.
-    preempted = [{"iteration": 19, "total_loss": 2.5}, {"iteration": 19, "total_loss": 2.25},
-                 {"iteration": 39, "total_loss": 1.5}, {"iteration": 59, "bbox/AP": 0.1}]
-    reference = [{"iteration": 19, "total_loss": 2.25}, {"iteration": 39, "total_loss": 1.5}]
-    write_metrics(tmp_path / "pre", preempted)
-    write_metrics(tmp_path / "ref", reference)
+    # Attempt 1 trained 0-2, attempt 2 retrained 2 (the later value wins, as the checkpoint
+    # did) and went on; the worker's records carry no loss and are not the curve.
+    pre, ref = tmp_path / "pre", tmp_path / "ref"
+    write_log(pre, "master-0-attempt1.log", {0: 6.0, 1: 5.5, 2: 5.25})
+    write_log(pre, "master-0-attempt2.log", {2: 5.0, 3: 4.5})
+    write_log(pre, "worker-0-attempt1.log", {0: None, 1: None})
+    write_log(ref, "master-0-attempt1.log", {0: 6.0, 1: 5.5, 2: 5.0, 3: 4.5})
     events = [
         Event(0.0, "master-0", EventKind.STARTED, "attempt 1", 1),
         Event(0.1, "worker-0", EventKind.STARTED, "attempt 1", 1),
         Event(5.0, "worker-0", EventKind.PREEMPTED, "SIGTERM"),
-        Event(5.5, "worker-0", EventKind.STOPPED_AT, "stopped at iteration 24", 24),
+        Event(5.5, "worker-0", EventKind.STOPPED_AT, "stopped at iteration 2", 2),
         Event(6.0, "worker-0", EventKind.EXITED, "exit code 143", 143),
         Event(6.0, "worker-0", EventKind.RESTARTING, "recreated"),
         Event(6.2, "master-0", EventKind.EXITED, "exit code 143", 143),
@@ -55,11 +59,11 @@ def test_the_picture_is_drawn_from_the_runs_metrics_and_events(tmp_path):
         Event(12.5, "worker-0", EventKind.EXITED, "exit code 143", 143),
     ]
     out = tmp_path / "preemption.png"
-    drawn = demo.plot(tmp_path / "pre", tmp_path / "ref", events, out)
+    drawn = demo.plot(pre, ref, events, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert drawn["preempted"] == ([19, 39], [2.25, 1.5])
-    assert drawn["reference"] == ([19, 39], [2.25, 1.5])
-    assert drawn["stopped_at"] == [24]
+    assert drawn["preempted"] == ([0, 1, 2, 3], [6.0, 5.5, 5.0, 4.5])
+    assert drawn["reference"] == ([0, 1, 2, 3], [6.0, 5.5, 5.0, 4.5])
+    assert drawn["stopped_at"] == [2]
     assert drawn["bars"]["worker-0"] == [
         (0.1, 4.9, "running"), (5.0, 1.0, "terminating"), (6.0, 0.5, "restarting"),
         (6.5, 5.5, "running"), (12.0, 0.5, "terminating")]
@@ -97,5 +101,8 @@ def test_the_demo_fits_one_screen_and_shows_exactness(tmp_path):
     assert "worker-0-attempt1: trained iterations 0 to" in text
     picture = tmp_path / "work" / "preemption.png"
     assert f"picture (loss curves over the pods' timeline): {picture}" in text
-    assert picture.stat().st_size > 10_000
+    # The picture's curve is the run's own: the losses rank 0 logged, iteration by iteration.
+    demo = load_demo()
+    iterations, _ = demo.read_losses(tmp_path / "work" / "logs")
+    assert iterations == list(range(24)) and picture.stat().st_size > 10_000
     assert "[" not in text.replace("[name=", "")  # plain words, no Python lists

@@ -38,6 +38,7 @@ CLI = [sys.executable, "-m", "hfai_runtime.cli"]
 from hfai_runtime.local.timeline import Event, EventKind, read_events  # noqa: E402
 from hfai_runtime.records import RecordKind, parse_record  # noqa: E402
 
+SEED = 20240601
 #: Pod states drawn in the Gantt chart, and their colours.
 GANTT_COLOURS = {"running": "tab:green", "terminating": "tab:orange", "restarting": "tab:grey"}
 
@@ -82,10 +83,11 @@ def make_dataset(source: Path, datasets: Path) -> None:
 
 
 def config_args(project: Path, output: str, max_iter: int) -> list[str]:
-    """The CPU-sized config instead of the GPU one; OUTPUT_DIR on the PVC."""
+    """The CPU-sized config instead of the GPU one; OUTPUT_DIR on the PVC; a fixed SEED, or
+    detectron2 seeds each run differently and no two runs could be compared."""
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     return ["--config-file", "configs/smoke_cpu.yaml", "SOLVER.MAX_ITER", str(max_iter),
-            "OUTPUT_DIR", f"{answers['mount_path'].rstrip('/')}/output/{output}"]
+            "SEED", str(SEED), "OUTPUT_DIR", f"{answers['mount_path'].rstrip('/')}/output/{output}"]
 
 
 def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
@@ -104,8 +106,9 @@ def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
 
 
 def reference_run(project: Path, pvc: Path, work: Path, cached: Path, max_iter: int) -> Path:
-    """The uninterrupted run's output folder, from ``cached`` if an identical setup ran before."""
-    if (cached / "model_final.pth").is_file():
+    """The uninterrupted run's output folder (its pod logs in ``logs/``), from ``cached`` if an
+    identical setup ran before."""
+    if (cached / "model_final.pth").is_file() and (cached / "logs").is_dir():
         step(f"3. the same job uninterrupted: reusing the identical setup's run in {cached}")
         return cached
     step("3. the same job uninterrupted, to compare with")
@@ -114,6 +117,7 @@ def reference_run(project: Path, pvc: Path, work: Path, cached: Path, max_iter: 
     shutil.rmtree(cached, ignore_errors=True)
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(pvc / "output" / "reference", cached)
+    shutil.copytree(work / "reference-logs", cached / "logs")
     return cached
 
 
@@ -159,16 +163,24 @@ def attempt_iterations(logs: Path) -> list[tuple[str, int | None, int | None]]:
     return out
 
 
-def read_losses(metrics_json: Path) -> tuple[list[int], list[float]]:
-    """detectron2's metrics.json: (iteration, total_loss) per line; a resumed run appends to the
-    file, so an iteration written twice keeps its last value."""
+def read_losses(logs: Path, pod: str = "master-0") -> tuple[list[int], list[float]]:
+    """(iteration, loss) of every step, from the ``progress`` records in ``pod``'s logs (rank 0
+    logs the loss averaged over the ranks). Across attempts an iteration trained twice keeps
+    its last value, as the checkpoint does."""
     losses: dict[int, float] = {}
-    for line in metrics_json.read_text().splitlines():
-        row = json.loads(line)
-        if "total_loss" in row and "iteration" in row:
-            losses[int(row["iteration"])] = float(row["total_loss"])
+    for log in sorted(logs.glob(f"{pod}-attempt*.log"), key=_attempt_number):
+        for line in log.read_text(errors="replace").splitlines():
+            record = parse_record(line)
+            loss = None if record is None else record.fields.get("loss")
+            if (record is not None and record.kind == RecordKind.PROGRESS
+                    and record.iteration is not None and isinstance(loss, (int, float))):
+                losses[record.iteration] = float(loss)
     iterations = sorted(losses)
     return iterations, [losses[i] for i in iterations]
+
+
+def _attempt_number(log: Path) -> int:
+    return int(log.stem.rsplit("-attempt", 1)[1])
 
 
 def gantt_bars(events: Sequence[Event]) -> dict[str, list[tuple[float, float, str]]]:
@@ -203,24 +215,24 @@ def gantt_bars(events: Sequence[Event]) -> dict[str, list[tuple[float, float, st
     return bars
 
 
-def plot(preempted: Path, reference: Path, events: Sequence[Event], out: Path) -> dict:
-    """Draw the picture into ``out`` (PNG) and return what was drawn: both loss series, the
-    preemption iterations and the Gantt bars."""
+def plot(preempted_logs: Path, reference_logs: Path, events: Sequence[Event], out: Path) -> dict:
+    """Draw the picture into ``out`` (PNG) and return what was drawn: both runs' losses (from
+    their pod logs), the iterations where the preempted run stopped, and the Gantt bars."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     drawn = {
-        "preempted": read_losses(preempted / "metrics.json"),
-        "reference": read_losses(reference / "metrics.json"),
+        "preempted": read_losses(preempted_logs),
+        "reference": read_losses(reference_logs),
         "stopped_at": sorted({e.value for e in events if e.kind == EventKind.STOPPED_AT}),
         "bars": gantt_bars(events),
     }
     fig, (loss_ax, gantt_ax) = plt.subplots(2, 1, figsize=(9, 7), height_ratios=(3, 2))
     loss_ax.plot(*drawn["reference"], "-", color="tab:blue", lw=4, alpha=0.4,
                  label="uninterrupted")
-    loss_ax.plot(*drawn["preempted"], "o--", color="tab:red", lw=1.5, label="preempted + resumed")
+    loss_ax.plot(*drawn["preempted"], "--", color="tab:red", lw=1.5, label="preempted + resumed")
     for i, iteration in enumerate(drawn["stopped_at"]):
         loss_ax.axvline(iteration + 0.5, color="tab:orange", ls=":",
                         label="preemption (suspend checkpoint)" if i == 0 else None)
@@ -293,7 +305,7 @@ def main() -> int:
     reference = reference_run(project, pvc, work, cached, args.max_iter)
     output = pvc / "output" / "demo"
     picture = work / "preemption.png"
-    plot(output, reference, read_events(work / "demo-events.jsonl"), picture)
+    plot(work / "logs", reference / "logs", read_events(work / "demo-events.jsonl"), picture)
     summarize(work, output, reference, picture)
     return 0
 
