@@ -450,3 +450,15 @@ def test_the_summary_tells_each_attempt_in_words(tmp_path):
         f"{stopped}, exit code 143",
         f"master-0 attempt 2: resumed at iteration {stopped + 1}, exit code 0",
     ]
+
+
+def test_version_and_help_examples(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"hfai-runtime {version('hfai-runtime')}\n"
+    with pytest.raises(SystemExit):
+        cli_main(["run-local", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--suspend-at train+5 --resume-after 2" in out
