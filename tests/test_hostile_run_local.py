@@ -114,3 +114,16 @@ def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
     while psutil.pid_exists(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not psutil.pid_exists(pids[0]), psutil.Process(pids[0]).cmdline()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a job manifest is at most"),
+    (lambda p: p.write_bytes(b"kind: \xff\xfe"), "cannot read a YAML manifest"),
+    (lambda p: None, "No such file or directory"),
+])
+def test_manifests_that_are_not_small_yaml_files_are_refused(tmp_path, make, expected):
+    manifest = tmp_path / "job.yaml"
+    make(manifest)
+    done = run_local(manifest)
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr

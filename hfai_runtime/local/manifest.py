@@ -147,10 +147,11 @@ def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJo
 def _read_regular_file(path: Path) -> str:
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file (a folder, FIFO, device or socket is never read)")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file (a FIFO, device or socket is never read)")
         if info.st_size > MAX_MANIFEST_BYTES:
             raise ValueError(f"{info.st_size} bytes; a job manifest is at most "
                              f"{MAX_MANIFEST_BYTES} bytes here")
