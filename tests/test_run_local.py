@@ -457,7 +457,8 @@ def test_version_and_help_examples(capsys):
 
     with pytest.raises(SystemExit) as info:
         cli_main(["--version"])
-    assert info.value.code == 0 and capsys.readouterr().out == f"hfai-runtime {version('hfai-runtime')}\n"
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"hfai-runtime {version('hfai-runtime')}\n"
     with pytest.raises(SystemExit):
         cli_main(["run-local", "--help"])
     out = capsys.readouterr().out

@@ -368,7 +368,8 @@ def _check_pod_patch(pod: Mapping[str, Any], path: str) -> None:
                                  f"only container, got {container.get('name')!r}")
             if container.get("env") and container.get("name") == TRAINJOB_CONTAINER:
                 raise ValueError(f"{cpath}.env: the webhook refuses env for the "
-                                 f"{TRAINJOB_CONTAINER!r} container in a patch; use spec.trainer.env")
+                                 f"{TRAINJOB_CONTAINER!r} container in a patch; use "
+                                 f"spec.trainer.env")
 
 
 def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[str, Any],

@@ -243,8 +243,8 @@ class LocalRunner:
         if self.suspend_at is not None and self._due(self.suspend_at, now) and self.outcome is None:
             self.suspend_at = None
             self.resume_at = now + self.options.resume_after
-            self._event("", EventKind.SUSPENDED, "runPolicy.suspend: true -- every pod is "
-                                                 "deleted (SIGTERM, SIGKILL after the grace period)")
+            self._event("", EventKind.SUSPENDED, "runPolicy.suspend: true -- every pod is deleted "
+                                                 "(SIGTERM, SIGKILL after the grace period)")
             for pod in self.pods.values():
                 self._terminate(pod)
         if self.resume_at is not None and not self.pods and now >= self.resume_at:
