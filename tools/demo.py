@@ -44,15 +44,16 @@ GANTT_COLOURS = {"running": "tab:green", "terminating": "tab:orange", "restartin
 
 
 def step(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
+    print(f"==> {text}", flush=True)
 
 
-def show(cmd: Sequence[object]) -> None:
+def show(cmd: Sequence[object], cwd: Path | None = None) -> None:
     """Print ``cmd`` as a user would type it (``hfai-runtime``, not this interpreter)."""
     words = [str(c) for c in cmd]
     if words[:len(CLI)] == CLI:
         words = ["hfai-runtime", *words[len(CLI):]]
-    print("$ " + shlex.join(words), flush=True)
+    print("$ " + (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + shlex.join(words),
+          flush=True)
 
 
 def quiet_run(cmd: Sequence[object], **kwargs) -> None:
@@ -101,7 +102,7 @@ def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
                  "--logs-dir", up / logs, "--events", up / f"{name}-events.jsonl", *extra]
     if quiet:
         cmd.append("--quiet")
-    show(cmd)
+    show(cmd, cwd=project)
     return subprocess.run([str(c) for c in cmd], cwd=project).returncode
 
 
@@ -256,6 +257,7 @@ def plot(preempted_logs: Path, reference_logs: Path, events: Sequence[Event], ou
 
 def summarize(work: Path, output: Path, reference: Path, picture: Path) -> None:
     events = read_events(work / "demo-events.jsonl")
+    print()
     step("Summary")
     final = [e for e in events if e.kind == EventKind.FINISHED][-1]
     print(f"job: {final.detail}")
@@ -296,7 +298,6 @@ def main() -> int:
     cached = args.cache_dir.resolve() / setup_key(project, pvc, args.max_iter)
     step(f"2. the PyTorchJob on this machine, worker-0 preempted {args.preempt_after:g} s into "
          f"training (pod logs: {work}/logs)")
-    print(f"$ cd {project}")
     code = run_job(project, pvc, work, "demo", args.max_iter,
                    ["--preempt", f"worker-0@train+{args.preempt_after:g}"], quiet=False)
     if code != 0:

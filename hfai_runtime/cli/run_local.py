@@ -151,9 +151,8 @@ def _run(job, options, args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"\nTimeline of {job.kind} {job.name} (in full: --events FILE):")
         print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
-        print("What happened:")
+        print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
         print("\n".join("  " + line for line in summarize(result.events)))
-        print(f"  pod logs: {options.logs_dir}/<pod>-attempt<N>.log")
     cause = f" [{result.cause}]" if result.cause else ""
     print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- "
           f"{result.message}{cause}")
