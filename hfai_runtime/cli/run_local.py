@@ -87,7 +87,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hfai_runtime.local.container import become_subreaper
+    from hfai_runtime.local.container import subreaper
     from hfai_runtime.local.manifest import ManifestError, load_job
     from hfai_runtime.local.runner import RunOptions, preflight
 
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         return _refuse(problems)
     if not args.quiet:
         print(_procs_line(job, args.cpu_procs_per_pod), flush=True)
-    become_subreaper()  # a process a pod detached (setsid) stays ours to stop
-    return _run(job, options, args)
+    with subreaper():  # a process a pod detached (setsid) stays ours to stop
+        return _run(job, options, args)
 
 
 def _run(job, options, args: argparse.Namespace) -> int:

@@ -22,12 +22,13 @@ There is no image here, so:
   stops it the way the kubelet stops a container: SIGTERM to the main process (PID 1 in the
   container), and when the container ends, SIGKILL to everything it started -- its process
   group, and any process that left the group (``setsid``), found by a marker variable in its
-  environment. :func:`become_subreaper` makes such orphans children of run-local, not of init.
+  environment. :func:`subreaper` makes such orphans children of run-local, not of init.
   A container engine (podman, docker) would implement the same :class:`ProcessEngine`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -36,7 +37,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from hfai_runtime.local.manifest import Replica
 
@@ -151,15 +152,24 @@ def command_problem(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> s
     return None
 
 
-def become_subreaper() -> bool:
-    """Make this process adopt its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``), so
-    a process that detached from its pod (``setsid``, a double fork) stays findable and is reaped
-    here. Process-wide: called by the ``run-local`` command, not by the library."""
+@contextlib.contextmanager
+def subreaper() -> Iterator[bool]:
+    """While inside, this process adopts its orphaned descendants (Linux
+    ``PR_SET_CHILD_SUBREAPER``), so a process that detached from its pod (``setsid``, a double
+    fork) stays findable and is reaped here; the previous setting is restored on the way out.
+    Yields whether it took effect (not on other systems)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = ctypes.c_int(0)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
+        enabled = (libc.prctl(37, ctypes.byref(previous), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+                   and libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except AttributeError:
+        enabled = False
+    try:
+        yield enabled
+    finally:
+        if enabled:
+            libc.prctl(36, previous.value, 0, 0, 0)
 
 
 class ProcessEngine:
