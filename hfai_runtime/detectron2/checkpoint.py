@@ -158,8 +158,6 @@ class SuspendCheckpointer(HookBase):
         return suspend_requested()
 
     def before_train(self) -> None:
-        from hfai_runtime.records import RecordKind, format_record
-        print(format_record(RecordKind.TRAINING_STARTED, iteration=self.trainer.iter), flush=True)
         if self._resume is not None:
             self._resume.attach(self.trainer)
 
@@ -171,12 +169,6 @@ class SuspendCheckpointer(HookBase):
     def after_step(self) -> None:
         step_s = time.perf_counter() - self._step_began
         began = time.perf_counter()
-        from hfai_runtime.records import RecordKind, format_record
-        try:
-            loss = float(self.trainer.storage.history("total_loss").latest())
-        except Exception:
-            loss = None
-        print(format_record(RecordKind.PROGRESS, iteration=self.trainer.iter, max_iter=self.trainer.max_iter, loss=loss), flush=True)
         if agree():
             self._suspend(step_s, time.perf_counter() - began)
 
@@ -199,8 +191,6 @@ class SuspendCheckpointer(HookBase):
                 "%g s: the next preemption may SIGKILL the job before its checkpoint is written",
                 step_s, save_s, self._grace_s,
             )
-        from hfai_runtime.records import RecordKind, format_record
-        print(format_record(RecordKind.SUSPENDED, iteration=iteration, exit_code=self._exit_code), flush=True)
         raise JobSuspended(iteration, self._exit_code)
 
     def state_dict(self) -> dict:
