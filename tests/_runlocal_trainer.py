@@ -1,9 +1,10 @@
 """A stand-in for train_net.py in the run-local tests: "trains" with a checkpoint file.
 
 Each step sleeps --step seconds. SIGTERM only sets a flag (as the real runtime does); after the
-current step the script saves the iteration it finished, prints detectron2-like lines
-("suspend at iteration N") and exits 143. On start it resumes from the file ("Starting training
-from iteration N+1"). Other flags make it misbehave on purpose.
+current step the script saves the iteration it finished, writes the runtime's ``suspended``
+record and exits 143. On start it resumes from the file and writes ``training_started`` with
+the next iteration; each step writes a ``progress`` record. The records are the runtime's own
+format (:func:`hfai_runtime.records.format_record`). Other flags make it misbehave on purpose.
 """
 
 import argparse
@@ -11,10 +12,12 @@ import os
 import signal
 import sys
 import time
+import subprocess
 from functools import partial
 
-# Line by line, as detectron2's logging.StreamHandler writes (the operator's PYTHONUNBUFFERED=0
-# leaves a plain print() block-buffered into the pipe).
+from hfai_runtime.records import RecordKind, format_record
+
+# Line by line whatever PYTHONUNBUFFERED says, so a test can also run it with the variable unset.
 print = partial(print, flush=True)
 parser = argparse.ArgumentParser()
 parser.add_argument("--iters", type=int, default=3)
@@ -24,11 +27,16 @@ parser.add_argument("--exit", type=int, help="exit with this code right away")
 parser.add_argument("--exit-once", type=int, help="exit with this code on the first attempt only")
 parser.add_argument("--ignore-sigterm", action="store_true")
 parser.add_argument("--print-env", default="", help="comma-separated variables to print")
+parser.add_argument("--detach", action="store_true",
+                    help="start `setsid sleep 1000` (a process that leaves the pod's group)")
 args = parser.parse_args()
 
 rank = os.environ.get("RANK", os.environ.get("PET_NODE_RANK", "0"))
 for name in filter(None, args.print_env.split(",")):
     print(f"env {name}={os.environ.get(name, '<unset>')}")
+if args.detach:
+    child = subprocess.Popen(["setsid", "sleep", "1000"])
+    print(f"detached pid {child.pid}")
 if args.exit is not None:
     print(f"exiting with {args.exit}")
     sys.exit(args.exit)
@@ -50,15 +58,16 @@ def on_sigterm(signum, frame):
 signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else on_sigterm)
 ckpt = os.path.join(args.ckpt_dir, f"ckpt-{rank}") if args.ckpt_dir else ""
 start = int(open(ckpt).read()) + 1 if ckpt and os.path.exists(ckpt) else 0
-print(f"Starting training from iteration {start}")
+print(format_record(RecordKind.TRAINING_STARTED, iteration=start, rank=int(rank)))
 for it in range(start, args.iters):
     time.sleep(args.step)
-    print(f"iter {it}")
+    print(format_record(RecordKind.PROGRESS, iteration=it, max_iter=args.iters,
+                        loss=round(1.0 / (it + 1), 4), rank=int(rank)))
     if stop:
         if ckpt:
             with open(ckpt + ".tmp", "w") as f:
                 f.write(str(it))
             os.replace(ckpt + ".tmp", ckpt)
-        print(f"suspend at iteration {it}")
+        print(format_record(RecordKind.SUSPENDED, iteration=it, exit_code=143, rank=int(rank)))
         sys.exit(143)
 print("done")

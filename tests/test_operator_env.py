@@ -38,9 +38,11 @@ def pytorchjob(workers: int = 1, nproc=None, port: int | None = None) -> dict:
 def test_pytorchjob_master_with_integer_nproc():
     env = injected_env(pytorchjob(workers=2, nproc="4", port=30000), "Master", 0)
     assert env == {
-        "PYTHONUNBUFFERED": "0",
+        "PYTHONUNBUFFERED": "1",  # envvar.go@v1.9.4 setPodEnv ("0" before v1.7)
         "MASTER_PORT": "30000",
+        "PET_MASTER_PORT": "30000",  # master.go@v1.9.4 MasterEnvVarGenerator
         "MASTER_ADDR": "det-master-0",
+        "PET_MASTER_ADDR": "det-master-0",
         "WORLD_SIZE": "12",
         "RANK": "0",
         "PET_NPROC_PER_NODE": "4",
@@ -59,12 +61,15 @@ def test_pytorchjob_worker_rank_is_index_plus_one_and_auto_counts_one():
     assert env["PET_NNODES"] == "3"
 
 
-def test_pytorchjob_lowercase_replica_keys_and_yaml_int_nproc():
+def test_pytorchjob_yaml_int_nproc_and_lowercase_keys_refused():
     job = pytorchjob(workers=1, nproc=2)
-    specs = job["spec"]["pytorchReplicaSpecs"]
-    specs["master"], specs["worker"] = specs.pop("Master"), specs.pop("Worker")
-    env = injected_env(job, "worker", 0)
+    env = injected_env(job, "Worker", 0)
     assert (env["RANK"], env["WORLD_SIZE"], env["PET_NPROC_PER_NODE"]) == ("1", "4", "2")
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    # The validating webhook runs before the controller's defaulter would camel-case the keys.
+    specs["master"] = specs.pop("Master")
+    with pytest.raises(ValueError, match=r"spec\.pytorchReplicaSpecs\.master: expected exactly"):
+        injected_env(job, "Worker", 0)
 
 
 def test_pytorchjob_elastic_and_unknown_types_are_refused():
@@ -108,10 +113,14 @@ def test_trainjob_gets_only_pet_variables():
 @pytest.mark.parametrize(
     "resources, expected",
     [
-        (None, "auto"),
+        (None, "1"),  # no resources: getNumCPUPerNode 0 -> max(1, 0)
         ({"limits": {"nvidia.com/gpu": 2, "cpu": 8}}, "auto"),
+        ({"requests": {"nvidia.com/gpu": 1}}, "auto"),
+        ({"limits": {"nvidia.com/gpu": 0, "cpu": 2}}, "2"),  # zero GPUs: the CPU count
         ({"limits": {"cpu": "2500m"}}, "3"),
         ({"requests": {"cpu": 3}}, "3"),
+        ({"requests": {"cpu": 2}, "limits": {"cpu": 8}}, "2"),  # the request before the limit
+        ({"requests": {"cpu": 0}, "limits": {"cpu": 4}}, "4"),  # a zero request: the limit
         ({"limits": {"memory": "4Gi"}}, "1"),
     ],
 )
@@ -120,6 +129,11 @@ def test_trainjob_auto_nproc_follows_cpu_resources(resources, expected):
     env = injected_env(trainjob(**trainer), "node", 0)
     assert env["PET_NPROC_PER_NODE"] == expected
     assert env["PET_NNODES"] == "1"  # the stock torch-distributed runtime's numNodes
+
+
+def test_trainjob_num_proc_per_node_is_an_integer_in_v2_3():
+    with pytest.raises(ValueError, match=r"spec\.trainer\.numProcPerNode: expected a positive"):
+        injected_env(trainjob(numProcPerNode="auto"), "node", 0)
 
 
 def test_other_kinds_and_missing_names_are_refused():

@@ -17,6 +17,7 @@ import yaml
 from hfai_runtime.cli import main as cli_main
 from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
+from hfai_runtime.local.timeline import read_events
 
 TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
 
@@ -34,7 +35,7 @@ def container(args: list[str], name: str = "pytorch") -> dict:
 
 def pytorchjob(args: list[str], workers: int = 0, policy: str = "ExitCode",
                backoff: int | None = 5, grace: int = 5,
-               worker_args: list[str] | None = None) -> dict:
+               worker_args: list[str] | None = None, clean: str | None = None) -> dict:
     pod = {"terminationGracePeriodSeconds": grace, "containers": [container(args)],
            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}},
                        {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}
@@ -46,6 +47,8 @@ def pytorchjob(args: list[str], workers: int = 0, policy: str = "ExitCode",
         specs["Worker"] = {"replicas": workers, "restartPolicy": policy,
                            "template": {"spec": worker_pod}}
     run_policy = {} if backoff is None else {"backoffLimit": backoff}
+    if clean is not None:
+        run_policy["cleanPodPolicy"] = clean
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "det"},
             "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs}}
 
@@ -66,18 +69,34 @@ def test_exit_143_restarts_the_replica_and_the_job_succeeds(tmp_path):
         "started", "exited", "restarting", "started", "trains_from", "exited"]
     assert [e.value for e in result.of_kind("exited")] == [143, 0]
     assert (result.condition, result.reason) == ("Succeeded", "PyTorchJobSucceeded")
+    assert result.message == "PyTorchJob det is successfully completed."
     assert (tmp_path / "attempted-0").exists()  # /data mapped to the project folder
 
 
 def test_exit_1_fails_the_job_and_stops_the_others(tmp_path):
-    doc = pytorchjob(["--iters", "400"], workers=1, worker_args=["--exit", "1"])
+    doc = pytorchjob(["--iters", "400"], workers=1, worker_args=["--exit", "1"], clean="Running")
     result, _ = run(doc, tmp_path)
+    # As kubectl describe shows it (pod.go@v1.9.4 ReconcilePods, non-retryable exit code).
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
-    assert "worker-0 exited with code 1 under restartPolicy ExitCode" in result.message
+    assert result.message == 'job "det" is failing because "Worker" replica(s) failed.'
+    assert "worker-0 exited with code 1 under restartPolicy ExitCode" in result.cause
     assert not result.of_kind("restarting")
     master_exit = result.of_kind("exited", "master-0")
     assert "stopping" in kinds(result, "master-0") and master_exit[0].value == 143
-    assert result.events[-1].time < 10  # stopped by SIGTERM, not after its 20 s of iterations
+    assert result.events[-1].time < 4  # deleted at once (Running), not after its grace period
+
+
+def test_on_success_clean_pod_policy_running_deletes_the_other_pods_at_once(tmp_path):
+    # The master finishes at once; the worker would train for 20 s.
+    for clean, deleted_within in (("Running", (0, 2.5)), (None, (5, 9))):
+        doc = pytorchjob(["--iters", "1"], workers=1, worker_args=["--iters", "400"], clean=clean)
+        result, _ = run(doc, tmp_path)
+        assert result.succeeded
+        master_done = result.of_kind("exited", "master-0")[0].time
+        worker_exit = result.of_kind("exited", "worker-0")[0]
+        assert worker_exit.value == 143  # SIGTERM'd, not finished
+        low, high = deleted_within  # None: the pod is left running; deleted after 5 s grace
+        assert low <= worker_exit.time - master_done < high, (clean, result.events)
 
 
 def test_backoff_limit_counts_in_place_restarts(tmp_path):
@@ -86,15 +105,39 @@ def test_backoff_limit_counts_in_place_restarts(tmp_path):
     result, _ = run(pytorchjob(["--exit", "1"], policy="OnFailure", backoff=3), tmp_path)
     assert len(result.of_kind("started")) == 3
     assert len(result.of_kind("restarting")) == 2
-    assert (result.condition, result.reason) == ("Failed", "BackoffLimitExceeded")
-    assert "3 container restart(s) reached the job's backoff limit (3)" in result.message
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert result.message == "Job det has failed because it has reached the specified backoff limit"
+    assert "3 container restart(s) reached the job's backoff limit (3)" in result.cause
 
 
-def test_exit_code_recreations_do_not_count_against_the_backoff_limit(tmp_path):
-    # ExitCode: the operator recreates the pod (restartCount 0), so even backoffLimit 0 allows it.
-    result, _ = run(pytorchjob(["--exit-once", "143", "--ckpt-dir", "/data"], backoff=0), tmp_path)
+def test_exit_code_recreations_do_not_count_but_backoff_limit_0_fails_the_first_failed_pod(
+        tmp_path):
+    # ExitCode: the operator recreates the pod (restartCount 0), so backoffLimit 1 allows it ...
+    args = ["--exit-once", "143", "--ckpt-dir", "/data"]
+    result, _ = run(pytorchjob(args, backoff=1), tmp_path)
     assert "not counted in backoffLimit" in result.of_kind("restarting")[0].detail
     assert result.succeeded
+    # ... but with backoffLimit 0, ReconcileJobs' exceedsBackoffLimit (a new failed pod and
+    # retries + 1 > 0) fails the job on the first failed pod, retryable exit code or not.
+    (tmp_path / "attempted-0").unlink()
+    result, _ = run(pytorchjob(args, backoff=0), tmp_path)
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert "reached the specified backoff limit" in result.message
+    assert not result.of_kind("restarting") and len(result.of_kind("started")) == 1
+
+
+def test_the_active_deadline_fails_the_job_and_restarts_on_resume(tmp_path):
+    # Deadline 3 s: suspended at ~1.2 s, resumed 2.5 s later; without the reset the job would
+    # fail at 3 s (while suspended); with it, the resumed pods get a fresh 3 s.
+    doc = pytorchjob(["--iters", "400", "--step", "0.1"])
+    doc["spec"]["runPolicy"]["activeDeadlineSeconds"] = 3
+    result, _ = run(doc, tmp_path, suspend_at=At(0.3, after_training=True), resume_after=2.5)
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert result.message == ("Job det has failed because it was active longer than "
+                              "specified deadline")
+    resumed = result.of_kind("resumed")[0].time
+    finished = result.of_kind("finished")[0].time
+    assert resumed > 2.5 and 3 <= finished - resumed < 5, result.events
 
 
 def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
@@ -105,6 +148,7 @@ def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     assert 0.9 <= killed.time - preempted.time < 3
     assert result.of_kind("exited")[0].value == 137
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert result.message == "PyTorchJob det is failed because 1 Master replica(s) failed."
 
 
 def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
@@ -127,7 +171,7 @@ def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
 
 def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, monkeypatch):
     names = ("MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,"
-             "OMP_NUM_THREADS")
+             "OMP_NUM_THREADS,PET_MASTER_ADDR,PET_MASTER_PORT,PYTHONUNBUFFERED")
     doc = pytorchjob(["--print-env", names, "--iters", "1"], workers=1)
     doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "OUT", "value": "/data/output"}]
@@ -135,13 +179,15 @@ def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, mon
     result, lines = run(doc, tmp_path, data_dir=tmp_path / "pvc")
     assert result.succeeded
     assert "[master-0] env MASTER_ADDR=127.0.0.1" in lines
+    assert "[worker-0] env PET_MASTER_ADDR=127.0.0.1" in lines
+    assert "[worker-0] env PYTHONUNBUFFERED=1" in lines
     assert "[worker-0] env RANK=1" in lines and "[master-0] env RANK=0" in lines
     assert "[worker-0] env WORLD_SIZE=2" in lines and "[worker-0] env PET_NNODES=2" in lines
     assert "[master-0] env CUDA_VISIBLE_DEVICES=" in lines
     assert f"[master-0] env OUT={tmp_path / 'pvc' / 'output'}" in lines
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # two replicas share this machine's CPUs
     assert f"[worker-0] env OMP_NUM_THREADS={share}" in lines
-    ports = {line.split("=")[1] for line in lines if "env MASTER_PORT=" in line}
+    ports = {line.split("=")[1] for line in lines if "MASTER_PORT=" in line}
     assert len(ports) == 1 and ports != {"23456"}  # one free port, shared by both replicas
 
 
@@ -155,7 +201,9 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
                                       "--iters", "1"]}},
     }
     result, lines = run(doc, tmp_path)
-    assert result.succeeded and result.reason == "TrainJobSucceeded"
+    # The TrainJob's condition is its JobSet's (jobset.go@v2.3.0 copies Completed -> Complete).
+    assert (result.condition, result.reason) == ("Complete", "AllJobsCompleted")
+    assert result.message == "jobset completed successfully"
     assert "[node-1] env PET_NODE_RANK=1" in lines
     assert "[node-0] env PET_MASTER_ADDR=127.0.0.1" in lines
     assert "[node-0] env RANK=<unset>" in lines  # Trainer v2 injects only PET_*
@@ -169,6 +217,19 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
         (lambda d: d["spec"]["pytorchReplicaSpecs"].pop("Master"), "spec.pytorchReplicaSpecs.Master: required"),
         (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2),
          "spec.pytorchReplicaSpecs.Master.replicas: expected 1, got 2"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].pop("replicas"),
+         "spec.pytorchReplicaSpecs.Master.replicas: expected 1, not stated"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"].update(
+            Worker=dict(d["spec"]["pytorchReplicaSpecs"]["Master"], replicas=0)),
+         "spec.pytorchReplicaSpecs.Worker.replicas: expected at least 1, got 0"),
+        (lambda d: d["spec"]["pytorchReplicaSpecs"].update(
+            master=d["spec"]["pytorchReplicaSpecs"].pop("Master")),
+         "spec.pytorchReplicaSpecs.master: expected exactly one of Master, Worker"),
+        (lambda d: _master_container(d).pop("image"),
+         "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].image: required"),
+        (lambda d: d["metadata"].update(name="Det_1"), "metadata.name: expected a DNS-1035 label"),
+        (lambda d: d["spec"]["runPolicy"].update(cleanPodPolicy="Some"),
+         "spec.runPolicy.cleanPodPolicy: expected All, Running or None"),
         (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(restartPolicy="Sometimes"),
          "spec.pytorchReplicaSpecs.Master.restartPolicy: expected one of"),
         (lambda d: _master_container(d).update(name="main"),
@@ -219,11 +280,12 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     assert cli_main(["run-local", str(manifest)]) == 1
     assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
     # --args replaces the container's args (mount paths in them are still mapped).
-    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'"]) == 0
-    assert f"--ckpt-dir {tmp_path / 'a b'}" in capsys.readouterr().out
+    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'",
+                     "--events", str(events)]) == 0
+    assert f"--ckpt-dir {tmp_path / 'a b'}" in read_events(events)[0].detail
     assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir /data/x",
-                     "--mount", f"/data={tmp_path / 'm'}"]) == 0
-    assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in capsys.readouterr().out
+                     "--mount", f"/data={tmp_path / 'm'}", "--events", str(events)]) == 0
+    assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in read_events(events)[0].detail
 
 
 def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
@@ -276,11 +338,11 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     manifest.parent.mkdir()
     manifest.write_text(yaml.safe_dump(pytorchjob(["--iters", "400"], workers=1)))
     runner = subprocess.Popen(
-        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest)],
+        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), "--verbose"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids = []
     for line in runner.stdout:
-        if "iter 0" in line:  # both replicas started; one is training
+        if '"kind": "progress"' in line:  # both replicas started; one is training
             break
         pids += [int(p) for p in re.findall(r"started -- attempt 1, pid (\d+)", line)]
     runner.terminate()
@@ -290,26 +352,114 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_trainjob_runtime_patches_give_grace_mounts_and_restart_policy():
-    def trainjob(pod_spec: dict, runtime: str = "torch-distributed") -> dict:
-        patch = {"manager": "t", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-            {"name": "node", "template": {"spec": {"template": {"spec": pod_spec}}}}]}}}}
-        return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-                "metadata": {"name": "det"},
-                "spec": {"runtimeRef": {"name": runtime}, "runtimePatches": [patch],
-                         "trainer": {"command": ["python", "t.py"], "numNodes": 3}}}
+def _trainjob(pod_spec: dict, runtime: str = "torch-distributed",
+              manager: str = "example.com/d2-hfai-template") -> dict:
+    patch = {"manager": manager, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": "node", "template": {"spec": {"template": {"spec": pod_spec}}}}]}}}}
+    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+            "metadata": {"name": "det"},
+            "spec": {"runtimeRef": {"name": runtime}, "runtimePatches": [patch],
+                     "trainer": {"command": ["python", "t.py"], "numNodes": 3}}}
 
-    pod = {"terminationGracePeriodSeconds": 15, "restartPolicy": "Never",
+
+def test_trainjob_runtime_patches_give_grace_and_mounts():
+    pod = {"terminationGracePeriodSeconds": 15,
            "containers": [{"name": "node", "volumeMounts": [{"name": "s", "mountPath": "/data"}]}]}
-    job = parse_job(trainjob(pod))
+    job = parse_job(_trainjob(pod))
     assert [r.name for r in job.replicas] == ["node-0", "node-1", "node-2"]
     node = job.replicas[2]
-    assert (node.grace_seconds, node.restart_policy, node.mounts[0].path) == (15, "Never", "/data")
+    # The JobSet webhook's default (jobset_webhook.go@v0.12.0): a patch cannot change it.
+    assert (node.grace_seconds, node.restart_policy, node.mounts[0].path) == (15, "OnFailure", "/data")
     assert job.backoff_limit == 6  # batch/v1 Job's default
-    unset = parse_job(trainjob({"terminationGracePeriodSeconds": None})).replicas[0]
+    unset = parse_job(_trainjob({"terminationGracePeriodSeconds": None})).replicas[0]
     assert unset.grace_seconds == 30  # null is unset: Kubernetes' default
-    with pytest.raises(ValueError, match=r"replicatedJobs\[name=node\].*restartPolicy: expected "
-                                         r"one of OnFailure, Never, got 'ExitCode'"):
-        parse_job(trainjob({**pod, "restartPolicy": "ExitCode"}))
     with pytest.raises(ValueError, match="spec.runtimeRef.name: expected 'torch-distributed'"):
-        parse_job(trainjob(pod, runtime="mpi-distributed"))
+        parse_job(_trainjob(pod, runtime="mpi-distributed"))
+
+
+@pytest.mark.parametrize(
+    "pod, manager, message",
+    [
+        ({}, "d2-hfai-template", r"spec\.runtimePatches\[0\]\.manager: expected a domain-prefixed"),
+        ({}, "Example.com/x", r"manager: expected a domain-prefixed"),
+        ({}, "example.com/", r"manager: expected a domain-prefixed"),
+        ({"restartPolicy": "Never"}, None,
+         r"replicatedJobs\[0\]\.template\.spec\.template\.spec\.restartPolicy: a runtime patch "
+         r"cannot set it"),
+        ({"containers": [{"name": "node", "env": [{"name": "A", "value": "1"}]}]}, None,
+         r"containers\[0\]\.env: the webhook refuses env for the 'node' container"),
+        ({"containers": [{"name": "node", "command": ["x"]}]}, None,
+         r"containers\[0\]\.command: a runtime patch cannot set it"),
+        ({"containers": [{"name": "sidecar"}]}, None, r"containers\[0\]\.name: expected 'node'"),
+    ],
+)
+def test_trainjob_webhook_rules_refuse_bad_runtime_patches(pod, manager, message):
+    # trainjob_types.go@v2.3.0 PodSpecPatch/ContainerPatch; plugins/jobset/jobset.go Validate.
+    doc = _trainjob(pod) if manager is None else _trainjob(pod, manager=manager)
+    with pytest.raises(ValueError, match=message):
+        parse_job(doc)
+
+
+@pytest.mark.parametrize("declared, cap, per_pod, world", [
+    ("8", 2, "2", "4"), ("8", 1, "1", "2"), ("1", 2, "1", "2"), (None, 2, "2", "4"),
+    ("gpu", 1, "1", "2")])
+def test_cpu_procs_per_pod_caps_the_operator_env_consistently(declared, cap, per_pod, world):
+    # 2 pods; nprocPerNode as declared; the env is the operator's, computed from the capped value.
+    doc = pytorchjob([], workers=1)
+    if declared is not None:
+        doc["spec"]["nprocPerNode"] = declared
+    job = parse_job(doc, procs_per_node_cap=cap)
+    for replica in job.replicas:
+        assert replica.env["PET_NPROC_PER_NODE"] == per_pod
+        assert replica.env["WORLD_SIZE"] == world
+    assert job.declared_procs_per_node == (declared or "auto")
+
+
+def test_trainjob_num_proc_per_node_is_capped_too():
+    doc = _trainjob({})
+    doc["spec"]["trainer"]["numProcPerNode"] = 8
+    job = parse_job(doc, procs_per_node_cap=2)
+    assert [r.env["PET_NPROC_PER_NODE"] for r in job.replicas] == ["2"] * 3
+    assert job.declared_procs_per_node == "8"
+
+
+def test_cli_says_how_many_processes_each_pod_starts(tmp_path, capsys):
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    doc = pytorchjob(["--iters", "1", "--print-env", "PET_NPROC_PER_NODE,WORLD_SIZE"])
+    doc["spec"]["nprocPerNode"] = "8"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert cli_main(["run-local", str(manifest), "--cpu-procs-per-pod", "2"]) == 0
+    out = capsys.readouterr().out
+    assert ("run-local: 1 pod(s) x 2 training process(es) on CPU (WORLD_SIZE 2; "
+            "spec.nprocPerNode is 8 on the cluster, capped here by --cpu-procs-per-pod 2)") in out
+    log = (tmp_path / "run-local-logs" / "master-0-attempt1.log").read_text()
+    assert "env PET_NPROC_PER_NODE=2" in log and "env WORLD_SIZE=2" in log
+    assert "master-0 attempt 1: trained from iteration 0, exit code 0" in out
+
+
+def test_the_summary_tells_each_attempt_in_words(tmp_path):
+    from hfai_runtime.local.timeline import summarize
+
+    args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
+    (tmp_path / "ckpt").mkdir()
+    result, _ = run(pytorchjob(args), tmp_path, preempt=[("master-0", At(0.5, True))])
+    stopped = result.of_kind("stopped_at", "master-0")[0].value
+    assert summarize(result.events) == [
+        f"master-0 attempt 1: preempted, trained from iteration 0, stopped after iteration "
+        f"{stopped}, exit code 143",
+        f"master-0 attempt 2: resumed at iteration {stopped + 1}, exit code 0",
+    ]
+
+
+def test_version_and_help_examples(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"hfai-runtime {version('hfai-runtime')}\n"
+    with pytest.raises(SystemExit):
+        cli_main(["run-local", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--suspend-at train+5 --resume-after 2" in out

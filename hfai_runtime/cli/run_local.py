@@ -3,16 +3,39 @@
 Each replica becomes a local process running the container's command in the project folder,
 with the environment the Kubeflow operator would inject (master on loopback), on CPU. The
 operator's restart policies, backoff limit, suspension and grace periods apply; ``--preempt``
-and ``--suspend-at`` play the cluster's part. Exit code 0 only when the job succeeded.
+and ``--suspend-at`` play the cluster's part. A manifest a cluster would refuse, a command that
+cannot start, or a missing dataset stop it before any pod starts (exit 2). Exit code 0 only when
+the job succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
+
+#: More pods than this would only thrash one machine; a cluster job can have many more.
+MAX_LOCAL_PODS = 64
+
+EXAMPLES = """\
+examples:
+  # the project's job on CPU, the PVC's mount path mapped to ./local-pvc:
+  hfai-runtime run-local k8s/job.yaml --data-dir local-pvc \\
+      --args '--config-file configs/smoke_cpu.yaml OUTPUT_DIR /mnt/data/output/local'
+  # rehearse a preemption of one pod, 5 s into training:
+  hfai-runtime run-local k8s/job.yaml --data-dir local-pvc --preempt worker-0@train+5
+  # rehearse a suspension (kubectl patch ... suspend: true) and a resume 2 s later:
+  hfai-runtime run-local k8s/job.yaml --data-dir local-pvc --suspend-at train+5 --resume-after 2
+
+Volume mounts: a container path P (and anything under it) in env values and args becomes
+--mount P=DIR's DIR, else --data-dir joined with the mount's subPath; /dev/shm stays.
+Each pod attempt's output is in <--logs-dir>/<pod>-attempt<N>.log. Exit code 0 only when the job
+succeeded, 1 when it failed, 2 when it could not start.
+"""
 
 
 def add_parser(subparsers) -> None:
@@ -21,9 +44,7 @@ def add_parser(subparsers) -> None:
         help="run a rendered PyTorchJob/TrainJob locally with the operator's semantics",
         description="Run a rendered PyTorchJob/TrainJob on this machine: one process per pod, "
                     "the operator's environment and restart rules, CPU and gloo.",
-        epilog="Volume mounts: a container path P (and anything under it) in env values and "
-               "args becomes --mount P=DIR's DIR, else --data-dir joined with the mount's "
-               "subPath; /dev/shm stays. Exit code 0 only when the job succeeded.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
     parser.add_argument("--project-dir", type=Path,
@@ -32,6 +53,9 @@ def add_parser(subparsers) -> None:
                         help="local folder for the pods' volume mounts (default: the project)")
     parser.add_argument("--mount", action="append", default=[], metavar="PATH=DIR",
                         type=_mount, help="map one container mount path to a local folder")
+    parser.add_argument("--require", action="append", default=[], metavar="PATH",
+                        help="refuse to start unless PATH (a container path, mapped as the "
+                             "pods see it) exists, e.g. the dataset's pack; may repeat")
     parser.add_argument("--preempt", action="append", default=[], metavar="REPLICA@WHEN",
                         type=_preempt,
                         help="SIGTERM REPLICA (master-0, worker-0, node-1) at WHEN, SIGKILL after "
@@ -40,31 +64,49 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--suspend-at", type=_at, metavar="WHEN",
                         help="set runPolicy.suspend at WHEN (as for --preempt): every replica "
                              "stops")
-    parser.add_argument("--resume-after", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--resume-after", type=float, metavar="SECONDS",
                         help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
     parser.add_argument("--args", type=shlex.split, metavar="ARGS",
                         help="replace the containers' args (one shell-quoted string), e.g. a "
                              "CPU-sized config: --args '--config-file configs/smoke_cpu.yaml'")
+    parser.add_argument("--cpu-procs-per-pod", type=_positive, default=1, metavar="N",
+                        help="at most N training processes per pod (default 1): a pod sized for "
+                             "8 GPUs would start 8 CPU processes here; the job's WORLD_SIZE and "
+                             "PET_NPROC_PER_NODE follow the capped count")
+    parser.add_argument("--logs-dir", type=Path, metavar="DIR",
+                        help="each pod attempt's output as DIR/<pod>-attempt<N>.log (default: "
+                             "run-local-logs in the project)")
     parser.add_argument("--events", type=Path, metavar="FILE",
                         help="also write the timeline as JSON lines to FILE")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true",
+                       help="print only the job's final condition")
+    shown.add_argument("--verbose", action="store_true",
+                       help="stream every pod's output and every event, prefixed by the pod")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hfai_runtime.local.container import subreaper
     from hfai_runtime.local.manifest import ManifestError, load_job
-    from hfai_runtime.local.runner import RunOptions, run_job
+    from hfai_runtime.local.runner import RunOptions, preflight
 
+    if args.resume_after is not None and args.suspend_at is None:
+        return _refuse(["--resume-after: only with --suspend-at (there is nothing to resume)"])
     try:
-        job = load_job(args.manifest)
+        job = load_job(args.manifest, procs_per_node_cap=args.cpu_procs_per_pod)
     except ManifestError as exc:
-        print(f"run-local: {exc}", file=sys.stderr)
-        return 2
+        return _refuse([str(exc)])
+    if len(job.replicas) > MAX_LOCAL_PODS:
+        field = ("spec.pytorchReplicaSpecs.Worker.replicas" if job.kind == "PyTorchJob"
+                 else "spec.trainer.numNodes")
+        return _refuse([f"{args.manifest}: {field}: {len(job.replicas)} pods; run-local starts "
+                        f"at most {MAX_LOCAL_PODS} on one machine"])
     names = {r.name for r in job.replicas}
     unknown = sorted({name for name, _ in args.preempt} - names)
     if unknown:
-        print(f"run-local: --preempt {unknown[0]}: no such replica (the job has "
-              f"{', '.join(sorted(names))})", file=sys.stderr)
-        return 2
+        return _refuse([f"--preempt {unknown[0]}: no such replica (the job has "
+                        f"{', '.join(sorted(names))})"])
     project = (args.project_dir or args.manifest.resolve().parent.parent).resolve()
     options = RunOptions(
         project_dir=project,
@@ -72,26 +114,77 @@ def run(args: argparse.Namespace) -> int:
         mounts=dict(args.mount),
         preempt=args.preempt,
         suspend_at=args.suspend_at,
-        resume_after=args.resume_after,
+        resume_after=args.resume_after or 0.0,
         args=args.args,
+        logs_dir=(args.logs_dir or project / "run-local-logs").resolve(),
     )
+    problems = preflight(job, options, args.require)
+    if problems:
+        return _refuse(problems)
+    if not args.quiet:
+        print(_procs_line(job, args.cpu_procs_per_pod), flush=True)
+    with subreaper():  # a process a pod detached (setsid) stays ours to stop
+        return _run(job, options, args)
+
+
+def _run(job, options, args: argparse.Namespace) -> int:
+    from hfai_runtime.local.display import LiveStatus
+    from hfai_runtime.local.runner import RunObserver, run_job
+    from hfai_runtime.local.timeline import format_timeline, summarize
+
     # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
     # out of the terminal's reach) are killed on the way out instead of being left behind.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = run_job(job, options, write=lambda line: print(line, flush=True))
+        if args.verbose:
+            result = run_job(job, options, write=lambda line: print(line, flush=True))
+        elif args.quiet:
+            result = run_job(job, options, observer=RunObserver())
+        else:
+            with LiveStatus([r.name for r in job.replicas]) as status:
+                result = run_job(job, options, observer=status)
     except KeyboardInterrupt:
         print("run-local: interrupted; every replica was killed", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"\nTimeline of {job.kind} {job.name}:")
-    for event in result.events:
-        print(f"  {event.time:8.2f}s  {event.replica or 'job':<10} {event.kind:<12} {event.detail}")
-    print(f"\n{job.kind} {job.name}: {result.condition} ({result.reason}) -- {result.message}")
+    if not args.quiet:
+        print(f"\nTimeline of {job.kind} {job.name} (in full: --events FILE):")
+        print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
+        print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
+        print("\n".join("  " + line for line in summarize(result.events)))
+    cause = f" [{result.cause}]" if result.cause else ""
+    print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- "
+          f"{result.message}{cause}")
     if args.events:
         result.write_events(args.events)
     return 0 if result.succeeded else 1
+
+
+def _procs_line(job, cap: int) -> str:
+    """One line on how many processes each pod starts here, and the world that makes."""
+    per_pod, declared, pods = job.procs_per_node, job.declared_procs_per_node, len(job.replicas)
+    world = f"WORLD_SIZE {pods * int(per_pod)}" if per_pod.isdigit() else "the launcher decides"
+    capped = (f"; {job.procs_per_node_path} is {declared} on the cluster, capped here by "
+              f"--cpu-procs-per-pod {cap}") if per_pod != declared else ""
+    return f"run-local: {pods} pod(s) x {per_pod} training process(es) on CPU ({world}{capped})"
+
+
+def _refuse(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"run-local: {problem}", file=sys.stderr)
+    return 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or value > (os.cpu_count() or 1) * 4:
+        raise argparse.ArgumentTypeError(f"expected 1 to {(os.cpu_count() or 1) * 4} "
+                                         f"processes, got {text!r}")
+    return value
 
 
 def _mount(text: str) -> tuple[str, Path]:

@@ -18,18 +18,30 @@ There is no image here, so:
   the project folder. Every env value and argument that *is* a mapped path, starts with one
   followed by ``/``, or has one right after ``=``, ``:`` or ``,`` (``--out=/data/x``,
   ``PATH``-style lists) is rewritten; paths elsewhere inside a string are not.
+* **processes** -- :class:`LocalEngine` starts the command as a process in its own session and
+  stops it the way the kubelet stops a container: SIGTERM to the main process (PID 1 in the
+  container), and when the container ends, SIGKILL to everything it started -- its process
+  group, and any process that left the group (``setsid``), found by a marker variable in its
+  environment. :func:`subreaper` makes such orphans children of run-local, not of init.
+  A container engine (podman, docker) would implement the same :class:`ProcessEngine`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from hfai_runtime.local.manifest import Replica
 
+POD_MARKER = "HFAI_RUN_LOCAL_POD"  # in every pod's env: finds the processes it started
 MASTER_ADDR_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
 MASTER_PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 UNMAPPED_MOUNTS = ("/dev/shm",)
@@ -120,3 +132,110 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def command_problem(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> str | None:
+    """Why ``argv`` cannot start here (a missing or non-executable program, a missing script),
+    or ``None``. Checked before any pod starts, so a typo does not fail the job half-way."""
+    program = argv[0]
+    if os.sep in program:
+        path = cwd / program
+        if not path.is_file():
+            return f"{program!r} does not exist (relative paths start in {cwd})"
+        if not os.access(path, os.X_OK):
+            return f"{program!r} is not executable"
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"{program!r} is not found on PATH"
+    if (len(argv) > 1 and _PYTHON.fullmatch(os.path.basename(program).split("-")[0])
+            and argv[1].endswith(".py") and not (cwd / argv[1]).is_file()):
+        return f"the script {argv[1]!r} does not exist in {cwd}"
+    return None
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[bool]:
+    """While inside, this process adopts its orphaned descendants (Linux
+    ``PR_SET_CHILD_SUBREAPER``), so a process that detached from its pod (``setsid``, a double
+    fork) stays findable and is reaped here; the previous setting is restored on the way out.
+    Yields whether it took effect (not on other systems)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = ctypes.c_int(0)
+    try:
+        enabled = (libc.prctl(37, ctypes.byref(previous), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+                   and libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except AttributeError:
+        enabled = False
+    try:
+        yield enabled
+    finally:
+        if enabled:
+            libc.prctl(36, previous.value, 0, 0, 0)
+
+
+class ProcessEngine:
+    """Starts a pod's container and stops it; the runner's only way to touch processes."""
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+              marker: str) -> subprocess.Popen:
+        """Start the container; its output (stdout and stderr) is ``proc.stdout``."""
+        raise NotImplementedError
+
+    def terminate(self, proc: subprocess.Popen) -> None:
+        """SIGTERM to the container's main process, as the kubelet sends to PID 1."""
+        raise NotImplementedError
+
+    def kill_all(self, proc: subprocess.Popen, marker: str) -> None:
+        """SIGKILL every process the container started (a container dies with its PID 1)."""
+        raise NotImplementedError
+
+
+class LocalEngine(ProcessEngine):
+    """The container's command as a local process, in its own session (see the module doc)."""
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+              marker: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            list(argv), cwd=cwd, env={**env, POD_MARKER: marker}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def terminate(self, proc: subprocess.Popen) -> None:
+        _send(os.kill, proc.pid, signal.SIGTERM)
+
+    def kill_all(self, proc: subprocess.Popen, marker: str) -> None:
+        _send(os.killpg, proc.pid, signal.SIGKILL)  # the pod leads its own group
+        for pid in marked_processes(marker):
+            _send(os.kill, pid, signal.SIGKILL)
+            if pid != proc.pid:  # the main process is the Popen's to reap
+                _reap_if_child(pid)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """The processes (of this user) whose environment holds ``POD_MARKER=marker``."""
+    entry = f"{POD_MARKER}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if entry in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:  # gone, or another user's
+            continue
+    return found
+
+
+def _reap_if_child(pid: int) -> None:
+    """Collect a killed orphan that was re-parented to us (a subreaper), so no zombie stays."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _send(kill: Callable[[int, int], None], pid: int, sig: int) -> None:
+    try:
+        kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone already

@@ -1,20 +1,31 @@
 """Read a rendered PyTorchJob v1 or TrainJob into the replicas the local runner starts.
 
-The CRD schemas are not shipped with the package, so this checks the fields the runner relies
-on, and names the field path in every error (``spec.pytorchReplicaSpecs.Master.replicas:
-expected 1, got 2``). Operator defaults are applied here, as the operator's defaulter would:
-replicas 1, PyTorchJob ``restartPolicy`` ``OnFailure``, ``terminationGracePeriodSeconds`` 30.
+The checks here are the ones the runner relies on and the admission rules a cluster would
+refuse the manifest by, each naming the field path (``spec.pytorchReplicaSpecs.Master.replicas:
+expected 1, got 2``); the full admission check (CRD schema and CEL rules) is ``hfai-runtime
+check``. Operator defaults are applied as the operator's defaulter would: Worker replicas 1,
+PyTorchJob ``restartPolicy`` ``OnFailure``, ``cleanPodPolicy`` ``None``,
+``terminationGracePeriodSeconds`` 30.
 
 A TrainJob is read against the stock ``torch-distributed`` runtime (container ``node``): its pod
 template is not in the manifest, so the command must come from ``spec.trainer.command``. The
-JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure`` and the batch Job's
-``backoffLimit`` is Kubernetes' default 6; ``spec.runtimePatches`` may set the node pods'
-``restartPolicy``, ``terminationGracePeriodSeconds``, volumes and mounts.
+JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure``
+(``pkg/webhooks/jobset_webhook.go@v0.12.0``) and the runtime's batch Job keeps Kubernetes'
+default ``backoffLimit`` 6. ``spec.runtimePatches`` may patch only what Trainer v2.3.0's
+``PodSpecPatch`` has (``pkg/apis/trainer/v1alpha1/trainjob_types.go@v2.3.0``): affinity,
+containers (name, env, securityContext, volumeMounts), imagePullSecrets, initContainers,
+nodeSelector, schedulingGates, securityContext, serviceAccountName,
+terminationGracePeriodSeconds, tolerations and volumes -- not ``restartPolicy`` -- and not env
+on the ``node`` container.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+import stat
+from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,15 +41,45 @@ from hfai_runtime.local.operator_env import (
     replica_count,
 )
 
-RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+
+class RestartPolicy(str, Enum):
+    """A replica's ``restartPolicy`` (``pkg/apis/kubeflow.org/v1/common_types.go@v1.9.4``)."""
+
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+    #: Codes >= 128 (signals) recreate the pod; 1-127 are permanent failures.
+    EXIT_CODE = "ExitCode"
+
+
+class CleanPodPolicy(str, Enum):
+    """Which pods the operator deletes once the job finished (``runPolicy.cleanPodPolicy``)."""
+
+    ALL = "All"
+    RUNNING = "Running"
+    NONE = "None"
+
+
 DEFAULT_GRACE_SECONDS = 30
+MAX_MANIFEST_BYTES = 1 << 20  # a job manifest is a few KiB; the API server's limit is ~1.5 MiB
 PYTORCHJOB_API = "kubeflow.org/v1"
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 TRAINJOB_RUNTIME = "torch-distributed"
 TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
-TRAINJOB_RESTART_POLICIES = ("OnFailure", "Never")  # what a batch/v1 Job's pods may use
 TRAINJOB_POD_PATH = ("spec.runtimePatches[].trainingRuntimeSpec.template.spec"
                      ".replicatedJobs[name=node].template.spec.template.spec")
+# trainjob_types.go@v2.3.0 PodSpecPatch and ContainerPatch: the fields a runtime patch may set.
+POD_PATCH_FIELDS = frozenset({
+    "affinity", "containers", "imagePullSecrets", "initContainers", "nodeSelector",
+    "schedulingGates", "securityContext", "serviceAccountName", "terminationGracePeriodSeconds",
+    "tolerations", "volumes"})
+CONTAINER_PATCH_FIELDS = frozenset({"name", "env", "securityContext", "volumeMounts"})
+# k8s.io/apimachinery/pkg/util/validation/validation.go@v0.36.2: IsDNS1035Label (the PyTorchJob
+# webhook's metadata.name rule), IsDNS1123Subdomain and the HTTP path of IsDomainPrefixedPath
+# (the TrainJob webhook's runtimePatches[].manager rule, plugins/jobset/jobset.go@v2.3.0).
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
 
 
 @dataclass(frozen=True)
@@ -60,10 +101,11 @@ class Replica:
     command: tuple[str, ...]  # the container's command, as written
     args: tuple[str, ...]  # and its args
     env: dict[str, str]  # the container's own env, then the operator's (later wins)
-    restart_policy: str
+    restart_policy: RestartPolicy
     grace_seconds: float
     working_dir: str = ""
     mounts: tuple[Mount, ...] = ()
+    field_path: str = ""  # the container's path in the manifest, for messages
 
 
 @dataclass(frozen=True)
@@ -76,41 +118,101 @@ class LocalJob:
     backoff_limit: int | None
     suspend: bool
     active_deadline_seconds: float | None
+    clean_pod_policy: CleanPodPolicy = CleanPodPolicy.NONE
+    procs_per_node: str = "auto"  # nprocPerNode / numProcPerNode as the operator passes it
+    procs_per_node_path: str = ""  # the manifest field that sets it
+    declared_procs_per_node: str = "auto"  # the same before run-local's cap
 
 
 class ManifestError(ValueError):
     """A manifest the runner cannot run; the message names the file and the field."""
 
 
-def load_job(path: str | Path) -> LocalJob:
-    """Read and validate the single job document in ``path``."""
+def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJob:
+    """Read and validate the single job document in ``path``; see :func:`parse_job` for the
+    cap. Anything but a regular file (a FIFO, a device) is refused without blocking on it."""
     path = Path(path)
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
+        docs = [d for d in yaml.safe_load_all(_read_regular_file(path)) if d is not None]
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ManifestError(f"{path}: cannot read a YAML manifest: {exc}") from exc
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise ManifestError(f"{path}: expected exactly one job document, found {len(docs)}")
     try:
-        return parse_job(docs[0])
+        return parse_job(docs[0], procs_per_node_cap)
     except ValueError as exc:
         raise ManifestError(f"{path}: {exc}") from exc
 
 
-def parse_job(doc: Mapping[str, Any]) -> LocalJob:
-    """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas."""
+def _read_regular_file(path: Path) -> str:
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file (a folder, FIFO, device or socket is never read)")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{info.st_size} bytes; a job manifest is at most "
+                             f"{MAX_MANIFEST_BYTES} bytes here")
+        return f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
+
+
+def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> LocalJob:
+    """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas.
+
+    ``procs_per_node_cap`` (run-local's ``--cpu-procs-per-pod``) lowers ``nprocPerNode`` /
+    ``numProcPerNode`` before the operator's environment is computed, so ``WORLD_SIZE`` and
+    ``PET_NPROC_PER_NODE`` agree with the processes each pod really starts; a non-numeric value
+    (``auto``) becomes the cap, since ``auto`` on a machine without GPUs means every CPU.
+    """
     kind = doc.get("kind")
     if kind == "PyTorchJob":
         _expect_equal(doc, "apiVersion", PYTORCHJOB_API)
-        return _parse_pytorchjob(doc)
-    if kind == "TrainJob":
+        keys, parse = ("spec", "nprocPerNode"), _parse_pytorchjob
+    elif kind == "TrainJob":
         _expect_equal(doc, "apiVersion", TRAINJOB_API)
-        return _parse_trainjob(doc)
-    raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+        keys, parse = ("spec", "trainer", "numProcPerNode"), _parse_trainjob
+    else:
+        raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+    declared = parse(doc)
+    if procs_per_node_cap is None:
+        return declared
+    job = parse(_capped(doc, keys, procs_per_node_cap))
+    return replace(job, declared_procs_per_node=declared.procs_per_node)
+
+
+def _capped(doc: Mapping[str, Any], keys: tuple[str, ...], cap: int | None) -> Mapping[str, Any]:
+    """``doc`` with the processes-per-node field at ``keys`` lowered to ``cap``."""
+    if cap is None:
+        return doc
+    parent: Any = doc
+    for key in keys[:-1]:
+        parent = parent.get(key) if isinstance(parent, Mapping) else None
+    if not isinstance(parent, Mapping):
+        return doc  # the validation below names the missing section
+    value = parent.get(keys[-1])
+    number = value if isinstance(value, int) and not isinstance(value, bool) else (
+        int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None)
+    if number is not None and number <= cap:
+        return doc
+    capped = cap if keys[-1] == "numProcPerNode" else str(cap)
+    return _with(doc, keys, capped)
+
+
+def _with(doc: Mapping[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of ``doc`` with ``doc[keys[0]][keys[1]]... = value`` (the rest shared)."""
+    out = dict(doc)
+    out[keys[0]] = value if len(keys) == 1 else _with(doc[keys[0]], keys[1:], value)
+    return out
 
 
 def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
     name = _name(doc)
+    if not _DNS1035_LABEL.fullmatch(name) or len(name) > 63:
+        # pkg/webhooks/pytorch/pytorchjob_webhook.go@v1.9.4 validatePyTorchJob
+        raise ValueError(f"metadata.name: expected a DNS-1035 label (lower-case letters, digits "
+                         f"and '-', starting with a letter, at most 63), got {name!r}")
     spec = _mapping(doc.get("spec"), "spec")
     specs = pytorchjob_replica_specs(doc)
     if "Master" not in specs:
@@ -121,13 +223,15 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
             continue
         path = f"spec.pytorchReplicaSpecs.{rtype}"
         rspec = specs[rtype]
+        _webhook_replicas(rspec, rtype, path)
         count = replica_count(rspec, path)
-        if rtype == "Master" and count != 1:
-            raise ValueError(f"{path}.replicas: expected 1, got {count}")
-        policy = _restart_policy(rspec, path, RESTART_POLICIES)
+        policy = _restart_policy(rspec, path)
         template = _mapping(rspec.get("template"), f"{path}.template")
         pod = _mapping(template.get("spec"), f"{path}.template.spec")
         container = _container(pod, PYTORCHJOB_CONTAINER, f"{path}.template.spec")
+        if not container.get("image"):
+            raise ValueError(f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}].image: "
+                             f"required (the operator's webhook refuses a container without one)")
         for index in range(count):
             replicas.append(_replica(
                 doc, rtype, index, container, pod, policy,
@@ -135,6 +239,10 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
                 container_path=f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}]",
             ))
     run_policy = _mapping(spec.get("runPolicy") or {}, "spec.runPolicy")
+    clean = run_policy.get("cleanPodPolicy", CleanPodPolicy.NONE.value)
+    if clean not in {p.value for p in CleanPodPolicy}:
+        raise ValueError(f"spec.runPolicy.cleanPodPolicy: expected All, Running or None, "
+                         f"got {clean!r}")
     return LocalJob(
         kind="PyTorchJob",
         name=name,
@@ -143,7 +251,26 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         suspend=_optional_bool(run_policy, "suspend", "spec.runPolicy"),
         active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds",
                                               "spec.runPolicy"),
+        clean_pod_policy=CleanPodPolicy(clean),
+        procs_per_node=str(spec.get("nprocPerNode", "auto")),
+        procs_per_node_path="spec.nprocPerNode",
+        declared_procs_per_node=str(spec.get("nprocPerNode", "auto")),
     )
+
+
+def _webhook_replicas(rspec: Mapping[str, Any], rtype: str, path: str) -> None:
+    """``validatePyTorchReplicaSpecs`` (pytorchjob_webhook.go@v1.9.4): Master's ``replicas``
+    must be stated and be 1; a stated Worker ``replicas`` must be at least 1. (The webhook runs
+    before the controller's defaulter would fill them in.)"""
+    replicas = rspec.get("replicas")
+    if rtype == "Master" and replicas != 1:
+        stated = "not stated" if replicas is None else f"got {replicas!r}"
+        raise ValueError(f"{path}.replicas: expected 1, {stated} (the operator's webhook "
+                         f"requires it)")
+    if rtype == "Worker" and replicas is not None and not (
+            isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1):
+        raise ValueError(f"{path}.replicas: expected at least 1, got {replicas!r} (the "
+                         f"operator's webhook refuses fewer; drop Worker for a one-pod job)")
 
 
 def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
@@ -165,11 +292,10 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         **container,
         "command": trainer.get("command"),
         "args": trainer.get("args"),
-        "env": list(container.get("env") or []) + list(trainer.get("env") or []),
+        "env": list(trainer.get("env") or []),
     }
-    policy = _restart_policy(pod, TRAINJOB_POD_PATH, TRAINJOB_RESTART_POLICIES)
     replicas = tuple(
-        _replica(doc, TRAINJOB_REPLICATED_JOB, i, container, pod, policy,
+        _replica(doc, TRAINJOB_REPLICATED_JOB, i, container, pod, RestartPolicy.ON_FAILURE,
                  pod_path=TRAINJOB_POD_PATH, container_path="spec.trainer")
         for i in range(nodes)
     )
@@ -180,28 +306,78 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         backoff_limit=TRAINJOB_BACKOFF_LIMIT,
         suspend=_optional_bool(spec, "suspend", "spec"),
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
+        # JobSet deletes the child Jobs of a finished JobSet, and with them every pod.
+        clean_pod_policy=CleanPodPolicy.ALL,
+        procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
+        procs_per_node_path="spec.trainer.numProcPerNode",
+        declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
     )
 
 
 def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The node pods' spec as ``spec.runtimePatches`` patch it (later patches win)."""
+    """The node pods' spec as ``spec.runtimePatches`` patch it (later patches win), checked
+    against the TrainJob webhook's rules (plugins/jobset/jobset.go@v2.3.0 ``Validate``)."""
     pod: dict[str, Any] = {}
-    for i, patch in enumerate(spec.get("runtimePatches") or []):
-        base = f"spec.runtimePatches[{i}].trainingRuntimeSpec.template.spec.replicatedJobs"
+    patches = spec.get("runtimePatches") or []
+    if not isinstance(patches, list):
+        raise ValueError("spec.runtimePatches: expected a list")
+    for i, patch in enumerate(patches):
+        base = f"spec.runtimePatches[{i}]"
+        patch = _mapping(patch, base)
+        _check_manager(patch.get("manager"), f"{base}.manager")
         jobs = ((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}
         for j, rjob in enumerate(jobs.get("replicatedJobs") or []):
+            rpath = f"{base}.trainingRuntimeSpec.template.spec.replicatedJobs[{j}]"
             if rjob.get("name") != TRAINJOB_REPLICATED_JOB:
-                continue
+                raise ValueError(f"{rpath}.name: expected {TRAINJOB_REPLICATED_JOB!r} (the "
+                                 f"webhook refuses replicated jobs the runtime does not have), "
+                                 f"got {rjob.get('name')!r}")
             job_spec = (rjob.get("template") or {}).get("spec") or {}
-            patched = (job_spec.get("template") or {}).get("spec")
-            pod.update(_mapping(patched or {}, f"{base}[{j}].template.spec.template.spec"))
+            patched = _mapping((job_spec.get("template") or {}).get("spec") or {},
+                               f"{rpath}.template.spec.template.spec")
+            _check_pod_patch(patched, f"{rpath}.template.spec.template.spec")
+            pod.update(patched)
     return pod
+
+
+def _check_manager(manager: Any, path: str) -> None:
+    """``IsDomainPrefixedPath``: ``<DNS-1123 subdomain>/<HTTP path>``, e.g. ``example.com/det``."""
+    host, sep, rest = manager.partition("/") if isinstance(manager, str) else ("", "", "")
+    if not (sep and _DNS1123_SUBDOMAIN.fullmatch(host) and len(host) <= 253
+            and _HTTP_PATH.fullmatch(rest)):
+        raise ValueError(f"{path}: expected a domain-prefixed path such as "
+                         f"'example.com/d2-hfai-template' (the TrainJob webhook refuses others), "
+                         f"got {manager!r}")
+
+
+def _check_pod_patch(pod: Mapping[str, Any], path: str) -> None:
+    for key in pod:
+        if key not in POD_PATCH_FIELDS:
+            raise ValueError(f"{path}.{key}: a runtime patch cannot set it (a pod patch has only "
+                             f"{', '.join(sorted(POD_PATCH_FIELDS))})")
+    for kind in ("containers", "initContainers"):
+        for k, container in enumerate(pod.get(kind) or []):
+            cpath = f"{path}.{kind}[{k}]"
+            container = _mapping(container, cpath)
+            for key in container:
+                if key not in CONTAINER_PATCH_FIELDS:
+                    raise ValueError(f"{cpath}.{key}: a runtime patch cannot set it (a container "
+                                     f"patch has only {', '.join(sorted(CONTAINER_PATCH_FIELDS))})")
+            if kind == "containers" and container.get("name") != TRAINJOB_CONTAINER:
+                raise ValueError(f"{cpath}.name: expected {TRAINJOB_CONTAINER!r}, the runtime's "
+                                 f"only container, got {container.get('name')!r}")
+            if container.get("env") and container.get("name") == TRAINJOB_CONTAINER:
+                raise ValueError(f"{cpath}.env: the webhook refuses env for the "
+                                 f"{TRAINJOB_CONTAINER!r} container in a patch; use "
+                                 f"spec.trainer.env")
 
 
 def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[str, Any],
              pod: Mapping[str, Any], policy: str, pod_path: str, container_path: str) -> Replica:
     """Replica ``rtype``-``index``: its container's command, env (own + injected), policy, grace."""
     command = _strings(container.get("command"), f"{container_path}.command", required=True)
+    if command and not command[0].strip():
+        raise ValueError(f"{container_path}.command[0]: expected a program, got {command[0]!r}")
     args = _strings(container.get("args"), f"{container_path}.args", required=False)
     env = _container_env(container.get("env"), f"{container_path}.env")
     env.update(injected_env(doc, rtype, index))
@@ -212,17 +388,18 @@ def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[
         if isinstance(m, Mapping) and m.get("mountPath")
     )
     return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command), tuple(args), env,
-                   policy, float(grace), str(container.get("workingDir") or ""), mounts)
+                   policy, float(grace), str(container.get("workingDir") or ""), mounts,
+                   container_path)
 
 
-def _restart_policy(spec: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> str:
-    """``restartPolicy`` (default ``OnFailure``: the PyTorchJob defaulter's and the JobSet
-    webhook's) checked against ``allowed``."""
-    policy = spec.get("restartPolicy", "OnFailure")
-    if policy not in allowed:
-        raise ValueError(f"{path}.restartPolicy: expected one of {', '.join(allowed)}, "
-                         f"got {policy!r}")
-    return policy
+def _restart_policy(spec: Mapping[str, Any], path: str) -> RestartPolicy:
+    """``restartPolicy``, ``OnFailure`` when unset (the PyTorchJob defaulter's)."""
+    policy = spec.get("restartPolicy", RestartPolicy.ON_FAILURE.value)
+    try:
+        return RestartPolicy(policy)
+    except ValueError:
+        raise ValueError(f"{path}.restartPolicy: expected one of "
+                         f"{', '.join(p.value for p in RestartPolicy)}, got {policy!r}") from None
 
 
 def _container(pod: Mapping[str, Any], name: str, path: str, required: bool = True) -> dict:
@@ -254,6 +431,9 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} "
                              f"(quote it in YAML)")
+        if "\0" in value or "\0" in item["name"]:
+            raise ValueError(f"{path}[{i}] ({item['name']!r}): contains a NUL character, which "
+                             f"no process environment can hold")
         out[item["name"]] = value
     return out
 
@@ -265,6 +445,9 @@ def _strings(value: Any, path: str, required: bool) -> list[str]:
             or not all(isinstance(v, str) for v in value)):
         why = " (there is no image here to take an entrypoint from)" if required else ""
         raise ValueError(f"{path}: expected a list of strings{why}, got {value!r}")
+    for i, word in enumerate(value):
+        if "\0" in word:
+            raise ValueError(f"{path}[{i}]: contains a NUL character, which no argument can hold")
     return list(value)
 
 

@@ -7,14 +7,15 @@ replica sees on a cluster, so the local runner, the template's tests and the lau
 * **PyTorchJob v1** -- kubeflow/trainer (formerly training-operator) v1.9.4,
   ``pkg/controller.v1/pytorch/envvar.go`` ``setPodEnv`` and ``master.go``, after the defaults of
   ``pkg/apis/kubeflow.org/v1/pytorch_defaults.go`` (replicas 1, port ``pytorchjob-port`` 23456,
-  ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=0`` (meant to unbuffer
-  output, but CPython reads "0" as off: ``print`` stays block-buffered into the pod log; logging
-  handlers flush each record) and ``PET_NNODES`` (the number of pods); when a ``Master``
-  replica exists (always, for a valid job) also
-  ``MASTER_ADDR=<job>-master-0`` (the master's own pod too), ``MASTER_PORT``, ``WORLD_SIZE`` = pods
-  x nprocPerNode (x1 when nprocPerNode is not an integer: ``auto``/``cpu``/``gpu``),
-  ``RANK`` = ``PET_NODE_RANK`` = the pod index (master 0, worker i -> i + 1) and
-  ``PET_NPROC_PER_NODE`` (nprocPerNode as written).
+  ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=1`` (``envvar.go``
+  ``setPodEnv``; it was ``0`` before v1.7) and ``PET_NNODES`` (the number of pods); when a
+  ``Master`` replica exists (always, for a valid job) also ``MASTER_PORT`` and ``PET_MASTER_PORT``
+  (the master's ``pytorchjob-port``), ``MASTER_ADDR`` and ``PET_MASTER_ADDR`` (``<job>-master-0``,
+  the master's own pod too; ``master.go`` ``MasterEnvVarGenerator``), ``WORLD_SIZE`` = pods x
+  nprocPerNode (x1 when nprocPerNode is not an integer: ``auto``/``cpu``/``gpu``), ``RANK`` =
+  ``PET_NODE_RANK`` = the pod index (master 0, worker i -> i + 1) and ``PET_NPROC_PER_NODE``
+  (nprocPerNode as written). The operator appends these after the container's own ``env``, so
+  where a name is in both, the operator's value is the one the process sees.
 * **Trainer v2 TrainJob** -- kubeflow/trainer v2.3.0 torch plugin
   (``pkg/runtime/framework/plugins/torch/torch.go``) with the stock ``torch-distributed``
   runtime (``numNodes: 1``, ``torch: {}``): only ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
@@ -56,20 +57,20 @@ def injected_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[
 
 
 def pytorchjob_replica_specs(job: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """``spec.pytorchReplicaSpecs`` with the keys camel-cased (``master`` -> ``Master``)."""
+    """``spec.pytorchReplicaSpecs``, whose keys must be exactly ``Master``/``Worker``: the
+    v1.9.4 validating webhook (``pkg/webhooks/pytorch/pytorchjob_webhook.go@v1.9.4``
+    ``validatePyTorchReplicaSpecs``) runs before the controller's defaulter could camel-case
+    ``master``, so the API server refuses any other spelling."""
     specs = _get(job, "spec.pytorchReplicaSpecs", dict)
-    out: dict[str, Mapping[str, Any]] = {}
     for key, spec in specs.items():
-        name = next((t for t in PYTORCHJOB_REPLICA_TYPES if t.lower() == str(key).lower()), None)
-        if name is None:
+        if key not in PYTORCHJOB_REPLICA_TYPES:
             raise ValueError(
-                f"spec.pytorchReplicaSpecs.{key}: expected one of "
-                f"{', '.join(PYTORCHJOB_REPLICA_TYPES)}"
+                f"spec.pytorchReplicaSpecs.{key}: expected exactly one of "
+                f"{', '.join(PYTORCHJOB_REPLICA_TYPES)} (the operator's webhook refuses other keys)"
             )
         if not isinstance(spec, Mapping):
             raise ValueError(f"spec.pytorchReplicaSpecs.{key}: expected a mapping")
-        out[name] = spec
-    return out
+    return dict(specs)
 
 
 def replica_count(spec: Mapping[str, Any], path: str) -> int:
@@ -111,13 +112,16 @@ def _pytorchjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> di
     pods = sum(replica_count(s, f"spec.pytorchReplicaSpecs.{t}") for t, s in specs.items())
     nproc = str(spec.get("nprocPerNode", "auto"))
 
-    env = {"PYTHONUNBUFFERED": "0"}
+    env = {"PYTHONUNBUFFERED": "1"}
     if "Master" in specs:
         rank = index + 1 if rtype == "Worker" else index
         name = _get(job, "metadata.name", str)
+        port = pytorchjob_master_port(job)
         env.update(
-            MASTER_PORT=str(pytorchjob_master_port(job)),
+            MASTER_PORT=str(port),
+            PET_MASTER_PORT=str(port),
             MASTER_ADDR=f"{name}-master-0",
+            PET_MASTER_ADDR=f"{name}-master-0",
             WORLD_SIZE=str(pods * (int(nproc) if nproc.isdigit() else 1)),
             RANK=str(rank),
             PET_NPROC_PER_NODE=nproc,
@@ -143,30 +147,45 @@ def _trainjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict
 
 
 def trainjob_nproc_per_node(trainer: Mapping[str, Any]) -> str:
-    """``PET_NPROC_PER_NODE`` for a TrainJob's ``spec.trainer``.
+    """``PET_NPROC_PER_NODE`` for a TrainJob's ``spec.trainer`` on the stock runtime.
 
-    An explicit ``numProcPerNode`` wins; otherwise ``auto``, which the torch plugin caps to the
-    node's CPU quantity (rounded up, at least 1) when ``resourcesPerNode`` names no GPU
-    (kubeflow/trainer issue #2407), reading limits before requests.
+    As ``pkg/runtime/framework/plugins/torch/torch.go@v2.3.0`` ``EnforceMLPolicy``: an explicit
+    ``numProcPerNode`` (an integer in v2.3.0's API) wins; otherwise ``auto``, which stays
+    ``auto`` when ``resourcesPerNode`` asks for a GPU (``runtime.go`` ``GetNumGPUPerNode``:
+    requests, then limits) and else becomes the CPU count per node, at least 1
+    (``getNumCPUPerNode``: the CPU *request*, the limit only when no request is set; no
+    resources at all -> 1; the stock runtime's pod template sets none).
     """
-    if trainer.get("numProcPerNode") is not None:
-        return str(trainer["numProcPerNode"])
-    resources = trainer.get("resourcesPerNode")
-    if resources is None:
+    explicit = trainer.get("numProcPerNode")
+    if explicit is not None:
+        if not isinstance(explicit, int) or isinstance(explicit, bool) or explicit < 1:
+            raise ValueError(f"spec.trainer.numProcPerNode: expected a positive integer (v2.3.0 "
+                             f"has no string form; leave it unset for auto), got {explicit!r}")
+        return str(explicit)
+    resources = trainer.get("resourcesPerNode") or {}
+    if not isinstance(resources, Mapping):
+        raise ValueError(f"spec.trainer.resourcesPerNode: expected a mapping, got {resources!r}")
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    if _gpu_count(requests, "requests") or _gpu_count(limits, "limits"):
         return "auto"
-    for section in ("limits", "requests"):
-        quantities = resources.get(section)
-        if not quantities:
-            continue
-        if any("gpu" in str(res).lower() for res in quantities):
-            return "auto"
-        path = f"spec.trainer.resourcesPerNode.{section}.cpu"
-        return str(max(1, _cpu_quantity(quantities.get("cpu", 0), path)))
+    path = "spec.trainer.resourcesPerNode"
+    if requests.get("cpu") is not None and _cpu_quantity(requests["cpu"], f"{path}.requests.cpu"):
+        return str(_cpu_quantity(requests["cpu"], f"{path}.requests.cpu"))
+    if limits.get("cpu") is not None:
+        return str(max(1, _cpu_quantity(limits["cpu"], f"{path}.limits.cpu")))
     return "1"
 
 
+def _gpu_count(quantities: Mapping[str, Any], section: str) -> int:
+    """The first resource whose name contains ``gpu`` (``numGPU``), as a count."""
+    for name, value in quantities.items():
+        if "gpu" in str(name).lower():
+            return _cpu_quantity(value, f"spec.trainer.resourcesPerNode.{section}.{name}")
+    return 0
+
+
 def _cpu_quantity(value: Any, path: str) -> int:
-    """A Kubernetes CPU quantity (``2``, ``"1.5"``, ``"500m"``) rounded up (``Quantity.Value``)."""
+    """A Kubernetes quantity (``2``, ``"1.5"``, ``"500m"``) rounded up, as ``Quantity.Value``."""
     text = str(value).strip()
     try:
         if text.endswith("m"):

@@ -1,110 +1,109 @@
 """Run a job's replicas as local processes and apply the operator's semantics to them.
 
-One supervisor loop owns every decision; reader threads only forward log lines. The rules:
+One supervisor loop owns every decision; reader threads only forward log lines. The rules
+follow training-operator v1.9.4 (PyTorchJob: ``pkg/controller.v1/common/job.go``, ``pod.go``,
+``pkg/core/job.go``, ``pkg/controller.v1/pytorch/pytorchjob_controller.go``) and Trainer v2.3.0
+with JobSet v0.12 (TrainJob):
 
 * **restart policy** (per replica type, applied to that replica's own exit): ``ExitCode``
-  restarts on codes >= 128 (signals: SIGTERM -> 143, SIGKILL -> 137) and fails the job on 1-127;
-  ``OnFailure`` and ``Always`` restart on any non-zero code; ``Never`` fails the job. Exit 0 ends
-  the replica (under ``Always`` too: a local run has to finish).
-* **backoffLimit** -- as the operator's ``PastBackoffLimit``: the sum of the pods' container
-  ``restartCount`` fails the job (``BackoffLimitExceeded``) once it reaches the limit. Only
-  in-place restarts count (``OnFailure``/``Always``, done by the kubelet); under ``ExitCode`` the
-  operator deletes and recreates the pod, whose count starts again at 0. Restarts happen at
-  once (the kubelet's crash-loop back-off of 10 s, 20 s, ... is not modelled).
-* **success** -- a PyTorchJob succeeds when ``master-0`` exits 0 (the operator's rule; the other
-  replicas get their grace period to finish, then are stopped); a TrainJob when every node has.
-* **stopping a replica** (preemption, suspension, a failed job) -- SIGTERM to the replica's main
+  recreates the pod on codes >= 128 (signals: SIGTERM -> 143, SIGKILL -> 137) and fails the job
+  on 1-127; ``OnFailure`` and ``Always`` restart on any non-zero code; ``Never`` fails the job.
+  Exit 0 ends the replica (under ``Always`` too: a local run has to finish).
+* **backoffLimit** -- ``PastBackoffLimit``: the sum of the running pods' container
+  ``restartCount`` fails the job once it reaches the limit. Only in-place restarts count
+  (``OnFailure``/``Always``, done by the kubelet); under ``ExitCode`` the operator deletes and
+  recreates the pod, whose count starts at 0. But ``backoffLimit: 0`` fails the job on the first
+  failed pod of any policy (``ReconcileJobs``' ``exceedsBackoffLimit``: a new failure and
+  ``retries + 1 > 0``). Restarts happen at once (no crash-loop back-off).
+* **success** -- a PyTorchJob succeeds when ``master-0`` exits 0; a TrainJob when every node
+  has (its JobSet's ``AllJobsCompleted``).
+* **finished jobs** -- ``cleanPodPolicy`` ``Running``/``All`` delete the pods still running at
+  once (SIGTERM, SIGKILL after the grace period); under ``None`` the operator leaves them
+  running, which a local run cannot: they get one grace period to end, then are deleted.
+* **stopping a replica** (preemption, suspension, deletion) -- SIGTERM to the replica's main
   process only, as the kubelet signals PID 1 and tini forwards to its one child: relaying it to
   the workers is the launcher's job, and a local run should show when it does not. After the
-  pod's ``terminationGracePeriodSeconds`` the whole process group gets SIGKILL, as does anything
-  left in the group when the main process exits (a container dies with its PID 1).
+  pod's ``terminationGracePeriodSeconds`` every process of the pod gets SIGKILL, as does
+  anything the pod left behind when its main process exits (a container dies with its PID 1).
 * **suspension** (``runPolicy.suspend``, here ``--suspend-at``) stops every replica; their exits
   count as neither restarts nor failures; ``--resume-after`` seconds later (once all have stopped)
   every replica starts again. A manifest that is already suspended is admitted at once, as
   Kueue would.
-* **activeDeadlineSeconds** fails the job with reason ``DeadlineExceeded``.
+* **activeDeadlineSeconds** counts from the job's start, and again from each resume (the
+  operator resets ``status.startTime``); past it the job fails.
 
-Every step is an :class:`Event` in :attr:`JobResult.events`; log lines that say where training
-starts (detectron2's ``Starting training from iteration N``) and where a suspended run stopped
-(``SuspendCheckpointer``'s ``Suspending at iteration N``) become events too.
+Conditions and reasons are the ones ``kubectl describe`` shows: ``PyTorchJobSucceeded`` /
+``PyTorchJobFailed`` (for a failed replica, the backoff limit and the deadline alike); a
+TrainJob's ``Complete`` / ``Failed`` with its JobSet's reasons (``AllJobsCompleted``,
+``FailedJobs``) or Trainer's ``DeadlineExceeded``.
+
+Every step is an :class:`~hfai_runtime.local.timeline.Event`; the runtime's structured log
+records (:mod:`hfai_runtime.records`) say where training starts and where a suspended run
+stopped, and feed the live status (iteration, loss). Each pod attempt's output goes to
+``<logs_dir>/<pod>-attempt<N>.log``, as ``kubectl logs [--previous]`` would show it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
-from hfai_runtime.local.container import PathMap, free_port, process_argv, process_env
-from hfai_runtime.local.manifest import LocalJob, Replica
+from hfai_runtime.local.container import (
+    LocalEngine,
+    PathMap,
+    ProcessEngine,
+    command_problem,
+    free_port,
+    process_argv,
+    process_env,
+)
+from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
+from hfai_runtime.local.timeline import Event, EventKind, JobCondition, write_events
+from hfai_runtime.records import Record, RecordKind, parse_record
 
 TICK_SECONDS = 0.05
 EOF_WAIT_SECONDS = 2.0  # how long to wait for a dead replica's log pipe to close
-
-# Log lines that locate a run in its iterations (detectron2's TrainerBase.train and the
-# SuspendCheckpointer's hook). Matched anywhere in a line, so logger prefixes do not matter.
-TRAINS_FROM = re.compile(r"Starting training from iteration (\d+)")
-STOPPED_AT = re.compile(r"suspend(?:ed|ing)? at iteration (\d+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Event:
-    """One step of the run. ``replica`` is empty for job-level events.
-
-    ``kind`` is one of: ``started``, ``preempted``, ``suspended``, ``resumed``, ``killed``,
-    ``exited`` (``value``: exit code), ``restarting``, ``trains_from`` / ``stopped_at``
-    (``value``: iteration), ``stopping`` (the job ended; the replica is told to stop),
-    ``Succeeded`` / ``Failed`` (the job's final condition; ``detail``: reason and message).
-    """
-
-    time: float
-    replica: str
-    kind: str
-    detail: str
-    value: int | None = None
+# Where a pod's datasets are, for the frameworks whose convention run-local knows (detectron2's
+# builtin datasets root): it must exist before the job starts.
+DATASET_VARS = ("DETECTRON2_DATASETS",)
 
 
 @dataclass
 class JobResult:
-    """The job's final condition, as the operator would report it, and the timeline."""
+    """The job's final condition, as the operator would report it, and the timeline.
+    ``message`` is the operator's own; ``cause`` says which pod did what, locally."""
 
     name: str
-    condition: str  # Succeeded | Failed
+    condition: JobCondition
     reason: str
     message: str
+    cause: str = ""
     events: list[Event] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
-        return self.condition == "Succeeded"
+        return self.condition != JobCondition.FAILED
 
-    def of_kind(self, kind: str, replica: str | None = None) -> list[Event]:
+    def of_kind(self, kind: EventKind | str, replica: str | None = None) -> list[Event]:
         return [e for e in self.events if e.kind == kind and replica in (None, e.replica)]
 
     def write_events(self, path: str | Path) -> None:
-        """Write the events as JSON lines, atomically (a temp file renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w") as f:
-            for event in self.events:
-                f.write(json.dumps(asdict(event)) + "\n")
-        os.replace(tmp, path)
+        """Write the events as JSON lines, atomically."""
+        write_events(path, self.events)
 
 
 @dataclass(frozen=True)
 class At:
     """A moment of the run: ``seconds`` after its start or, with ``after_training``, after
-    training first started (the first ``Starting training from iteration`` line), which does not
-    depend on how long the imports and data loading take on this machine."""
+    training first started (the first ``training_started`` record), which does not depend on
+    how long the imports and data loading take on this machine."""
 
     seconds: float
     after_training: bool = False
@@ -138,6 +137,35 @@ class RunOptions:
     resume_after: float = 0.0
     args: Sequence[str] | None = None  # replaces every replica's container args
     python: str = sys.executable
+    logs_dir: Path | None = None  # each attempt's output as <pod>-attempt<N>.log
+    engine: ProcessEngine = field(default_factory=LocalEngine)
+
+
+class RunObserver:
+    """What the runner tells the outside while it runs; every method does nothing here."""
+
+    def on_event(self, event: Event) -> None:
+        """A step of the timeline."""
+
+    def on_line(self, replica: str, attempt: int, line: str) -> None:
+        """One line of a pod's output."""
+
+    def on_record(self, replica: str, record: Record) -> None:
+        """A structured record found in a pod's output."""
+
+
+class PlainObserver(RunObserver):
+    """Every event and every pod's output as prefixed lines: ``[worker-0] ...``."""
+
+    def __init__(self, write: Callable[[str], None], width: int = 8):
+        self.write, self.width = write, width
+
+    def on_event(self, event: Event) -> None:
+        who = f"{event.replica}: " if event.replica else ""
+        self.write(f"[run-local {event.time:7.2f}s] {who}{event.kind.value} -- {event.detail}")
+
+    def on_line(self, replica: str, attempt: int, line: str) -> None:
+        self.write(f"[{replica:<{self.width}}] {line}")
 
 
 @dataclass
@@ -145,8 +173,10 @@ class _Pod:
     """A running replica: its process, and when it is (to be) told to stop."""
 
     replica: Replica
-    proc: subprocess.Popen
+    proc: object  # subprocess.Popen
     attempt: int
+    marker: str
+    log: IO[str] | None = None
     term_at: float | None = None  # when to send SIGTERM (None: not scheduled)
     term_sent: float | None = None
     killed: bool = False
@@ -157,11 +187,10 @@ class _Pod:
 class LocalRunner:
     """Supervises one job run; see the module docstring for the rules it applies."""
 
-    def __init__(self, job: LocalJob, options: RunOptions,
-                 write: Callable[[str], None] = print):
+    def __init__(self, job: LocalJob, options: RunOptions, observer: RunObserver | None = None):
         self.job = job
         self.options = options
-        self.write = write
+        self.observer = observer or RunObserver()
         self.events: list[Event] = []
         self.pods: dict[str, _Pod] = {}
         self.lines: queue.Queue = queue.Queue()
@@ -171,19 +200,22 @@ class LocalRunner:
         self.preempts = list(options.preempt)
         self.suspend_at = options.suspend_at
         self.resume_at: float | None = None  # set while the job is suspended
-        self.outcome: tuple[str, str, str] | None = None  # condition, reason, message
+        self.outcome: tuple[JobCondition, str, str, str] | None = None
         self.training_started: float | None = None
         self.master_port = free_port()
         self.threads = max(1, len(os.sched_getaffinity(0)) // len(job.replicas))
-        self.width = max(len(r.name) for r in job.replicas)
+        self.run_id = uuid.uuid4().hex[:12]
         self.start = time.monotonic()
+        self.active_since = 0.0  # the operator's status.startTime, reset on resume
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> JobResult:
+        if self.options.logs_dir is not None:
+            self.options.logs_dir.mkdir(parents=True, exist_ok=True)
         if self.job.suspend:
-            self._event("", "resumed", "runPolicy.suspend is true in the manifest: admitting "
-                                       "the job at once, as Kueue would")
+            self._event("", EventKind.RESUMED, "runPolicy.suspend is true in the manifest: "
+                                               "admitting the job at once, as Kueue would")
         try:
             for replica in self.job.replicas:
                 self._start(replica)
@@ -194,12 +226,11 @@ class LocalRunner:
                 self._enforce_grace(now)
                 self._reap(now)
                 if not self.pods and self.outcome is None and self.resume_at is None:
-                    self._finish("Failed", f"{self.job.kind}Failed", "no replica is running.")
+                    self._fail(f"{self.job.kind}Failed", "no replica is running.", "")
         finally:
             self._kill_all()
-        condition, reason, message = self.outcome
-        self._event("", condition, f"{reason}: {message}")
-        return JobResult(self.job.name, condition, reason, message, self.events)
+        condition, reason, message, cause = self.outcome
+        return JobResult(self.job.name, condition, reason, message, cause, self.events)
 
     def _now(self) -> float:
         return time.monotonic() - self.start
@@ -212,21 +243,23 @@ class LocalRunner:
         if self.suspend_at is not None and self._due(self.suspend_at, now) and self.outcome is None:
             self.suspend_at = None
             self.resume_at = now + self.options.resume_after
-            self._event("", "suspended", "runPolicy.suspend: true -- every pod is deleted "
-                                         "(SIGTERM, SIGKILL after the grace period)")
+            self._event("", EventKind.SUSPENDED, "runPolicy.suspend: true -- every pod is deleted "
+                                                 "(SIGTERM, SIGKILL after the grace period)")
             for pod in self.pods.values():
                 self._terminate(pod)
         if self.resume_at is not None and not self.pods and now >= self.resume_at:
             self.resume_at = None
             self.finished.clear()
             self.restart_counts = dict.fromkeys(self.restart_counts, 0)  # new pods
-            self._event("", "resumed", "runPolicy.suspend: false -- every replica starts again")
+            self.active_since = now  # job.go@v1.9.4: status.startTime = now on resume
+            self._event("", EventKind.RESUMED, "runPolicy.suspend: false -- every replica "
+                                               "starts again")
             for replica in self.job.replicas:
                 self._start(replica)
         deadline = self.job.active_deadline_seconds
-        if deadline is not None and self.outcome is None and now >= deadline:
-            self._finish("Failed", "DeadlineExceeded",
-                         f"the job was active longer than activeDeadlineSeconds ({deadline} s).")
+        if (deadline is not None and self.outcome is None and self.resume_at is None
+                and now - self.active_since >= deadline):
+            self._deadline_exceeded(deadline)
 
     def _due(self, at: At, now: float) -> bool:
         if not at.after_training:
@@ -237,26 +270,27 @@ class LocalRunner:
 
     def _start(self, replica: Replica) -> None:
         opts = self.options
-        paths = PathMap.for_replica(replica, opts.project_dir, opts.data_dir or opts.project_dir,
-                                    opts.mounts)
-        env = process_env(replica, os.environ, self.master_port, paths, self.threads)
-        argv = process_argv(replica, env, paths, opts.python, opts.args)
+        argv, env, _ = pod_process(replica, opts, self.master_port, self.threads)
         self.attempts[replica.name] += 1
-        proc = subprocess.Popen(
-            argv, cwd=opts.project_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        pod = _Pod(replica, proc, self.attempts[replica.name])
+        attempt = self.attempts[replica.name]
+        marker = f"{self.run_id}/{replica.name}/{attempt}"
+        proc = opts.engine.start(argv, env, opts.project_dir, marker)
+        log = None
+        if opts.logs_dir is not None:
+            log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w",
+                       encoding="utf-8")
+        pod = _Pod(replica, proc, attempt, marker, log)
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
         shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
-        self._event(replica.name, "started", f"attempt {pod.attempt}, pid {proc.pid}: {shown}")
+        self._event(replica.name, EventKind.STARTED,
+                    f"attempt {attempt}, pid {proc.pid}: {shown}", attempt)
 
     def _terminate(self, pod: _Pod) -> None:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
         if pod.term_sent is None and pod.exited_at is None:
             pod.term_at = pod.term_sent = self._now()
-            _signal(pod.proc.pid, signal.SIGTERM, group=False)
+            self.options.engine.terminate(pod.proc)
 
     def _enforce_grace(self, now: float) -> None:
         for pod in self.pods.values():
@@ -267,8 +301,8 @@ class LocalRunner:
             grace = pod.replica.grace_seconds
             if pod.term_sent is not None and not pod.killed and now - pod.term_sent >= grace:
                 pod.killed = True
-                _signal(pod.proc.pid, signal.SIGKILL, group=True)
-                self._event(pod.replica.name, "killed",
+                self.options.engine.kill_all(pod.proc, pod.marker)
+                self._event(pod.replica.name, EventKind.KILLED,
                             f"SIGKILL: killed after grace period (still running {grace:g} s "
                             f"after SIGTERM; terminationGracePeriodSeconds)")
 
@@ -279,56 +313,63 @@ class LocalRunner:
                 continue
             if pod.exited_at is None:
                 pod.exited_at = now
-                _signal(pod.proc.pid, signal.SIGKILL, group=True)  # a container dies with PID 1
+                self.options.engine.kill_all(pod.proc, pod.marker)  # a container dies with PID 1
             if not pod.eof and now - pod.exited_at < EOF_WAIT_SECONDS:
                 continue  # let its last log lines through first
             del self.pods[name]
+            if pod.log is not None:
+                pod.log.close()
             self._on_exit(pod.replica, code if code >= 0 else 128 - code)
 
     def _kill_all(self) -> None:
         """On the way out (normally nothing is left; after an error, nothing may stay behind)."""
         for pod in self.pods.values():
-            _signal(pod.proc.pid, signal.SIGKILL, group=True)
+            self.options.engine.kill_all(pod.proc, pod.marker)
             pod.proc.wait()
+            if pod.log is not None:
+                pod.log.close()
         self.pods.clear()
 
     # -- operator decisions -----------------------------------------------------------------
 
     def _on_exit(self, replica: Replica, code: int) -> None:
-        self._event(replica.name, "exited", f"exit code {code}", code)
+        self._event(replica.name, EventKind.EXITED, f"exit code {code}", code)
         if self.resume_at is not None or self.outcome is not None:
             return  # suspended or finished: pods are being deleted, not failing
         if code == 0:
             self.finished.add(replica.name)
             if self._job_succeeded():
-                what = "master-0" if self.job.kind == "PyTorchJob" else "every node"
-                self._finish("Succeeded", f"{self.job.kind}Succeeded",
-                             f"{self.job.kind} {self.job.name} successfully completed "
-                             f"({what} exited 0).")
+                self._succeed()
             return
         policy = replica.restart_policy
-        if not (policy in ("Always", "OnFailure") or (policy == "ExitCode" and code >= 128)):
-            why = "codes 1-127 are permanent" if policy == "ExitCode" else "it never restarts"
-            self._finish("Failed", f"{self.job.kind}Failed",
-                         f"{replica.name} exited with code {code} under restartPolicy {policy} "
-                         f"({why}).")
+        cause = f"{replica.name} exited with code {code} under restartPolicy {policy.value}"
+        limit = self.job.backoff_limit
+        if limit == 0:
+            self._backoff_exceeded(f"{cause}; backoffLimit 0 fails the job on its first failed "
+                                   f"pod")
             return
-        if policy == "ExitCode":
-            self._event(replica.name, "restarting",
-                        f"exit code {code} >= 128 is retryable under restartPolicy ExitCode: the "
-                        f"operator recreates the pod (not counted in backoffLimit)")
+        retryable = policy in (RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE) or (
+            policy == RestartPolicy.EXIT_CODE and code >= 128)
+        if not retryable:
+            why = "codes 1-127 are permanent" if policy == RestartPolicy.EXIT_CODE \
+                else "it never restarts"
+            self._replica_failed(replica, f"{cause} ({why})")
+            return
+        if policy == RestartPolicy.EXIT_CODE:
+            self._event(replica.name, EventKind.RESTARTING,
+                        f"exit code {code} (>= 128) under restartPolicy ExitCode: the operator "
+                        f"recreates the pod (not counted in backoffLimit)")
             self.restart_counts[replica.name] = 0
         else:
             self.restart_counts[replica.name] += 1
-            restarts, limit = sum(self.restart_counts.values()), self.job.backoff_limit
+            restarts = sum(self.restart_counts.values())
             if limit is not None and restarts >= limit:
-                self._finish("Failed", "BackoffLimitExceeded",
-                             f"{replica.name} exited with code {code}; {restarts} container "
-                             f"restart(s) reached the job's backoff limit ({limit}).")
+                self._backoff_exceeded(f"{cause}; {restarts} container restart(s) reached the "
+                                       f"job's backoff limit ({limit})")
                 return
-            self._event(replica.name, "restarting",
-                        f"exit code {code} under restartPolicy {policy}: the kubelet restarts the "
-                        f"container (restarts {restarts}, backoffLimit "
+            self._event(replica.name, EventKind.RESTARTING,
+                        f"exit code {code} under restartPolicy {policy.value}: the kubelet "
+                        f"restarts the container (restarts {restarts}, backoffLimit "
                         f"{'unset' if limit is None else limit})")
         self._start(replica)
 
@@ -337,33 +378,84 @@ class LocalRunner:
             return self.job.replicas[0].name in self.finished
         return all(r.name in self.finished for r in self.job.replicas)
 
-    def _finish(self, condition: str, reason: str, message: str) -> None:
-        """Decide the job's condition and stop the replicas still running: at once after a
-        failure; after a success, they first get one grace period to finish on their own."""
-        self.outcome = (condition, reason, message)
+    def _succeed(self) -> None:
+        name = self.job.name
+        if self.job.kind == "PyTorchJob":  # pytorchjob_controller.go@v1.9.4 UpdateJobStatus
+            self._finish(JobCondition.SUCCEEDED, "PyTorchJobSucceeded",
+                         f"PyTorchJob {name} is successfully completed.", "master-0 exited 0")
+        else:  # jobset_controller.go@v0.12.0 makeCompletedConditionsOpts
+            self._finish(JobCondition.COMPLETE, "AllJobsCompleted",
+                         "jobset completed successfully", "every node exited 0")
+
+    def _replica_failed(self, replica: Replica, cause: str) -> None:
+        name, rtype = self.job.name, replica.replica_type
+        if self.job.kind == "TrainJob":
+            self._jobset_failed(cause)
+        elif replica.restart_policy == RestartPolicy.EXIT_CODE:  # pod.go@v1.9.4 ReconcilePods
+            self._fail("PyTorchJobFailed",
+                       f'job "{name}" is failing because "{rtype}" replica(s) failed.', cause)
+        else:  # Never: pytorchjob_controller.go@v1.9.4 UpdateJobStatus
+            self._fail("PyTorchJobFailed",
+                       f"PyTorchJob {name} is failed because 1 {rtype} replica(s) failed.", cause)
+
+    def _backoff_exceeded(self, cause: str) -> None:
+        if self.job.kind == "TrainJob":  # the node Job fails, and with it the JobSet
+            self._jobset_failed(cause)
+        else:  # job.go@v1.9.4 ReconcileJobs
+            self._fail("PyTorchJobFailed", f"Job {self.job.name} has failed because it has "
+                                           f"reached the specified backoff limit", cause)
+
+    def _deadline_exceeded(self, deadline: float) -> None:
+        cause = f"active for {deadline:g} s since it started or last resumed"
+        if self.job.kind == "TrainJob":  # trainjob_types.go@v2.3.0 TrainJobDeadlineExceededReason
+            self._fail("DeadlineExceeded", "TrainJob exceeded its activeDeadlineSeconds", cause)
+        else:  # job.go@v1.9.4 ReconcileJobs, core/job.go PastActiveDeadline
+            self._fail("PyTorchJobFailed", f"Job {self.job.name} has failed because it was "
+                                           f"active longer than specified deadline", cause)
+
+    def _jobset_failed(self, cause: str) -> None:
+        # failure_policy.go@v0.12.0: no failurePolicy -> FailedJobs, naming the first failed Job.
+        self._fail("FailedJobs", f"jobset failed due to one or more job failures (first failed "
+                                 f"job: {self.job.name}-node-0)", cause)
+
+    def _fail(self, reason: str, message: str, cause: str) -> None:
+        self._finish(JobCondition.FAILED, reason, message, cause)
+
+    def _finish(self, condition: JobCondition, reason: str, message: str, cause: str) -> None:
+        """Decide the job's condition and delete the pods still running (see cleanPodPolicy in
+        the module docstring)."""
+        self.outcome = (condition, reason, message, cause)
+        self._event("", EventKind.FINISHED, f"{condition.value} ({reason}): {message}")
         self.preempts.clear()
+        at_once = self.job.clean_pod_policy != CleanPodPolicy.NONE
         for pod in self.pods.values():
             if pod.exited_at is not None:
                 continue
-            self._event(pod.replica.name, "stopping", f"the job {condition.lower()}")
-            if condition == "Succeeded":
-                pod.term_at = self._now() + pod.replica.grace_seconds
-            else:
+            if at_once:
+                self._event(pod.replica.name, EventKind.STOPPING,
+                            f"the job is {condition.value}: cleanPodPolicy "
+                            f"{self.job.clean_pod_policy.value} deletes the pod")
                 self._terminate(pod)
+            else:
+                self._event(pod.replica.name, EventKind.STOPPING,
+                            f"the job is {condition.value}: cleanPodPolicy None leaves the pod "
+                            f"running; deleted here after {pod.replica.grace_seconds:g} s")
+                pod.term_at = self._now() + pod.replica.grace_seconds
 
     def _preempt(self, name: str, at: At) -> None:
         pod = self.pods.get(name)
         if pod is None or pod.exited_at is not None or pod.term_sent is not None:
-            self._event(name, "preempted", f"at {at}: not running, nothing to preempt")
+            self._event(name, EventKind.PREEMPTED, f"at {at}: not running, nothing to preempt")
             return
-        self._event(name, "preempted", f"SIGTERM (node preemption); SIGKILL in "
-                                       f"{pod.replica.grace_seconds:g} s unless it exits")
+        self._event(name, EventKind.PREEMPTED, f"SIGTERM (node preemption); SIGKILL in "
+                                               f"{pod.replica.grace_seconds:g} s unless it exits")
         self._terminate(pod)
 
     # -- output -----------------------------------------------------------------------------
 
     def _drain_lines(self) -> None:
-        """Print and parse the replicas' pending log lines (waits one tick when there are none)."""
+        """Log and parse the replicas' pending output lines (waits one tick when there are
+        none)."""
         try:
             item = self.lines.get(timeout=TICK_SECONDS)
         except queue.Empty:
@@ -373,35 +465,84 @@ class LocalRunner:
             if line is None:
                 pod.eof = True
             else:
-                self.write(f"[{pod.replica.name:<{self.width}}] {line}")
-                self._parse_progress(pod.replica.name, line)
+                if pod.log is not None:
+                    pod.log.write(line + "\n")
+                    pod.log.flush()
+                self.observer.on_line(pod.replica.name, pod.attempt, line)
+                if (record := parse_record(line)) is not None:
+                    self._on_record(pod.replica.name, record)
             try:
                 item = self.lines.get_nowait()
             except queue.Empty:
                 item = None
 
-    def _parse_progress(self, name: str, line: str) -> None:
-        if match := TRAINS_FROM.search(line):
-            n = int(match.group(1))
+    def _on_record(self, name: str, record: Record) -> None:
+        self.observer.on_record(name, record)
+        n = record.iteration
+        if n is None:
+            return
+        if record.kind == RecordKind.TRAINING_STARTED:
             if self.training_started is None:
                 self.training_started = self._now()
             detail = f"resumed at iteration {n}" if n else "training from iteration 0"
-            self._event(name, "trains_from", detail, n)
-        elif match := STOPPED_AT.search(line):
-            n = int(match.group(1))
-            self._event(name, "stopped_at", f"stopped at iteration {n}", n)
+            self._event(name, EventKind.TRAINS_FROM, detail, n)
+        elif record.kind == RecordKind.SUSPENDED:
+            self._event(name, EventKind.STOPPED_AT, f"stopped at iteration {n}", n)
 
-    def _event(self, replica: str, kind: str, detail: str, value: int | None = None) -> None:
+    def _event(self, replica: str, kind: EventKind, detail: str, value: int | None = None) -> None:
         event = Event(round(self._now(), 2), replica, kind, detail, value)
         self.events.append(event)
-        who = f"{replica}: " if replica else ""
-        self.write(f"[run-local {event.time:7.2f}s] {who}{kind} -- {detail}")
+        self.observer.on_event(event)
+
+
+def pod_process(replica: Replica, options: RunOptions, master_port: int,
+                threads: int) -> tuple[list[str], dict[str, str], PathMap]:
+    """The argv and environment that start ``replica`` here, and its path map."""
+    paths = _path_map(replica, options)
+    env = process_env(replica, os.environ, master_port, paths, threads)
+    argv = process_argv(replica, env, paths, options.python, options.args)
+    return argv, env, paths
+
+
+def _path_map(replica: Replica, options: RunOptions) -> PathMap:
+    return PathMap.for_replica(replica, options.project_dir,
+                               options.data_dir or options.project_dir, options.mounts)
+
+
+def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) -> list[str]:
+    """What would stop the job here before any pod starts, one line each, naming the replica
+    and field: a command that cannot start, and a dataset folder (``DETECTRON2_DATASETS``, or
+    each of ``required``, container or local paths) that is not where the mounts put it."""
+    problems: list[str] = []
+    for replica in job.replicas:
+        try:
+            argv, env, _ = pod_process(replica, options, 0, 1)
+        except ValueError as exc:
+            problems.append(f"{replica.name}: {replica.field_path}.command: {exc}")
+            continue
+        if (problem := command_problem(argv, env, options.project_dir)) is not None:
+            problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
+    paths = _path_map(job.replicas[0], options)
+    data_dir = options.data_dir or options.project_dir
+    wanted = [(f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
+              for var in DATASET_VARS if var in job.replicas[0].env]
+    wanted += [(f"--require {path}", path) for path in required]
+    for what, path in wanted:
+        local = options.project_dir / paths.rewrite(path)  # relative: the pod's working folder
+        if not local.exists():
+            problems.append(f"{what}: {local} (under --data-dir {data_dir}) does not exist; "
+                            f"put the dataset there first")
+    return problems
 
 
 def run_job(job: LocalJob, options: RunOptions,
-            write: Callable[[str], None] = print) -> JobResult:
-    """Run ``job`` locally until it succeeds or fails; see :class:`LocalRunner`."""
-    return LocalRunner(job, options, write).run()
+            write: Callable[[str], None] | None = print,
+            observer: RunObserver | None = None) -> JobResult:
+    """Run ``job`` locally until it succeeds or fails; see :class:`LocalRunner`. Progress goes
+    to ``observer``, or else as prefixed lines to ``write`` (``None``: nowhere)."""
+    if observer is None and write is not None:
+        observer = PlainObserver(write, max(len(r.name) for r in job.replicas))
+    return LocalRunner(job, options, observer).run()
 
 
 def _pump(pod: _Pod, lines: queue.Queue) -> None:
@@ -410,14 +551,3 @@ def _pump(pod: _Pod, lines: queue.Queue) -> None:
         lines.put((pod, raw.decode("utf-8", "replace").rstrip("\r\n")))
     pod.proc.stdout.close()
     lines.put((pod, None))
-
-
-def _signal(pid: int, sig: int, group: bool) -> None:
-    """Signal a replica's main process or its whole process group; gone is fine."""
-    try:
-        if group:
-            os.killpg(pid, sig)  # the replica is its group's leader (start_new_session)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,0 +1,129 @@
+"""Hostile input to ``hfai-runtime run-local``: each case is refused before any pod starts, with
+exit code 2 and one line naming the replica or field, or (for a pod's detached processes) cleaned
+up. To add a case, add a row to CASES: a function that changes the job document (or the files
+around it) and the text the refusal must contain.
+
+Runs the real CLI in a subprocess, as a user would (the subreaper and the FIFO need a process of
+their own).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
+
+
+def job(workers: int = 0, command: list[str] | None = None, args: list[str] | None = None,
+        env: list[dict] | None = None) -> dict:
+    container = {"name": "pytorch", "image": "registry.example/det:1",
+                 "command": command or ["tini", "--", "python", TRAINER],
+                 "args": args or ["--iters", "1"], "env": env or []}
+    pod = {"terminationGracePeriodSeconds": 2, "containers": [container]}
+    specs = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": pod}}}
+    if workers:
+        specs["Worker"] = {"replicas": workers, "restartPolicy": "ExitCode",
+                           "template": {"spec": pod}}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "det"},
+            "spec": {"runPolicy": {"backoffLimit": 2}, "pytorchReplicaSpecs": specs}}
+
+
+def run_local(manifest: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    shown = [] if "--verbose" in extra else ["--quiet"]
+    return subprocess.run([sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest),
+                           *shown, *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def write(tmp_path: Path, doc: dict) -> Path:
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir(exist_ok=True)
+    manifest.write_text(yaml.safe_dump(doc))
+    return manifest
+
+
+MASTER = "master-0: spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command"
+CASES = {
+    "missing program": (job(command=["no-such-program-xyz"]), [],
+                        f"{MASTER}: 'no-such-program-xyz' is not found on PATH"),
+    "missing path": (job(command=["./bin/train"]), [], f"{MASTER}: './bin/train' does not exist"),
+    "not executable": (job(command=["./k8s/job.yaml"]), [],
+                       f"{MASTER}: './k8s/job.yaml' is not executable"),
+    "only tini": (job(command=["tini", "--"], args=[""]), ["--args", ""],
+                  f"{MASTER}: the container's command is only 'tini --'"),
+    "missing script": (job(command=["python", "train_nett.py"]), [],
+                       f"{MASTER}: the script 'train_nett.py' does not exist"),
+    "NUL in env": (job(env=[{"name": "A", "value": "x\0y"}]), [],
+                   "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].env[0] "
+                   "('A'): contains a NUL character"),
+    "NUL in args": (job(args=["--iters", "1\0"]), [],
+                    "containers[name=pytorch].args[1]: contains a NUL character"),
+    "1000 workers": (job(workers=1000), [],
+                     "spec.pytorchReplicaSpecs.Worker.replicas: 1001 pods; run-local starts at "
+                     "most 64"),
+    "resume without suspend": (job(), ["--resume-after", "2"],
+                               "--resume-after: only with --suspend-at"),
+    "missing dataset": (job(env=[{"name": "DETECTRON2_DATASETS", "value": "datasets"}]), [],
+                        "DETECTRON2_DATASETS=datasets: {project}/datasets (under --data-dir "
+                        "{project}) does not exist"),
+    "missing --require": (job(), ["--require", "datasets/coco/coco.ffr"],
+                          "--require datasets/coco/coco.ffr: {project}/datasets/coco/coco.ffr"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_refused_before_any_pod_starts(tmp_path, name):
+    doc, extra, expected = CASES[name]
+    manifest = write(tmp_path, doc)
+    done = run_local(manifest, *extra, "--events", str(tmp_path / "events.jsonl"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected.format(project=tmp_path) in done.stderr, done.stderr
+    assert all(line.startswith("run-local: ") for line in done.stderr.splitlines()), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "events.jsonl").exists()  # nothing ran
+    assert not (tmp_path / "run-local-logs").exists()
+
+
+def test_a_fifo_manifest_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "job.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    done = run_local(fifo, timeout=30)
+    assert done.returncode == 2
+    assert f"{fifo}: cannot read a YAML manifest: not a regular file" in done.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
+    manifest = write(tmp_path, job(args=["--detach", "--iters", "1"]))
+    done = run_local(manifest, "--verbose")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    pids = [int(line.split("detached pid ")[1]) for line in done.stdout.splitlines()
+            if "detached pid " in line]
+    assert len(pids) == 1, done.stdout[-3000:]
+    # `setsid` execs sleep in a new session: out of the pod's process group, so only the pod
+    # marker finds it. It must be gone (not even a zombie: the subreaper reaped it).
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(pids[0]), psutil.Process(pids[0]).cmdline()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a job manifest is at most"),
+    (lambda p: p.write_bytes(b"kind: \xff\xfe"), "cannot read a YAML manifest"),
+    (lambda p: None, "No such file or directory"),
+])
+def test_manifests_that_are_not_small_yaml_files_are_refused(tmp_path, make, expected):
+    manifest = tmp_path / "job.yaml"
+    make(manifest)
+    done = run_local(manifest)
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
