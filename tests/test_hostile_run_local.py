@@ -73,6 +73,15 @@ CASES = {
     "missing dataset": (job(env=[{"name": "DETECTRON2_DATASETS", "value": "datasets"}]), [],
                         "DETECTRON2_DATASETS=datasets: {project}/datasets (under --data-dir "
                         "{project}) does not exist"),
+    # What hfai-runtime check finds (here the kubelet's runAsNonRoot rule against the operator's
+    # root init container on Worker pods) is refused before anything starts, as a cluster would.
+    "kubelet refuses the init container": (
+        {**job(workers=1), "spec": {**job(workers=1)["spec"], "pytorchReplicaSpecs": {
+            name: {**spec, "template": {"spec": {**spec["template"]["spec"],
+                                                 "securityContext": {"runAsNonRoot": True}}}}
+            for name, spec in job(workers=1)["spec"]["pytorchReplicaSpecs"].items()}}},
+        [], "a cluster would refuse this: {manifest}: "
+        "spec.pytorchReplicaSpecs.Worker.template.spec.securityContext.runAsNonRoot: "),
     "missing --require": (job(), ["--require", "datasets/coco/coco.ffr"],
                           "--require datasets/coco/coco.ffr: {project}/datasets/coco/coco.ffr"),
 }
@@ -84,7 +93,7 @@ def test_refused_before_any_pod_starts(tmp_path, name):
     manifest = write(tmp_path, doc)
     done = run_local(manifest, *extra, "--events", str(tmp_path / "events.jsonl"))
     assert done.returncode == 2, done.stdout + done.stderr
-    assert expected.format(project=tmp_path) in done.stderr, done.stderr
+    assert expected.format(project=tmp_path, manifest=manifest) in done.stderr, done.stderr
     assert all(line.startswith("run-local: ") for line in done.stderr.splitlines()), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "events.jsonl").exists()  # nothing ran

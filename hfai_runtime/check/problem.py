@@ -27,6 +27,12 @@ class Problem:
     rule: str
     source: str = "<manifest>"
 
+    @property
+    def cluster_refuses(self) -> bool:
+        """Whether a cluster refuses this (``False`` for this project's own policy, ``qos/*``:
+        a BestEffort pod is admitted, it is only evicted first)."""
+        return not self.rule.startswith("qos/")
+
     def __str__(self) -> str:
         """One line, whatever keys or values the manifest holds."""
         line = f"{self.source}: {self.field or '<document>'}: {self.message}"

@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         job = load_job(args.manifest, procs_per_node_cap=args.cpu_procs_per_pod)
     except ManifestError as exc:
         return _refuse([str(exc)])
+    refused = _admission_problems(args.manifest)
+    if refused:
+        return _refuse(refused)
     if len(job.replicas) > MAX_LOCAL_PODS:
         field = ("spec.pytorchReplicaSpecs.Worker.replicas" if job.kind == "PyTorchJob"
                  else "spec.trainer.numNodes")
@@ -168,6 +171,21 @@ def _procs_line(job, cap: int) -> str:
     capped = (f"; {job.procs_per_node_path} is {declared} on the cluster, capped here by "
               f"--cpu-procs-per-pod {cap}") if per_pod != declared else ""
     return f"run-local: {pods} pod(s) x {per_pod} training process(es) on CPU ({world}{capped})"
+
+
+def _admission_problems(manifest: Path) -> list[str]:
+    """What ``hfai-runtime check`` finds that a cluster would refuse; policy findings (e.g. a
+    BestEffort pod) are printed as warnings, since a cluster runs such a job."""
+    from hfai_runtime.check import ManifestError, check_file
+
+    try:
+        problems = check_file(manifest)
+    except ManifestError as exc:
+        return [str(exc)]
+    for problem in problems:
+        if not problem.cluster_refuses:
+            print(f"run-local: warning: {problem}", file=sys.stderr)
+    return [f"a cluster would refuse this: {p}" for p in problems if p.cluster_refuses]
 
 
 def _refuse(problems: list[str]) -> int:
