@@ -1,6 +1,7 @@
 """Test helper: the exact-resume matrix for one world, in one launch.
 
     python tests/_resume_matrix.py --data DIR --out DIR --workers N [--ref-dir DIR] [--models a,b,...]
+                                   [--phases ref,interrupt,resume,periodic]
 
 Launched by ``launch_from_env`` from the environment (the test picks the layout). For each model
 (Mask R-CNN, Faster R-CNN, RetinaNet, FCOS; R18/BN, 64-px images, random flip and multi-scale
@@ -16,7 +17,8 @@ train_net.py runs one (HFAI's two lines, ``resume_or_load(resume=True)``):
 4. ``periodic``: resumed from the periodic checkpoint (what a kill before the suspend save
    leaves).
 
-Rank 0 writes ``OUT/results.json``: per model and source, the tensors of the final weights that
+``--phases`` runs some of them (e.g. the interrupted run and its resume in two launches, as a
+real preemption does). Rank 0 writes ``OUT/results.<phases>.json``: per model and source, the tensors of the final weights that
 differ from ``ref``'s, whether training after the resume changed the weights at all, the
 per-rank attributes the suspend checkpoint holds, and any warning about unsaved attributes.
 Building the trainers once per process keeps the matrix affordable on a small CPU.
@@ -153,35 +155,39 @@ class _Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def run_model(model: str, root: Path, workers: int, ref_root: Path | None) -> dict | None:
+PHASES = ("ref", "interrupt", "resume", "periodic")
+
+
+def run_model(model: str, root: Path, workers: int, ref_root: Path, phases: tuple[str, ...]) -> dict | None:
+    """The phases (in PHASES' order) for one model; rank 0 returns the comparisons."""
     from detectron2.utils import comm
 
-    base = root / model
-    if ref_root is None:
-        ref_root = root
+    base, run, periodic = root / model, root / model / "run", root / model / "periodic"
+    if "ref" in phases:
         assert train(model, base / "ref", workers) == "finished"
-    run = base / "run"
-    assert train(model, run, workers, sigterm_at=SIGTERM_AT, checkpoint_period=PERIODIC_AT + 1) == "suspended"
-    periodic = base / "periodic"
-    if comm.is_main_process():
-        periodic.mkdir()
-        name = f"model_{PERIODIC_AT:07d}.pth"
-        shutil.copy2(run / name, periodic / name)
-        (periodic / "last_checkpoint").write_text(name)
-    comm.synchronize()
-    assert train(model, run, workers) == "finished"
-    assert train(model, periodic, workers) == "finished"
+    if "interrupt" in phases:
+        assert train(model, run, workers, sigterm_at=SIGTERM_AT, checkpoint_period=PERIODIC_AT + 1) == "suspended"
+        if comm.is_main_process():
+            periodic.mkdir()
+            name = f"model_{PERIODIC_AT:07d}.pth"
+            shutil.copy2(run / name, periodic / name)
+            (periodic / "last_checkpoint").write_text(name)
+        comm.synchronize()
+    for source, out in (("resume", run), ("periodic", periodic)):
+        if source in phases:
+            assert train(model, out, workers) == "finished"
     if not comm.is_main_process():
         return None
     ref = _weights(ref_root / model / "ref" / "model_final.pth")["model"]
     suspend_ckpt = _weights(run / f"model_{SIGTERM_AT:07d}.pth")
     hook_state = next((v for k, v in suspend_ckpt["trainer"]["hooks"].items() if "SuspendCheckpointer" in k), {})
-    return {
-        "suspend": _compare(ref, _weights(run / "model_final.pth")["model"], suspend_ckpt["model"]),
-        "periodic": _compare(ref, _weights(periodic / "model_final.pth")["model"],
-                             _weights(periodic / f"model_{PERIODIC_AT:07d}.pth")["model"]),
-        "model_attributes": hook_state.get("model_attributes", {}),
-    }
+    results = {"model_attributes": hook_state.get("model_attributes", {})}
+    if "resume" in phases:
+        results["suspend"] = _compare(ref, _weights(run / "model_final.pth")["model"], suspend_ckpt["model"])
+    if "periodic" in phases:
+        results["periodic"] = _compare(ref, _weights(periodic / "model_final.pth")["model"],
+                                       _weights(periodic / f"model_{PERIODIC_AT:07d}.pth")["model"])
+    return results
 
 
 def main(args):
@@ -198,12 +204,14 @@ def main(args):
                             str(data / "train2017"))
     results = {}
     for model in args.models.split(","):
-        results[model] = run_model(model, Path(args.out), args.workers, args.ref_dir and Path(args.ref_dir))
+        out = Path(args.out)
+        ref_root = Path(args.ref_dir) if args.ref_dir else out
+        results[model] = run_model(model, out, args.workers, ref_root, tuple(args.phases.split(",")))
         if results[model] is not None:
             results[model]["warnings"] = warnings.messages[:]
         warnings.messages.clear()
     if comm.is_main_process():
-        (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+        (Path(args.out) / f"results.{args.phases}.json").write_text(json.dumps(results, indent=1))
 
 
 def parse_args(argv=None):
@@ -213,6 +221,7 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--ref-dir", default=None)
+    parser.add_argument("--phases", default=",".join(PHASES), help="a subset of " + ",".join(PHASES))
     return parser.parse_args(argv)
 
 

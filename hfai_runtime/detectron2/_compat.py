@@ -12,7 +12,9 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterator
 
+import torch.distributed as dist
 from detectron2.engine.train_loop import HookBase, TrainerBase
+from detectron2.utils import comm
 
 #: The releases these accesses were checked against: detectron2 0.6 (tests) and main @ e0ec4e1
 #: (the CUDA image; same names, read in its source), fvcore 0.1.5.post20221221.
@@ -85,6 +87,40 @@ def run_hook_first(trainer: Any, hook: HookBase) -> None:
     ``before_train``: the list being iterated is not changed, a new one replaces it."""
     hook.trainer = trainer if isinstance(trainer, weakref.ProxyTypes) else weakref.proxy(trainer)
     trainer._hooks = [hook, *trainer._hooks]
+
+
+# --- detectron2.utils.comm and engine.defaults, for the launcher (comm.py, defaults.py@v0.6) ----
+
+def create_local_process_group(procs_per_machine: int) -> None:
+    """The group of this machine's ranks, which ``comm.get_local_rank/size`` use: detectron2's
+    ``comm.create_local_process_group`` where it has one (after 0.6), else the same by hand.
+    A collective: every rank calls it."""
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(procs_per_machine)
+        return
+    machine = dist.get_rank() // procs_per_machine
+    for index in range(dist.get_world_size() // procs_per_machine):
+        group = dist.new_group(list(range(index * procs_per_machine, (index + 1) * procs_per_machine)))
+        if index == machine:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def forget_process_groups() -> None:
+    """Drop the references detectron2 keeps to process groups (the local group, the cached
+    gloo group), before ``destroy_process_group``: a group's threads end with its last one."""
+    comm._LOCAL_PROCESS_GROUP = None
+    comm._get_global_gloo_group.cache_clear()
+    create = getattr(comm, "create_local_process_group", None)
+    if hasattr(create, "cache_clear"):  # lru_cached after 0.6: it would not create a new group
+        create.cache_clear()
+
+
+def let_create_ddp_model_use(ddp_class: type) -> None:
+    """Make ``detectron2.engine.defaults.create_ddp_model`` wrap models in ``ddp_class`` (it
+    looks ``DistributedDataParallel`` up in its module's globals), however it was imported."""
+    from detectron2.engine import defaults
+
+    defaults.DistributedDataParallel = ddp_class
 
 
 # --- fvcore.common.checkpoint.Checkpointer (checkpoint.py@0.1.5.post20221221) -----------------
