@@ -159,7 +159,7 @@ def test_fresh_start_without_last_checkpoint_loads_only_weights(tmp_path):
 
 
 def test_save_removes_only_the_runtimes_own_temporaries(tmp_path):
-    leftover = tmp_path / ".model_0000001.pth.ab12cd_3.hfai-partial"  # what a SIGKILLed save leaves
+    leftover = tmp_path / ".model_0000001.pth.0a1b2c3d.hfai-partial"  # what a SIGKILLed save leaves
     leftover.write_bytes(b"half a checkpoint")
     users = [".notes.partial", ".model_0000002.pth.partial", "model.hfai-partial", ".x.hfai-partial"]
     for name in users:
