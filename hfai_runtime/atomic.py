@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 #: The suffix of every temporary file :class:`AtomicFile` creates.
 TEMP_SUFFIX = ".hfai-partial"
@@ -65,7 +66,7 @@ class AtomicFile:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> "AtomicFile":
+    def __enter__(self) -> AtomicFile:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -103,6 +103,18 @@ def _two_damaged(out: Path) -> None:
     _newest(out, "model_0000007.pth", b"")
 
 
+def _fifo(path: Path) -> None:
+    """A FIFO: opening it for reading would block until a writer comes (none will)."""
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+
+
+def _names_fifo(out: Path) -> None:
+    _fifo(out / "model_0000007.pth")
+    _tag(out, "model_0000007.pth")
+
+
 Sabotage = Callable[[Path], object]
 #: (case, sabotage, iteration resumed from or None when refused, text the log/error must hold)
 CASES: list[tuple[str, Sabotage, int | None, str]] = [
@@ -122,6 +134,8 @@ CASES: list[tuple[str, Sabotage, int | None, str]] = [
      "model_0000007.pth cannot be resumed from: it is not a training checkpoint"),
     ("named and newest other damaged", _two_damaged, 3, "model_0000005.pth cannot be resumed from"),
     ("nothing usable", _nothing_left, None, "holds no other complete checkpoint"),
+    ("last_checkpoint is a FIFO", lambda out: _fifo(out / "last_checkpoint"), 5, "last_checkpoint names no file"),
+    ("names a FIFO", _names_fifo, 5, "model_0000007.pth cannot be resumed from: it is not a regular file"),
 ]
 
 

@@ -47,7 +47,7 @@ def test_sigkill_during_save_leaves_a_loadable_last_checkpoint(tmp_path):
         saver = context.Process(target=_dist_saver.save_forever, args=(str(tmp_path), first), daemon=True)
         saver.start()
         # Once this saver's first save is complete, kill it somewhere in the next saves.
-        wait_for(lambda: _named_iteration(tmp_path) >= first, 60, "the saver's first save")
+        wait_for(lambda first=first: _named_iteration(tmp_path) >= first, 60, "the saver's first save")
         time.sleep(rng.uniform(0.0, 0.8))
         saver.kill()
         saver.join()

@@ -10,7 +10,8 @@ fails there, by name, rather than as a wrong resume.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch.distributed as dist
 from detectron2.engine.train_loop import HookBase, TrainerBase

@@ -18,8 +18,9 @@ behaviour, with a warning.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any, Iterator
+import stat
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -125,7 +126,7 @@ class AtomicSaves:
         if not path:
             raise UnusableCheckpoint(os.path.join(self.save_dir, TAG_FILE), "it names no file")
         if not os.path.isfile(path):
-            raise UnusableCheckpoint(path, "it is a directory" if os.path.isdir(path) else "it does not exist")
+            raise UnusableCheckpoint(path, _not_a_file(path))
         if os.path.getsize(path) == 0:
             raise UnusableCheckpoint(path, "it is empty (0 bytes)")
         self._checking_resumable = True
@@ -172,10 +173,18 @@ def make_saves_atomic(checkpointer: Checkpointer) -> None:
     with_mixin(checkpointer, AtomicSaves)
 
 
+def _not_a_file(path: str) -> str:
+    if os.path.isdir(path):
+        return "it is a directory"
+    return "it is not a regular file" if os.path.lexists(path) else "it does not exist"
+
+
 def _read_tag(path: str) -> str:
     """The file name in ``last_checkpoint``, "" when it cannot be read as one (fvcore returns
-    "" when the file vanished too)."""
+    "" when the file vanished too). Only a regular file is opened: a FIFO would block."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return ""
         with open(path, "rb") as handle:
             raw = handle.read(4096)
         return raw.decode().strip()

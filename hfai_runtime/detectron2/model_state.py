@@ -17,8 +17,9 @@ so: at save time they are named in a warning.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from numbers import Number
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from detectron2.utils import comm

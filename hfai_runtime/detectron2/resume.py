@@ -39,9 +39,10 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ class _Source:
     group_by_aspect: bool
 
     @classmethod
-    def find(cls, loader: Any) -> "_Source | None":
+    def find(cls, loader: Any) -> _Source | None:
         """Recognize ``build_detection_train_loader``'s output, or return None."""
         group = isinstance(loader, AspectRatioGroupedDataset)
         torch_loader = loader.dataset if group else loader
