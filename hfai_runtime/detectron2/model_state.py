@@ -55,7 +55,7 @@ def _fingerprint(value: Any) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, torch.Tensor)
+    return isinstance(value, (int, float))  # bool too; numpy's float64 is a float
 
 
 class AttributeState:
