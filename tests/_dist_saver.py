@@ -1,4 +1,4 @@
-"""Test helper: a process that saves big checkpoints through ``make_saves_atomic`` forever, to
+"""Test helper: a process that saves big checkpoints through ``AtomicCheckpointer`` forever, to
 be SIGKILLed at random moments (tests/test_suspend_atomic_save.py)."""
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ import itertools
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-
-from hfai_runtime.detectron2.checkpoint import make_saves_atomic
+from hfai_runtime.detectron2.atomic_checkpointer import AtomicCheckpointer
 
 #: Checkpoint size: big enough that most of a save's time is spent writing.
 MEGABYTES = 32
@@ -26,8 +24,7 @@ class Payload(torch.nn.Module):
 
 def save_forever(save_dir: str, first_iteration: int) -> None:
     model = Payload()
-    checkpointer = DetectionCheckpointer(model, save_dir, save_to_disk=True)
-    make_saves_atomic(checkpointer)
+    checkpointer = AtomicCheckpointer(model, save_dir, save_to_disk=True)
     for iteration in itertools.count(first_iteration):
         with torch.no_grad():
             model.weight.fill_(iteration)

@@ -11,6 +11,7 @@ import torch
 
 import _dist_saver
 from _dist_util import wait_for
+from hfai_runtime.atomic import is_temporary
 
 KILLS_DURING_SAVE = 20  # kills that must land while a checkpoint is being written
 MAX_TRIALS = 60
@@ -36,7 +37,7 @@ def test_sigkill_during_save_leaves_a_loadable_last_checkpoint(tmp_path):
     # forkserver: each saver is a cheap fork of a clean process that has imported torch and
     # detectron2 (by installed module names: the fork server does not see the tests folder).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["detectron2.checkpoint", "hfai_runtime.detectron2.checkpoint"])
+    context.set_forkserver_preload(["detectron2.checkpoint", "hfai_runtime.detectron2.atomic_checkpointer"])
     rng = random.Random()
     during_save = trials = 0
     while during_save < KILLS_DURING_SAVE:
@@ -46,11 +47,11 @@ def test_sigkill_during_save_leaves_a_loadable_last_checkpoint(tmp_path):
         saver = context.Process(target=_dist_saver.save_forever, args=(str(tmp_path), first), daemon=True)
         saver.start()
         # Once this saver's first save is complete, kill it somewhere in the next saves.
-        wait_for(lambda: _named_iteration(tmp_path) >= first, 60, "the saver's first save")
+        wait_for(lambda first=first: _named_iteration(tmp_path) >= first, 60, "the saver's first save")
         time.sleep(rng.uniform(0.0, 0.8))
         saver.kill()
         saver.join()
-        during_save += any(tmp_path.glob(".*.partial"))  # the temporary file of a killed save
+        during_save += any(is_temporary(p.name) for p in tmp_path.iterdir())  # a killed save's
 
         last = _named_iteration(tmp_path)
         assert last >= first

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from hfai_runtime.detectron2.checkpoint import atomic_write
+from hfai_runtime.atomic import atomic_write
 from hfai_runtime.distributed import suspend
 
 

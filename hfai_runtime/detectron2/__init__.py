@@ -2,6 +2,8 @@
 
 * :func:`register_ffrecord_handler` -- read datasets from FFRecord packs via ``ffrecord://``.
 * :class:`SuspendCheckpointer` -- the hook that turns SIGTERM into checkpoint + exit 143.
+* :class:`AtomicCheckpointer` -- ``DetectionCheckpointer`` with atomic saves and a resume that
+  survives a damaged ``OUTPUT_DIR`` (``SuspendCheckpointer`` gives a trainer's own these too).
 
 Names are resolved lazily, so importing this package does not import detectron2: HFAI's
 recipe calls ``register_ffrecord_handler`` before ``import detectron2``.
@@ -14,6 +16,7 @@ import importlib
 _EXPORTS = {
     "register_ffrecord_handler": "datasets",
     "SuspendCheckpointer": "checkpoint",
+    "AtomicCheckpointer": "atomic_checkpointer",
 }
 __all__ = list(_EXPORTS)
 

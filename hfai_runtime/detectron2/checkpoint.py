@@ -9,20 +9,15 @@ HFAI's usage is all a user writes::
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import sys
-import tempfile
 import time
-import types
-from typing import Any, Callable, IO
 
-import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from fvcore.common.checkpoint import Checkpointer
 
+from hfai_runtime.detectron2.atomic_checkpointer import make_saves_atomic
+from hfai_runtime.detectron2.logs import log_to_stdout
 from hfai_runtime.detectron2.resume import ExactResume
 from hfai_runtime.distributed.suspend import (
     JobSuspended, agree, barrier, grace_period_seconds, install_sigterm_handler, requested_at,
@@ -31,102 +26,18 @@ from hfai_runtime.distributed.suspend import (
 
 logger = logging.getLogger(__name__)
 
-#: The logger this package's messages go through; see :func:`log_to_stdout`.
-RUNTIME_LOGGER = "hfai_runtime"
-
 #: Warn when the last step plus the save took more than this share of the grace period: the
 #: pod is killed at the end of it, and exiting, logging and a slow disk need some slack too.
 GRACE_WARN_FRACTION = 0.75
-
-_PARTIAL = ".partial"
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write a file so that ``path`` holds either its old content or the complete new one.
-
-    ``write`` fills a temporary file in the same directory; it is fsynced, renamed over
-    ``path``, and the directory is fsynced, so a crash (SIGKILL, power loss) at any moment
-    leaves no partial file under the final name.
-    """
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_PARTIAL, dir=directory or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _atomic_save(self: Checkpointer, name: str, **extra: Any) -> None:
-    """fvcore's ``Checkpointer.save`` with the file and ``last_checkpoint`` written atomically."""
-    if not self.save_dir or not self.save_to_disk:
-        return
-    for stale in glob.glob(os.path.join(self.save_dir, f".*{_PARTIAL}")):  # left by a killed save
-        os.unlink(stale)
-    data = {"model": self.model.state_dict()}
-    data.update((key, obj.state_dict()) for key, obj in self.checkpointables.items())
-    data.update(extra)
-    basename = f"{name}.pth"
-    path = os.path.join(self.save_dir, basename)
-    self.logger.info("Saving checkpoint to %s", path)
-    atomic_write(path, lambda handle: torch.save(data, handle))
-    self.tag_last_checkpoint(basename)
-
-
-def _atomic_tag(self: Checkpointer, last_filename_basename: str) -> None:
-    """fvcore's ``tag_last_checkpoint``, atomically."""
-    tag = last_filename_basename.encode()
-    atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda handle: handle.write(tag))
-
-
-def log_to_stdout(rank: int) -> None:
-    """Print the runtime's INFO messages on this rank's stdout, unless its logger has handlers.
-
-    Each pod's log must say why the pod exited ("Suspending at iteration N ..."; the local
-    runner and people read it there), on every rank: detectron2's ``default_setup`` sets up
-    only its own loggers, and on rank 0 only. So ``hfai_runtime`` gets a logger of its own, as
-    ``detectron2`` has: detectron2's format plus the rank, not propagated (printed once).
-    """
-    runtime = logging.getLogger(RUNTIME_LOGGER)
-    if runtime.handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(
-        f"[%(asctime)s] [rank{rank}] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
-    ))
-    runtime.addHandler(handler)
-    runtime.setLevel(logging.INFO)
-    runtime.propagate = False
-
-
-def make_saves_atomic(checkpointer: Checkpointer) -> None:
-    """Make every save of ``checkpointer`` atomic -- the periodic ones (the safety net) too.
-
-    fvcore writes the checkpoint and ``last_checkpoint`` in place, so a kill during a save can
-    leave a truncated file that the next ``resume_or_load`` fails on. Only local directories
-    (what a pod mounts) are handled; other PathManager URIs keep fvcore's save.
-    """
-    if "://" in str(checkpointer.save_dir):
-        logger.warning("Checkpoints in %s are written in place (not atomically)", checkpointer.save_dir)
-        return
-    checkpointer.save = types.MethodType(_atomic_save, checkpointer)
-    checkpointer.tag_last_checkpoint = types.MethodType(_atomic_tag, checkpointer)
 
 
 class SuspendCheckpointer(HookBase):
     """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
 
-    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer's saves become
-      atomic; the runtime's messages go to this rank's stdout (:func:`log_to_stdout`).
+    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer becomes an
+      :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer` (atomic saves, a
+      resume that survives a damaged ``OUTPUT_DIR``); the runtime's messages go to this rank's
+      stdout (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`).
     * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
       where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).

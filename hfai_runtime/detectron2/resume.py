@@ -16,7 +16,14 @@ Then
 * batches are grouped by aspect ratio in the main process from the dataset dicts' ``width``/
   ``height``, so the grouping after ``n`` iterations can be replayed without reading an image:
   a resumed stream starts with the samples the buckets held, then continues where it stopped;
-* before step ``i`` the global RNGs of rank ``r`` are seeded from ``(seed, r, i)``.
+* before step ``i`` the global RNGs of rank ``r`` are seeded from ``(seed, r, i)``;
+* numbers the model keeps outside ``state_dict`` (RetinaNet's and FCOS's ``loss_normalizer``)
+  are saved per rank and restored (:mod:`hfai_runtime.detectron2.model_state`);
+* TorchScript functions run unoptimized during training (``torch.jit.optimized_execution(False)``):
+  the profiling executor runs a function's first calls, and calls with new shapes, through
+  other code than later calls -- with the autograd of a differentiable graph in place of the
+  ops' own -- so the gradients of RetinaNet's and FCOS's focal loss
+  (``fvcore.nn.sigmoid_focal_loss_jit``) would depend on how many steps this process has run.
 
 Any checkpoint -- suspend or periodic -- thus resumes exactly: bit-identical weights wherever
 the kernels are deterministic (as on CPU). (The BatchNorm running statistics of ranks other
@@ -28,19 +35,24 @@ in plain detectron2.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.utils.data as torchdata
 from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIterableDataset
-from detectron2.engine.train_loop import TrainerBase
+from detectron2.engine import HookBase
 from detectron2.utils import comm
+
+from hfai_runtime.detectron2 import _compat
+from hfai_runtime.detectron2.model_state import AttributeState
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +94,13 @@ class _Source:
     """The parts of detectron2's training loader that the resumable one reuses."""
 
     dataset: MapDataset  # dataset dicts + mapper
-    sampler: torchdata.Sampler  # has _infinite_indices(), _seed, _rank, _world_size
+    sampler: torchdata.Sampler  # a TrainingSampler (see _compat.is_training_sampler)
     batch_size: int  # per rank
     num_workers: int
     group_by_aspect: bool
 
     @classmethod
-    def find(cls, loader: Any) -> "_Source | None":
+    def find(cls, loader: Any) -> _Source | None:
         """Recognize ``build_detection_train_loader``'s output, or return None."""
         group = isinstance(loader, AspectRatioGroupedDataset)
         torch_loader = loader.dataset if group else loader
@@ -96,15 +108,15 @@ class _Source:
             return None
         stream = torch_loader.dataset
         if not (isinstance(stream, ToIterableDataset) and isinstance(stream.dataset, MapDataset)
-                and hasattr(stream.sampler, "_infinite_indices") and stream.shard_sampler):
+                and _compat.is_training_sampler(stream.sampler) and stream.shard_sampler):
             return None
         batch_size = loader.batch_size if group else torch_loader.batch_size
         return cls(stream.dataset, stream.sampler, batch_size, torch_loader.num_workers, group)
 
     def positions(self, first: int) -> Iterator[tuple[int, int]]:
         """``(position, dataset index)`` of this rank's stream from ``first`` on."""
-        rank, world = self.sampler._rank, self.sampler._world_size
-        indices = itertools.islice(self.sampler._infinite_indices(), rank + first * world, None, world)
+        rank, world = _compat.sampler_shard(self.sampler)
+        indices = itertools.islice(_compat.sampler_stream(self.sampler), rank + first * world, None, world)
         return enumerate(indices, first)
 
 
@@ -118,12 +130,13 @@ class _MappedStream(torchdata.IterableDataset):
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         info = torchdata.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        held, world = set(self.held), self.source.sampler._world_size
+        held = set(self.held)
+        rank, world = _compat.sampler_shard(self.source.sampler)
         wanted = ((p, i) for p, i in self.source.positions(min(self.held, default=self.start))
                   if p >= self.start or p in held)
         for turn, (position, index) in enumerate(wanted):
             if turn % workers == worker:
-                with _scoped_seed(_seed_from(self.seed, self.source.sampler._rank + position * world)):
+                with _scoped_seed(_seed_from(self.seed, rank + position * world)):
                     mapped = self.source.dataset[index]
                 yield index, mapped  # outside the scope: the consumer's RNG is its own
 
@@ -139,7 +152,7 @@ class ResumableTrainLoader:
 
     def _aspect_buckets(self) -> np.ndarray:
         """0 for landscape, 1 otherwise, per dataset index (as ``AspectRatioGroupedDataset``)."""
-        dicts = self.source.dataset._dataset
+        dicts = _compat.mapped_items(self.source.dataset)
         buckets = np.empty(len(dicts), dtype=np.int8)
         for index in range(len(dicts)):
             record = dicts[index]
@@ -185,7 +198,8 @@ class ResumableTrainLoader:
 
 class ExactResume:
     """What :class:`~hfai_runtime.detectron2.checkpoint.SuspendCheckpointer` does for exact
-    resume: attach at ``before_train``, reseed at ``before_step``, persist the seed.
+    resume: attach at ``before_train``, reseed at ``before_step``, persist the seed and the
+    model's per-rank attributes.
 
     It also persists the optimizer when the trainer does not: detectron2 0.6's
     ``DefaultTrainer.state_dict`` omits its inner ``SimpleTrainer`` (optimizer momenta, AMP
@@ -194,52 +208,70 @@ class ExactResume:
 
     def __init__(self) -> None:
         self.seed: int | None = None
-
-    @staticmethod
-    def _unsaved_inner(trainer: Any) -> Any:
-        """The inner trainer if the outer one's ``state_dict`` leaves it out, else None."""
-        inner = getattr(trainer, "_trainer", None)
-        if inner is None or trainer.__class__.state_dict is not TrainerBase.state_dict:
-            return None
-        return inner
+        self.attributes = AttributeState()
+        self._training_scope = contextlib.ExitStack()
 
     def state_dict(self, trainer: Any) -> dict:
-        state = {} if self.seed is None else {"seed": self.seed}
-        inner = self._unsaved_inner(trainer)
+        state: dict[str, Any] = {} if self.seed is None else {"seed": self.seed}
+        inner = _compat.inner_trainer_unsaved(trainer)
         if inner is not None:
             state["inner_trainer"] = inner.state_dict()
+        attributes = self.attributes.state_dict()
+        if attributes:
+            state["model_attributes"] = attributes
         return state
 
     def load_state_dict(self, state: dict, trainer: Any) -> None:
         if "seed" in state:
             self.seed = int(state["seed"])
-        inner = self._unsaved_inner(trainer)
+        inner = _compat.inner_trainer_unsaved(trainer)
         if inner is not None and "inner_trainer" in state:
             inner.load_state_dict(state["inner_trainer"])
+        if "model_attributes" in state:
+            self.attributes.load_state_dict(state["model_attributes"], _compat.inner_trainer(trainer).model)
 
     def attach(self, trainer: Any) -> None:
-        """Take over the trainer's data loader, positioned after ``trainer.start_iter`` batches."""
-        inner = getattr(trainer, "_trainer", trainer)  # DefaultTrainer wraps a SimpleTrainer
+        """Take over the trainer's data loader, positioned after ``trainer.start_iter`` batches,
+        start saving the model's per-rank attributes, and run TorchScript unoptimized until
+        training ends."""
+        inner = _compat.inner_trainer(trainer)
+        self.attributes.start(inner.model)
+        self._training_scope.enter_context(torch.jit.optimized_execution(False))
+        _compat.run_hook_first(trainer, _FirstHook(self))
         source = _Source.find(inner.data_loader)
         if self.seed is None:
-            self.seed = int(source.sampler._seed) if source else comm.shared_random_seed()
+            self.seed = _compat.sampler_seed(source.sampler) if source else comm.shared_random_seed()
         if source is None:
             logger.warning("Exact resume: unrecognized training data loader %s; the data stream "
                            "will restart from its seed after a resume", type(inner.data_loader).__name__)
             return
-        source.sampler._seed = self.seed
+        _compat.set_sampler_seed(source.sampler, self.seed)
         try:
             loader = ResumableTrainLoader(source, self.seed, trainer.start_iter)
         except ValueError as err:
             logger.warning("Exact resume: %s; keeping detectron2's data loader", err)
             return
-        inner.data_loader = loader  # the old iterator and its workers go with the line below
-        if hasattr(inner, "_data_loader_iter_obj"):  # detectron2 after 0.6 iterates lazily
-            inner._data_loader_iter_obj = None
-        else:
-            inner._data_loader_iter = iter(loader)
+        _compat.replace_data_loader(inner, loader)  # the old iterator and its workers go with it
         logger.info("Exact resume: data stream at iteration %d (seed %d, %d held samples)",
                     trainer.start_iter, self.seed, len(loader.held))
 
     def before_step(self, iteration: int) -> None:
         seed_all(_seed_from(self.seed, comm.get_rank(), iteration))
+
+    def after_train(self) -> None:
+        self._training_scope.close()
+
+
+class _FirstHook(HookBase):
+    """The part of :class:`ExactResume` that runs before every other hook: after each step it
+    gathers the model's per-rank attributes (a collective), so that a checkpointer hook saving
+    at this step saves this step's values; after training it undoes the TorchScript setting."""
+
+    def __init__(self, resume: ExactResume):
+        self.resume = resume
+
+    def after_step(self) -> None:
+        self.resume.attributes.after_step()
+
+    def after_train(self) -> None:
+        self.resume.after_train()

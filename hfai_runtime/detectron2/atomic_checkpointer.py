@@ -1,0 +1,201 @@
+"""``AtomicCheckpointer``: detectron2's checkpointer whose saves are atomic and whose resume
+survives a damaged ``OUTPUT_DIR``.
+
+fvcore writes the checkpoint and ``last_checkpoint`` in place, so a kill during a save can leave
+a truncated file that the next ``resume_or_load`` fails on -- with a ``miniz`` or ``EOFError``
+traceback that does not name the file. Here, as detectron2 extends fvcore, a subclass:
+
+* every save (suspend, periodic, final) goes through :func:`hfai_runtime.atomic.atomic_write`;
+* ``last_checkpoint`` must name a file inside ``OUTPUT_DIR`` (else :class:`CheckpointRefused`);
+* a named checkpoint that cannot be resumed from (missing, a directory, empty, truncated, not a
+  training checkpoint) is reported by name and the newest complete checkpoint in ``OUTPUT_DIR``
+  is used instead, loudly; when there is none, :class:`CheckpointRefused` says what to do.
+
+Only local directories (what a pod mounts) get this; other PathManager URIs keep fvcore's
+behaviour, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from fvcore.common.checkpoint import Checkpointer
+
+from hfai_runtime.atomic import atomic_write, is_temporary, remove_stale_temporaries
+from hfai_runtime.detectron2._compat import with_mixin
+
+#: fvcore's name for the file that names the checkpoint to resume from.
+TAG_FILE = "last_checkpoint"
+
+
+class CheckpointRefused(RuntimeError):
+    """Training must not start: resuming would use a file it must not, or none is usable."""
+
+
+class UnusableCheckpoint(ValueError):
+    """A checkpoint file that cannot be resumed from; the message names it and says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"checkpoint {path} cannot be resumed from: {reason}")
+        self.path, self.reason = path, reason
+
+
+class AtomicSaves:
+    """The overrides, on top of any fvcore ``Checkpointer`` (see :class:`AtomicCheckpointer`)."""
+
+    _checking_resumable = False
+
+    def _is_local(self) -> bool:
+        return bool(self.save_dir) and "://" not in str(self.save_dir)
+
+    def save(self, name: str, **extra: Any) -> None:
+        """fvcore's ``save``, written atomically; leftovers of a killed save are removed first."""
+        if not self._is_local() or not self.save_to_disk:
+            super().save(name, **extra)
+            return
+        remove_stale_temporaries(self.save_dir)
+        data = {"model": self.model.state_dict()}
+        data.update((key, obj.state_dict()) for key, obj in self.checkpointables.items())
+        data.update(extra)
+        basename = f"{name}.pth"
+        if os.path.basename(basename) != basename:
+            raise ValueError(f"checkpoint name {name!r}: expected a file name, without a directory")
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_write(path, lambda handle: torch.save(data, handle))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """fvcore's ``tag_last_checkpoint``, atomically."""
+        if not self._is_local():
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        tag = last_filename_basename.encode()
+        atomic_write(os.path.join(self.save_dir, TAG_FILE), lambda handle: handle.write(tag))
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names ("" when it names none), refused when outside
+        ``OUTPUT_DIR``: a resume must continue this run, not load whatever a path points at."""
+        if not self._is_local():
+            return super().get_checkpoint_file()
+        name = _read_tag(os.path.join(self.save_dir, TAG_FILE))
+        if not name:
+            return ""
+        path = os.path.join(self.save_dir, name)
+        root = os.path.realpath(self.save_dir)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise CheckpointRefused(
+                f"{os.path.join(self.save_dir, TAG_FILE)} names {name!r}, which is outside OUTPUT_DIR "
+                f"{self.save_dir}: refused. Resume only continues checkpoints of this OUTPUT_DIR; to start "
+                "from another checkpoint, set MODEL.WEIGHTS and delete last_checkpoint"
+            )
+        return path
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """fvcore's ``resume_or_load``, falling back to the newest complete checkpoint in
+        ``OUTPUT_DIR`` when the one ``last_checkpoint`` names cannot be resumed from."""
+        if not (resume and self._is_local() and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        named = self.get_checkpoint_file()
+        try:
+            return self._load_resumable(named)
+        except UnusableCheckpoint as err:
+            problem = err if named else f"{os.path.join(self.save_dir, TAG_FILE)} names no file"
+            self.logger.error("%s", problem)
+        for candidate in self._complete_candidates(exclude=named):
+            try:
+                checkpoint = self._load_resumable(candidate)
+            except UnusableCheckpoint as err:
+                self.logger.error("%s", err)
+                continue
+            self.logger.warning("Resumed from %s instead: the newest complete checkpoint in %s",
+                                candidate, self.save_dir)
+            return checkpoint
+        raise CheckpointRefused(
+            f"{problem}, and {self.save_dir} holds no other complete checkpoint: put the checkpoint "
+            f"back, or delete {os.path.join(self.save_dir, TAG_FILE)} to start from MODEL.WEIGHTS"
+        )
+
+    def _load_resumable(self, path: str) -> dict[str, Any]:
+        """``load(path)`` with every checkpointable, or :class:`UnusableCheckpoint`."""
+        if not path:
+            raise UnusableCheckpoint(os.path.join(self.save_dir, TAG_FILE), "it names no file")
+        if not os.path.isfile(path):
+            raise UnusableCheckpoint(path, _not_a_file(path))
+        if os.path.getsize(path) == 0:
+            raise UnusableCheckpoint(path, "it is empty (0 bytes)")
+        self._checking_resumable = True
+        try:
+            return self.load(path)
+        finally:
+            self._checking_resumable = False
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        """detectron2's ``_load_file``; while resuming, a file that does not read as a training
+        checkpoint raises :class:`UnusableCheckpoint` naming it (before anything is loaded)."""
+        if not self._checking_resumable:
+            return super()._load_file(filename)
+        try:
+            loaded = super()._load_file(filename)
+        except Exception as err:  # torch.load's errors on damaged files vary: miniz, EOF, pickle
+            raise UnusableCheckpoint(filename, f"{type(err).__name__}: {err}".strip()) from err
+        if not _is_training_checkpoint(loaded):
+            raise UnusableCheckpoint(filename, "it is not a training checkpoint (no model weights "
+                                               "and iteration)")
+        return loaded
+
+    def _complete_candidates(self, exclude: str) -> Iterator[str]:
+        """The ``*.pth`` files in ``OUTPUT_DIR`` other than ``exclude``, newest first."""
+        with os.scandir(self.save_dir) as entries:
+            files = [entry for entry in entries
+                     if entry.name.endswith(".pth") and not is_temporary(entry.name)
+                     and entry.is_file() and entry.path != exclude]
+        files.sort(key=lambda entry: (entry.stat().st_mtime_ns, entry.name), reverse=True)
+        return (entry.path for entry in files)
+
+
+class AtomicCheckpointer(AtomicSaves, DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic saves and a resume that survives a damaged
+    ``OUTPUT_DIR`` (see the module docstring)."""
+
+
+def make_saves_atomic(checkpointer: Checkpointer) -> None:
+    """Give an existing checkpointer (``DefaultTrainer.checkpointer``, or any fvcore
+    ``Checkpointer``) :class:`AtomicCheckpointer`'s behaviour, keeping its own class's."""
+    if "://" in str(checkpointer.save_dir):
+        checkpointer.logger.warning("Checkpoints in %s are written in place (not atomically)",
+                                    checkpointer.save_dir)
+    with_mixin(checkpointer, AtomicSaves)
+
+
+def _not_a_file(path: str) -> str:
+    if os.path.isdir(path):
+        return "it is a directory"
+    return "it is not a regular file" if os.path.lexists(path) else "it does not exist"
+
+
+def _read_tag(path: str) -> str:
+    """The file name in ``last_checkpoint``, "" when it cannot be read as one (fvcore returns
+    "" when the file vanished too). Only a regular file is opened: a FIFO would block."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return ""
+        with open(path, "rb") as handle:
+            raw = handle.read(4096)
+        return raw.decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _is_training_checkpoint(loaded: Any) -> bool:
+    """What a detectron2 trainer saves: the model's weights and the iteration (directly, as
+    the checkpointer hooks pass it, or in the trainer's own state)."""
+    if not isinstance(loaded, Mapping) or not isinstance(loaded.get("model"), Mapping):
+        return False
+    trainer = loaded.get("trainer")
+    return "iteration" in loaded or (isinstance(trainer, Mapping) and "iteration" in trainer)

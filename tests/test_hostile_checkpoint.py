@@ -1,0 +1,185 @@
+"""Hostile and damaged checkpoint folders: ``resume_or_load(resume=True)`` never loads a file
+outside ``OUTPUT_DIR``, never fails with a traceback that does not name the file, and falls back
+to the newest complete checkpoint, loudly. A save removes only the runtime's own temporaries.
+
+Each case is one row of ``CASES``: a name, what it does to a healthy ``OUTPUT_DIR`` (complete
+checkpoints at iterations 3 and 5, ``last_checkpoint`` naming 5), and what must happen. Add a
+row to add a case. Real detectron2 checkpointer; the model is a single layer whose weights equal
+the iteration they were saved at, so a load of the wrong file is caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from hfai_runtime.atomic import is_temporary
+from hfai_runtime.detectron2.atomic_checkpointer import AtomicCheckpointer, CheckpointRefused
+
+
+class Progress:
+    """The trainer's part of a checkpoint: the iteration."""
+
+    def __init__(self) -> None:
+        self.iteration = -1
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+
+
+def _checkpointer(out: Path) -> AtomicCheckpointer:
+    return AtomicCheckpointer(torch.nn.Linear(2, 2), str(out), save_to_disk=True, trainer=Progress())
+
+
+def _save(checkpointer: AtomicCheckpointer, iteration: int, mtime: int) -> None:
+    with torch.no_grad():
+        for tensor in checkpointer.model.state_dict().values():
+            tensor.fill_(iteration)
+    checkpointer.checkpointables["trainer"].iteration = iteration
+    checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+    os.utime(Path(checkpointer.save_dir) / f"model_{iteration:07d}.pth", (mtime, mtime))
+
+
+def _tag(out: Path, name: str | bytes) -> None:
+    (out / "last_checkpoint").write_bytes(name if isinstance(name, bytes) else name.encode())
+
+
+def _newest(out: Path, name: str, content: bytes | None) -> Path:
+    """A file ``name`` newer than every checkpoint, named by ``last_checkpoint``."""
+    path = out / name
+    if content is not None:
+        path.write_bytes(content)
+    os.utime(path, (2000, 2000))
+    _tag(out, name)
+    return path
+
+
+def _outside(out: Path) -> Path:
+    """A complete checkpoint (iteration 99) in a folder beside OUTPUT_DIR."""
+    other = out.parent / "outside"
+    other.mkdir()
+    _save(_checkpointer(other), 99, 500)
+    return other / "model_0000099.pth"
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _symlink_out(out: Path) -> None:
+    (out / "model_0000007.pth").symlink_to(_outside(out))
+    _tag(out, "model_0000007.pth")
+
+
+def _make_dir(out: Path) -> None:
+    (out / "model_0000007.pth").mkdir()
+    _newest(out, "model_0000007.pth", None)
+
+
+def _nothing_left(out: Path) -> None:
+    _truncate(out / "model_0000005.pth")
+    (out / "model_0000003.pth").unlink()
+
+
+def _two_damaged(out: Path) -> None:
+    _truncate(out / "model_0000005.pth")
+    _newest(out, "model_0000007.pth", b"")
+
+
+def _fifo(path: Path) -> None:
+    """A FIFO: opening it for reading would block until a writer comes (none will)."""
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+
+
+def _names_fifo(out: Path) -> None:
+    _fifo(out / "model_0000007.pth")
+    _tag(out, "model_0000007.pth")
+
+
+Sabotage = Callable[[Path], object]
+#: (case, sabotage, iteration resumed from or None when refused, text the log/error must hold)
+CASES: list[tuple[str, Sabotage, int | None, str]] = [
+    ("intact", lambda out: None, 5, ""),
+    ("dot-dot name", lambda out: _tag(out, f"../outside/{_outside(out).name}"), None, "outside OUTPUT_DIR"),
+    ("absolute name", lambda out: _tag(out, str(_outside(out))), None, "outside OUTPUT_DIR"),
+    ("symlink out of OUTPUT_DIR", _symlink_out, None, "outside OUTPUT_DIR"),
+    ("names a directory", _make_dir, 5, "model_0000007.pth cannot be resumed from: it is a directory"),
+    ("names nothing", lambda out: _tag(out, ""), 5, "last_checkpoint names no file"),
+    ("binary tag", lambda out: _tag(out, b"\xff\xfe\x00"), 5, "last_checkpoint names no file"),
+    ("missing file", lambda out: _tag(out, "model_0000009.pth"), 5, "model_0000009.pth cannot be resumed from: it does not exist"),
+    ("zero bytes", lambda out: _newest(out, "model_0000007.pth", b""), 5, "model_0000007.pth cannot be resumed from: it is empty"),
+    ("truncated in place", lambda out: _truncate(out / "model_0000005.pth"), 3, "model_0000005.pth cannot be resumed from"),
+    ("text file", lambda out: _newest(out, "model_0000007.pth", b"not a checkpoint\n"), 5, "model_0000007.pth cannot be resumed from"),
+    ("a tensor", lambda out: _newest(out, "model_0000007.pth", _torch_bytes(torch.zeros(3))), 5, "model_0000007.pth cannot be resumed from"),
+    ("bare state_dict", lambda out: _newest(out, "model_0000007.pth", _torch_bytes({"weight": torch.zeros(2, 2)})), 5,
+     "model_0000007.pth cannot be resumed from: it is not a training checkpoint"),
+    ("named and newest other damaged", _two_damaged, 3, "model_0000005.pth cannot be resumed from"),
+    ("nothing usable", _nothing_left, None, "holds no other complete checkpoint"),
+    ("last_checkpoint is a FIFO", lambda out: _fifo(out / "last_checkpoint"), 5, "last_checkpoint names no file"),
+    ("names a FIFO", _names_fifo, 5, "model_0000007.pth cannot be resumed from: it is not a regular file"),
+]
+
+
+@pytest.mark.parametrize("sabotage, resumed, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_resume_from_a_hostile_output_dir(tmp_path, caplog, sabotage, resumed, says):
+    out = tmp_path / "output"
+    out.mkdir()
+    writer = _checkpointer(out)
+    _save(writer, 3, 1000)
+    _save(writer, 5, 1500)
+    sabotage(out)
+
+    reader = _checkpointer(out)
+    caplog.set_level(logging.INFO)
+    if resumed is None:
+        with pytest.raises(CheckpointRefused, match=says):
+            reader.resume_or_load("", resume=True)
+        assert reader.checkpointables["trainer"].iteration == -1, "nothing may be loaded"
+        return
+    extra = reader.resume_or_load("", resume=True)
+    assert extra["iteration"] == reader.checkpointables["trainer"].iteration == resumed
+    assert torch.equal(reader.model.weight, torch.full((2, 2), float(resumed)))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if says:
+        assert any(says in message for message in errors), errors
+        assert any(r.levelno == logging.WARNING and "instead" in r.getMessage() for r in caplog.records)
+    else:
+        assert errors == []
+
+
+def test_fresh_start_without_last_checkpoint_loads_only_weights(tmp_path):
+    reader = _checkpointer(tmp_path)
+    assert reader.resume_or_load("", resume=True) == {}
+    assert reader.checkpointables["trainer"].iteration == -1
+
+
+def test_save_removes_only_the_runtimes_own_temporaries(tmp_path):
+    leftover = tmp_path / ".model_0000001.pth.0a1b2c3d.hfai-partial"  # what a SIGKILLed save leaves
+    leftover.write_bytes(b"half a checkpoint")
+    users = [".notes.partial", ".model_0000002.pth.partial", "model.hfai-partial", ".x.hfai-partial"]
+    for name in users:
+        (tmp_path / name).write_text("mine")
+    assert is_temporary(leftover.name) and not any(is_temporary(name) for name in users)
+
+    _save(_checkpointer(tmp_path), 2, 1000)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*users, "last_checkpoint", "model_0000002.pth"])
