@@ -7,6 +7,7 @@ and ``template/`` (what ``copier copy gh:org/d2-hfai-template`` would fetch).
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -91,3 +92,19 @@ def projects(template_src, tmp_path_factory) -> dict[str, Path]:
     """Every answer set rendered once: name -> project folder."""
     root = tmp_path_factory.mktemp("projects")
     return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
+
+
+def module_constants(path: Path) -> dict[str, Any]:
+    """The module-level ``NAME = <literal>`` assignments of a rendered Python file, by value.
+
+    Read with :mod:`ast` (never executed), so a test can compare what the template wrote into
+    a string literal with the answer it came from.
+    """
+    constants = {}
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue  # not a literal (e.g. a call)
+    return constants

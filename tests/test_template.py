@@ -20,7 +20,7 @@ import yaml
 
 from _template_k8s import crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import (  # noqa: F401 (fixtures)
-    ANSWER_SETS, REPO, git, load_job, projects, render, template_repo, template_src,
+    ANSWER_SETS, REPO, git, load_job, module_constants, projects, render, template_repo, template_src,
 )
 
 from hfai_runtime.distributed.env import DistEnv
@@ -68,12 +68,13 @@ def test_train_net_calls_the_runtime_api(projects):
 
 
 def test_custom_dataset_is_registered_from_its_pack(projects):
-    source = (projects["custom"] / "train_net.py").read_text()
-    assert 'DATASET_PACK = "kitchen/images.ffr"' in source and 'DATASET_PREFIX = "kitchen-pack"' in source
-    assert '("kitchen_train", "images/train", "kitchen/annotations/train.json")' in source
+    constants = module_constants(projects["custom"] / "train_net.py")
+    assert constants["DATASET_PACK"] == "kitchen/images.ffr"
+    assert constants["DATASET_PREFIX"] == "kitchen-pack"
+    assert constants["DATASET_SPLITS"][0] == ("kitchen_train", "images/train", "kitchen/annotations/train.json")
     config = yaml.safe_load((projects["custom"] / "configs/train.yaml").read_text())
     assert config["MODEL"]["RETINANET"]["NUM_CLASSES"] == 5
-    assert config["DATASETS"]["TRAIN"] == '("kitchen_train",)'
+    assert config["DATASETS"]["TRAIN"] == ["kitchen_train"]  # yacs reads a list as the tuple
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +222,8 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     ({"project_slug": "My_Project"}, "project_slug", "lowercase"),
     ({"num_nodes": 0}, "num_nodes", "between 1 and"),
     ({"gpus_per_node": 0}, "gpus_per_node", "between 1 and 16"),
-    ({"grace_seconds": 10}, "grace_seconds", "at least 15"),
+    ({"grace_seconds": 10}, "grace_seconds", "between 15"),
+    ({"grace_seconds": 86401}, "grace_seconds", "and 86400"),
     ({"suspend_exit_code": 1}, "suspend_exit_code", "between 128 and 255"),
     ({"suspend_exit_code": 127}, "suspend_exit_code", "permanent failures"),
     ({"suspend_exit_code": 256}, "suspend_exit_code", "between 128 and 255"),
@@ -230,13 +232,21 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     ({"mount_path": "/dev/shm"}, "mount_path", "system"),
     ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
     ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
-    ({"image": "registry/my image:1"}, "image", "without spaces"),
-    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "must be lowercase"),
+    ({"image": "registry/my image:1"}, "image", "no spaces"),
+    ({"image": "registry.example.com/x"}, "image", "pinned by a tag"),
+    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "lowercase repository"),
     ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
     ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
     ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
     ({"dataset": "custom", "dataset_train_json": "../train.json"}, "dataset_train_json", "relative"),
-    ({"dataset": "custom", "num_classes": 0}, "num_classes", "at least 1"),
+    ({"dataset": "custom", "num_classes": 0}, "num_classes", "between 1 and"),
+    ({"max_preemptions": 10_000_000_000}, "max_preemptions", "between 1 and 1000"),
+    ({"cpus_per_node": 0}, "cpus_per_node", "between 1 and"),
+    ({"shm_size": "16Gi", "memory_per_node": "18Gi"}, "memory_per_node", "exceed shm_size"),
+    ({"memory_per_node": "64G"}, "memory_per_node", "not a size"),
+    ({"job_flavour": "pytorchjob", "priority_class": "system-node-critical"}, "priority_class", "reserved"),
+    ({"kueue_queue": "q", "kueue_priority_class": "Low"}, "kueue_priority_class", "not a valid priority class"),
+    ({"spot_node_label": "cloud.google.com/gke-spot"}, "spot_node_label", "KEY=VALUE"),
 ])
 def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says):
     dst = tmp_path / "project"
@@ -277,7 +287,7 @@ def test_copier_update_applies_a_template_change(tmp_path):
     # The template's v0.2.0: pods get a priority class.
     manifest = src / "template" / "k8s" / "job.yaml.jinja"
     text = manifest.read_text()
-    old = "terminationGracePeriodSeconds: {{ grace_seconds }}\n"
+    old = "terminationGracePeriodSeconds: {{ grace_seconds | int }}\n"
     assert old in text
     manifest.write_text(text.replace(old, old + "priorityClassName: preemptible\n", 1))
     git(src, "commit", "-q", "-am", "pods get a priority class")
