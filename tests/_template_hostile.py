@@ -19,6 +19,7 @@ character or a system path fails the suite even if the render happens to survive
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,9 +30,11 @@ import subprocess
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import copier
+import jinja2
+import pytest
 import yaml
 
 from _template_k8s import crd_schema, effective_pods, validate_crd
@@ -58,6 +61,31 @@ def plain_template(dest: Path) -> Path:
     shutil.copy2(REPO / "copier.yml", dest / "copier.yml")
     shutil.copytree(REPO / "template", dest / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
+
+
+@contextlib.contextmanager
+def compiled_once() -> Iterator[None]:
+    """Compile each Jinja template string once for all renders of the suite.
+
+    Copier builds a new Jinja environment for every run and compiles every template, default,
+    ``when`` and validator again: two thirds of a render. The compiled code does not belong to
+    an environment instance (it looks filters and globals up in the environment it runs in),
+    and every environment copier makes here is configured alike, so the code is reused, keyed
+    on the configuration that shapes it.
+    """
+    compile_ = jinja2.Environment.compile
+    cache: dict[tuple, Any] = {}
+
+    def compile_once(self, source, name=None, filename=None, raw=False, defer_init=False):
+        key = (type(self), tuple(sorted(self.extensions)), self.finalize is None, self.autoescape,
+               str(source), name, filename, raw, defer_init)
+        if key not in cache:
+            cache[key] = compile_(self, source, name, filename, raw, defer_init)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jinja2.Environment, "compile", compile_once)
+        yield
 
 
 def render_or_refuse(src: Path, dst: Path, answers: Mapping[str, Any]) -> Path | str:

@@ -8,7 +8,7 @@ is either refused by its validator with copier's message, or renders a project t
 oracle :func:`_template_hostile.unsafe_reason` calls unsafe.
 
 To add a case: append ``(question, answer)`` to ``ISSUE_CASES`` (or a hostile fragment to
-``FRAGMENTS``). ``HFAI_HOSTILE_EXAMPLES`` sets the generated answers per question (default 15;
+``FRAGMENTS``). ``HFAI_HOSTILE_EXAMPLES`` sets the generated answers per question (default 20;
 each is a real copier render).
 """
 
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from _template_hostile import check_project, import_file, plain_template, render_or_refuse, unsafe_reason
+from _template_hostile import (
+    check_project, compiled_once, import_file, plain_template, render_or_refuse, unsafe_reason,
+)
 
-EXAMPLES = int(os.environ.get("HFAI_HOSTILE_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("HFAI_HOSTILE_EXAMPLES", "20"))
 
 #: The answers each question is varied from: every other answer explicit and valid, so a refusal
 #: is the varied answer's own (a derived default such as the slug would otherwise fail first).
@@ -54,9 +56,9 @@ QUESTIONS: dict[str, tuple[str, dict[str, Any], st.SearchStrategy[str]]] = {
     "dataset_train_json": ("custom", {}, st.from_regex(PATH_RE + r"\.json", fullmatch=True)),
     "dataset_val_json": ("custom", {}, st.from_regex(PATH_RE + r"\.json", fullmatch=True)),
     "image": ("coco", {}, st.from_regex(
-        r"([a-z0-9.-]{1,10}(:[0-9]{1,5})?/)?[a-z0-9._-]{1,10}(/[a-z0-9._-]{1,8})?(:[A-Za-z0-9_.-]{1,10})?",
+        r"([a-z0-9.-]{1,10}(:[0-9]{1,5})?/)?[a-z0-9._-]{1,10}(/[a-z0-9._-]{1,8})?:[A-Za-z0-9_.-]{1,10}",
         fullmatch=True)),
-    "base_image": ("coco", {}, st.from_regex(r"([a-z0-9.-]{1,10}/)?[a-z0-9._-]{1,10}(:[A-Za-z0-9_.-]{1,10})?",
+    "base_image": ("coco", {}, st.from_regex(r"([a-z0-9.-]{1,10}/)?[a-z0-9._-]{1,10}:[A-Za-z0-9_.-]{1,10}",
                                             fullmatch=True)),
     "namespace": ("coco", {}, st.from_regex(NAME_RE, fullmatch=True)),
     "pvc_name": ("coco", {}, st.from_regex(NAME_RE, fullmatch=True)),
@@ -70,6 +72,19 @@ QUESTIONS: dict[str, tuple[str, dict[str, Any], st.SearchStrategy[str]]] = {
     "memory_per_node": ("coco", {"shm_size": "1Gi"}, st.from_regex(r"[0-9０-９]{1,7}(Mi|Gi|Ti|G|M|)", fullmatch=True)),
     "spot_node_label": ("coco", {}, st.from_regex(r"([a-z0-9.-]{1,10}/)?[A-Za-z0-9._-]{1,10}=[A-Za-z0-9._-]{0,10}",
                                                  fullmatch=True)),
+}
+
+#: A known-good answer per question (rendered first by the property test).
+VALID: dict[str, str] = {
+    "project_name": "Kitchen tools: «détection» 🍳", "description": "Finds $PATH's `tools` \"fast\".",
+    "project_slug": "kitchen-2", "dataset_name": "kitchen_2", "dataset_prefix": "Kitchen-2_x",
+    "dataset_pack": "k/a+b=c,d@e.ffr", "dataset_train_images": "img/train.v1",
+    "dataset_val_images": "img/val", "dataset_train_json": "k/ann/train.json",
+    "dataset_val_json": "k/ann/val.json", "image": "registry.local:5000/team/x_y:1.0-rc.1",
+    "base_image": "team/base:2", "namespace": "research", "pvc_name": "data.v2",
+    "kueue_queue": "team-a", "kueue_priority_class": "low", "priority_class": "preemptible",
+    "mount_path": "/mnt/data.v2", "shm_size": "512Mi", "memory_per_node": "40Gi",
+    "spot_node_label": "cloud.google.com/gke-spot=true",
 }
 
 #: What breaks quoting: line breaks of YAML (\r, \x85, U+2028/9) and Python, quotes, escapes,
@@ -96,8 +111,9 @@ def answers_for(question: str) -> st.SearchStrategy[str]:
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def hostile_src(tmp_path_factory) -> Path:
-    return plain_template(tmp_path_factory.mktemp("hostile") / "template")
+def hostile_src(tmp_path_factory) -> Iterator[Path]:
+    with compiled_once():
+        yield plain_template(tmp_path_factory.mktemp("hostile") / "template")
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +169,7 @@ def test_generated_answers_are_refused_or_rendered_safely(renderer, question):
     flavours = ["pytorchjob"] if question == "priority_class" else ["pytorchjob", "trainjob"]
     start = len(renderer.outcomes)
 
+    @example(value=VALID[question], flavour="pytorchjob")
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(value=answers_for(question), flavour=st.sampled_from(flavours))
@@ -160,8 +177,8 @@ def test_generated_answers_are_refused_or_rendered_safely(renderer, question):
         renderer.check(question, value, base, {**extra, "job_flavour": flavour})
 
     property_holds()
-    # Not vacuous: the valid-looking half of the strategy renders at least once.
-    assert "rendered" in renderer.outcomes[start:], f"{question}: every generated answer was refused"
+    # Not vacuous: at least the known-good example rendered and passed every check.
+    assert "rendered" in renderer.outcomes[start:], f"{question}: every answer was refused"
 
 
 # ----------------------------------------------------------------------------------------------
