@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: The answer sets the tests render: the defaults and one per flavour of what users change.
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4},
+    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4, "kueue_queue": "team-b",
+                 "spot_node_label": "cloud.google.com/gke-spot=true"},
     "custom": {
         "project_name": "Kitchen Tools",
         "dataset": "custom",
@@ -45,6 +46,11 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "namespace": "research",
         "base_model": "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
         "grace_seconds": 15,
+        "priority_class": "preemptible",
+        "kueue_priority_class": "low",
+        "spot_node_label": "karpenter.sh/capacity-type=spot",
+        "cpus_per_node": 48,
+        "memory_per_node": "400Gi",
     },
 }
 

@@ -308,3 +308,133 @@ def test_copier_update_applies_a_template_change(tmp_path):
     for path in project.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
             assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Admission beyond the schema: the rules a cluster applies that the CRD does not state
+# ----------------------------------------------------------------------------------------------
+
+#: k8s.io/apimachinery pkg/util/validation/validation.go: IsDNS1123Subdomain and httpPathFmt,
+#: the two halves of IsDomainPrefixedPath.
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
+#: What a TrainJob's runtimePatches may set on the pod and its containers
+#: (kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go@v2.3.0); env is refused on
+#: the trainer's own container ("node"), which takes it from spec.trainer.env.
+RUNTIME_PATCH_POD_FIELDS = {"affinity", "containers", "imagePullSecrets", "initContainers", "nodeSelector",
+                            "schedulingGates", "securityContext", "serviceAccountName",
+                            "terminationGracePeriodSeconds", "tolerations", "volumes"}
+RUNTIME_PATCH_CONTAINER_FIELDS = {"name", "env", "securityContext", "volumeMounts"}
+#: training-operator v1.9 pkg/controller.v1/pytorch/initcontainer.go: the init container every
+#: PyTorchJob Worker gets; alpine runs as root and the operator sets no securityContext.
+INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10"}
+
+
+def is_domain_prefixed_path(value: str) -> bool:
+    """apimachinery's IsDomainPrefixedPath: ``host/path``, host a DNS-1123 subdomain (<= 253)."""
+    host, slash, path = value.partition("/")
+    return bool(slash and host and path and len(host) <= 253 and DNS1123_SUBDOMAIN.fullmatch(host)
+                and HTTP_PATH.fullmatch(path))
+
+
+def test_domain_prefixed_path_rule_is_not_vacuous():
+    assert is_domain_prefixed_path("kueue.x-k8s.io/manager")
+    assert not is_domain_prefixed_path("d2-hfai-template")  # what the template used to render
+    assert not is_domain_prefixed_path("Team.io/x") and not is_domain_prefixed_path("a.io/")
+
+
+def test_trainjob_runtime_patches_pass_the_trainer_webhook(projects):
+    job = load_job(projects["trainjob"])
+    for patch in job["spec"]["runtimePatches"]:
+        assert is_domain_prefixed_path(patch["manager"]), patch["manager"]
+        for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            pod = rjob["template"]["spec"]["template"]["spec"]
+            assert set(pod) <= RUNTIME_PATCH_POD_FIELDS, set(pod) - RUNTIME_PATCH_POD_FIELDS
+            for container in pod.get("containers", []):
+                assert set(container) <= RUNTIME_PATCH_CONTAINER_FIELDS, container
+                assert container["name"] != "node" or "env" not in container
+
+
+def kubelet_refuses(pod: dict, container: dict, image_runs_as_root: bool) -> bool:
+    """The kubelet's runAsNonRoot check (pkg/kubelet/kuberuntime/security_context_others.go
+    verifyRunAsNonRoot): the container's settings over the pod's; refused when runAsNonRoot
+    holds and the effective user is 0, or unset while the image runs as root."""
+    pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+    non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot", False))
+    user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    return bool(non_root and (user == 0 or (user is None and image_runs_as_root)))
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_operator_init_containers_may_start(projects, name):
+    """Every container the pods will have, the operator's root init container included, passes
+    the kubelet's runAsNonRoot check; without the pod's runAsUser it would not."""
+    job = load_job(projects[name])
+    for pod in effective_pods(job).values():
+        init = [INIT_PYTORCH] if job["kind"] == "PyTorchJob" else []
+        for container in pod["containers"] + init:
+            assert not kubelet_refuses(pod, container, image_runs_as_root=container is INIT_PYTORCH)
+        assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
+        without_user = {**pod, "securityContext": {"runAsNonRoot": True}}
+        assert kubelet_refuses(without_user, INIT_PYTORCH, image_runs_as_root=True)
+
+
+def pod_volume(pod: dict, name: str) -> dict:
+    (volume,) = [v for v in pod["volumes"] if v["name"] == name]
+    return volume
+
+
+def mebibytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"([0-9]+)(Mi|Gi|Ti)", quantity).groups()
+    return int(number) * {"Mi": 1, "Gi": 1024, "Ti": 1024**2}[unit]
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_pods_are_guaranteed_and_count_shm_against_memory(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    for pod in effective_pods(job).values():
+        (container,) = pod["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        # Guaranteed QoS (pkg/apis/core/helper/qos): every container requests = limits for cpu
+        # and memory; the GPU, an extended resource, is given as a limit (requests default to it).
+        assert {k: requests[k] for k in ("cpu", "memory")} == {k: limits[k] for k in ("cpu", "memory")}
+        assert limits["cpu"] == str(answers["cpus_per_node"])
+        assert limits["memory"] == answers["memory_per_node"]
+        shm = pod_volume(pod, "dshm")["emptyDir"]["sizeLimit"]
+        assert mebibytes(limits["memory"]) >= mebibytes(shm) + 4096, "room beside /dev/shm"
+    defaults = answers_of(projects["defaults"])
+    assert (defaults["cpus_per_node"], defaults["shm_size"], defaults["memory_per_node"]) == (64, "16Gi", "512Gi")
+    trainjob = answers_of(projects["trainjob"])  # 4 GPUs: sized from them
+    assert (trainjob["cpus_per_node"], trainjob["shm_size"], trainjob["memory_per_node"]) == (32, "8Gi", "256Gi")
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_scheduling_answers(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    labels = job["metadata"]["labels"]
+    assert labels.get("kueue.x-k8s.io/priority-class") == (answers.get("kueue_priority_class") or None)
+    for pod in effective_pods(job).values():
+        assert pod.get("priorityClassName") == (answers.get("priority_class") or None)
+        if answers["spot_node_label"]:
+            key, value = answers["spot_node_label"].split("=")
+            assert pod["nodeSelector"] == {key: value}
+            assert {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"} in pod["tolerations"]
+        else:
+            assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert (name != "multinode") or labels["kueue.x-k8s.io/priority-class"] == "low"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_readme_says_how_to_suspend_and_tag_images(projects, name):
+    answers = answers_of(projects[name])
+    readme = (projects[name] / "README.md").read_text()
+    under_kueue = bool(answers["kueue_queue"])
+    assert ('{"spec":{"active":false}}' in readme) == under_kueue, "Kueue: deactivate the Workload"
+    assert ('"suspend":true' in readme) != under_kueue, "without Kueue: patch suspend"
+    assert "git rev-parse --short=12 HEAD" in readme
+    job = load_job(projects[name])
+    if job["kind"] == "PyTorchJob":
+        pulls = {c["imagePullPolicy"] for pod in effective_pods(job).values() for c in pod["containers"]}
+        assert pulls == {"Always"}
