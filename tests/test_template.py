@@ -285,7 +285,7 @@ def test_copier_update_applies_a_template_change(tmp_path):
     git(project, "commit", "-q", "-am", "evaluate during training")
 
     # The template's v0.2.0: pods get a priority class.
-    manifest = src / "template" / "k8s" / "job.yaml.jinja"
+    manifest = src / "template" / "_includes" / "k8s.j2"  # the pod settings job.yaml imports
     text = manifest.read_text()
     old = "terminationGracePeriodSeconds: {{ grace_seconds | int }}\n"
     assert old in text
