@@ -15,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
-from _template_k8s import crd_schema, effective_pods, validate_crd, validate_pod
+from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import (  # noqa: F401 (fixtures)
     ANSWER_SETS, REPO, git, load_job, module_constants, projects, render, template_repo, template_src,
 )
@@ -48,14 +49,16 @@ def pod_replicas(job: dict) -> list[tuple[str, int, int]]:
 def test_render_writes_the_project(projects, name):
     project = projects[name]
     for path in ("train_net.py", "configs/train.yaml", "configs/smoke_cpu.yaml", "Dockerfile",
-                 ".dockerignore", "k8s/job.yaml", "README.md", "requirements.txt",
-                 "tests/test_smoke.py", ".copier-answers.yml"):
+                 ".dockerignore", "k8s/job.yaml", "k8s/eval-job.yaml", "k8s/pack-job.yaml", "README.md",
+                 "requirements.txt", "tests/test_smoke.py", ".copier-answers.yml", "ruff.toml",
+                 ".pre-commit-config.yaml", ".github/workflows/ci.yml"):
         assert (project / path).is_file(), f"{name}: {path} not rendered"
     answers = answers_of(project)
     assert answers["_commit"] == "v0.1.0"
     for key, value in ANSWER_SETS[name].items():
         assert answers[key] == value, f"{name}: answer {key} not recorded"
     assert not list(project.rglob("*.jinja")), "template suffixes must not leak into the project"
+    assert not (project / "_includes").exists(), "the template's macros are not part of a project"
     compile((project / "train_net.py").read_text(), "train_net.py", "exec")
 
 
@@ -438,3 +441,76 @@ def test_readme_says_how_to_suspend_and_tag_images(projects, name):
     if job["kind"] == "PyTorchJob":
         pulls = {c["imagePullPolicy"] for pod in effective_pods(job).values() for c in pod["containers"]}
         assert pulls == {"Always"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's other files: batch Jobs, CI, lint
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
+def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest):
+    """The eval and pack Jobs: one document, Kubernetes' Job schema (strict), the training pods'
+    security, volumes and node pool, and nothing a kubelet would refuse."""
+    answers = answers_of(projects[name])
+    text = (projects[name] / "k8s" / f"{manifest}.yaml").read_text()
+    (job,) = [d for d in yaml.safe_load_all(text) if d is not None]
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert job["metadata"]["name"] == f"{answers['project_slug']}-{manifest.split('-')[0]}"
+    assert len(job["metadata"]["name"]) <= 63
+    pod = job["spec"]["template"]["spec"]
+    training_pod = next(iter(effective_pods(load_job(projects[name])).values()))
+    for key in ("securityContext", "volumes"):
+        assert pod[key] == training_pod[key]
+    assert pod.get("nodeSelector") == training_pod.get("nodeSelector")
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert container["image"] == answers["image"]
+        assert not kubelet_refuses(pod, container, image_runs_as_root=False)
+        assert container["resources"]["requests"] == {k: v for k, v in container["resources"]["limits"].items()
+                                                      if k != "nvidia.com/gpu"}
+    if manifest == "eval-job":
+        (container,) = pod["containers"]
+        args = container["args"]
+        assert "--eval-only" in args
+        assert args[args.index("MODEL.WEIGHTS") + 1] == f"{answers['mount_path']}/output/{answers['project_slug']}/model_final.pth"
+    else:
+        pack = pod["containers"][0]["command"][-1]
+        expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
+        assert pack == f"{answers['mount_path']}/datasets/{expected}"
+        assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ci_workflow_passes_the_github_workflow_schema(projects, name):
+    """check-jsonschema's vendored GitHub workflow schema (actionlint needs a download)."""
+    workflow = projects[name] / ".github" / "workflows" / "ci.yml"
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", str(workflow)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = answers_of(projects[name])
+    ci = yaml.safe_load(workflow.read_text())
+    assert ci["jobs"]["test"]["container"]["image"] == answers["base_image"]
+    assert answers["image"].startswith(ci["env"]["IMAGE"] + ":")
+    build = ci["jobs"]["image"]["steps"][-1]["with"]
+    assert build["tags"] == "${{ env.IMAGE }}:${{ env.TAG }}" and build["push"] is True
+
+
+def test_workflow_schema_check_is_not_vacuous(tmp_path):
+    bad = tmp_path / "ci.yml"
+    bad.write_text("name: ci\non: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    stepz: []\n")
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ruff_passes_with_the_projects_own_config(projects, name):
+    """What pre-commit and CI run (pre-commit itself fetches its hooks from GitHub)."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a test dependency"
+    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=projects[name], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    hooks = yaml.safe_load((projects[name] / ".pre-commit-config.yaml").read_text())
+    (ruff_repo,) = [r for r in hooks["repos"] if r["repo"].endswith("/ruff-pre-commit")]
+    ci = (projects[name] / ".github" / "workflows" / "ci.yml").read_text()
+    assert f"ruff=={ruff_repo['rev'].lstrip('v')}" in ci, "pre-commit and CI run the same ruff"
