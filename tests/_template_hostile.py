@@ -4,7 +4,8 @@
 project or copier's refusal. :func:`check_project` then asserts what no answer may break:
 
 * ``k8s/job.yaml`` is ASCII, exactly one YAML document of the intended kind, accepted by the
-  CRD's schema, and every value that came from an answer equals the answer;
+  CRD's schema, and every value that came from an answer equals the answer; the eval and pack
+  Jobs and the CI workflow likewise;
 * every Python file compiles to the same code as the default project's (string and number
   constants aside), its constants equal the answers, and ``train_net`` imports without touching
   the project folder or the environment;
@@ -283,6 +284,21 @@ def check_readme(project: Path, answers: Mapping[str, Any]) -> None:
         assert pack[4] == f"datasets/{answers['dataset_pack']}"
 
 
+def check_batch_jobs(project: Path, answers: Mapping[str, Any]) -> None:
+    """``k8s/eval-job.yaml`` and ``k8s/pack-job.yaml``: ASCII, one Job each, the answers' image."""
+    for name in ("eval-job", "pack-job"):
+        text = (project / "k8s" / f"{name}.yaml").read_text()
+        assert text.isascii(), f"{name}: every answer reaches the manifest JSON-escaped to ASCII"
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        assert len(documents) == 1 and documents[0]["kind"] == "Job", f"{name}: not one Job"
+        pod = documents[0]["spec"]["template"]["spec"]
+        assert {c["image"] for c in pod["containers"] + pod.get("initContainers", [])} == {answers["image"]}
+        (storage,) = [v for v in pod["volumes"] if v["name"] == "storage"]
+        assert storage["persistentVolumeClaim"]["claimName"] == answers["pvc_name"]
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    assert workflow["jobs"]["test"]["container"]["image"] == answers["base_image"]
+
+
 def check_project(project: Path, answers: Mapping[str, Any], baseline: Path, crd_dir: Path) -> None:
     """Every property of a rendered project (see the module docstring)."""
     recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
@@ -291,5 +307,6 @@ def check_project(project: Path, answers: Mapping[str, Any], baseline: Path, crd
         if key in recorded:
             assert recorded[key] == value, f"answer {key} recorded as {recorded[key]!r}"
     check_job(project, full, crd_dir)
+    check_batch_jobs(project, full)
     check_python(project, full, baseline)
     check_readme(project, full)
