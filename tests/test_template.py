@@ -514,3 +514,15 @@ def test_ruff_passes_with_the_projects_own_config(projects, name):
     (ruff_repo,) = [r for r in hooks["repos"] if r["repo"].endswith("/ruff-pre-commit")]
     ci = (projects[name] / ".github" / "workflows" / "ci.yml").read_text()
     assert f"ruff=={ruff_repo['rev'].lstrip('v')}" in ci, "pre-commit and CI run the same ruff"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_manifests_pass_hfai_runtime_check(projects, name):
+    """``hfai-runtime check`` (schema, CEL, webhook and kubelet rules) on the rendered job, once
+    this hfai-runtime has it (the batch Jobs are core kinds it does not check)."""
+    from hfai_runtime import check
+
+    if not hasattr(check, "check_file"):
+        pytest.skip("hfai_runtime.check.check_file is not in this checkout yet")
+    problems = check.check_file(projects[name] / "k8s" / "job.yaml")
+    assert not problems, "\n".join(str(problem) for problem in problems)
