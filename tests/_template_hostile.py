@@ -243,7 +243,7 @@ def import_without_side_effects(path: Path) -> None:
     before = state()
     import_file(path)
     after = state()
-    for what, old, new in zip(("files", "environment", "sys.path"), before, after):
+    for what, old, new in zip(("files", "environment", "sys.path"), before, after, strict=True):
         assert old == new, f"importing {path} changed the {what}"
 
 

@@ -472,7 +472,8 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
         (container,) = pod["containers"]
         args = container["args"]
         assert "--eval-only" in args
-        assert args[args.index("MODEL.WEIGHTS") + 1] == f"{answers['mount_path']}/output/{answers['project_slug']}/model_final.pth"
+        output_dir = f"{answers['mount_path']}/output/{answers['project_slug']}"
+        assert args[args.index("MODEL.WEIGHTS") + 1] == f"{output_dir}/model_final.pth"
     else:
         pack = pod["containers"][0]["command"][-1]
         expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]

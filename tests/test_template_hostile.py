@@ -68,7 +68,8 @@ QUESTIONS: dict[str, tuple[str, dict[str, Any], st.SearchStrategy[str]]] = {
     "mount_path": ("coco", {}, st.one_of(
         st.from_regex(r"(/[A-Za-z0-9._-]{1,8}){1,3}/?", fullmatch=True),
         st.sampled_from(["/etc", "/usr/local/data", "/dev/shm", "/workspace", "/mnt/data", "/root/x"]))),
-    "shm_size": ("coco", {"memory_per_node": "999999Ti"}, st.from_regex(r"[0-9０-９]{1,7}(Mi|Gi|Ti|G|M|)", fullmatch=True)),
+    "shm_size": ("coco", {"memory_per_node": "999999Ti"},
+                 st.from_regex(r"[0-9０-９]{1,7}(Mi|Gi|Ti|G|M|)", fullmatch=True)),
     "memory_per_node": ("coco", {"shm_size": "1Gi"},
                         st.from_regex(r"[0-9０-９]{1,7}(Mi|Gi|Ti|G|M|)", fullmatch=True)),
     "spot_node_label": ("coco", {}, st.from_regex(r"([a-z0-9.-]{1,10}/)?[A-Za-z0-9._-]{1,10}=[A-Za-z0-9._-]{0,10}",

@@ -41,7 +41,7 @@ def overrides(args: list[str]) -> dict[str, str]:
     """detectron2's ``KEY VALUE`` pairs after ``--config-file FILE``."""
     assert args[:2] == ["--config-file", "configs/smoke_cpu.yaml"]
     pairs = args[2:]
-    return dict(zip(pairs[::2], pairs[1::2]))
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
 @pytest.mark.parametrize(("nodes", "gpus"), [(1, 8), (2, 4), (1, 1), (3, 5), (4, 8), (1, 16)])
