@@ -8,7 +8,7 @@ is either refused by its validator with copier's message, or renders a project t
 oracle :func:`_template_hostile.unsafe_reason` calls unsafe.
 
 To add a case: append ``(question, answer)`` to ``ISSUE_CASES`` (or a hostile fragment to
-``FRAGMENTS``). ``HFAI_HOSTILE_EXAMPLES`` sets the generated answers per question (default 20;
+``FRAGMENTS``). ``HFAI_HOSTILE_EXAMPLES`` sets the generated answers per question (default 15;
 each is a real copier render).
 """
 
@@ -26,7 +26,7 @@ from _template_hostile import (
     check_project, compiled_once, import_file, plain_template, render_or_refuse, unsafe_reason,
 )
 
-EXAMPLES = int(os.environ.get("HFAI_HOSTILE_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("HFAI_HOSTILE_EXAMPLES", "15"))
 
 #: The answers each question is varied from: every other answer explicit and valid, so a refusal
 #: is the varied answer's own (a derived default such as the slug would otherwise fail first).
