@@ -2,8 +2,11 @@
 
 Renders ``copier.yml`` + ``template/`` through copier's API (from a tagged git copy, as users
 get it) with the defaults and three other answer sets, then checks what no cluster is needed
-for: the CRD schemas, Kubernetes' Pod schema, the environment each replica will get parsed by
-the launcher's own parser, hadolint on both Dockerfiles, the validators, and ``copier update``.
+for: the CRD schemas, Kubernetes' Pod and Job schemas, admission rules beyond them (the Trainer
+webhook's runtimePatches rules, the kubelet's runAsNonRoot check with the operator's init
+container, Guaranteed resources), the environment each replica will get parsed by the launcher's
+own parser, hadolint on both Dockerfiles, the CI workflow's schema, ruff with the project's own
+config, the validators, and ``copier update``. Hostile answers: ``test_template_hostile.py``.
 The generated projects' own tests (real CPU training) run in ``test_template_project.py``.
 """
 
