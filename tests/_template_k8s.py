@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,9 +23,11 @@ import yaml
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
+@functools.lru_cache(maxsize=None)
 def crd_schema(crd_file: Path) -> dict:
-    """The served version's ``openAPIV3Schema`` of a CRD file."""
-    crd = yaml.safe_load(crd_file.read_text())
+    """The served version's ``openAPIV3Schema`` of a CRD file (read once: they are large; callers
+    must not modify it)."""
+    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     (version,) = [v for v in crd["spec"]["versions"] if v.get("served") and v.get("storage")]
     return version["schema"]["openAPIV3Schema"]
 

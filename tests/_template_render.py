@@ -7,6 +7,7 @@ and ``template/`` (what ``copier copy gh:org/d2-hfai-template`` would fetch).
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: The answer sets the tests render: the defaults and one per flavour of what users change.
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4},
+    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4, "kueue_queue": "team-b",
+                 "spot_node_label": "cloud.google.com/gke-spot=true"},
     "custom": {
         "project_name": "Kitchen Tools",
         "dataset": "custom",
@@ -44,6 +46,11 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "namespace": "research",
         "base_model": "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
         "grace_seconds": 15,
+        "priority_class": "preemptible",
+        "kueue_priority_class": "low",
+        "spot_node_label": "karpenter.sh/capacity-type=spot",
+        "cpus_per_node": 48,
+        "memory_per_node": "400Gi",
     },
 }
 
@@ -91,3 +98,19 @@ def projects(template_src, tmp_path_factory) -> dict[str, Path]:
     """Every answer set rendered once: name -> project folder."""
     root = tmp_path_factory.mktemp("projects")
     return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
+
+
+def module_constants(path: Path) -> dict[str, Any]:
+    """The module-level ``NAME = <literal>`` assignments of a rendered Python file, by value.
+
+    Read with :mod:`ast` (never executed), so a test can compare what the template wrote into
+    a string literal with the answer it came from.
+    """
+    constants = {}
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue  # not a literal (e.g. a call)
+    return constants

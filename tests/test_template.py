@@ -2,8 +2,11 @@
 
 Renders ``copier.yml`` + ``template/`` through copier's API (from a tagged git copy, as users
 get it) with the defaults and three other answer sets, then checks what no cluster is needed
-for: the CRD schemas, Kubernetes' Pod schema, the environment each replica will get parsed by
-the launcher's own parser, hadolint on both Dockerfiles, the validators, and ``copier update``.
+for: the CRD schemas, Kubernetes' Pod and Job schemas, admission rules beyond them (the Trainer
+webhook's runtimePatches rules, the kubelet's runAsNonRoot check with the operator's init
+container, Guaranteed resources), the environment each replica will get parsed by the launcher's
+own parser, hadolint on both Dockerfiles, the CI workflow's schema, ruff with the project's own
+config, the validators, and ``copier update``. Hostile answers: ``test_template_hostile.py``.
 The generated projects' own tests (real CPU training) run in ``test_template_project.py``.
 """
 
@@ -15,12 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
-from _template_k8s import crd_schema, effective_pods, validate_crd, validate_pod
+from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import (  # noqa: F401 (fixtures)
-    ANSWER_SETS, REPO, git, load_job, projects, render, template_repo, template_src,
+    ANSWER_SETS, REPO, git, load_job, module_constants, projects, render, template_repo, template_src,
 )
 
 from hfai_runtime.distributed.env import DistEnv
@@ -48,14 +52,16 @@ def pod_replicas(job: dict) -> list[tuple[str, int, int]]:
 def test_render_writes_the_project(projects, name):
     project = projects[name]
     for path in ("train_net.py", "configs/train.yaml", "configs/smoke_cpu.yaml", "Dockerfile",
-                 ".dockerignore", "k8s/job.yaml", "README.md", "requirements.txt",
-                 "tests/test_smoke.py", ".copier-answers.yml"):
+                 ".dockerignore", "k8s/job.yaml", "k8s/eval-job.yaml", "k8s/pack-job.yaml", "README.md",
+                 "requirements.txt", "tests/test_smoke.py", ".copier-answers.yml", "ruff.toml",
+                 ".pre-commit-config.yaml", ".github/workflows/ci.yml"):
         assert (project / path).is_file(), f"{name}: {path} not rendered"
     answers = answers_of(project)
     assert answers["_commit"] == "v0.1.0"
     for key, value in ANSWER_SETS[name].items():
         assert answers[key] == value, f"{name}: answer {key} not recorded"
     assert not list(project.rglob("*.jinja")), "template suffixes must not leak into the project"
+    assert not (project / "_includes").exists(), "the template's macros are not part of a project"
     compile((project / "train_net.py").read_text(), "train_net.py", "exec")
 
 
@@ -68,12 +74,13 @@ def test_train_net_calls_the_runtime_api(projects):
 
 
 def test_custom_dataset_is_registered_from_its_pack(projects):
-    source = (projects["custom"] / "train_net.py").read_text()
-    assert 'DATASET_PACK = "kitchen/images.ffr"' in source and 'DATASET_PREFIX = "kitchen-pack"' in source
-    assert '("kitchen_train", "images/train", "kitchen/annotations/train.json")' in source
+    constants = module_constants(projects["custom"] / "train_net.py")
+    assert constants["DATASET_PACK"] == "kitchen/images.ffr"
+    assert constants["DATASET_PREFIX"] == "kitchen-pack"
+    assert constants["DATASET_SPLITS"][0] == ("kitchen_train", "images/train", "kitchen/annotations/train.json")
     config = yaml.safe_load((projects["custom"] / "configs/train.yaml").read_text())
     assert config["MODEL"]["RETINANET"]["NUM_CLASSES"] == 5
-    assert config["DATASETS"]["TRAIN"] == '("kitchen_train",)'
+    assert config["DATASETS"]["TRAIN"] == ["kitchen_train"]  # yacs reads a list as the tuple
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +228,8 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     ({"project_slug": "My_Project"}, "project_slug", "lowercase"),
     ({"num_nodes": 0}, "num_nodes", "between 1 and"),
     ({"gpus_per_node": 0}, "gpus_per_node", "between 1 and 16"),
-    ({"grace_seconds": 10}, "grace_seconds", "at least 15"),
+    ({"grace_seconds": 10}, "grace_seconds", "between 15"),
+    ({"grace_seconds": 86401}, "grace_seconds", "and 86400"),
     ({"suspend_exit_code": 1}, "suspend_exit_code", "between 128 and 255"),
     ({"suspend_exit_code": 127}, "suspend_exit_code", "permanent failures"),
     ({"suspend_exit_code": 256}, "suspend_exit_code", "between 128 and 255"),
@@ -230,13 +238,21 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     ({"mount_path": "/dev/shm"}, "mount_path", "system"),
     ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
     ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
-    ({"image": "registry/my image:1"}, "image", "without spaces"),
-    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "must be lowercase"),
+    ({"image": "registry/my image:1"}, "image", "no spaces"),
+    ({"image": "registry.example.com/x"}, "image", "pinned by a tag"),
+    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "lowercase repository"),
     ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
     ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
     ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
     ({"dataset": "custom", "dataset_train_json": "../train.json"}, "dataset_train_json", "relative"),
-    ({"dataset": "custom", "num_classes": 0}, "num_classes", "at least 1"),
+    ({"dataset": "custom", "num_classes": 0}, "num_classes", "between 1 and"),
+    ({"max_preemptions": 10_000_000_000}, "max_preemptions", "between 1 and 1000"),
+    ({"cpus_per_node": 0}, "cpus_per_node", "between 1 and"),
+    ({"shm_size": "16Gi", "memory_per_node": "18Gi"}, "memory_per_node", "exceed shm_size"),
+    ({"memory_per_node": "64G"}, "memory_per_node", "not a size"),
+    ({"job_flavour": "pytorchjob", "priority_class": "system-node-critical"}, "priority_class", "reserved"),
+    ({"kueue_queue": "q", "kueue_priority_class": "Low"}, "kueue_priority_class", "not a valid priority class"),
+    ({"spot_node_label": "cloud.google.com/gke-spot"}, "spot_node_label", "KEY=VALUE"),
 ])
 def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says):
     dst = tmp_path / "project"
@@ -275,9 +291,9 @@ def test_copier_update_applies_a_template_change(tmp_path):
     git(project, "commit", "-q", "-am", "evaluate during training")
 
     # The template's v0.2.0: pods get a priority class.
-    manifest = src / "template" / "k8s" / "job.yaml.jinja"
+    manifest = src / "template" / "_includes" / "k8s.j2"  # the pod settings job.yaml imports
     text = manifest.read_text()
-    old = "terminationGracePeriodSeconds: {{ grace_seconds }}\n"
+    old = "terminationGracePeriodSeconds: {{ grace_seconds | int }}\n"
     assert old in text
     manifest.write_text(text.replace(old, old + "priorityClassName: preemptible\n", 1))
     git(src, "commit", "-q", "-am", "pods get a priority class")
@@ -298,3 +314,219 @@ def test_copier_update_applies_a_template_change(tmp_path):
     for path in project.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
             assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Admission beyond the schema: the rules a cluster applies that the CRD does not state
+# ----------------------------------------------------------------------------------------------
+
+#: k8s.io/apimachinery pkg/util/validation/validation.go: IsDNS1123Subdomain and httpPathFmt,
+#: the two halves of IsDomainPrefixedPath.
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
+#: What a TrainJob's runtimePatches may set on the pod and its containers
+#: (kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go@v2.3.0); env is refused on
+#: the trainer's own container ("node"), which takes it from spec.trainer.env.
+RUNTIME_PATCH_POD_FIELDS = {"affinity", "containers", "imagePullSecrets", "initContainers", "nodeSelector",
+                            "schedulingGates", "securityContext", "serviceAccountName",
+                            "terminationGracePeriodSeconds", "tolerations", "volumes"}
+RUNTIME_PATCH_CONTAINER_FIELDS = {"name", "env", "securityContext", "volumeMounts"}
+#: training-operator v1.9 pkg/controller.v1/pytorch/initcontainer.go: the init container every
+#: PyTorchJob Worker gets; alpine runs as root and the operator sets no securityContext.
+INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10"}
+
+
+def is_domain_prefixed_path(value: str) -> bool:
+    """apimachinery's IsDomainPrefixedPath: ``host/path``, host a DNS-1123 subdomain (<= 253)."""
+    host, slash, path = value.partition("/")
+    return bool(slash and host and path and len(host) <= 253 and DNS1123_SUBDOMAIN.fullmatch(host)
+                and HTTP_PATH.fullmatch(path))
+
+
+def test_domain_prefixed_path_rule_is_not_vacuous():
+    assert is_domain_prefixed_path("kueue.x-k8s.io/manager")
+    assert not is_domain_prefixed_path("d2-hfai-template")  # what the template used to render
+    assert not is_domain_prefixed_path("Team.io/x") and not is_domain_prefixed_path("a.io/")
+
+
+def test_trainjob_runtime_patches_pass_the_trainer_webhook(projects):
+    job = load_job(projects["trainjob"])
+    for patch in job["spec"]["runtimePatches"]:
+        assert is_domain_prefixed_path(patch["manager"]), patch["manager"]
+        for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            pod = rjob["template"]["spec"]["template"]["spec"]
+            assert set(pod) <= RUNTIME_PATCH_POD_FIELDS, set(pod) - RUNTIME_PATCH_POD_FIELDS
+            for container in pod.get("containers", []):
+                assert set(container) <= RUNTIME_PATCH_CONTAINER_FIELDS, container
+                assert container["name"] != "node" or "env" not in container
+
+
+def kubelet_refuses(pod: dict, container: dict, image_runs_as_root: bool) -> bool:
+    """The kubelet's runAsNonRoot check (pkg/kubelet/kuberuntime/security_context_others.go
+    verifyRunAsNonRoot): the container's settings over the pod's; refused when runAsNonRoot
+    holds and the effective user is 0, or unset while the image runs as root."""
+    pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+    non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot", False))
+    user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    return bool(non_root and (user == 0 or (user is None and image_runs_as_root)))
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_operator_init_containers_may_start(projects, name):
+    """Every container the pods will have, the operator's root init container included, passes
+    the kubelet's runAsNonRoot check; without the pod's runAsUser it would not."""
+    job = load_job(projects[name])
+    for pod in effective_pods(job).values():
+        init = [INIT_PYTORCH] if job["kind"] == "PyTorchJob" else []
+        for container in pod["containers"] + init:
+            assert not kubelet_refuses(pod, container, image_runs_as_root=container is INIT_PYTORCH)
+        assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
+        without_user = {**pod, "securityContext": {"runAsNonRoot": True}}
+        assert kubelet_refuses(without_user, INIT_PYTORCH, image_runs_as_root=True)
+
+
+def pod_volume(pod: dict, name: str) -> dict:
+    (volume,) = [v for v in pod["volumes"] if v["name"] == name]
+    return volume
+
+
+def mebibytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"([0-9]+)(Mi|Gi|Ti)", quantity).groups()
+    return int(number) * {"Mi": 1, "Gi": 1024, "Ti": 1024**2}[unit]
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_pods_are_guaranteed_and_count_shm_against_memory(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    for pod in effective_pods(job).values():
+        (container,) = pod["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        # Guaranteed QoS (pkg/apis/core/helper/qos): every container requests = limits for cpu
+        # and memory; the GPU, an extended resource, is given as a limit (requests default to it).
+        assert {k: requests[k] for k in ("cpu", "memory")} == {k: limits[k] for k in ("cpu", "memory")}
+        assert limits["cpu"] == str(answers["cpus_per_node"])
+        assert limits["memory"] == answers["memory_per_node"]
+        shm = pod_volume(pod, "dshm")["emptyDir"]["sizeLimit"]
+        assert mebibytes(limits["memory"]) >= mebibytes(shm) + 4096, "room beside /dev/shm"
+    defaults = answers_of(projects["defaults"])
+    assert (defaults["cpus_per_node"], defaults["shm_size"], defaults["memory_per_node"]) == (64, "16Gi", "512Gi")
+    trainjob = answers_of(projects["trainjob"])  # 4 GPUs: sized from them
+    assert (trainjob["cpus_per_node"], trainjob["shm_size"], trainjob["memory_per_node"]) == (32, "8Gi", "256Gi")
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_scheduling_answers(projects, name):
+    answers = answers_of(projects[name])
+    job = load_job(projects[name])
+    labels = job["metadata"]["labels"]
+    assert labels.get("kueue.x-k8s.io/priority-class") == (answers.get("kueue_priority_class") or None)
+    for pod in effective_pods(job).values():
+        assert pod.get("priorityClassName") == (answers.get("priority_class") or None)
+        if answers["spot_node_label"]:
+            key, value = answers["spot_node_label"].split("=")
+            assert pod["nodeSelector"] == {key: value}
+            assert {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"} in pod["tolerations"]
+        else:
+            assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert (name != "multinode") or labels["kueue.x-k8s.io/priority-class"] == "low"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_readme_says_how_to_suspend_and_tag_images(projects, name):
+    answers = answers_of(projects[name])
+    readme = (projects[name] / "README.md").read_text()
+    under_kueue = bool(answers["kueue_queue"])
+    assert ('{"spec":{"active":false}}' in readme) == under_kueue, "Kueue: deactivate the Workload"
+    assert ('"suspend":true' in readme) != under_kueue, "without Kueue: patch suspend"
+    assert "git rev-parse --short=12 HEAD" in readme
+    job = load_job(projects[name])
+    if job["kind"] == "PyTorchJob":
+        pulls = {c["imagePullPolicy"] for pod in effective_pods(job).values() for c in pod["containers"]}
+        assert pulls == {"Always"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's other files: batch Jobs, CI, lint
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
+def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest):
+    """The eval and pack Jobs: one document, Kubernetes' Job schema (strict), the training pods'
+    security, volumes and node pool, and nothing a kubelet would refuse."""
+    answers = answers_of(projects[name])
+    text = (projects[name] / "k8s" / f"{manifest}.yaml").read_text()
+    (job,) = [d for d in yaml.safe_load_all(text) if d is not None]
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert job["metadata"]["name"] == f"{answers['project_slug']}-{manifest.split('-')[0]}"
+    assert len(job["metadata"]["name"]) <= 63
+    pod = job["spec"]["template"]["spec"]
+    training_pod = next(iter(effective_pods(load_job(projects[name])).values()))
+    for key in ("securityContext", "volumes"):
+        assert pod[key] == training_pod[key]
+    assert pod.get("nodeSelector") == training_pod.get("nodeSelector")
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert container["image"] == answers["image"]
+        assert not kubelet_refuses(pod, container, image_runs_as_root=False)
+        assert container["resources"]["requests"] == {k: v for k, v in container["resources"]["limits"].items()
+                                                      if k != "nvidia.com/gpu"}
+    if manifest == "eval-job":
+        (container,) = pod["containers"]
+        args = container["args"]
+        assert "--eval-only" in args
+        output_dir = f"{answers['mount_path']}/output/{answers['project_slug']}"
+        assert args[args.index("MODEL.WEIGHTS") + 1] == f"{output_dir}/model_final.pth"
+    else:
+        pack = pod["containers"][0]["command"][-1]
+        expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
+        assert pack == f"{answers['mount_path']}/datasets/{expected}"
+        assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ci_workflow_passes_the_github_workflow_schema(projects, name):
+    """check-jsonschema's vendored GitHub workflow schema (actionlint needs a download)."""
+    workflow = projects[name] / ".github" / "workflows" / "ci.yml"
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", str(workflow)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = answers_of(projects[name])
+    ci = yaml.safe_load(workflow.read_text())
+    assert ci["jobs"]["test"]["container"]["image"] == answers["base_image"]
+    assert answers["image"].startswith(ci["env"]["IMAGE"] + ":")
+    build = ci["jobs"]["image"]["steps"][-1]["with"]
+    assert build["tags"] == "${{ env.IMAGE }}:${{ env.TAG }}" and build["push"] is True
+
+
+def test_workflow_schema_check_is_not_vacuous(tmp_path):
+    bad = tmp_path / "ci.yml"
+    bad.write_text("name: ci\non: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    stepz: []\n")
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ruff_passes_with_the_projects_own_config(projects, name):
+    """What pre-commit and CI run (pre-commit itself fetches its hooks from GitHub)."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a test dependency"
+    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=projects[name], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    hooks = yaml.safe_load((projects[name] / ".pre-commit-config.yaml").read_text())
+    (ruff_repo,) = [r for r in hooks["repos"] if r["repo"].endswith("/ruff-pre-commit")]
+    ci = (projects[name] / ".github" / "workflows" / "ci.yml").read_text()
+    assert f"ruff=={ruff_repo['rev'].lstrip('v')}" in ci, "pre-commit and CI run the same ruff"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_manifests_pass_hfai_runtime_check(projects, name):
+    """``hfai-runtime check`` (schema, CEL, webhook and kubelet rules) on the rendered job, once
+    this hfai-runtime has it (the batch Jobs are core kinds it does not check)."""
+    from hfai_runtime import check
+
+    if not hasattr(check, "check_file"):
+        pytest.skip("hfai_runtime.check.check_file is not in this checkout yet")
+    problems = check.check_file(projects[name] / "k8s" / "job.yaml")
+    assert not problems, "\n".join(str(problem) for problem in problems)
