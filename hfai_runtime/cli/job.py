@@ -116,9 +116,12 @@ def _find(args: argparse.Namespace):
 
 def _admission_problems(path: Path) -> list[str]:
     """What ``hfai-runtime check`` finds in the manifest: what the cluster would refuse."""
-    from hfai_runtime.check import check_file
+    from hfai_runtime import check
 
-    return [str(problem) for problem in check_file(path)]
+    try:
+        return [str(problem) for problem in check.check_file(path)]
+    except check.ManifestError as exc:  # unreadable, not YAML: one line, as for the job's own
+        raise ManifestError(str(exc)) from None
 
 
 def _load_jobs(path: Path) -> list[tuple[Any, dict]]:
