@@ -416,6 +416,14 @@ def test_no_kubeconfig(tmp_path, monkeypatch, capsys):
                                       f"{tmp_path / 'nope'} does not exist")
 
 
+def test_submit_of_a_file_that_is_not_yaml(tmp_path, capsys):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("a: [\n")
+    assert main(["job", "submit", str(manifest)]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"hfai-runtime job submit: {manifest}: not YAML (line 2)"), line
+
+
 def test_kubeconfig_from_the_environment_and_its_namespace(tmp_path, monkeypatch, capsys):
     frame = Frame()
     frame.add(pytorchjob("demo", namespace="research"))
