@@ -11,6 +11,7 @@ layouts; the slow one runs the README's commands exactly as written, for the def
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -83,7 +84,8 @@ def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
             code = shell.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             for process in psutil.Process(shell.pid).children(recursive=True) + [psutil.Process(shell.pid)]:
-                process.kill()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
             shell.wait()
             pytest.fail(f"the README's rehearsal ran over {timeout} s:\n{log.read_text()[-4000:]}")
     return code, log.read_text()
