@@ -11,6 +11,7 @@ layouts; the slow one runs the README's commands exactly as written, for the def
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -70,17 +72,34 @@ def test_rehearsal_batch_splits_over_any_process_count(template_src, tmp_path, n
         assert scaled.SOLVER.BASE_LR <= solver["BASE_LR"] * (1 + 1e-9), "no hotter than the smoke LR"
 
 
+def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
+    """Run a README block with ``bash -e``; on timeout stop every process it started (the pods
+    and their DataLoader workers run in process groups of their own), then fail."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    log = cwd / "rehearsal.log"
+    with log.open("w") as out:
+        shell = subprocess.Popen(["bash", "-e", "-c", block], cwd=cwd, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT)
+        try:
+            code = shell.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for process in psutil.Process(shell.pid).children(recursive=True) + [psutil.Process(shell.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            shell.wait()
+            pytest.fail(f"the README's rehearsal ran over {timeout} s:\n{log.read_text()[-4000:]}")
+    return code, log.read_text()
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 8 CPU training processes, twice: minutes even on a quiet machine
 @pytest.mark.parametrize("layout", [{}, {"num_nodes": 2, "gpus_per_node": 4}], ids=["defaults-1x8", "2x4"])
 def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     """synth-coco, ffr pack, run-local with --suspend-at and --resume-after: the README's block,
     run by bash in the project. The run suspends, writes a checkpoint, resumes from it, ends."""
     project = render(template_src, tmp_path / "project", layout)
-    block = rehearsal((project / "README.md").read_text())
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-e", "-c", block], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=3000)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-3000:]}"
+    code, output_log = run_block(rehearsal((project / "README.md").read_text()), project, timeout=3300)
+    assert code == 0, output_log[-6000:]
     output = project / "local-pvc" / "output" / "local"
     assert (output / "model_final.pth").is_file(), "the resumed run finished"
     starts = [int(i) for i in re.findall(r"Starting training from iteration (\d+)", (output / "log.txt").read_text())]
