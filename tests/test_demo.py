@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hfai_runtime.local.timeline import Event, EventKind
+from hfai_runtime.timeline import Event, EventKind
 
 REPO = Path(__file__).resolve().parent.parent
 SCREEN_LINES = 40

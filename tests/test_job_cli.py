@@ -164,7 +164,7 @@ RESUMED_ATTEMPT = [
     ("master-0", "restarting", None), ("worker-0", "restarting", None),
     ("master-0", "started", None), ("worker-0", "started", None),
     ("master-0", "trains_from", 14), ("worker-0", "trains_from", 14),
-    ("master-0", "exited", 0), ("worker-0", "exited", 0), ("", "Succeeded", None),
+    ("master-0", "exited", 0), ("worker-0", "exited", 0), ("", "finished", None),
 ]
 
 
@@ -197,7 +197,7 @@ def test_timeline_of_a_preempted_and_resumed_job(tmp_path, capsys):
     # The printed timeline is the same events, in run-local's layout.
     printed = [line for line in out.splitlines() if line.startswith("  ") and "s  " in line]
     assert len(printed) == len(events)
-    assert "    85.00s  master-0   trains_from  resumed at iteration 14" in out
+    assert "    85.00s  master-0 trains_from  resumed at iteration 14" in out  # names aligned
     assert "PyTorchJob demo: Succeeded (PyTorchJobSucceeded)" in out
 
 
@@ -291,8 +291,8 @@ def test_the_jobs_own_suspend_exit_code(tmp_path, capsys):
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "timeline", "demo") == 0
     out = capsys.readouterr().out
-    assert "master-0   exited       exit code 200: suspended at a checkpoint (SIGTERM)" in out
-    assert "worker-0   exited       exit code 143: signal 15: retried" in out
+    assert "master-0 exited       exit code 200: suspended at a checkpoint (SIGTERM)" in out
+    assert "worker-0 exited       exit code 143: signal 15: retried" in out
 
 
 # -- logs ----------------------------------------------------------------------------------
@@ -604,7 +604,7 @@ def test_trainjob_status_logs_and_timeline(tmp_path, capsys):
         ("node-0", "started", None), ("node-1", "started", None),
         ("node-0", "trains_from", 0), ("node-1", "exited", 137), ("node-1", "started", None),
         ("node-1", "trains_from", 40), ("node-0", "exited", 0), ("node-1", "exited", 0),
-        ("", "Succeeded", None),
+        ("", "finished", None),
     ]
     assert "AllJobsCompleted" in events[-1]["detail"]
 

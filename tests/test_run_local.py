@@ -17,7 +17,7 @@ import yaml
 from hfai_runtime.cli import main as cli_main
 from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
-from hfai_runtime.local.timeline import read_events
+from hfai_runtime.timeline import read_events
 
 TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
 
@@ -439,7 +439,7 @@ def test_cli_says_how_many_processes_each_pod_starts(tmp_path, capsys):
 
 
 def test_the_summary_tells_each_attempt_in_words(tmp_path):
-    from hfai_runtime.local.timeline import summarize
+    from hfai_runtime.timeline import summarize
 
     args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
     (tmp_path / "ckpt").mkdir()

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout: `python tools/demo.py`
 CLI = [sys.executable, "-m", "hfai_runtime.cli"]
 
-from hfai_runtime.local.timeline import Event, EventKind, read_events  # noqa: E402
+from hfai_runtime.timeline import Event, EventKind, read_events  # noqa: E402
 from hfai_runtime.records import RecordKind, parse_record  # noqa: E402
 
 SEED = 20240601

@@ -358,13 +358,8 @@ def _wait(threads: Iterable[threading.Thread], seconds: float) -> None:
 
 
 def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster.timeline import (
-        Timeline,
-        format_event,
-        observe,
-        watch,
-        write_events,
-    )
+    from hfai_runtime.cluster.timeline import Timeline, observe, watch
+    from hfai_runtime.timeline import format_timeline, write_events
 
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
@@ -375,13 +370,13 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         observe(cluster, kind, name, timeline, job)
     events = timeline.events()
     write(f"Timeline of {kind.kind} {name}:")
-    for event in events:
-        write(format_event(event))
+    for line in format_timeline(events):
+        write(line)
     if final := timeline.finished():
         write(f"\n{kind.kind} {name}: {final.get('type')} ({final.get('reason', '')}) -- "
               f"{final.get('message', '')}")
     if args.events:
-        write_events(events, args.events)
+        write_events(args.events, events)
     return 0
 
 

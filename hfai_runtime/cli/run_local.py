@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(job, options, args: argparse.Namespace) -> int:
     from hfai_runtime.local.display import LiveStatus
     from hfai_runtime.local.runner import RunObserver, run_job
-    from hfai_runtime.local.timeline import format_timeline, summarize
+    from hfai_runtime.timeline import format_timeline, summarize
 
     # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
     # out of the terminal's reach) are killed on the way out instead of being left behind.

@@ -27,13 +27,11 @@ thing (a container's start time and the kubelet's ``Started`` event) give one ev
 from __future__ import annotations
 
 import json
-import os
 import re
 import time as clock
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hfai_runtime.cluster import pods as podinfo
@@ -48,6 +46,7 @@ from hfai_runtime.cluster.logs import (
     split_lines,
 )
 from hfai_runtime.records import RecordKind
+from hfai_runtime.timeline import Event, EventKind
 
 SAME_EVENT_SECONDS = 2.0  # two sources within this of each other report one event
 # The Training Operator's ExitedWithCode message (pkg/controller.v1/common/pod.go@v1.9.4).
@@ -55,24 +54,11 @@ EXITED_WITH_CODE = re.compile(r"Pod: [^.\s]+\.(?P<pod>\S+) exited with code (?P<
 CREATED_POD = re.compile(r"Created pod: (?P<pod>\S+)")
 
 
-@dataclass(frozen=True)
-class Event:
-    """One step of the job, in run-local's format (hfai_runtime/local/runner.py ``Event``):
-    seconds since the job was created, the replica (empty for the job), the kind, a detail
-    and, for ``exited`` / ``trains_from`` / ``stopped_at``, the exit code or iteration."""
-
-    time: float
-    replica: str
-    kind: str
-    detail: str
-    value: int | None = None
-
-
 @dataclass
 class _Item:
     at: datetime
     replica: str
-    kind: str
+    kind: EventKind
     detail: str
     value: int | None = None
 
@@ -122,7 +108,7 @@ class Timeline:
 
     # -- sources ---------------------------------------------------------------------------
 
-    def _add(self, key: tuple, at: datetime | None, replica: str, kind: str, detail: str,
+    def _add(self, key: tuple, at: datetime | None, replica: str, kind: EventKind, detail: str,
              value: int | None = None) -> None:
         if at is None or key in self._seen:
             return
@@ -140,14 +126,13 @@ class Timeline:
             key = ("condition", ctype, status, c.get("lastTransitionTime"))
             why = f"{c.get('reason', '')}: {c.get('message', '')}"
             if ctype == "Suspended" and status == "True":
-                self._add(key, at, "", "suspended", why)
+                self._add(key, at, "", EventKind.SUSPENDED, why)
             elif ctype == "Suspended" and status == "False":
-                self._add(key, at, "", "resumed", why)
+                self._add(key, at, "", EventKind.RESUMED, why)
             elif ctype == "Restarting" and status == "True":
-                self._add(key, at, "", "restarting", why)
+                self._add(key, at, "", EventKind.RESTARTING, why)
             elif ctype in (self.kind.success_condition, "Failed") and status == "True":
-                kind = "Failed" if ctype == "Failed" else "Succeeded"
-                self._add(key, at, "", kind, why)
+                self._add(key, at, "", EventKind.FINISHED, f"{ctype} ({c.get('reason', '')}): {c.get('message', '')}")
 
     def _pods(self, pods: list[Mapping[str, Any]]) -> None:
         for pod in pods:
@@ -158,16 +143,16 @@ class Timeline:
                 for phase, fields in (state or {}).items():
                     started = parse_time(fields.get("startedAt"))
                     self._add(("start", uid, fields.get("startedAt")), started, replica,
-                              "started", f"pod {name}: container started")
+                              EventKind.STARTED, f"pod {name}: container started")
                     if phase == "terminated":
                         code = int(fields.get("exitCode", 0))
                         self._add(("exit", uid, fields.get("finishedAt")),
-                                  parse_time(fields.get("finishedAt")), replica, "exited",
+                                  parse_time(fields.get("finishedAt")), replica, EventKind.EXITED,
                                   f"exit code {code}: {self._meaning(code)}", code)
             for c in (pod.get("status") or {}).get("conditions") or []:
                 if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
                     self._add(("disruption", uid), parse_time(c.get("lastTransitionTime")),
-                              replica, "preempted", f"{c.get('reason')}: {c.get('message')}")
+                              replica, EventKind.PREEMPTED, f"{c.get('reason')}: {c.get('message')}")
 
     def _records(self, uid: str, replica: str, lines: list[LogLine]) -> None:
         for at, record in records(lines):
@@ -176,11 +161,11 @@ class Timeline:
                 continue
             if record.kind is RecordKind.TRAINING_STARTED:
                 detail = f"resumed at iteration {n}" if n else "training from iteration 0"
-                self._add(("trains_from", uid, n), at, replica, "trains_from", detail, n)
+                self._add(("trains_from", uid, n), at, replica, EventKind.TRAINS_FROM, detail, n)
             elif record.kind is RecordKind.SUSPENDED:
                 saved = record.fields.get("checkpoint")
                 detail = f"stopped at iteration {n}" + (f", checkpoint {saved}" if saved else "")
-                self._add(("stopped_at", uid, n), at, replica, "stopped_at", detail, n)
+                self._add(("stopped_at", uid, n), at, replica, EventKind.STOPPED_AT, detail, n)
 
     def _event(self, event: Mapping[str, Any], at: datetime, known: Mapping[str, str]) -> None:
         """One occurrence (at ``at``) of an event about the job or one of its pods."""
@@ -198,11 +183,11 @@ class Timeline:
     def _pod_event(self, key: tuple, at: datetime, replica: str, reason: str,
                    message: str) -> None:
         if reason == "Started":
-            self._add(key, at, replica, "started", f"kubelet: {message}")
+            self._add(key, at, replica, EventKind.STARTED, f"kubelet: {message}")
         elif reason in ("Preempted", "Evicted"):
-            self._add(key, at, replica, "preempted", f"{reason}: {message}")
+            self._add(key, at, replica, EventKind.PREEMPTED, f"{reason}: {message}")
         elif reason == "Killing":
-            self._add(key, at, replica, "stopping",
+            self._add(key, at, replica, EventKind.STOPPING,
                       f"kubelet: {message} (SIGTERM; SIGKILL after the grace period)")
 
     def _job_event(self, key: tuple, at: datetime, reason: str, message: str) -> None:
@@ -210,19 +195,19 @@ class Timeline:
         if reason == "ExitedWithCode" and (match := EXITED_WITH_CODE.search(message)):
             replica = self.kind.replica_of_pod_name(self.name, match["pod"]) or match["pod"]
             code = int(match["code"])
-            self._add(key, at, replica, "exited",
+            self._add(key, at, replica, EventKind.EXITED,
                       f"exit code {code}: {self._meaning(code)}", code)
         elif reason == "SuccessfulCreatePod" and (match := CREATED_POD.search(message)):
             self._pod_created(at, match["pod"])
         elif reason in (f"{kind}Suspended", "Stopped"):
-            self._add(key, at, "", "suspended", f"{reason}: {message}")
+            self._add(key, at, "", EventKind.SUSPENDED, f"{reason}: {message}")
         elif reason in (f"{kind}Resumed", "Started"):
-            self._add(key, at, "", "resumed", f"{reason}: {message}")
+            self._add(key, at, "", EventKind.RESUMED, f"{reason}: {message}")
         elif reason == f"{kind}Restarting":
-            self._add(key, at, "", "restarting", f"{reason}: {message}")
+            self._add(key, at, "", EventKind.RESTARTING, f"{reason}: {message}")
         elif reason in (f"{kind}Succeeded", f"{kind}Failed"):
-            self._add(key, at, "", "Failed" if reason.endswith("Failed") else "Succeeded",
-                      f"{reason}: {message}")
+            condition = "Failed" if reason.endswith("Failed") else self.kind.success_condition
+            self._add(key, at, "", EventKind.FINISHED, f"{condition} ({reason}): {message}")
 
     def _pod_created(self, at: datetime, pod: str) -> None:
         """A pod name the operator creates a second time was recreated."""
@@ -232,7 +217,7 @@ class Timeline:
         creations.append(at)
         if len(creations) > 1:
             replica = self.kind.replica_of_pod_name(self.name, pod) or pod
-            self._add(("created", pod, at), at, replica, "restarting",
+            self._add(("created", pod, at), at, replica, EventKind.RESTARTING,
                       f"pod {pod} recreated by the operator")
 
 
@@ -272,19 +257,6 @@ def watch(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], interval: flo
         clock.sleep(interval)
         observe(cluster, kind, name, timeline)
     return timeline
-
-
-def format_event(event: Event) -> str:
-    """One timeline line, as run-local prints it."""
-    return f"  {event.time:8.2f}s  {event.replica or 'job':<10} {event.kind:<12} {event.detail}"
-
-
-def write_events(events: Iterable[Event], path: Path) -> None:
-    """Write the events as JSON lines (run-local's ``--events`` format), atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(asdict(event)) + "\n" for event in events)
-    os.replace(tmp, path)
 
 
 def _occurrences(event: Mapping[str, Any]) -> list[datetime]:

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from hfai_runtime.local.runner import RunObserver
-from hfai_runtime.local.timeline import Event, EventKind
+from hfai_runtime.timeline import Event, EventKind
 from hfai_runtime.records import Record, RecordKind
 
 _STATES = {

@@ -37,7 +37,7 @@ Conditions and reasons are the ones ``kubectl describe`` shows: ``PyTorchJobSucc
 TrainJob's ``Complete`` / ``Failed`` with its JobSet's reasons (``AllJobsCompleted``,
 ``FailedJobs``) or Trainer's ``DeadlineExceeded``.
 
-Every step is an :class:`~hfai_runtime.local.timeline.Event`; the runtime's structured log
+Every step is an :class:`~hfai_runtime.timeline.Event`; the runtime's structured log
 records (:mod:`hfai_runtime.records`) say where training starts and where a suspended run
 stopped, and feed the live status (iteration, loss). Each pod attempt's output goes to
 ``<logs_dir>/<pod>-attempt<N>.log``, as ``kubectl logs [--previous]`` would show it.
@@ -65,7 +65,7 @@ from hfai_runtime.local.container import (
     process_env,
 )
 from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
-from hfai_runtime.local.timeline import Event, EventKind, JobCondition, write_events
+from hfai_runtime.timeline import Event, EventKind, JobCondition, write_events
 from hfai_runtime.records import Record, RecordKind, parse_record
 
 TICK_SECONDS = 0.05

@@ -4,17 +4,18 @@ One module so that every tool that tells a job's story -- ``run-local``, the dem
 job`` -- writes, reads and prints the same :class:`Event` the same way. Events are stored as JSON
 lines (:func:`write_events` / :func:`read_events`) and printed with :func:`format_timeline`.
 
-Layer: none below it; imports only the standard library.
+Layer: none below it; imports only the standard library and hfai_runtime.atomic.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Iterable
+
+from hfai_runtime.atomic import atomic_write
 
 
 class EventKind(str, Enum):
@@ -64,12 +65,8 @@ class Event:
 
 def write_events(path: str | Path, events: Iterable[Event]) -> None:
     """Write ``events`` as JSON lines, atomically (a temp file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        for event in events:
-            f.write(event.to_json() + "\n")
-    os.replace(tmp, path)
+    text = "".join(event.to_json() + "\n" for event in events).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def read_events(path: str | Path) -> list[Event]:
