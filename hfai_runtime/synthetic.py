@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hfai_runtime.atomic import atomic_write
+
 #: Categories used when the caller gives none: (id, name) pairs.
 DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "box"), (2, "triangle"), (3, "disc"))
 
@@ -98,9 +100,8 @@ def write_coco_split(
         "annotations": annotations,
         "categories": [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in categories],
     }
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(coco))
-    tmp.replace(json_path)
+    text = json.dumps(coco).encode()
+    atomic_write(json_path, lambda f: f.write(text))
     return coco
 
 
