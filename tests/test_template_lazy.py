@@ -13,19 +13,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import copier
 import pytest
 import torch
-
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
+from _template_render import ANSWER_SETS as YACS_ANSWER_SETS
 from _template_render import REPO, git, render, template_src  # noqa: F401 (fixture)
+from detectron2.config import LazyConfig
+from detectron2.engine import AMPTrainer
 
 #: The custom-dataset answers; the images and annotations are _dist_train's synthetic ones.
 CUSTOM = {
@@ -79,7 +85,7 @@ def test_lazy_base_model_must_be_an_lsj_recipe(template_src, tmp_path):
 def test_generated_lazy_project_tests_pass(lazy_projects, name):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"],
-        cwd=lazy_projects[name], capture_output=True, text=True, timeout=900,
+        cwd=lazy_projects[name], capture_output=True, text=True, timeout=900, check=False,
     )
     assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     assert "PASSED tests/test_smoke.py::test_sigterm_suspends_and_the_restart_resumes" in result.stdout
@@ -117,10 +123,11 @@ def _train(project: Path, data: Path, out: Path, log: Path, topology: str, *,
 
 
 def _iterations(out: Path) -> list[int]:
-    """The iterations in rank 0's metrics.json (complete lines only)."""
+    """The training steps in rank 0's metrics.json (complete lines with a loss; the final
+    evaluation's line has none)."""
     path = out / "metrics.json"
     lines = path.read_text().split("\n")[:-1] if path.exists() else []
-    return [json.loads(line)["iteration"] for line in lines]
+    return [entry["iteration"] for entry in map(json.loads, lines) if "total_loss" in entry]
 
 
 def _logs(log: Path) -> str:
@@ -184,3 +191,97 @@ def test_lazy_periodic_checkpoint_resumes_bit_identically(topology, lazy_project
     metrics = (uninterrupted / "metrics.json").read_text().split("\n")[: STOP_AT + 1]
     (out / "metrics.json").write_text("\n".join(metrics) + "\n")
     _check_resumed_exactly(lazy_projects["lazy-custom"], datasets_root, out, topology, uninterrupted)
+
+
+# --- AMP ---------------------------------------------------------------------------------------
+
+
+def test_amp_grad_scaler_is_saved_and_restored(lazy_projects, datasets_root, tmp_path, monkeypatch):
+    """With ``train.amp.enabled`` the generated build_trainer makes an ``AMPTrainer``; its
+    checkpointer saves the trainer's state, grad scaler included, and resume_or_load restores it.
+
+    torch.cuda.amp's GradScaler disables itself without CUDA (its state is then empty), so an
+    enabled CPU GradScaler stands in for it: the path from trainer to checkpoint is the same.
+    """
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    project = lazy_projects["lazy-custom"]
+    spec = importlib.util.spec_from_file_location("lazy_custom_train_net", project / "train_net.py")
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    train_net.register_datasets()
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(project / "configs" / "smoke_cpu.py")), [
+        f"train.output_dir={tmp_path}", "train.amp.enabled=True", "dataloader.train.num_workers=0"])
+
+    trainer, checkpointer = train_net.build_trainer(cfg)
+    assert isinstance(trainer, AMPTrainer)
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    trainer.iter = 3
+    checkpointer.save("model_0000003", iteration=3)
+    saved = torch.load(tmp_path / "model_0000003.pth", map_location="cpu", weights_only=True)["trainer"]
+    assert saved["grad_scaler"]["scale"] == 1024.0 and saved["grad_scaler"]["growth_interval"] == 7
+
+    restarted, restarted_checkpointer = train_net.build_trainer(cfg)
+    restarted.grad_scaler = torch.amp.GradScaler("cpu")
+    restarted_checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
+    assert restarted.iter == 3
+    assert restarted.grad_scaler.state_dict() == trainer.grad_scaler.state_dict()
+
+
+# --- copier update of a yacs project -------------------------------------------------------------
+
+
+def _feature_base() -> str:
+    """The commit just before config_system was added to copier.yml (on the first-parent line)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("needs the template's git history (a git checkout)")
+    commits = git(REPO, "log", "--first-parent", "--reverse", "--format=%H", "-S", "config_system:",
+                  "--", "copier.yml").split()
+    assert commits, "no commit adds config_system to copier.yml"
+    return git(REPO, "rev-parse", f"{commits[0]}^").strip()
+
+
+def _files(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for p in sorted(project.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(project).parts}
+
+
+@pytest.fixture(scope="module")
+def template_history(tmp_path_factory) -> Path:
+    """The template as a git repository: v0.1.0 before config_system, v0.2.0 = this checkout."""
+    repo = tmp_path_factory.mktemp("template_history") / "repo"
+    repo.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", _feature_base(),
+                              "copier.yml", "template"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(repo, filter="data")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "before config_system")
+    git(repo, "tag", "v0.1.0")
+    shutil.rmtree(repo / "template")
+    shutil.copy2(REPO / "copier.yml", repo / "copier.yml")
+    shutil.copytree(REPO / "template", repo / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "config_system")
+    git(repo, "tag", "v0.2.0")
+    return repo
+
+
+@pytest.mark.parametrize("name", ["defaults", "custom"])
+def test_copier_update_keeps_a_yacs_project_as_it_was(template_history, name, tmp_path):
+    project = render(template_history, tmp_path / "project", YACS_ANSWER_SETS[name], vcs_ref="v0.1.0")
+    before = _files(project)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "project")
+
+    copier.run_update(str(project), vcs_ref="v0.2.0", defaults=True, overwrite=True, unsafe=False, quiet=True)
+
+    after = _files(project)
+    answers = ".copier-answers.yml"
+    assert {k: v for k, v in after.items() if k != answers} == {k: v for k, v in before.items() if k != answers}
+    new_answers = after[answers].decode()
+    assert "_commit: v0.2.0" in new_answers and "config_system: yacs" in new_answers
+    # And exactly what a new yacs project gets from v0.2.0.
+    fresh = _files(render(template_history, tmp_path / "fresh", YACS_ANSWER_SETS[name], vcs_ref="v0.2.0"))
+    assert after == fresh
