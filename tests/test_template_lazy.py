@@ -49,7 +49,7 @@ CUSTOM = {
 }
 ANSWER_SETS = {"lazy-coco": {"config_system": "lazy"}, "lazy-custom": CUSTOM}
 
-MAX_ITER, STOP_AT = 6, 2
+MAX_ITER, STOP_AT = 8, 2
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,8 @@ def _check_resumed_exactly(project: Path, data: Path, out: Path, topology: str, 
 def test_lazy_suspend_resumes_bit_identically(topology, lazy_projects, datasets_root, uninterrupted, tmp_path):
     project, out = lazy_projects["lazy-custom"], tmp_path / "out"
     log = tmp_path / "first"
-    # Two steps first (see the generated tests/test_smoke.py: detectron2 0.6's metrics printer).
-    codes = _train(project, datasets_root, out, log, topology, stop_after=2)
+    # Three steps first (see the generated tests/test_smoke.py: detectron2 0.6's metrics printer).
+    codes = _train(project, datasets_root, out, log, topology, stop_after=3)
     assert set(codes) == {200}, _logs(log)
     suspended_at = _iterations(out)[-1]
     assert (out / "last_checkpoint").read_text() == f"model_{suspended_at:07d}.pth"
