@@ -267,7 +267,6 @@ def template_history(tmp_path_factory) -> Path:
     return repo
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["defaults", "custom"])
 def test_copier_update_keeps_a_yacs_project_as_it_was(template_history, name, tmp_path):
     project = render(template_history, tmp_path / "project", YACS_ANSWER_SETS[name], vcs_ref="v0.1.0")
