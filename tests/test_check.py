@@ -384,6 +384,22 @@ def test_unchecked_and_unknown_kinds() -> None:
         ("job.yaml#3", "kind", "kind/unknown"), ("job.yaml#4", "", "kind/unknown")]
 
 
+def test_a_batch_job_gets_the_pod_rules() -> None:
+    """A core ``batch/v1`` Job (the project's eval and pack jobs) has no CRD here, but its pod
+    meets the Pod rules: a memory-backed volume as large as the memory limit is refused."""
+    container = {"name": "pack", "image": "img:1", "resources": {
+        "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}}}
+    pod = {"restartPolicy": "Never", "containers": [container],
+           "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pack"},
+           "spec": {"template": {"spec": pod}}}
+    problems = check_documents([job], source="pack-job.yaml")
+    assert [(p.field, p.rule) for p in problems] == [
+        ("spec.template.spec.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]
+    pod["volumes"] = []
+    assert check_documents([job]) == []
+
+
 def test_every_crd_rule_compiles_without_kubernetes_extensions() -> None:
     """Every shipped ``x-kubernetes-validations`` rule compiles in the CEL environment; one
     calling a Kubernetes extension function (here the lists library's ``isSorted``) is refused."""

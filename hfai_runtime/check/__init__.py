@@ -22,7 +22,7 @@ the input and not the stock ``torch-distributed``, quotas and admission policies
 
 Kinds: PyTorchJob (``kubeflow.org/v1``, training-operator v1.9.4), TrainJob,
 TrainingRuntime and ClusterTrainingRuntime (``trainer.kubeflow.org/v1alpha1``, Trainer v2.3.0)
-are checked; core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
+are checked; a ``batch/v1`` Job gets the Pod rules only; core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
 Service, PersistentVolumeClaim, ServiceAccount) pass unchecked; any other kind is reported, since
 nothing here can say whether the cluster accepts it.
 """
@@ -102,11 +102,16 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if api_version == "v1" and isinstance(kind, str) and kind in UNCHECKED_KINDS:
         return []
+    if (api_version, kind) == ("batch/v1", "Job"):
+        # A core Job (the project's eval and pack jobs): no CRD schema here, but its pod meets
+        # the same Pod rules.
+        return check_pods(doc, docs)
     schema = schema_for(str(api_version), str(kind))
     if schema is None:
         return [Problem("kind", f"{kind!r} (apiVersion {api_version!r}) is not a kind hfai-runtime "
                         "check knows: PyTorchJob kubeflow.org/v1, TrainJob, TrainingRuntime, "
-                        "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, or core v1 "
+                        "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, batch/v1 Job, or "
+                        "core v1 "
                         f"{', '.join(sorted(UNCHECKED_KINDS))}", "kind/unknown")]
     problems = check_schema(doc, schema)
     if blocks_rules(problems):

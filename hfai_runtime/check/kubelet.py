@@ -68,11 +68,16 @@ def check_pods(doc: dict, docs: list[dict]) -> list[Problem]:
 
 
 def pods_of(doc: dict, docs: list[dict]) -> list[Pod]:
-    """The pod templates of a PyTorchJob or TrainJob, with what the operator adds."""
+    """The pod templates of a PyTorchJob, TrainJob or batch Job, with what an operator adds."""
     if doc.get("kind") == "PyTorchJob":
         return _pytorchjob_pods(doc)
     if doc.get("kind") == "TrainJob":
         return _trainjob_pods(doc, docs)
+    if doc.get("kind") == "Job":
+        spec = as_dict(dig(doc, "spec", "template", "spec"))
+        path = "spec.template.spec"
+        return [Pod(spec, path, _containers(spec, path, "containers"),
+                    _containers(spec, path, "initContainers"))]
     return []
 
 
