@@ -9,6 +9,7 @@ and ``--suspend-at`` play the cluster's part. Exit code 0 only when the job succ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import signal
 import sys
@@ -45,6 +46,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--args", type=shlex.split, metavar="ARGS",
                         help="replace the containers' args (one shell-quoted string), e.g. a "
                              "CPU-sized config: --args '--config-file configs/smoke_cpu.yaml'")
+    parser.add_argument("--engine", choices=("process", "podman", "docker"), default="process",
+                        help="run each pod as a local process (default) or as a container of "
+                             "the manifest's image on a per-job network")
+    parser.add_argument("--image", help="with --engine: the image to run instead of the "
+                                        "manifest's")
     parser.add_argument("--events", type=Path, metavar="FILE",
                         help="also write the timeline as JSON lines to FILE")
     parser.set_defaults(func=run)
@@ -52,6 +58,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hfai_runtime.local.manifest import ManifestError, load_job
+    from hfai_runtime.local.engine import EngineError, engine_for
     from hfai_runtime.local.runner import RunOptions, run_job
 
     try:
@@ -79,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
     # out of the terminal's reach) are killed on the way out instead of being left behind.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = run_job(job, options, write=lambda line: print(line, flush=True))
+        with engine_for(args.engine, job, args.manifest, args.image,
+                        options.data_dir or project, options.mounts) as engine:
+            result = run_job(job, dataclasses.replace(options, engine=engine),
+                             write=lambda line: print(line, flush=True))
+    except EngineError as exc:
+        print(f"run-local: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("run-local: interrupted; every replica was killed", file=sys.stderr)
         return 130

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from hfai_runtime.local.container import PathMap, free_port, process_argv, process_env
+from hfai_runtime.local.engine import ContainerEngine, ContainerProcess
 from hfai_runtime.local.manifest import LocalJob, Replica
 
 TICK_SECONDS = 0.05
@@ -138,6 +139,7 @@ class RunOptions:
     resume_after: float = 0.0
     args: Sequence[str] | None = None  # replaces every replica's container args
     python: str = sys.executable
+    engine: ContainerEngine | None = None  # run pods as containers (hfai_runtime.local.engine)
 
 
 @dataclass
@@ -242,10 +244,14 @@ class LocalRunner:
         env = process_env(replica, os.environ, self.master_port, paths, self.threads)
         argv = process_argv(replica, env, paths, opts.python, opts.args)
         self.attempts[replica.name] += 1
-        proc = subprocess.Popen(
-            argv, cwd=opts.project_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        if opts.engine is not None:
+            proc = opts.engine.start(replica, self.threads, opts.args)
+            argv = proc.shown
+        else:
+            proc = subprocess.Popen(
+                argv, cwd=opts.project_dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         pod = _Pod(replica, proc, self.attempts[replica.name])
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
@@ -256,7 +262,7 @@ class LocalRunner:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
         if pod.term_sent is None and pod.exited_at is None:
             pod.term_at = pod.term_sent = self._now()
-            _signal(pod.proc.pid, signal.SIGTERM, group=False)
+            _signal(pod.proc, signal.SIGTERM, group=False)
 
     def _enforce_grace(self, now: float) -> None:
         for pod in self.pods.values():
@@ -267,7 +273,7 @@ class LocalRunner:
             grace = pod.replica.grace_seconds
             if pod.term_sent is not None and not pod.killed and now - pod.term_sent >= grace:
                 pod.killed = True
-                _signal(pod.proc.pid, signal.SIGKILL, group=True)
+                _signal(pod.proc, signal.SIGKILL, group=True)
                 self._event(pod.replica.name, "killed",
                             f"SIGKILL: killed after grace period (still running {grace:g} s "
                             f"after SIGTERM; terminationGracePeriodSeconds)")
@@ -279,7 +285,7 @@ class LocalRunner:
                 continue
             if pod.exited_at is None:
                 pod.exited_at = now
-                _signal(pod.proc.pid, signal.SIGKILL, group=True)  # a container dies with PID 1
+                _signal(pod.proc, signal.SIGKILL, group=True)  # a container dies with PID 1
             if not pod.eof and now - pod.exited_at < EOF_WAIT_SECONDS:
                 continue  # let its last log lines through first
             del self.pods[name]
@@ -288,7 +294,7 @@ class LocalRunner:
     def _kill_all(self) -> None:
         """On the way out (normally nothing is left; after an error, nothing may stay behind)."""
         for pod in self.pods.values():
-            _signal(pod.proc.pid, signal.SIGKILL, group=True)
+            _signal(pod.proc, signal.SIGKILL, group=True)
             pod.proc.wait()
         self.pods.clear()
 
@@ -412,8 +418,12 @@ def _pump(pod: _Pod, lines: queue.Queue) -> None:
     lines.put((pod, None))
 
 
-def _signal(pid: int, sig: int, group: bool) -> None:
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
     """Signal a replica's main process or its whole process group; gone is fine."""
+    if isinstance(proc, ContainerProcess):
+        proc.signal_pod(sig)  # PID 1 of its container; a container is one group
+        return
+    pid = proc.pid
     try:
         if group:
             os.killpg(pid, sig)  # the replica is its group's leader (start_new_session)

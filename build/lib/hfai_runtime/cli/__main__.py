@@ -1,0 +1,5 @@
+import sys
+
+from hfai_runtime.cli import main
+
+sys.exit(main())

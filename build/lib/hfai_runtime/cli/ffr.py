@@ -1,0 +1,139 @@
+"""``hfai-runtime ffr``: pack folders into FFRecord files and inspect or verify them.
+
+::
+
+    hfai-runtime ffr pack datasets/coco coco.ffr     # progress bar on stderr
+    hfai-runtime ffr ls coco.ffr train2017 [-r]      # directories end with "/"
+    hfai-runtime ffr cat coco.ffr annotations/instances_val2017.json > val.json
+    hfai-runtime ffr verify coco.ffr                 # every CRC; exit 1 naming bad samples
+    hfai-runtime ffr info coco.ffr
+
+``FILE`` may also be a directory of ``*.ffr`` files (read as one dataset, like ``FileReader``).
+``cat`` of a file that is not a packed folder takes a sample index instead of a path.
+Errors (bad data, missing paths) print one line on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
+                                   NotAPackedFolderError, PackedFolder, SampleChecksumError,
+                                   pack_folder)
+from hfai_runtime.ffrecord.layout import FIXED
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("ffr", help="pack, list, read and verify FFRecord files")
+    commands = parser.add_subparsers(dest="ffr_command", required=True, metavar="ACTION")
+
+    pack = commands.add_parser("pack", help="pack a folder into one .ffr file (atomically)")
+    pack.add_argument("src", help="folder to pack")
+    pack.add_argument("dst", help="output file, e.g. coco.ffr")
+    pack.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pack.set_defaults(action=_pack)
+
+    ls = commands.add_parser("ls", help="list a directory of a packed folder")
+    ls.add_argument("file", help="packed .ffr file")
+    ls.add_argument("path", nargs="?", default=None, help="directory inside it (default: root)")
+    ls.add_argument("-r", "--recursive", action="store_true", help="list everything below")
+    ls.set_defaults(action=_ls)
+
+    cat = commands.add_parser("cat", help="write one packed file's raw bytes to stdout")
+    cat.add_argument("file", help=".ffr file")
+    cat.add_argument("path", help="path inside a packed folder, or a sample index")
+    cat.set_defaults(action=_cat)
+
+    verify = commands.add_parser("verify", help="check every CRC; exit 1 naming bad samples")
+    verify.add_argument("file", help=".ffr file or directory of them")
+    verify.set_defaults(action=_verify)
+
+    info = commands.add_parser("info", help="sample counts, sizes and packed-folder totals")
+    info.add_argument("file", help=".ffr file or directory of them")
+    info.set_defaults(action=_info)
+
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the action; data errors become one line on stderr and status 1, not a traceback."""
+    try:
+        return args.action(args)
+    except (FFRecordError, OSError, IndexError) as e:
+        print(f"hfai-runtime ffr {args.ffr_command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _pack(args: argparse.Namespace) -> int:
+    pack_folder(args.src, args.dst, verbose=not args.quiet)
+    with FileReader(args.dst, check_data=False) as reader:
+        print(f"packed {reader.n - 1} files from {args.src} into {args.dst}", file=sys.stderr)
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    with PackedFolder(args.file) as folder:
+        dirs = set(folder.list(args.path, list_file=False, recursive=args.recursive))
+        for name in folder.list(args.path, recursive=args.recursive):
+            print(f"{name}/" if name in dirs else name)
+    return 0
+
+
+def _cat(args: argparse.Namespace) -> int:
+    try:
+        folder = PackedFolder(args.file)
+    except NotAPackedFolderError:
+        if not args.path.isdigit():
+            raise
+        with FileReader(args.file) as reader:
+            sys.stdout.buffer.write(reader.read_one(int(args.path)))
+        return 0
+    with folder:
+        sys.stdout.buffer.write(folder.read_one(args.path))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        reader = FileReader(args.file, check_data=True)  # header CRCs and offsets
+    except SampleChecksumError:  # the last sample: find every other bad one too
+        reader = FileReader(args.file, check_data=False)
+    with reader:
+        bad = reader.verify()
+        if bad:
+            for i in bad:
+                fname, local = reader.locate(i)
+                print(f"{fname}: sample {local} (index {i}): CRC mismatch", file=sys.stderr)
+            print(f"FAILED: {len(bad)} of {reader.n} samples are damaged", file=sys.stderr)
+            return 1
+        print(f"OK: {reader.n} samples in {len(reader.fnames)} file(s), every CRC matches")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    with FileReader(args.file, check_data=False) as reader:
+        for fname in reader.fnames:
+            with open(fname, "rb") as f:
+                meta_crc, n = FIXED.unpack(f.read(FIXED.size))
+                size = f.seek(0, 2)
+            old = " (old format: unverified)" if meta_crc == 0 else ""
+            print(f"file: {fname}\n  size: {size} bytes\n  samples: {n}\n"
+                  f"  meta_crc: {meta_crc:#010x}{old}")
+        print(f"samples: {reader.n}")
+    _packed_info(args.file)
+    return 0
+
+
+def _packed_info(file: str) -> None:
+    """Totals of a packed folder; nothing for a plain FFRecord file."""
+    try:
+        folder = PackedFolder(file, check_data=False)
+    except NotAPackedFolderError:
+        return
+    except CorruptFileError as e:
+        print(f"packed folder: unreadable metadata ({e})")
+        return
+    with folder:
+        dirs = len(folder.list(list_file=False, recursive=True))
+        print(f"packed folder: {folder.num_files()} files in {dirs} directories (plus the root)")

@@ -1,0 +1,201 @@
+"""``SuspendCheckpointer``: SIGTERM -> every rank stops after the same step -> atomic checkpoint
+-> exit 143, and ``resume_or_load(resume=True)`` continues exactly.
+
+HFAI's usage is all a user writes::
+
+    trainer.register_hooks([SuspendCheckpointer(trainer.checkpointer)])
+    trainer.resume_or_load(resume=True)
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from typing import Any, Callable, IO
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from fvcore.common.checkpoint import Checkpointer
+
+from hfai_runtime.detectron2.resume import ExactResume
+from hfai_runtime.distributed.suspend import (
+    JobSuspended, agree, barrier, grace_period_seconds, install_sigterm_handler, requested_at,
+    suspend_exit_code, suspend_requested,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The logger this package's messages go through; see :func:`log_to_stdout`.
+RUNTIME_LOGGER = "hfai_runtime"
+
+#: Warn when the last step plus the save took more than this share of the grace period: the
+#: pod is killed at the end of it, and exiting, logging and a slow disk need some slack too.
+GRACE_WARN_FRACTION = 0.75
+
+_PARTIAL = ".partial"
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write a file so that ``path`` holds either its old content or the complete new one.
+
+    ``write`` fills a temporary file in the same directory; it is fsynced, renamed over
+    ``path``, and the directory is fsynced, so a crash (SIGKILL, power loss) at any moment
+    leaves no partial file under the final name.
+    """
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_PARTIAL, dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _atomic_save(self: Checkpointer, name: str, **extra: Any) -> None:
+    """fvcore's ``Checkpointer.save`` with the file and ``last_checkpoint`` written atomically."""
+    if not self.save_dir or not self.save_to_disk:
+        return
+    for stale in glob.glob(os.path.join(self.save_dir, f".*{_PARTIAL}")):  # left by a killed save
+        os.unlink(stale)
+    data = {"model": self.model.state_dict()}
+    data.update((key, obj.state_dict()) for key, obj in self.checkpointables.items())
+    data.update(extra)
+    basename = f"{name}.pth"
+    path = os.path.join(self.save_dir, basename)
+    self.logger.info("Saving checkpoint to %s", path)
+    atomic_write(path, lambda handle: torch.save(data, handle))
+    self.tag_last_checkpoint(basename)
+
+
+def _atomic_tag(self: Checkpointer, last_filename_basename: str) -> None:
+    """fvcore's ``tag_last_checkpoint``, atomically."""
+    tag = last_filename_basename.encode()
+    atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda handle: handle.write(tag))
+
+
+def log_to_stdout(rank: int) -> None:
+    """Print the runtime's INFO messages on this rank's stdout, unless its logger has handlers.
+
+    Each pod's log must say why the pod exited ("Suspending at iteration N ..."; the local
+    runner and people read it there), on every rank: detectron2's ``default_setup`` sets up
+    only its own loggers, and on rank 0 only. So ``hfai_runtime`` gets a logger of its own, as
+    ``detectron2`` has: detectron2's format plus the rank, not propagated (printed once).
+    """
+    runtime = logging.getLogger(RUNTIME_LOGGER)
+    if runtime.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        f"[%(asctime)s] [rank{rank}] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
+    ))
+    runtime.addHandler(handler)
+    runtime.setLevel(logging.INFO)
+    runtime.propagate = False
+
+
+def make_saves_atomic(checkpointer: Checkpointer) -> None:
+    """Make every save of ``checkpointer`` atomic -- the periodic ones (the safety net) too.
+
+    fvcore writes the checkpoint and ``last_checkpoint`` in place, so a kill during a save can
+    leave a truncated file that the next ``resume_or_load`` fails on. Only local directories
+    (what a pod mounts) are handled; other PathManager URIs keep fvcore's save.
+    """
+    if "://" in str(checkpointer.save_dir):
+        logger.warning("Checkpoints in %s are written in place (not atomically)", checkpointer.save_dir)
+        return
+    checkpointer.save = types.MethodType(_atomic_save, checkpointer)
+    checkpointer.tag_last_checkpoint = types.MethodType(_atomic_tag, checkpointer)
+
+
+class SuspendCheckpointer(HookBase):
+    """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
+
+    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer's saves become
+      atomic; the runtime's messages go to this rank's stdout (:func:`log_to_stdout`).
+    * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
+      where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
+    * ``before_step``: reseed the RNGs from (seed, rank, iteration).
+    * ``after_step``: the ranks agree on the flag (one all-reduced int). If any rank was
+      signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
+      save and leave the loop by raising :class:`JobSuspended` (a ``SystemExit`` with the suspend
+      code: detectron2 still runs ``after_train``).
+
+    Being the last hook, it runs after an evaluation of the same step: a SIGTERM during
+    evaluation suspends once it is done. Long loops can call :meth:`suspend_pending` to stop
+    early. Register it before ``resume_or_load`` (HFAI's order): its state -- the data stream's
+    seed, and the optimizer that detectron2 0.6 does not save -- is loaded from the checkpoint
+    through it. With ``exact_resume=False`` the data stream restarts from its seed on resume.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
+        self.checkpointer = checkpointer
+        log_to_stdout(comm.get_rank())
+        make_saves_atomic(checkpointer)
+        install_sigterm_handler()
+        self._resume = ExactResume() if exact_resume else None
+        self._exit_code = suspend_exit_code()
+        self._grace_s = grace_period_seconds()
+        self._step_began = time.perf_counter()
+
+    @staticmethod
+    def suspend_pending() -> bool:
+        """Whether this process received SIGTERM (the ranks agree at the next step)."""
+        return suspend_requested()
+
+    def before_train(self) -> None:
+        if self._resume is not None:
+            self._resume.attach(self.trainer)
+
+    def before_step(self) -> None:
+        if self._resume is not None:
+            self._resume.before_step(self.trainer.iter)
+        self._step_began = time.perf_counter()
+
+    def after_step(self) -> None:
+        step_s = time.perf_counter() - self._step_began
+        began = time.perf_counter()
+        if agree():
+            self._suspend(step_s, time.perf_counter() - began)
+
+    def _suspend(self, step_s: float, agree_s: float) -> None:
+        iteration = self.trainer.iter
+        signalled = requested_at()
+        waited = "on another rank" if signalled is None else f"{time.monotonic() - signalled:.2f} s ago"
+        began = time.perf_counter()
+        self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        barrier()  # nobody exits before the checkpoint is complete
+        save_s = time.perf_counter() - began
+        logger.info(
+            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms, checkpoint saved in "
+            "%.2f s, last step took %.2f s; exiting with %d",
+            iteration, waited, agree_s * 1e3, save_s, step_s, self._exit_code,
+        )
+        if self._grace_s is not None and step_s + save_s > GRACE_WARN_FRACTION * self._grace_s:
+            logger.warning(
+                "Step (%.1f s) + save (%.1f s) is close to the grace period HFAI_GRACE_PERIOD_SECONDS="
+                "%g s: the next preemption may SIGKILL the job before its checkpoint is written",
+                step_s, save_s, self._grace_s,
+            )
+        raise JobSuspended(iteration, self._exit_code)
+
+    def state_dict(self) -> dict:
+        return {} if self._resume is None else self._resume.state_dict(self.trainer)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self._resume is not None:
+            self._resume.load_state_dict(state_dict, self.trainer)

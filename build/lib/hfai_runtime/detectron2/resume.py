@@ -1,0 +1,245 @@
+"""Exact resume: make the training data stream and the random state functions of the position.
+
+Why: detectron2's ``TrainingSampler`` restarts its stream from the seed after a restart, the
+DataLoader workers reseed from a fresh base seed, ``AspectRatioGroupedDataset`` loses the
+samples it was holding, and the model's random draws (anchor sampling, dropout) continue from
+whatever state the new process has. A resumed run then sees different data than an
+uninterrupted one.
+
+How: the job keeps one seed (the sampler's, shared by all ranks, saved in every checkpoint).
+Then
+
+* sample ``p`` of rank ``r``'s stream is the sampler's element ``r + p * world_size`` (as in
+  ``TrainingSampler``), and it is mapped (read, augmented) with the python/numpy/torch RNGs
+  seeded from ``(seed, r + p * world_size)``: the result does not depend on which process or
+  DataLoader worker maps it, nor on ``DATALOADER.NUM_WORKERS``;
+* batches are grouped by aspect ratio in the main process from the dataset dicts' ``width``/
+  ``height``, so the grouping after ``n`` iterations can be replayed without reading an image:
+  a resumed stream starts with the samples the buckets held, then continues where it stopped;
+* before step ``i`` the global RNGs of rank ``r`` are seeded from ``(seed, r, i)``.
+
+Any checkpoint -- suspend or periodic -- thus resumes exactly: bit-identical weights wherever
+the kernels are deterministic (as on CPU). (The BatchNorm running statistics of ranks other
+than 0 are not saved by detectron2; they do not affect training, only their evaluation.)
+A data loader this module does not recognize (a custom ``build_train_loader``) is left alone,
+with a warning: then only the RNG part applies and the data stream restarts from its seed, as
+in plain detectron2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.utils.data as torchdata
+from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIterableDataset
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+
+def _seed_from(*key: int) -> int:
+    """A well-mixed 63-bit seed from a tuple of non-negative ints."""
+    high, low = np.random.SeedSequence(key).generate_state(2)
+    return (int(high) << 31) ^ int(low)
+
+
+def seed_all(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def _scoped_seed(seed: int) -> Iterator[None]:
+    """Seed the CPU generators for one sample's mapping, then put the previous states back."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _identity(sample: Any) -> Any:
+    return sample
+
+
+@dataclass
+class _Source:
+    """The parts of detectron2's training loader that the resumable one reuses."""
+
+    dataset: MapDataset  # dataset dicts + mapper
+    sampler: torchdata.Sampler  # has _infinite_indices(), _seed, _rank, _world_size
+    batch_size: int  # per rank
+    num_workers: int
+    group_by_aspect: bool
+
+    @classmethod
+    def find(cls, loader: Any) -> "_Source | None":
+        """Recognize ``build_detection_train_loader``'s output, or return None."""
+        group = isinstance(loader, AspectRatioGroupedDataset)
+        torch_loader = loader.dataset if group else loader
+        if not isinstance(torch_loader, torchdata.DataLoader):
+            return None
+        stream = torch_loader.dataset
+        if not (isinstance(stream, ToIterableDataset) and isinstance(stream.dataset, MapDataset)
+                and hasattr(stream.sampler, "_infinite_indices") and stream.shard_sampler):
+            return None
+        batch_size = loader.batch_size if group else torch_loader.batch_size
+        return cls(stream.dataset, stream.sampler, batch_size, torch_loader.num_workers, group)
+
+    def positions(self, first: int) -> Iterator[tuple[int, int]]:
+        """``(position, dataset index)`` of this rank's stream from ``first`` on."""
+        rank, world = self.sampler._rank, self.sampler._world_size
+        indices = itertools.islice(self.sampler._infinite_indices(), rank + first * world, None, world)
+        return enumerate(indices, first)
+
+
+class _MappedStream(torchdata.IterableDataset):
+    """Yields ``(dataset index, mapped dict)`` for the given positions; DataLoader workers take
+    turns, so the loader's output order is the stream order for any number of workers."""
+
+    def __init__(self, source: _Source, seed: int, held: list[int], start: int):
+        self.source, self.seed, self.held, self.start = source, seed, held, start
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        info = torchdata.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        held, world = set(self.held), self.source.sampler._world_size
+        wanted = ((p, i) for p, i in self.source.positions(min(self.held, default=self.start))
+                  if p >= self.start or p in held)
+        for turn, (position, index) in enumerate(wanted):
+            if turn % workers == worker:
+                with _scoped_seed(_seed_from(self.seed, self.source.sampler._rank + position * world)):
+                    mapped = self.source.dataset[index]
+                yield index, mapped  # outside the scope: the consumer's RNG is its own
+
+
+class ResumableTrainLoader:
+    """Batches of the trainer's stream after ``batches_done`` batches, identical to what an
+    uninterrupted run would yield from there."""
+
+    def __init__(self, source: _Source, seed: int, batches_done: int):
+        self.source, self.seed = source, seed
+        self._aspect = self._aspect_buckets() if source.group_by_aspect else None
+        self.held, self.start = self._replay(batches_done)
+
+    def _aspect_buckets(self) -> np.ndarray:
+        """0 for landscape, 1 otherwise, per dataset index (as ``AspectRatioGroupedDataset``)."""
+        dicts = self.source.dataset._dataset
+        buckets = np.empty(len(dicts), dtype=np.int8)
+        for index in range(len(dicts)):
+            record = dicts[index]
+            if "width" not in record or "height" not in record:
+                raise ValueError(f"dataset dict {index} has no width/height: cannot group by aspect ratio")
+            buckets[index] = 0 if record["width"] > record["height"] else 1
+        return buckets
+
+    def _replay(self, batches_done: int) -> tuple[list[int], int]:
+        """The positions still held in the buckets after ``batches_done`` batches, and the next
+        position to read: bookkeeping only, no image is read."""
+        size = self.source.batch_size
+        if self._aspect is None:
+            return [], batches_done * size
+        buckets: list[list[int]] = [[], []]
+        position, emitted = 0, 0
+        positions = self.source.positions(0)
+        while emitted < batches_done:
+            position, index = next(positions)
+            bucket = buckets[self._aspect[index]]
+            bucket.append(position)
+            if len(bucket) == size:
+                bucket.clear()
+                emitted += 1
+        start = position + 1 if batches_done else 0
+        return sorted(buckets[0] + buckets[1]), start
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        loader = torchdata.DataLoader(
+            _MappedStream(self.source, self.seed, self.held, self.start),
+            batch_size=None, num_workers=self.source.num_workers, collate_fn=_identity,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        size = self.source.batch_size
+        buckets: list[list[dict]] = [[], []]
+        for index, mapped in loader:
+            bucket = buckets[0 if self._aspect is None else self._aspect[index]]
+            bucket.append(mapped)
+            if len(bucket) == size:
+                yield bucket[:]
+                bucket.clear()
+
+
+class ExactResume:
+    """What :class:`~hfai_runtime.detectron2.checkpoint.SuspendCheckpointer` does for exact
+    resume: attach at ``before_train``, reseed at ``before_step``, persist the seed.
+
+    It also persists the optimizer when the trainer does not: detectron2 0.6's
+    ``DefaultTrainer.state_dict`` omits its inner ``SimpleTrainer`` (optimizer momenta, AMP
+    scaler), which later detectron2 saves as ``"_trainer"``.
+    """
+
+    def __init__(self) -> None:
+        self.seed: int | None = None
+
+    @staticmethod
+    def _unsaved_inner(trainer: Any) -> Any:
+        """The inner trainer if the outer one's ``state_dict`` leaves it out, else None."""
+        inner = getattr(trainer, "_trainer", None)
+        if inner is None or trainer.__class__.state_dict is not TrainerBase.state_dict:
+            return None
+        return inner
+
+    def state_dict(self, trainer: Any) -> dict:
+        state = {} if self.seed is None else {"seed": self.seed}
+        inner = self._unsaved_inner(trainer)
+        if inner is not None:
+            state["inner_trainer"] = inner.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict, trainer: Any) -> None:
+        if "seed" in state:
+            self.seed = int(state["seed"])
+        inner = self._unsaved_inner(trainer)
+        if inner is not None and "inner_trainer" in state:
+            inner.load_state_dict(state["inner_trainer"])
+
+    def attach(self, trainer: Any) -> None:
+        """Take over the trainer's data loader, positioned after ``trainer.start_iter`` batches."""
+        inner = getattr(trainer, "_trainer", trainer)  # DefaultTrainer wraps a SimpleTrainer
+        source = _Source.find(inner.data_loader)
+        if self.seed is None:
+            self.seed = int(source.sampler._seed) if source else comm.shared_random_seed()
+        if source is None:
+            logger.warning("Exact resume: unrecognized training data loader %s; the data stream "
+                           "will restart from its seed after a resume", type(inner.data_loader).__name__)
+            return
+        source.sampler._seed = self.seed
+        try:
+            loader = ResumableTrainLoader(source, self.seed, trainer.start_iter)
+        except ValueError as err:
+            logger.warning("Exact resume: %s; keeping detectron2's data loader", err)
+            return
+        inner.data_loader = loader  # the old iterator and its workers go with the line below
+        if hasattr(inner, "_data_loader_iter_obj"):  # detectron2 after 0.6 iterates lazily
+            inner._data_loader_iter_obj = None
+        else:
+            inner._data_loader_iter = iter(loader)
+        logger.info("Exact resume: data stream at iteration %d (seed %d, %d held samples)",
+                    trainer.start_iter, self.seed, len(loader.held))
+
+    def before_step(self, iteration: int) -> None:
+        seed_all(_seed_from(self.seed, comm.get_rank(), iteration))

@@ -1,0 +1,187 @@
+"""The environment the Kubeflow operators inject into a replica's container.
+
+Pure functions from a job manifest (a dict, as ``yaml.safe_load`` returns it) to the variables a
+replica sees on a cluster, so the local runner, the template's tests and the launcher's parser
+(:func:`hfai_runtime.distributed.env.DistEnv.from_environ`) agree on one table. They mirror:
+
+* **PyTorchJob v1** -- kubeflow/trainer (formerly training-operator) v1.9.4,
+  ``pkg/controller.v1/pytorch/envvar.go`` ``setPodEnv`` and ``master.go``, after the defaults of
+  ``pkg/apis/kubeflow.org/v1/pytorch_defaults.go`` (replicas 1, port ``pytorchjob-port`` 23456,
+  ``nprocPerNode`` ``"auto"``). Every container gets ``PYTHONUNBUFFERED=0`` (meant to unbuffer
+  output, but CPython reads "0" as off: ``print`` stays block-buffered into the pod log; logging
+  handlers flush each record) and ``PET_NNODES`` (the number of pods); when a ``Master``
+  replica exists (always, for a valid job) also
+  ``MASTER_ADDR=<job>-master-0`` (the master's own pod too), ``MASTER_PORT``, ``WORLD_SIZE`` = pods
+  x nprocPerNode (x1 when nprocPerNode is not an integer: ``auto``/``cpu``/``gpu``),
+  ``RANK`` = ``PET_NODE_RANK`` = the pod index (master 0, worker i -> i + 1) and
+  ``PET_NPROC_PER_NODE`` (nprocPerNode as written).
+* **Trainer v2 TrainJob** -- kubeflow/trainer v2.3.0 torch plugin
+  (``pkg/runtime/framework/plugins/torch/torch.go``) with the stock ``torch-distributed``
+  runtime (``numNodes: 1``, ``torch: {}``): only ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
+  ``PET_NODE_RANK`` (the node's Job completion index), ``PET_MASTER_ADDR=<job>-node-0-0.<job>``
+  and ``PET_MASTER_PORT=29500``.
+
+Elastic PyTorchJobs (``spec.elasticPolicy``) get rendezvous variables instead; they are not
+modelled here and are refused with a :class:`ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+PYTORCHJOB_PORT_NAME = "pytorchjob-port"
+PYTORCHJOB_CONTAINER = "pytorch"
+PYTORCHJOB_DEFAULT_PORT = 23456
+PYTORCHJOB_REPLICA_TYPES = ("Master", "Worker")
+
+TRAINJOB_CONTAINER = "node"
+TRAINJOB_REPLICATED_JOB = "node"
+TRAINJOB_MASTER_PORT = 29500
+TRAINJOB_RUNTIME_NUM_NODES = 1  # the stock torch-distributed runtime's mlPolicy.numNodes
+
+
+def injected_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[str, str]:
+    """The variables the operator adds to replica ``replica_type``-``index`` of ``job``.
+
+    ``replica_type`` is ``"Master"``/``"Worker"`` for a PyTorchJob (any case, as the operator
+    camel-cases the keys) and ``"node"`` for a TrainJob; ``index`` counts from 0 within the type.
+    """
+    kind = job.get("kind")
+    if kind == "PyTorchJob":
+        return _pytorchjob_env(job, replica_type, index)
+    if kind == "TrainJob":
+        return _trainjob_env(job, replica_type, index)
+    raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+
+
+def pytorchjob_replica_specs(job: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """``spec.pytorchReplicaSpecs`` with the keys camel-cased (``master`` -> ``Master``)."""
+    specs = _get(job, "spec.pytorchReplicaSpecs", dict)
+    out: dict[str, Mapping[str, Any]] = {}
+    for key, spec in specs.items():
+        name = next((t for t in PYTORCHJOB_REPLICA_TYPES if t.lower() == str(key).lower()), None)
+        if name is None:
+            raise ValueError(
+                f"spec.pytorchReplicaSpecs.{key}: expected one of "
+                f"{', '.join(PYTORCHJOB_REPLICA_TYPES)}"
+            )
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"spec.pytorchReplicaSpecs.{key}: expected a mapping")
+        out[name] = spec
+    return out
+
+
+def replica_count(spec: Mapping[str, Any], path: str) -> int:
+    """A replica spec's ``replicas`` (the operator defaults it to 1)."""
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ValueError(f"{path}.replicas: expected a non-negative integer, got {replicas!r}")
+    return replicas
+
+
+def pytorchjob_master_port(job: Mapping[str, Any]) -> int:
+    """The master container's ``pytorchjob-port`` (the operator's defaulter adds 23456)."""
+    master = pytorchjob_replica_specs(job).get("Master")
+    containers = ((master or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    for i, container in enumerate(containers):
+        if container.get("name") != PYTORCHJOB_CONTAINER:
+            continue
+        for j, port in enumerate(container.get("ports") or []):
+            if port.get("name") == PYTORCHJOB_PORT_NAME:
+                number = port.get("containerPort")
+                if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+                    raise ValueError(
+                        f"spec.pytorchReplicaSpecs.Master.template.spec.containers[{i}].ports[{j}]"
+                        f".containerPort: expected a TCP port (1-65535), got {number!r}"
+                    )
+                return number
+    return PYTORCHJOB_DEFAULT_PORT
+
+
+def _pytorchjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[str, str]:
+    spec = _get(job, "spec", dict)
+    if spec.get("elasticPolicy") is not None:
+        raise ValueError("spec.elasticPolicy: elastic PyTorchJobs are not supported")
+    specs = pytorchjob_replica_specs(job)
+    rtype = next((t for t in specs if t.lower() == replica_type.lower()), None)
+    if rtype is None:
+        raise ValueError(f"spec.pytorchReplicaSpecs.{replica_type}: no such replica type "
+                         f"in the job")
+    pods = sum(replica_count(s, f"spec.pytorchReplicaSpecs.{t}") for t, s in specs.items())
+    nproc = str(spec.get("nprocPerNode", "auto"))
+
+    env = {"PYTHONUNBUFFERED": "0"}
+    if "Master" in specs:
+        rank = index + 1 if rtype == "Worker" else index
+        name = _get(job, "metadata.name", str)
+        env.update(
+            MASTER_PORT=str(pytorchjob_master_port(job)),
+            MASTER_ADDR=f"{name}-master-0",
+            WORLD_SIZE=str(pods * (int(nproc) if nproc.isdigit() else 1)),
+            RANK=str(rank),
+            PET_NPROC_PER_NODE=nproc,
+            PET_NODE_RANK=str(rank),
+        )
+    env["PET_NNODES"] = str(pods)
+    return env
+
+
+def _trainjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[str, str]:
+    if replica_type != TRAINJOB_REPLICATED_JOB:
+        raise ValueError(f"replica type {replica_type!r}: a TrainJob's torch nodes are 'node'")
+    name = _get(job, "metadata.name", str)
+    trainer = _get(job, "spec", dict).get("trainer") or {}
+    nodes = trainer.get("numNodes", TRAINJOB_RUNTIME_NUM_NODES)
+    return {
+        "PET_NNODES": str(nodes),
+        "PET_NPROC_PER_NODE": trainjob_nproc_per_node(trainer),
+        "PET_NODE_RANK": str(index),
+        "PET_MASTER_ADDR": f"{name}-{TRAINJOB_REPLICATED_JOB}-0-0.{name}",
+        "PET_MASTER_PORT": str(TRAINJOB_MASTER_PORT),
+    }
+
+
+def trainjob_nproc_per_node(trainer: Mapping[str, Any]) -> str:
+    """``PET_NPROC_PER_NODE`` for a TrainJob's ``spec.trainer``.
+
+    An explicit ``numProcPerNode`` wins; otherwise ``auto``, which the torch plugin caps to the
+    node's CPU quantity (rounded up, at least 1) when ``resourcesPerNode`` names no GPU
+    (kubeflow/trainer issue #2407), reading limits before requests.
+    """
+    if trainer.get("numProcPerNode") is not None:
+        return str(trainer["numProcPerNode"])
+    resources = trainer.get("resourcesPerNode")
+    if resources is None:
+        return "auto"
+    for section in ("limits", "requests"):
+        quantities = resources.get(section)
+        if not quantities:
+            continue
+        if any("gpu" in str(res).lower() for res in quantities):
+            return "auto"
+        path = f"spec.trainer.resourcesPerNode.{section}.cpu"
+        return str(max(1, _cpu_quantity(quantities.get("cpu", 0), path)))
+    return "1"
+
+
+def _cpu_quantity(value: Any, path: str) -> int:
+    """A Kubernetes CPU quantity (``2``, ``"1.5"``, ``"500m"``) rounded up (``Quantity.Value``)."""
+    text = str(value).strip()
+    try:
+        if text.endswith("m"):
+            return math.ceil(float(text[:-1]) / 1000)
+        return math.ceil(float(text))
+    except ValueError:
+        raise ValueError(f"{path}: expected a CPU quantity like 2 or 500m, got {value!r}") from None
+
+
+def _get(obj: Mapping[str, Any], path: str, expected: type) -> Any:
+    """The value at dotted ``path``, or a ValueError naming the path and the expected type."""
+    node: Any = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if not isinstance(node, expected) or (expected is str and not node):
+        what = {dict: "a mapping", str: "a non-empty string"}.get(expected, expected.__name__)
+        raise ValueError(f"{path}: expected {what}, got {node!r}")
+    return node

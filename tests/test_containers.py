@@ -1,0 +1,189 @@
+"""Real containers: the images build, and the job runs in them as it would on the cluster.
+
+With podman (rootful, settings from tools/containers/containers.conf) and no registry:
+
+* the CPU base image (Dockerfile.cpu, detectron2's C++ CPU ops compiled from the vendored
+  source) builds from a clean checkout on a locally made Debian, then a rendered project's image
+  FROM it, whose build context leaves out local-pvc/, checkpoints and packs at any depth;
+* the rendered 2-node PyTorchJob runs with ``run-local --engine podman``: tini is PID 1 and
+  training runs as uid 1000, writing checkpoints to the mounted "PVC"; worker-0 preempted
+  (``podman stop -t grace``) -> both exit 143 -> recreated -> resume at N + 1 -> Succeeded;
+* a replica that ignores SIGTERM is killed at its grace period (137) and recreated;
+* nothing is left behind: no container, network or volume of the runs.
+
+The images are built once per session (podman's layer cache makes later sessions quick).
+Skipped, with the reason, without podman, as non-root, or without the detectron2 source.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _template_render import render, template_repo
+from hfai_runtime.local.engine import LABEL, ContainerEngine
+from hfai_runtime.local.manifest import load_job, parse_job
+from hfai_runtime.local.runner import At, RunOptions, run_job
+from tools.containers import images
+
+pytestmark = pytest.mark.slow
+if reason := images.unavailable():
+    pytest.skip(reason, allow_module_level=True)
+if not images.DETECTRON2_TARBALL.exists():
+    pytest.skip(f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image "
+                f"compiles)", allow_module_level=True)
+
+BASE = "localhost/d2-hfai-base:cpu-test"
+PROJECT = "localhost/d2-hfai-project:test"
+ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
+MAX_ITER = 12
+PREEMPT_AFTER_TRAINING_S = 2.0
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Containers and networks that run-local made (by label), and every volume."""
+    label = f"label={LABEL}"
+    return {
+        "containers": images.podman("ps", "--all", "--quiet", "--filter", label).split(),
+        "networks": images.podman("network", "ls", "--quiet", "--filter", label).split(),
+        "volumes": images.podman("volume", "ls", "--quiet").split(),
+    }
+
+
+def report(request, what: str, seconds: float) -> None:
+    """Print a build time in pytest's summary (the note on the suite's time quotes them)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"test_containers: {what} took {seconds:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def base_image(request, tmp_path_factory) -> str:
+    images.use_engine_settings()
+    checkout = images.clean_checkout(tmp_path_factory.mktemp("checkout"))
+    report(request, "the CPU base image build", images.build_base_image(checkout, BASE))
+    return BASE
+
+
+@pytest.fixture(scope="session")
+def project(request, base_image, tmp_path_factory) -> Path:
+    """The rendered 2-node project, with outputs that must stay out of its image, built."""
+    root = tmp_path_factory.mktemp("container-project")
+    project = render(template_repo(root / "template"), root / "project", ANSWERS)
+    for junk in ("local-pvc/datasets/coco/coco.ffr", "output/model_0000009.pth",
+                 "configs/nested/checkpoints/x.bin", "deep/er/pack.ffr"):
+        (project / junk).parent.mkdir(parents=True, exist_ok=True)
+        (project / junk).write_bytes(b"\0" * (4 << 20))
+    report(request, "the project image build",
+           images.build_project_image(project, base_image, PROJECT))
+    return project
+
+
+def run_in(image: str, *command: str) -> str:
+    return images.podman("run", "--rm", "--entrypoint", "", image, *command)
+
+
+def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
+    out = run_in(base_image, "python", "-c",
+                 "import detectron2, detectron2._C as C, hfai_runtime.launch, os; "
+                 "from detectron2.layers import nms_rotated; print(os.getuid(), C.__file__)")
+    uid, compiled = out.split()
+    assert uid == "1000" and compiled.endswith(".so")
+    config = json.loads(images.podman("image", "inspect", base_image))[0]["Config"]
+    assert config["Entrypoint"] == ["tini", "--"] and config["User"] == "1000:1000"
+
+
+def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
+    listing = run_in(PROJECT, "sh", "-c", "cd /workspace && find . -type f | sort && du -sk .")
+    files = listing.split()
+    assert "./train_net.py" in files and "./k8s/job.yaml" in files
+    for junk in ("local-pvc", ".ffr", ".pth", "checkpoints/"):
+        assert not [f for f in files if junk in f], (junk, files)
+    assert int(files[-2]) < 1024, f"context of {files[-2]} KiB: {files}"  # `du` last: KiB .
+
+
+def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path):
+    job = load_job(project / "k8s" / "job.yaml")
+    storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
+    pvc = images.pvc_with_synthetic_coco(tmp_path / "pvc", tmp_path / "source")
+    before = leftovers()
+    lines: list[str] = []
+    seen: dict[str, str] = {}
+
+    def write(line: str) -> None:
+        lines.append(line)
+        if "trains_from" in line and not seen:  # the pods are running: look inside one
+            seen["pid1"] = images.podman("exec", f"{job.name}-master-0", "cat", "/proc/1/comm")
+            seen["uid"] = images.podman("exec", f"{job.name}-worker-0", "id", "-u")
+
+    with ContainerEngine(job, PROJECT, pvc) as engine:
+        options = RunOptions(
+            project_dir=project, data_dir=pvc, engine=engine,
+            args=["--config-file", "configs/smoke_cpu.yaml", "OUTPUT_DIR",
+                  f"{storage}/output/story", "SOLVER.MAX_ITER", str(MAX_ITER),
+                  "DATALOADER.NUM_WORKERS", "1"],
+            preempt=[("worker-0", At(PREEMPT_AFTER_TRAINING_S, after_training=True))],
+        )
+        result = run_job(job, options, write)
+    log = "\n".join(lines)
+    assert result.succeeded, log[-6000:]
+    assert seen == {"pid1": "tini\n", "uid": "1000\n"}, seen
+    for name in ("master-0", "worker-0"):  # both left with the suspend code, both came back
+        assert [e.value for e in result.of_kind("exited", name)] == [143, 0], log[-6000:]
+    stops = {e.value for e in result.of_kind("stopped_at")}
+    assert len(stops) == 1, log[-6000:]  # every rank stopped after the same iteration
+    n = stops.pop()
+    assert [e.value for e in result.of_kind("trains_from", "master-0")] == [0, n + 1]
+    output = pvc / "output" / "story"  # written by uid 1000 through the volume
+    assert (output / f"model_{n:07d}.pth").stat().st_uid == 1000
+    assert (output / "model_final.pth").stat().st_uid == 1000
+    assert leftovers() == before
+
+
+def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp_path):
+    """A master whose first attempt ignores SIGTERM: 137 at the grace period, then recreated."""
+    script = ("import os, signal, sys, time\n"
+              "marker = '/pvc/first-attempt'\n"
+              "if os.path.exists(marker): sys.exit(0)\n"
+              "open(marker, 'w').close()\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "print('Starting training from iteration 0', flush=True)\n"
+              "time.sleep(600)\n")
+    grace = 2
+    doc = yaml.safe_load(f"""
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+metadata: {{name: stubborn}}
+spec:
+  pytorchReplicaSpecs:
+    Master:
+      restartPolicy: ExitCode
+      template:
+        spec:
+          terminationGracePeriodSeconds: {grace}
+          containers:
+            - name: pytorch
+              image: {base_image}
+              command: ["tini", "--", "python", "-c", {json.dumps(script)}]
+              volumeMounts: [{{name: storage, mountPath: /pvc}}]
+          volumes: [{{name: storage, persistentVolumeClaim: {{claimName: pvc}}}}]
+""")
+    job = parse_job(doc)
+    before = leftovers()
+    lines: list[str] = []
+    with ContainerEngine(job, base_image, tmp_path) as engine:
+        options = RunOptions(project_dir=tmp_path, engine=engine,
+                             preempt=[("master-0", At(0.5, after_training=True))])
+        result = run_job(job, options, lines.append)
+    log = "\n".join(lines)
+    assert result.succeeded, log
+    exits = result.of_kind("exited")
+    assert [e.value for e in exits] == [137, 0], log
+    preempted = result.of_kind("preempted")[0]
+    assert grace - 0.5 <= exits[0].time - preempted.time <= grace + 3, log  # SIGKILL at grace
+    assert len(result.of_kind("restarting")) == 1, log
+    assert leftovers() == before
