@@ -25,7 +25,6 @@ from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, JobResult, RunOptions, run_job
 from tools.containers import images
 
-BASE = "localhost/d2-hfai-base:cpu-bench"
 PROJECT = "localhost/d2-hfai-project:bench"
 ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
 MAX_ITER = 12
@@ -72,11 +71,13 @@ def main() -> None:
     images.use_engine_settings()
     with tempfile.TemporaryDirectory(prefix="bench-containers-") as tmp:
         work = Path(tmp)
-        if not images.image_exists(BASE):
-            seconds = images.build_base_image(images.clean_checkout(work / "checkout"), BASE)
-            print(f"CPU base image built in {seconds:.0f} s")
+        checkout = images.clean_checkout(work / "checkout")
+        base = images.base_tag(checkout)
+        seconds = images.build_base_image(checkout, base)
+        print(f"CPU base image {base}: built in {seconds:.0f} s" if seconds else
+              f"CPU base image {base}: built before")
         project = render_project(work / "project")
-        seconds = images.build_project_image(project, BASE, PROJECT)
+        seconds = images.build_project_image(project, base, PROJECT)
         print(f"project image built in {seconds:.1f} s")
         pvc = images.pvc_with_synthetic_coco(work / "pvc", work / "source")
         local = timings(run(project, pvc, None))

@@ -37,7 +37,6 @@ REASON = images.unavailable() or (
     None if images.DETECTRON2_TARBALL.exists()
     else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)")
 needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
-BASE = "localhost/d2-hfai-base:cpu-test"
 PROJECT = "localhost/d2-hfai-project:test"
 ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
 MAX_ITER = 12
@@ -65,8 +64,10 @@ def report(request, what: str, seconds: float) -> None:
 def base_image(request, tmp_path_factory) -> str:
     images.use_engine_settings()
     checkout = images.clean_checkout(tmp_path_factory.mktemp("checkout"))
-    report(request, "the CPU base image build", images.build_base_image(checkout, BASE))
-    return BASE
+    tag = images.base_tag(checkout)
+    report(request, f"the CPU base image build ({tag}; 0: it existed)",
+           images.build_base_image(checkout, tag))
+    return tag
 
 
 @pytest.fixture(scope="session")

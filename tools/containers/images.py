@@ -9,6 +9,7 @@ the commit the images pin: builds need no network but Debian's archive. The engi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -64,9 +65,25 @@ def clean_checkout(dest: Path, repo: Path = REPO) -> Path:
     return dest
 
 
+def base_tag(checkout: Path, name: str = "localhost/d2-hfai-base") -> str:
+    """``name:cpu-<hash of what the CPU base image is built from>``: an image with this tag was
+    built from the same inputs, so a later session may reuse it instead of building again."""
+    digest = hashlib.sha256()
+    tools = checkout / "tools" / "containers"
+    inputs = [checkout / "Dockerfile.cpu", checkout / "pyproject.toml", checkout / "README.md",
+              *sorted(tools.glob("*.sh")), tools / "debian-python.txt",
+              *sorted((checkout / "hfai_runtime").rglob("*.py"))]
+    for path in inputs:
+        digest.update(str(path.relative_to(checkout)).encode() + b"\0" + path.read_bytes())
+    return f"{name}:cpu-{digest.hexdigest()[:12]}"
+
+
 def build_base_image(checkout: Path, tag: str) -> float:
-    """The CPU base image from ``checkout`` (offline inputs filled first); returns seconds."""
+    """The CPU base image from ``checkout`` (offline inputs filled first), unless ``tag`` exists;
+    returns the seconds it took."""
     start = time.monotonic()
+    if image_exists(tag):
+        return 0.0
     subprocess.run([checkout / "tools/containers/make_base_image.sh", DEBIAN_BASE], check=True,
                    capture_output=True)
     subprocess.run([checkout / "tools/containers/make_wheelhouse.sh", "3.13"], check=True,
