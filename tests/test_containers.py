@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _template_render import render, template_repo
-from hfai_runtime.local.engine import LABEL, ContainerEngine
+from _template_render import ANSWER_SETS, render, template_repo
+from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_image, pod_names
 from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 from tools.containers import images
@@ -213,3 +213,42 @@ def test_template_dockerignore_excludes_outputs_at_any_depth():
     assert patterns and all(p.startswith("**/") for p in patterns), patterns
     for needed in ("**/local-pvc", "**/*.pth", "**/*.ffr", "**/output"):
         assert needed in patterns
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory) -> dict[str, Path]:
+    """The template rendered with three of the test answer sets."""
+    root = tmp_path_factory.mktemp("engine-projects")
+    source = template_repo(root / "template")
+    return {name: render(source, root / name, ANSWER_SETS[name])
+            for name in ("defaults", "multinode", "trainjob")}
+
+
+def test_pods_are_named_as_on_the_cluster(projects):
+    """PyTorchJob pods <job>-master-0/-worker-N; a TrainJob's JobSet pod and its service name."""
+    pytorchjob = load_job(projects["multinode"] / "k8s" / "job.yaml")
+    assert [pod_names(pytorchjob, r) for r in pytorchjob.replicas] == [
+        ["big-run-master-0"], ["big-run-worker-0"], ["big-run-worker-1"], ["big-run-worker-2"]]
+    trainjob = load_job(projects["trainjob"] / "k8s" / "job.yaml")
+    name = trainjob.name
+    assert pod_names(trainjob, trainjob.replicas[1]) == [f"{name}-node-0-1",
+                                                         f"{name}-node-0-1.{name}"]
+    # what the operator injects as the master's address resolves to node 0
+    master = trainjob.replicas[0].env["PET_MASTER_ADDR"]
+    assert master in pod_names(trainjob, trainjob.replicas[0])
+
+
+def test_the_image_is_the_manifests_or_the_override(projects):
+    doc = yaml.safe_load((projects["multinode"] / "k8s" / "job.yaml").read_text())
+    master = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert job_image(doc, None) == master["image"]
+    assert job_image(doc, "mine:1") == "mine:1"
+    master["image"] = "other:2"  # the workers keep theirs
+    with pytest.raises(EngineError, match="pass --image"):
+        job_image(doc, None)
+
+
+def test_unknown_engine_is_refused(projects):
+    job = load_job(projects["defaults"] / "k8s" / "job.yaml")
+    with pytest.raises(EngineError, match="--engine: expected one of podman, docker"):
+        ContainerEngine(job, "img", Path("."), program="rkt")

@@ -123,7 +123,7 @@ class ContainerEngine:
         ids = listed.split()
         if ids:
             self._run("rm", "--force", *ids, check=False)
-        self._run("network", "rm", "--force", self.network, check=False)
+        self._run("network", "rm", self.network, check=False)
 
     # -- pods -------------------------------------------------------------------------------
 
