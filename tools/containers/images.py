@@ -54,7 +54,8 @@ def image_exists(tag: str) -> bool:
 
 
 def clean_checkout(dest: Path, repo: Path = REPO) -> Path:
-    """What a clone of ``repo`` would hold: its tracked and not-ignored files, copied to ``dest``."""
+    """What a clone of ``repo`` would hold (its tracked and not-ignored files), copied to
+    ``dest``."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=repo, check=True, capture_output=True, text=True).stdout
     for name in filter(None, files.split("\0")):
