@@ -29,7 +29,7 @@ import yaml
 from _template_render import ANSWER_SETS, render, template_repo
 
 from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_image, pod_names
-from hfai_runtime.local.manifest import load_job, parse_job
+from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 from tools.containers import images
 
@@ -160,7 +160,9 @@ def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp
               "if os.path.exists(marker): sys.exit(0)\n"
               "open(marker, 'w').close()\n"
               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "print('Starting training from iteration 0', flush=True)\n"
+              "from hfai_runtime.records import RecordKind, format_record\n"
+              "print('Starting training from iteration 0', flush=True)\n"  # as detectron2
+              "print(format_record(RecordKind.TRAINING_STARTED, iteration=0), flush=True)\n"
               "time.sleep(600)\n")
     grace = 2
     doc = yaml.safe_load(f"""
@@ -181,20 +183,24 @@ spec:
               volumeMounts: [{{name: storage, mountPath: /pvc}}]
           volumes: [{{name: storage, persistentVolumeClaim: {{claimName: pvc}}}}]
 """)
-    job = parse_job(doc)
+    manifest = tmp_path / "k8s" / "job.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(yaml.safe_dump(doc))
     before = leftovers()
-    lines: list[str] = []
-    with ContainerEngine(job, base_image, tmp_path) as engine:
-        options = RunOptions(project_dir=tmp_path, engine=engine,
-                             preempt=[("master-0", At(0.5, after_training=True))])
-        result = run_job(job, options, lines.append)
-    log = "\n".join(lines)
-    assert result.succeeded, log
-    exits = result.of_kind("exited")
-    assert [e.value for e in exits] == [137, 0], log
-    preempted = result.of_kind("preempted")[0]
-    assert grace - 0.5 <= exits[0].time - preempted.time <= grace + 3, log  # SIGKILL at grace
-    assert len(result.of_kind("restarting")) == 1, log
+    # through the CLI, as a user runs it
+    done = subprocess.run(
+        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), "--engine",
+         "podman", "--data-dir", str(tmp_path / "pvc"), "--preempt", "master-0@train+0.5",
+         "--events", str(tmp_path / "events.jsonl")],
+        capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    exits = [e for e in events if e["kind"] == "exited"]
+    assert [e["value"] for e in exits] == [137, 0], log
+    preempted = next(e for e in events if e["kind"] == "preempted")
+    assert grace - 0.5 <= exits[0]["time"] - preempted["time"] <= grace + 3, log  # SIGKILL
+    assert [e["kind"] for e in events].count("restarting") == 1, log
     assert leftovers() == before
 
 
