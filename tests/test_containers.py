@@ -37,6 +37,8 @@ REASON = images.unavailable() or (
     None if images.DETECTRON2_TARBALL.exists()
     else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)")
 needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
+#: The first of those tests builds the CPU base image (Debian packages, detectron2's C++ build).
+BUILD_TIMEOUT_S = 1800
 PROJECT = "localhost/d2-hfai-project:test"
 ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
 MAX_ITER = 12
@@ -89,6 +91,7 @@ def run_in(image: str, *command: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
 @needs_podman
 def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
     out = run_in(base_image, "python", "-c",
@@ -101,6 +104,7 @@ def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
 @needs_podman
 def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
     listing = run_in(PROJECT, "sh", "-c", "cd /workspace && find . -type f | sort && du -sk .")
@@ -112,6 +116,7 @@ def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
 @needs_podman
 def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path):
     job = load_job(project / "k8s" / "job.yaml")
@@ -152,6 +157,7 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
 @needs_podman
 def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp_path):
     """A master whose first attempt ignores SIGTERM: 137 at the grace period, then recreated."""
