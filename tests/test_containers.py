@@ -128,9 +128,12 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
 
     def write(line: str) -> None:
         lines.append(line)
-        if "trains_from" in line and not seen:  # the pods are running: look inside one
-            seen["pid1"] = images.podman("exec", f"{job.name}-master-0", "cat", "/proc/1/comm")
-            seen["uid"] = images.podman("exec", f"{job.name}-worker-0", "id", "-u")
+        if "trains_from" in line and not seen:  # the pods are running: their processes
+            for pod in ("master-0", "worker-0"):
+                table = images.podman("top", f"{job.name}-{pod}", "pid", "user", "comm")
+                rows = [row.split() for row in table.splitlines()[1:]]
+                seen[pod] = {"pid1": next(r[2] for r in rows if r[0] == "1"),
+                             "users": sorted({r[1] for r in rows})}
 
     with ContainerEngine(job, PROJECT, pvc) as engine:
         options = RunOptions(
@@ -143,7 +146,9 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
         result = run_job(job, options, write)
     log = "\n".join(lines)
     assert result.succeeded, log[-6000:]
-    assert seen == {"pid1": "tini\n", "uid": "1000\n"}, seen
+    # PID 1 is tini; every process runs as the image's user (uid 1000: "trainer")
+    expected = {"pid1": "tini", "users": ["trainer"]}
+    assert seen == {"master-0": expected, "worker-0": expected}, seen
     for name in ("master-0", "worker-0"):  # both left with the suspend code, both came back
         assert [e.value for e in result.of_kind("exited", name)] == [143, 0], log[-6000:]
     stops = {e.value for e in result.of_kind("stopped_at")}
