@@ -8,7 +8,9 @@ Reported from the runner's timeline, per engine:
 
 * **start -> first iteration**: the replicas' first ``started`` to the first ``trains_from``;
 * **preemption -> exit**: ``preempted`` to worker-0's exit (SIGTERM through ``podman stop`` and
-  tini in a container; straight to the launcher locally), and the ratio container / local.
+  tini in a container; straight to the launcher locally), and the ratio container / local. It
+  includes finishing the current step and saving the checkpoint, so it follows the step time of
+  each environment's torch (the image's is Debian's build when made offline).
 
     .venv/bin/python -m bench.containers        (podman, as root; skipped with the reason otherwise)
 """
@@ -73,6 +75,10 @@ def main() -> None:
         work = Path(tmp)
         checkout = images.clean_checkout(work / "checkout")
         base = images.base_tag(checkout)
+        if not images.image_exists(base) and not images.DETECTRON2_TARBALL.exists():
+            print(f"bench.containers: skipped: {images.DETECTRON2_TARBALL} is absent (the "
+                  f"detectron2 source the CPU image compiles)")
+            return
         seconds = images.build_base_image(checkout, base)
         print(f"CPU base image {base}: built in {seconds:.0f} s" if seconds else
               f"CPU base image {base}: built before")
@@ -88,3 +94,7 @@ def main() -> None:
     for label, a, b in (("start -> first iteration", local[0], container[0]),
                         ("preemption -> exit", local[1], container[1])):
         print(f"{label:<24} {a:7.2f} s {b:7.2f} s  {b / a:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
