@@ -62,7 +62,8 @@ RUN curl -fsSL "https://github.com/facebookresearch/detectron2/archive/${DETECTR
         pip install --no-build-isolation . \
     && python -c "import detectron2, detectron2._C; print('detectron2', detectron2.__version__)"
 
-# hfai_runtime with detectron2's pins (iopath, fvcore, Pillow<10, setuptools<82). It is
+# hfai_runtime with detectron2's pins (iopath, fvcore, Pillow<10, setuptools<82), without its
+# [local] extra (run-local and synthetic datasets are for developers' machines). It is
 # installed from this source tree, which pins its own dependencies in pyproject.toml. OpenCV is
 # not among detectron2's requirements, yet its transforms, visualizer and Cityscapes loader
 # import cv2 (the CPU environment's wheel lists it for the same reason): the headless build.

@@ -11,6 +11,7 @@ the job succeeded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -76,6 +77,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--logs-dir", type=Path, metavar="DIR",
                         help="each pod attempt's output as DIR/<pod>-attempt<N>.log (default: "
                              "run-local-logs in the project)")
+    parser.add_argument("--engine", choices=("process", "podman", "docker"), default="process",
+                        help="run each pod as a local process (default) or as a container of "
+                             "the manifest's image on a per-job network")
+    parser.add_argument("--image", help="with --engine: the image to run instead of the "
+                                        "manifest's")
     parser.add_argument("--events", type=Path, metavar="FILE",
                         help="also write the timeline as JSON lines to FILE")
     shown = parser.add_mutually_exclusive_group()
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(job, options, args: argparse.Namespace) -> int:
     from hfai_runtime.local.display import LiveStatus
+    from hfai_runtime.local.engine import EngineError, engine_for
     from hfai_runtime.local.runner import RunObserver, run_job
     from hfai_runtime.timeline import format_timeline, summarize
 
@@ -139,13 +146,21 @@ def _run(job, options, args: argparse.Namespace) -> int:
     # out of the terminal's reach) are killed on the way out instead of being left behind.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if args.verbose:
-            result = run_job(job, options, write=lambda line: print(line, flush=True))
-        elif args.quiet:
-            result = run_job(job, options, observer=RunObserver())
-        else:
-            with LiveStatus([r.name for r in job.replicas]) as status:
-                result = run_job(job, options, observer=status)
+        with engine_for(args.engine, job, args.manifest, args.image,
+                        options.data_dir or options.project_dir, options.mounts,
+                        options.args) as engine:
+            if engine is not None:
+                options = dataclasses.replace(options, engine=engine)
+            if args.verbose:
+                result = run_job(job, options, write=lambda line: print(line, flush=True))
+            elif args.quiet:
+                result = run_job(job, options, observer=RunObserver())
+            else:
+                with LiveStatus([r.name for r in job.replicas]) as status:
+                    result = run_job(job, options, observer=status)
+    except EngineError as exc:
+        print(f"run-local: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("run-local: interrupted; every replica was killed", file=sys.stderr)
         return 130

@@ -58,8 +58,10 @@ logger = logging.getLogger(__name__)
 
 
 def _seed_from(*key: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of non-negative ints."""
-    high, low = np.random.SeedSequence(key).generate_state(2)
+    """A well-mixed 63-bit seed from a tuple of ints. Negative ones are taken modulo 2**64:
+    detectron2 main (e0ec4e1, data/build.py) seeds its TrainingSampler with cfg.SEED, -1 by
+    default, and SeedSequence accepts only non-negative entropy."""
+    high, low = np.random.SeedSequence([k % 2**64 for k in key]).generate_state(2)
     return (int(high) << 31) ^ int(low)
 
 

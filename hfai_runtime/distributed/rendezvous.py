@@ -41,9 +41,8 @@ def init_process_group(
     reached, or not every rank arrives, within ``connect_timeout``.
     """
     try:
-        store = dist.TCPStore(
-            master_addr, master_port, world_size, rank == 0, timeout=connect_timeout, wait_for_workers=True
-        )
+        store = _tcp_store(master_addr, master_port, world_size, rank == 0,
+                           timeout=connect_timeout, wait_for_workers=True)
     except RuntimeError as err:  # DistNetworkError / DistStoreError
         seconds = int(connect_timeout.total_seconds())
         if rank == 0:
@@ -56,3 +55,15 @@ def init_process_group(
         raise TimeoutError(f"{what}: is the master running and the port reachable? ({cause})") from None
     store.set_timeout(timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def _tcp_store(*args, **kwargs) -> dist.TCPStore:
+    """torch's TCPStore, on its libuv backend (the default since torch 2.4) where torch was built
+    with libuv, else on the classic one (distributions' builds without libuv, e.g. Debian's, refuse
+    the default with "use_libuv was requested but PyTorch was build without libuv support")."""
+    try:
+        return dist.TCPStore(*args, **kwargs)
+    except RuntimeError as err:
+        if "without libuv" not in str(err):
+            raise
+        return dist.TCPStore(*args, **kwargs, use_libuv=False)

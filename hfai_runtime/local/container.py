@@ -175,10 +175,15 @@ def subreaper() -> Iterator[bool]:
 class ProcessEngine:
     """Starts a pod's container and stops it; the runner's only way to touch processes."""
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+    def start(self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
               marker: str) -> subprocess.Popen:
-        """Start the container; its output (stdout and stderr) is ``proc.stdout``."""
+        """Start ``replica``'s container, whose command as a local process is ``argv`` in ``cwd``
+        with ``env``; its output (stdout and stderr) is ``proc.stdout``."""
         raise NotImplementedError
+
+    def describe(self, proc: subprocess.Popen, argv: Sequence[str]) -> str:
+        """What a started container runs, for the timeline."""
+        return " ".join([os.path.basename(argv[0]), *argv[1:]])
 
     def terminate(self, proc: subprocess.Popen) -> None:
         """SIGTERM to the container's main process, as the kubelet sends to PID 1."""
@@ -192,7 +197,7 @@ class ProcessEngine:
 class LocalEngine(ProcessEngine):
     """The container's command as a local process, in its own session (see the module doc)."""
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+    def start(self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
               marker: str) -> subprocess.Popen:
         return subprocess.Popen(
             list(argv), cwd=cwd, env={**env, POD_MARKER: marker}, stdin=subprocess.DEVNULL,

@@ -274,7 +274,7 @@ class LocalRunner:
         self.attempts[replica.name] += 1
         attempt = self.attempts[replica.name]
         marker = f"{self.run_id}/{replica.name}/{attempt}"
-        proc = opts.engine.start(argv, env, opts.project_dir, marker)
+        proc = opts.engine.start(replica, argv, env, opts.project_dir, marker)
         log = None
         if opts.logs_dir is not None:
             log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w",
@@ -282,9 +282,9 @@ class LocalRunner:
         pod = _Pod(replica, proc, attempt, marker, log)
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
-        shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
         self._event(replica.name, EventKind.STARTED,
-                    f"attempt {attempt}, pid {proc.pid}: {shown}", attempt)
+                    f"attempt {attempt}, pid {proc.pid}: {opts.engine.describe(proc, argv)}",
+                    attempt)
 
     def _terminate(self, pod: _Pod) -> None:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
