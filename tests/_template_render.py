@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import copier
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,19 +84,6 @@ def render(src: Path, dst: Path, answers: Mapping[str, Any], vcs_ref: str | None
 def load_job(project: Path) -> dict:
     """The rendered ``k8s/job.yaml`` as a dict."""
     return yaml.safe_load((project / "k8s" / "job.yaml").read_text())
-
-
-@pytest.fixture(scope="session")
-def template_src(tmp_path_factory) -> Path:
-    """The template as a tagged (v0.1.0) git repository."""
-    return template_repo(tmp_path_factory.mktemp("template") / "repo")
-
-
-@pytest.fixture(scope="session")
-def projects(template_src, tmp_path_factory) -> dict[str, Path]:
-    """Every answer set rendered once: name -> project folder."""
-    root = tmp_path_factory.mktemp("projects")
-    return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
 
 
 def module_constants(path: Path) -> dict[str, Any]:

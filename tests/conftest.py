@@ -13,6 +13,23 @@ CRDS = REPO / "hfai_runtime" / "check" / "crds"
 
 
 @pytest.fixture(scope="session")
+def template_src(tmp_path_factory) -> Path:
+    """The template as a tagged (v0.1.0) git repository."""
+    from _template_render import template_repo
+
+    return template_repo(tmp_path_factory.mktemp("template") / "repo")
+
+
+@pytest.fixture(scope="session")
+def projects(template_src, tmp_path_factory) -> dict[str, Path]:
+    """Every answer set of ``_template_render.ANSWER_SETS`` rendered once: name -> folder."""
+    from _template_render import ANSWER_SETS, render
+
+    root = tmp_path_factory.mktemp("projects")
+    return {name: render(template_src, root / name, answers) for name, answers in ANSWER_SETS.items()}
+
+
+@pytest.fixture(scope="session")
 def golden_ffrecord() -> Path:
     """Files written by the official HFAiLab ffrecord library (see its README for provenance)."""
     return DATA / "ffrecord"

@@ -23,9 +23,7 @@ import pytest
 import yaml
 
 from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
-from _template_render import (  # noqa: F401 (fixtures)
-    ANSWER_SETS, REPO, git, load_job, module_constants, projects, render, template_repo, template_src,
-)
+from _template_render import ANSWER_SETS, REPO, git, load_job, module_constants, render, template_repo
 
 from hfai_runtime.distributed.env import DistEnv
 from hfai_runtime.local.operator_env import injected_env

@@ -29,7 +29,7 @@ import torch
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
 from _template_render import ANSWER_SETS as YACS_ANSWER_SETS
-from _template_render import REPO, git, render, template_src  # noqa: F401 (fixture)
+from _template_render import REPO, git, render
 from detectron2.config import LazyConfig
 from detectron2.engine import AMPTrainer
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from _template_render import ANSWER_SETS, projects, template_src  # noqa: F401 (fixtures)
+from _template_render import ANSWER_SETS
 
 SMOKE = ("defaults", "custom")
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from _template_hostile import bash_blocks, shell_commands
-from _template_render import render, template_src  # noqa: F401 (fixture)
+from _template_render import render
 
 
 def rehearsal(readme: str) -> str:
