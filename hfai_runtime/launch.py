@@ -20,6 +20,12 @@ from typing import Any, Callable, NoReturn
 
 import torch
 import torch.distributed as dist
+
+# torch.distributed.nn.functional binds the world group as a default argument when it is imported
+# (torch._dynamo imports it lazily): imported after the group exists, it would pin that group for
+# good. Imported here, at module level: a function-local import would make ``torch`` a local name
+# of the whole function (an UnboundLocalError for every use before it).
+import torch.distributed.nn  # noqa: F401
 from torch.nn.parallel import DistributedDataParallel
 
 from hfai_runtime.distributed import rendezvous
@@ -169,7 +175,8 @@ def _leave_process_groups() -> None:
     a gloo thread releasing the last collective's tensor cannot take the GIL any more: the
     process aborts ("terminate called without an active exception", -6) instead of exiting
     with its code -- seen once in ~40 suspends of a rank that runs in the launcher's process.
-    (References this cannot drop: see the import in :func:`_join`; a user's own groups.)
+    (References this cannot drop: see the module-level ``torch.distributed.nn`` import; a
+    user's own groups.)
     """
     if not dist.is_initialized():
         return
@@ -215,15 +222,14 @@ def _join(plan: _Plan, rank: int, local_rank: int) -> None:
 
     if plan.backend == "nccl":
         torch.cuda.set_device(local_rank)
-    elif plan.procs_per_machine > 1 and "OMP_NUM_THREADS" not in os.environ:
+    if plan.procs_per_machine > 1 and "OMP_NUM_THREADS" not in os.environ:
         # Like torchrun: processes sharing a machine's CPUs should not each use all of them.
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // plan.procs_per_machine))
-    # torch.distributed.nn.functional binds the world group as a default argument when it is
-    # imported (torch._dynamo imports it lazily): after init, that pins the group for good.
-    import torch.distributed.nn  # noqa: F401
-
-    if plan.env.already_spawned:  # torchrun's agent already hosts the store
-        dist.init_process_group(plan.backend, init_method="env://", timeout=plan.timeout)
+    if plan.env.already_spawned:  # torchrun's agent may host the store already
+        rendezvous.init_process_group_from_env(
+            plan.backend, rank=rank, world_size=plan.world_size, connect_timeout=plan.connect_timeout,
+            timeout=plan.timeout,
+        )
     else:
         rendezvous.init_process_group(
             plan.backend, master_addr=plan.env.master_addr, master_port=plan.master_port, rank=rank,

@@ -4,6 +4,7 @@ bad environments. Each job is real processes on loopback (tests/_dist_main.py)."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _dist_util import REPO, base_env, start, topology_envs, wait_all, wait_for
+from _dist_util import REPO, base_env, start, topology_envs, torchrun_envs, wait_all, wait_for
 from hfai_runtime.distributed.rendezvous import free_port
 from hfai_runtime.distributed.spawn import job_exit_code
 
@@ -76,14 +77,69 @@ def test_failing_worker_code_is_the_job_code(mode, code, tmp_path):
     assert wait_all(procs, 120) == [code], _logs(tmp_path)
 
 
-def test_master_that_never_answers_fails_in_bounded_time(tmp_path):
-    port = free_port()  # nobody listens there
-    env = base_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def test_without_omp_num_threads_the_processes_of_a_machine_share_its_cpus(tmp_path):
+    """PyTorchJob sets no OMP_NUM_THREADS: each of nprocPerNode 2 processes gets half the CPUs,
+    as under torchrun (this path once died with UnboundLocalError before any rank joined)."""
+    [env] = topology_envs("1x2")
+    del env["OMP_NUM_THREADS"]
+    proc = start([MAIN, "report", str(tmp_path)], env, tmp_path / "launcher0.log")
+    assert wait_all([proc], 120) == [0], _logs(tmp_path)
+    _check_reports(tmp_path, [0, 1])
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["threads"] for r in range(2)] == [expected] * 2
+
+
+def _fake_gpu_job(envs: list[dict[str, str]], tmp_path) -> list[dict]:
+    procs = [start(["tests/_dist_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
+             for i, env in enumerate(envs)]
+    assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
+    return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+
+
+@pytest.mark.parametrize("topology, world", [("1x2", 2), ("trainjob-2x1", 4)])
+def test_gpu_path_asks_for_nccl_with_one_device_per_local_rank(topology, world, tmp_path):
+    """The NCCL branch run on CPU, faked at the device (tests/_dist_fake_gpu.py): 2 visible GPUs,
+    so nprocPerNode 'auto' spawns 2 per machine; each rank sets its device before joining."""
+    envs = [{k: v for k, v in env.items() if k != "OMP_NUM_THREADS"} for env in topology_envs(topology)]
+    records = _fake_gpu_job(envs, tmp_path)
+    assert [r["rank"] for r in records] == list(range(world))
+    for record in records:
+        assert (record["backend"], record["world"]) == ("nccl", world)
+        assert record["devices_set"] == [record["local_rank"]] == [record["rank"] % 2]
+        assert record["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_gpu_path_under_torchrun_asks_for_nccl(tmp_path):
+    records = _fake_gpu_job(torchrun_envs(2, free_port()), tmp_path)
+    assert [(r["backend"], r["rank"], r["devices_set"]) for r in records] == [("nccl", 0, [0]), ("nccl", 1, [1])]
+
+
+def _agent_store(port: int):
+    """A store like the one torchrun's agent hosts at MASTER_ADDR:MASTER_PORT."""
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+
+
+@pytest.mark.parametrize("case", ["hfai rank 1", "torchrun rank 1", "torchrun rank 0", "torchrun agent store"])
+def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tmp_path):
+    """Nobody listens at the master's port (a rank > 0), or the peer never comes (rank 0; a
+    torchrun rank whose agent hosts the store): the rank fails within the connect timeout."""
+    port = free_port()
+    if case == "hfai rank 1":
+        env = base_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    else:
+        env = torchrun_envs(2, port)[0 if case.endswith(("0", "store")) else 1]
+    store = _agent_store(port) if case.endswith("store") else None
+    if store is not None:
+        env["TORCHELASTIC_USE_AGENT_STORE"] = "True"
     began = time.monotonic()
-    proc = start([MAIN, "report", str(tmp_path), "2"], env, tmp_path / "launcher0.log")
+    proc = start([MAIN, "report", str(tmp_path), "3"], env, tmp_path / "launcher0.log")
     assert wait_all([proc], 60) == [1]
     log = _logs(tmp_path)
     assert "TimeoutError" in log and "MASTER_ADDR=127.0.0.1" in log and f"MASTER_PORT={port}" in log, log
+    if store is not None:
+        assert "rank(s) 1 never arrived" in log, log
     assert time.monotonic() - began < 45
 
 
