@@ -25,14 +25,16 @@ import torch.distributed as dist
 # (torch._dynamo imports it lazily): imported after the group exists, it would pin that group for
 # good. Imported here, at module level: a function-local import would make ``torch`` a local name
 # of the whole function (an UnboundLocalError for every use before it).
-import torch.distributed.nn  # noqa: F401
+import torch.distributed.nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hfai_runtime.distributed import rendezvous
 from hfai_runtime.distributed.env import DistEnv
 from hfai_runtime.distributed.spawn import spawn
 from hfai_runtime.distributed.suspend import (
-    install_sigterm_handler, release_agreement_group, suspend_exit_code,
+    install_sigterm_handler,
+    release_agreement_group,
+    suspend_exit_code,
 )
 
 __all__ = ["launch_from_env"]

@@ -12,8 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from _dist_util import (
+    REPO,
+    base_env,
+    start,
+    topology_envs,
+    torchrun_envs,
+    wait_all,
+    wait_for,
+)
 
-from _dist_util import REPO, base_env, start, topology_envs, torchrun_envs, wait_all, wait_for
 from hfai_runtime.distributed.rendezvous import free_port
 from hfai_runtime.distributed.spawn import job_exit_code
 
