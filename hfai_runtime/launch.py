@@ -29,7 +29,7 @@ import torch.distributed.nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hfai_runtime.distributed import rendezvous
-from hfai_runtime.distributed.env import DistEnv
+from hfai_runtime.distributed.env import ALLOW_OVERSUBSCRIBE, DistEnv, allow_oversubscribe
 from hfai_runtime.distributed.spawn import spawn
 from hfai_runtime.distributed.suspend import (
     install_sigterm_handler,
@@ -112,16 +112,25 @@ def _procs_per_machine(env: DistEnv, requested: int | None) -> int:
 def _plan(env: DistEnv, procs: int, connect_timeout: timedelta, timeout: timedelta) -> _Plan:
     gpus = torch.cuda.device_count()
     if gpus and procs > gpus:
-        if env.procs_per_machine is None:
-            origin = "num_gpus_per_machine"
-        elif env.already_spawned:
-            origin = "environment variable LOCAL_WORLD_SIZE"
-        else:
-            origin = "environment variable PET_NPROC_PER_NODE"
-        raise ValueError(f"{origin}={procs}: one process per GPU, but only {gpus} GPUs are visible")
+        raise ValueError(f"{_origin(env)}={procs}: one process per GPU, but only {gpus} GPUs are visible")
+    cpus = len(os.sched_getaffinity(0))
+    if not gpus and not env.already_spawned and procs > cpus and not allow_oversubscribe():
+        raise ValueError(
+            f"{_origin(env)}={procs}: more processes than the {cpus} CPUs this process may use, on a "
+            f"machine without GPUs; set {ALLOW_OVERSUBSCRIBE}=1 to start them anyway"
+        )
     backend = "nccl" if gpus else "gloo"
     port = env.master_port or rendezvous.free_port()
     return _Plan(env, procs, port, backend, connect_timeout, timeout)
+
+
+def _origin(env: DistEnv) -> str:
+    """Where the number of processes per machine came from, for messages."""
+    if env.procs_per_machine is None:
+        return "num_gpus_per_machine"
+    if env.already_spawned:
+        return "environment variable LOCAL_WORLD_SIZE"
+    return "environment variable PET_NPROC_PER_NODE"
 
 
 def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> None:
