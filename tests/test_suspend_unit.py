@@ -65,3 +65,64 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_partial(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last_checkpoint"]
     atomic_write(str(target), lambda handle: handle.write(b"model_0000019.pth"))
     assert target.read_text() == "model_0000019.pth"
+
+
+#: (rank 1 signalled after step: None = before the first; where every rank stops: None = it
+#: does not; whose flags the last agreement read).
+OVERLAP_CASES = [
+    (5, 6, 5),  # signalled during step 5: every rank stops after step 6, on step 5's flags
+    (None, 0, 0),  # signalled before training: the first step's agreement is read at once
+    (19, None, 18),  # signalled in the last step: no agreement is left in flight, none stops
+]
+
+
+def _overlapped_rank(rank: int, port: int, results) -> None:
+    """One of 2 ranks running 20 steps once per case; reports where the agreement stopped it."""
+    import torch.distributed as dist
+
+    from hfai_runtime.distributed.rendezvous import init_process_group
+
+    init_process_group("gloo", master_addr="127.0.0.1", master_port=port, rank=rank, world_size=2)
+    for signal_after, _, _ in OVERLAP_CASES:
+        suspend._flag = suspend._Flag()
+        agreement = suspend.OverlappedAgreement()
+        if rank == 1 and signal_after is None:
+            suspend.request_suspend()
+        stopped = None
+        for iteration in range(20):
+            if rank == 1 and iteration == signal_after:
+                suspend.request_suspend()
+            if agreement.after_step(iteration, last=iteration == 19):
+                stopped = iteration
+                break
+        results.put((rank, signal_after, stopped, agreement.agreed_after, agreement.steps_to_stop))
+    suspend.release_agreement_group()
+    dist.destroy_process_group()
+
+
+def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
+    import multiprocessing
+
+    from hfai_runtime.distributed.rendezvous import free_port
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    ranks = [context.Process(target=_overlapped_rank, args=(rank, port, results)) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    reports = [results.get(timeout=120) for _ in range(2 * len(OVERLAP_CASES))]
+    for process in ranks:
+        process.join(30)
+    for signal_after, stopped, agreed_after in OVERLAP_CASES:
+        got = sorted(r for r in reports if r[1] == signal_after)
+        assert got == [(rank, signal_after, stopped, agreed_after, 2) for rank in range(2)]
+
+
+def test_overlapped_agreement_in_one_process_reads_the_flag_at_once(monkeypatch):
+    monkeypatch.setattr(suspend, "_flag", suspend._Flag())
+    agreement = suspend.OverlappedAgreement()
+    assert agreement.steps_to_stop == 1
+    assert not agreement.after_step(0)
+    suspend.request_suspend()
+    assert agreement.after_step(1) and agreement.agreed_after == 1

@@ -23,11 +23,13 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from fvcore.common.checkpoint import Checkpointer
 
+from hfai_runtime.detectron2 import report
 from hfai_runtime.detectron2.resume import ExactResume
 from hfai_runtime.distributed.suspend import (
-    JobSuspended, agree, barrier, grace_period_seconds, install_sigterm_handler, requested_at,
-    suspend_exit_code, suspend_requested,
+    JobSuspended, OverlappedAgreement, barrier, grace_period_seconds, install_sigterm_handler,
+    requested_at, suspend_exit_code, suspend_requested,
 )
+from hfai_runtime.records import RecordKind
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,10 @@ class SuspendCheckpointer(HookBase):
     def before_train(self) -> None:
         if self._resume is not None:
             self._resume.attach(self.trainer)
+        self._agreement = OverlappedAgreement()
+        self._progress_every = report.progress_every()
+        report.emit(RecordKind.TRAINING_STARTED, iteration=self.trainer.start_iter,
+                    max_iter=self.trainer.max_iter, rank=comm.get_rank())
 
     def before_step(self) -> None:
         if self._resume is not None:
@@ -168,28 +174,44 @@ class SuspendCheckpointer(HookBase):
 
     def after_step(self) -> None:
         step_s = time.perf_counter() - self._step_began
+        iteration = self.trainer.iter
         began = time.perf_counter()
-        if agree():
-            self._suspend(step_s, time.perf_counter() - began)
+        stop = self._agreement.after_step(iteration, last=iteration + 1 >= self.trainer.max_iter)
+        agree_s = time.perf_counter() - began
+        report.report_progress(self.trainer, comm.get_rank(), self._progress_every)
+        if stop:
+            self._suspend(step_s, agree_s)
 
     def _suspend(self, step_s: float, agree_s: float) -> None:
         iteration = self.trainer.iter
         signalled = requested_at()
-        waited = "on another rank" if signalled is None else f"{time.monotonic() - signalled:.2f} s ago"
+        since_signal_s = None if signalled is None else time.monotonic() - signalled
+        waited = "on another rank" if since_signal_s is None else f"{since_signal_s:.2f} s ago"
         began = time.perf_counter()
-        self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        name = f"model_{iteration:07d}"
+        self.checkpointer.save(name, iteration=iteration)
         barrier()  # nobody exits before the checkpoint is complete
         save_s = time.perf_counter() - began
+        steps = self._agreement.steps_to_stop
         logger.info(
-            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms, checkpoint saved in "
-            "%.2f s, last step took %.2f s; exiting with %d",
-            iteration, waited, agree_s * 1e3, save_s, step_s, self._exit_code,
+            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms (on their flags after "
+            "iteration %d), checkpoint saved in %.2f s, last step took %.2f s; exiting with %d",
+            iteration, waited, agree_s * 1e3, self._agreement.agreed_after, save_s, step_s, self._exit_code,
         )
-        if self._grace_s is not None and step_s + save_s > GRACE_WARN_FRACTION * self._grace_s:
+        report.emit(
+            RecordKind.SUSPENDED, iteration=iteration, exit_code=self._exit_code, rank=comm.get_rank(),
+            checkpoint=os.path.join(str(self.checkpointer.save_dir), f"{name}.pth"),
+            since_signal_s=since_signal_s, agreed_after=self._agreement.agreed_after,
+            agree_ms=agree_s * 1e3, save_s=save_s, step_s=step_s, steps_to_stop=steps,
+        )
+        needed_s = steps * step_s + save_s
+        if self._grace_s is not None and needed_s > GRACE_WARN_FRACTION * self._grace_s:
             logger.warning(
-                "Step (%.1f s) + save (%.1f s) is close to the grace period HFAI_GRACE_PERIOD_SECONDS="
-                "%g s: the next preemption may SIGKILL the job before its checkpoint is written",
-                step_s, save_s, self._grace_s,
+                "Up to %d step(s) of %.1f s (the ranks agree on a SIGTERM %s) + save (%.1f s) = "
+                "%.1f s is close to the grace period HFAI_GRACE_PERIOD_SECONDS=%g s: the next "
+                "preemption may SIGKILL the job before its checkpoint is written",
+                steps, step_s, "one step after it" if steps > 1 else "after the step it came in",
+                save_s, needed_s, self._grace_s,
             )
         raise JobSuspended(iteration, self._exit_code)
 

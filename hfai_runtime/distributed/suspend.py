@@ -1,9 +1,11 @@
 """Preemption: SIGTERM sets a flag; the ranks agree on it once per step.
 
 Kubernetes preempts a pod with SIGTERM, then SIGKILL after the grace period. The handler only
-records that the signal came (nothing heavy may run in a signal handler); the training loop
-calls :func:`agree` after each step, a one-integer all-reduce, so that a signal that reached any
-one rank stops every rank after the same iteration.
+records that the signal came (nothing heavy may run in a signal handler); after each step the
+ranks all-reduce one integer, so that a signal that reached any one rank stops every rank after
+the same iteration. :class:`OverlappedAgreement` starts that all-reduce after step i and reads it
+after step i + 1, so no rank waits for it (its cost grows with the number of ranks); the price
+is one more step between the signal and the checkpoint. :func:`agree` is the blocking form.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class _Flag:
 
 
 _flag = _Flag()
-_agreement: dict = {}  # the gloo group and its one-int buffer, created on first use
+_agreement: dict = {}  # the agreement's gloo group, created on first use
 
 
 def request_suspend(signum: int | None = None, frame=None) -> None:
@@ -80,26 +82,76 @@ def _dataloader_workers_leave_process_group() -> None:
     signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
 
 
+def _agreement_group() -> dist.ProcessGroup:
+    """A gloo group of every rank for the agreement, made on first use (a collective: every
+    rank gets here at the same step). Its own group: on GPUs it costs no device sync, and its
+    one-int all-reduces never queue behind the gradients' on the world group."""
+    if "group" not in _agreement:
+        _agreement["group"] = dist.new_group(backend="gloo")
+    return _agreement["group"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _start(local: bool) -> tuple[dist.Work, torch.Tensor]:
+    flag = torch.tensor([int(local)], dtype=torch.int32)
+    return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_agreement_group(), async_op=True), flag
+
+
 def agree(local: bool | None = None) -> bool:
     """True on every rank if any rank requested a suspend. A collective: all ranks call it.
 
-    One int is all-reduced (MAX) over a gloo group, so on GPUs it costs no device sync. Without
-    an initialized process group (a single process) it is just the local flag.
+    Blocking: one int is all-reduced (MAX) over a gloo group. Without an initialized process
+    group (a single process) it is just the local flag.
     """
     local = suspend_requested() if local is None else local
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return local
-    if not _agreement:
-        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        _agreement.update(group=group, buffer=torch.zeros(1, dtype=torch.int32))
-    buffer = _agreement["buffer"]
-    buffer.fill_(int(local))
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=_agreement["group"])
-    return bool(buffer.item())
+    work, flag = _start(local)
+    work.wait()
+    return bool(flag.item())
+
+
+class OverlappedAgreement:
+    """The per-step agreement, overlapped with the next step. Every rank calls :meth:`after_step`
+    after every step, with the same iteration; it returns True on every rank at the same one.
+
+    After step i it reads the all-reduce started after step i - 1 (done by then: no rank waits)
+    and starts the one for step i. A SIGTERM during step i therefore stops the ranks after step
+    i + 1: up to two steps pass between the signal and the checkpoint (:attr:`steps_to_stop`).
+    The first call of an attempt, and every call in a single process, reads the flag at once;
+    none is started after the last step, so that none is left in flight when training ends.
+    """
+
+    def __init__(self) -> None:
+        self._pending: tuple[dist.Work, torch.Tensor] | None = None
+        self._started_after: int | None = None
+        #: The iteration whose flags the last agreement read (the one it was started after).
+        self.agreed_after: int | None = None
+
+    @property
+    def steps_to_stop(self) -> int:
+        """How many steps may end between a SIGTERM and the stop: 2 when overlapped, else 1."""
+        return 2 if _distributed() else 1
+
+    def after_step(self, iteration: int, *, last: bool = False) -> bool:
+        """Whether every rank stops after ``iteration`` (a collective); ``last``: the last step."""
+        if self._pending is None:
+            stop, self.agreed_after = agree(), iteration
+        else:
+            work, flag = self._pending
+            work.wait()
+            stop, self.agreed_after = bool(flag.item()), self._started_after
+        self._pending = None
+        if not stop and not last and _distributed():
+            self._pending, self._started_after = _start(suspend_requested()), iteration
+        return stop
 
 
 def release_agreement_group() -> None:
-    """Forget the group :func:`agree` created. Called before the process groups are destroyed:
+    """Forget the group the agreement created. Called before the process groups are destroyed:
     a group still referenced keeps its threads, and a later job in this process needs a new one."""
     _agreement.clear()
 
