@@ -51,6 +51,6 @@ def _never_called() -> None:
 
 
 if __name__ == "__main__":
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     launch_from_env(_never_called, connect_timeout=timedelta(seconds=60))

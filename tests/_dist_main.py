@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from hfai_runtime.distributed.suspend import JobSuspended, agree, suspend_requested
-from hfai_runtime.launch import launch_from_env
+from hfai_runtime.detectron2 import launch_from_env
 
 
 def _wait_for_sigterm() -> None:

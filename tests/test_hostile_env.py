@@ -110,7 +110,7 @@ def test_allow_oversubscribe_is_0_or_1(value):
 @pytest.fixture
 def cpu_machine(monkeypatch):
     """A launch on a machine without GPUs whose spawn only records how many it would start."""
-    import hfai_runtime.launch as launch
+    import hfai_runtime.detectron2.launch as launch
 
     for key in [k for k in os.environ if k.startswith("PET_") or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")]:
         monkeypatch.delenv(key)

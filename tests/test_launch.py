@@ -158,7 +158,7 @@ def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tm
     ({"HFAI_SUSPEND_EXIT_CODE": "300"}, "HFAI_SUSPEND_EXIT_CODE"),
 ])
 def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     for key, value in base_env(**environ).items():
         monkeypatch.setenv(key, value)
@@ -172,7 +172,7 @@ def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
 ])
 def test_more_processes_than_gpus_names_where_the_count_came_from(environ, requested, variable, monkeypatch):
     # Two visible GPUs are faked: this machine has none, and the check runs before any is used.
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     for key, value in base_env(**environ).items():
         monkeypatch.setenv(key, value)
@@ -181,9 +181,40 @@ def test_more_processes_than_gpus_names_where_the_count_came_from(environ, reque
         launch_from_env(pytest.fail, requested)  # never called
 
 
+def test_launch_restores_the_sigterm_handler_it_found(monkeypatch):
+    """One process (no environment): the rank runs here, with SIGTERM composed with the handler
+    installed before (it runs too), which is back in place after training."""
+    from hfai_runtime.detectron2 import launch_from_env
+    from hfai_runtime.distributed import suspend
+
+    for key in [k for k in os.environ if k.startswith("PET_") or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(suspend, "_flag", suspend._Flag())
+    calls = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        user_handler = signal.getsignal(signal.SIGTERM)
+
+        def main():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert suspend.suspend_requested() and calls == [signal.SIGTERM]
+
+        launch_from_env(main)
+        assert signal.getsignal(signal.SIGTERM) is user_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_old_import_path_still_works():
+    from hfai_runtime.detectron2 import launch
+    from hfai_runtime.launch import launch_from_env
+
+    assert launch_from_env is launch.launch_from_env
+
+
 @pytest.mark.parametrize("status, code", [(None, 0), (3, 3), ("no images found", 1)])
 def test_a_ranks_sys_exit_keeps_its_code_and_message(status, code, capsys):
-    from hfai_runtime.launch import _run_main
+    from hfai_runtime.detectron2.launch import _run_main
 
     assert _run_main(sys.exit, (status,)) == code
     assert capsys.readouterr().err == ("no images found\n" if isinstance(status, str) else "")

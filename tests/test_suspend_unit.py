@@ -12,17 +12,51 @@ from hfai_runtime.detectron2.checkpoint import atomic_write
 from hfai_runtime.distributed import suspend
 
 
-def test_sigterm_only_sets_the_flag(monkeypatch):
+@pytest.fixture
+def sigterm_untouched(monkeypatch):
+    """A fresh suspend flag, and this process's SIGTERM handler put back afterwards."""
     monkeypatch.setattr(suspend, "_flag", suspend._Flag())
     previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_only_sets_the_flag(sigterm_untouched):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    restore = suspend.install_sigterm_handler()
+    assert not suspend.suspend_requested() and not suspend.agree()
+    os.kill(os.getpid(), signal.SIGTERM)  # would end pytest if it were not handled
+    assert suspend.suspend_requested() and suspend.agree()  # one process: agree = local flag
+    assert suspend.requested_at() is not None
+    restore()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_handler_composes_with_the_one_before_and_is_restored(sigterm_untouched):
+    calls = []
+    previous = lambda signum, frame: calls.append(signum)  # noqa: E731 (a user's handler)
+    signal.signal(signal.SIGTERM, previous)
+    restore = suspend.install_sigterm_handler()
+    assert suspend.install_sigterm_handler() is not restore  # the second call installs nothing
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert suspend.suspend_requested() and calls == [signal.SIGTERM]  # both ran, once
+    restore()
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_sigterm_handler_is_left_alone_off_the_main_thread(sigterm_untouched, caplog):
+    import threading
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    suspend.logger.addHandler(caplog.handler)  # the runtime's logger may not propagate
     try:
-        suspend.install_sigterm_handler()
-        assert not suspend.suspend_requested() and not suspend.agree()
-        os.kill(os.getpid(), signal.SIGTERM)  # would end pytest if it were not handled
-        assert suspend.suspend_requested() and suspend.agree()  # one process: agree = local flag
-        assert suspend.requested_at() is not None
+        thread = threading.Thread(target=lambda: suspend.install_sigterm_handler()(), name="loader")
+        thread.start()
+        thread.join()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        suspend.logger.removeHandler(caplog.handler)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert "loader is not the main thread" in caplog.text
 
 
 def test_job_suspended_exits_with_the_suspend_code(monkeypatch):

@@ -2,6 +2,7 @@
 
 * :func:`register_ffrecord_handler` -- read datasets from FFRecord packs via ``ffrecord://``.
 * :class:`SuspendCheckpointer` -- the hook that turns SIGTERM into checkpoint + exit 143.
+* :func:`launch_from_env` -- run ``main`` once per rank of the job the environment describes.
 
 Names are resolved lazily, so importing this package does not import detectron2: HFAI's
 recipe calls ``register_ffrecord_handler`` before ``import detectron2``.
@@ -14,6 +15,7 @@ import importlib
 _EXPORTS = {
     "register_ffrecord_handler": "datasets",
     "SuspendCheckpointer": "checkpoint",
+    "launch_from_env": "launch",
 }
 __all__ = list(_EXPORTS)
 

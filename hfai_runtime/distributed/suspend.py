@@ -10,13 +10,17 @@ is one more step between the signal and the checkpoint. :func:`agree` is the blo
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
 
 #: Exit code of a suspended job when ``HFAI_SUSPEND_EXIT_CODE`` is not set: 128 + SIGTERM,
 #: which PyTorchJob's ``restartPolicy: ExitCode`` retries (codes >= 128 are retryable).
@@ -30,7 +34,7 @@ class _Flag:
 
 
 _flag = _Flag()
-_agreement: dict = {}  # the agreement's gloo group, created on first use
+_agreement: dict = {}  # the agreement's gloo group and agree()'s buffer, created on first use
 
 
 def request_suspend(signum: int | None = None, frame=None) -> None:
@@ -53,13 +57,49 @@ def requested_at() -> float | None:
     return _flag.requested_at
 
 
-def install_sigterm_handler() -> None:
-    """Make SIGTERM set the suspend flag in this process (main thread only; idempotent).
+class _SuspendOnSigterm:
+    """The SIGTERM handler: set the suspend flag, then call the Python handler it replaced, as
+    Lightning composes handlers (lightning/pytorch/trainer/connectors/signal_connector.py@2.6.6,
+    ``_HandlersCompose``): a handler a user or a library installed first still runs."""
 
-    DataLoader workers forked from here on are shielded from process-group signals (below).
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        request_suspend(signum, frame)
+        if callable(self.previous):
+            self.previous(signum, frame)
+
+
+def _keep() -> None:
+    """What :func:`install_sigterm_handler` returns when it installed nothing."""
+
+
+def install_sigterm_handler() -> Callable[[], None]:
+    """Make SIGTERM set the suspend flag in this process, and return a function that puts the
+    replaced handler back (call it after training; it leaves a handler installed since alone).
+
+    The handler that was installed keeps running after the flag is set (:class:`_SuspendOnSigterm`).
+    Idempotent: when this process's handler already sets the flag, nothing changes. Signal
+    handlers belong to the main thread: called from another, it only logs a warning. DataLoader
+    workers forked from here on are shielded from process-group signals (below).
     """
-    signal.signal(signal.SIGTERM, request_suspend)
     _dataloader_workers_leave_process_group()
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("SIGTERM handler not installed: %s is not the main thread, which alone "
+                       "may install one; SIGTERM will not suspend this process", threading.current_thread().name)
+        return _keep
+    previous = signal.getsignal(signal.SIGTERM)
+    if isinstance(previous, _SuspendOnSigterm):
+        return _keep
+    handler = _SuspendOnSigterm(previous)
+    signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 def _dataloader_workers_leave_process_group() -> None:
@@ -95,9 +135,11 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _start(local: bool) -> tuple[dist.Work, torch.Tensor]:
-    flag = torch.tensor([int(local)], dtype=torch.int32)
-    return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_agreement_group(), async_op=True), flag
+def _start(local: bool, flag: torch.Tensor) -> dist.Work:
+    """Start all-reducing (MAX) ``local`` into ``flag``, a one-int buffer reused from call to call
+    (creating a tensor costs more than filling one)."""
+    flag.fill_(int(local))
+    return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_agreement_group(), async_op=True)
 
 
 def agree(local: bool | None = None) -> bool:
@@ -109,8 +151,8 @@ def agree(local: bool | None = None) -> bool:
     local = suspend_requested() if local is None else local
     if not _distributed():
         return local
-    work, flag = _start(local)
-    work.wait()
+    flag = _agreement.setdefault("flag", torch.zeros(1, dtype=torch.int32))
+    _start(local, flag).wait()
     return bool(flag.item())
 
 
@@ -126,7 +168,8 @@ class OverlappedAgreement:
     """
 
     def __init__(self) -> None:
-        self._pending: tuple[dist.Work, torch.Tensor] | None = None
+        self._flag = torch.zeros(1, dtype=torch.int32)
+        self._pending: dist.Work | None = None
         self._started_after: int | None = None
         #: The iteration whose flags the last agreement read (the one it was started after).
         self.agreed_after: int | None = None
@@ -141,12 +184,11 @@ class OverlappedAgreement:
         if self._pending is None:
             stop, self.agreed_after = agree(), iteration
         else:
-            work, flag = self._pending
-            work.wait()
-            stop, self.agreed_after = bool(flag.item()), self._started_after
+            self._pending.wait()
+            stop, self.agreed_after = bool(self._flag.item()), self._started_after
         self._pending = None
         if not stop and not last and _distributed():
-            self._pending, self._started_after = _start(suspend_requested()), iteration
+            self._pending, self._started_after = _start(suspend_requested(), self._flag), iteration
         return stop
 
 
