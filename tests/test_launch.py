@@ -53,12 +53,26 @@ def _check_reports(tmp_path, local_ranks: list[int]) -> None:
         assert record["env"]["RANK"] == str(rank) and record["env"]["WORLD_SIZE"] == "2"
 
 
+#: What each machine's launcher says it joined, per topology (its log: one line per machine).
+JOINED = {
+    "2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+    "1x2": ["1 machine x 2 processes = 2 ranks; this is machine 0 (ranks 0-1)"],
+    "hfai-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+    "trainjob-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+}
+SOURCES = {"2x1": "pytorchjob", "1x2": "pytorchjob", "hfai-2x1": "hfai", "trainjob-2x1": "trainjob"}
+
+
 @pytest.mark.parametrize("topology", ["2x1", "1x2", "hfai-2x1", "trainjob-2x1"])
 def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
     procs = _launch(topology, "report", tmp_path)
     assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
     _check_reports(tmp_path, [0, 1] if topology == "1x2" else [0, 0])
     _check_no_threads_left(tmp_path, len(procs))
+    for i, expected in enumerate(JOINED[topology]):  # launcher i's log says what it joined, once
+        [line] = [ln for ln in (tmp_path / f"launcher{i}.log").read_text().splitlines() if "joined" in ln]
+        assert expected in line and "master 127.0.0.1:" in line and "backend gloo" in line, line
+        assert f"from the {SOURCES[topology]} environment" in line, line
 
 
 def test_under_torchrun_nothing_is_spawned_again(tmp_path):

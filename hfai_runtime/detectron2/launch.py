@@ -153,10 +153,25 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
     try:
         if plan.world_size > 1:
             _join(plan, rank, local_rank)
+        if local_rank == 0:
+            print(describe_world(plan, rank), flush=True)
         return _run_main(main_func, args)
     finally:
         _leave_process_groups()
         restore_sigterm()
+
+
+def describe_world(plan: _Plan, rank: int) -> str:
+    """The one line local rank 0 prints once its machine has joined: the world as the job runs
+    it -- detectron2's ``--num-machines``/``--machine-rank``/``--dist-url`` are not used."""
+    machines, procs = plan.env.num_machines, plan.procs_per_machine
+    ranks = f"rank {rank}" if procs == 1 else f"ranks {rank}-{rank + procs - 1}"
+    return (
+        f"hfai_runtime: joined {machines} machine{'s' if machines > 1 else ''} x {procs} "
+        f"process{'es' if procs > 1 else ''} = {plan.world_size} rank{'s' if plan.world_size > 1 else ''}; "
+        f"this is machine {plan.env.machine_rank} ({ranks}); master {plan.env.master_addr}:{plan.master_port}; "
+        f"backend {plan.backend}; from the {plan.env.source} environment"
+    )
 
 
 def _run_main(main_func: Callable[..., Any], args: tuple) -> int:
