@@ -72,11 +72,15 @@ def launch_from_env(
     otherwise workers are spawned and SIGTERM is relayed to them. Raises ``SystemExit`` with the
     job's exit code when it is not 0 (the suspend code when preempted), ``ValueError`` naming the
     variable for a bad environment, ``TimeoutError`` when the master does not answer within
-    ``connect_timeout``. A rank whose ``main_func`` raises prints the traceback and its process
-    exits 1 at once (a permanent failure under ``ExitCode``), without waiting for its peers.
+    ``connect_timeout`` or a peer never arrives. A rank whose ``main_func`` raises prints the
+    traceback and its process exits 1 at once (a permanent failure under ``ExitCode``), without
+    waiting for its peers. Local rank 0 of each machine prints one line with the world it joined.
+    On a machine without GPUs, more processes than CPUs are refused unless
+    ``HFAI_ALLOW_OVERSUBSCRIBE=1``.
 
-    In every rank SIGTERM only requests a suspend, which a ``SuspendCheckpointer`` carries out at
-    the next step; code that never reaches one (an ``--eval-only`` run) keeps going until the
+    In every rank SIGTERM only requests a suspend (a handler installed before still runs too, and
+    is back in place when ``main_func`` returns), which a ``SuspendCheckpointer`` carries out
+    within two steps; code that never reaches one (an ``--eval-only`` run) keeps going until the
     pod's grace period ends in SIGKILL (137, retried like 143). Under torchrun the signal goes to
     torchrun, which kills the ranks and exits 1 -- a permanent failure under ``ExitCode``.
     """

@@ -34,7 +34,7 @@ class _Flag:
 
 
 _flag = _Flag()
-_agreement: dict = {}  # the agreement's gloo group and agree()'s buffer, created on first use
+_agreement: dict = {}  # the agreement's gloo group, options and agree()'s buffer, made on first use
 
 
 def request_suspend(signum: int | None = None, frame=None) -> None:
@@ -136,10 +136,18 @@ def _distributed() -> bool:
 
 
 def _start(local: bool, flag: torch.Tensor) -> dist.Work:
-    """Start all-reducing (MAX) ``local`` into ``flag``, a one-int buffer reused from call to call
-    (creating a tensor costs more than filling one)."""
+    """Start all-reducing (MAX) ``local`` into ``flag``, a one-int buffer reused from call to call.
+
+    The group's own ``allreduce`` is called, as ``dist.all_reduce`` does after its argument
+    checks (torch/distributed/distributed_c10d.py@v2.14.1): for one int those checks cost more
+    than the collective, every step, and creating a tensor more than filling one.
+    """
+    if "options" not in _agreement:
+        options = dist.AllreduceOptions()
+        options.reduceOp, options.asyncOp = dist.ReduceOp.MAX, True
+        _agreement["options"] = options
     flag.fill_(int(local))
-    return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_agreement_group(), async_op=True)
+    return _agreement_group().allreduce([flag], _agreement["options"])
 
 
 def agree(local: bool | None = None) -> bool:
