@@ -1,7 +1,7 @@
 """Suspend costs: the per-step agreement between ranks, and SIGTERM -> exit with its phases.
 
 1. Agreement per step, 2-16 processes on this machine (gloo over loopback): ``agree()``
-   (blocking, what every step paid before) against :class:`OverlappedAgreement` (started after
+   (blocking, what every step paid before) against :class:`StepAgreement` (started after
    one step, read after the next, with ``STEP_S`` of other work between them).
 2. A stated model for 64-512 ranks: gloo's ring all-reduce takes 2 (P - 1) sequential hops
    (reduce-scatter, then all-gather: gloo/allreduce.cc, ``ring``), so blocking costs
@@ -46,7 +46,11 @@ def _agree_worker(rank: int, world: int, port: int, results) -> None:
     import torch.distributed as dist
 
     from hfai_runtime.distributed.rendezvous import init_process_group
-    from hfai_runtime.distributed.suspend import OverlappedAgreement, agree, release_agreement_group
+    from hfai_runtime.distributed.suspend import (
+        StepAgreement,
+        agree,
+        release_agreement_group,
+    )
 
     init_process_group("gloo", master_addr="127.0.0.1", master_port=port, rank=rank, world_size=world,
                        connect_timeout=timedelta(seconds=300))
@@ -56,7 +60,7 @@ def _agree_worker(rank: int, world: int, port: int, results) -> None:
         agree(False)
         if i >= WARMUP:
             blocking.append(time.perf_counter_ns() - began)
-    agreement = OverlappedAgreement()
+    agreement = StepAgreement(overlap_from_ranks=2)
     for i in range(WARMUP + OVERLAPPED_CALLS):
         time.sleep(STEP_S)  # the step the agreement overlaps
         began = time.perf_counter_ns()
@@ -160,6 +164,14 @@ def suspend_phases(data: Path, work: Path, rng: random.Random) -> dict[str, floa
             "step": record["step_s"], "steps_to_stop": record["steps_to_stop"]}
 
 
+def interpreter_exit_s() -> float:
+    """How long an idle interpreter that imported torch and detectron2 takes to exit: the floor
+    under the teardown of part 3 (each rank and the launcher exit one)."""
+    code = "import time, torch, detectron2.engine; print(time.monotonic(), flush=True)"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.monotonic() - float(child.stdout.split()[-1])
+
+
 def print_phases() -> None:
     from hfai_runtime.synthetic import make_coco_tree
 
@@ -176,6 +188,8 @@ def print_phases() -> None:
     for r in runs:
         verdict = "ok" if r["teardown"] <= TEARDOWN_TARGET_S else "OVER"
         print(f"  {r['total']:9.2f}   {r['wait']:16.2f}   {r['save']:4.2f}   {r['teardown']:8.2f}   [{verdict}]")
+    print(f"  for scale: an idle interpreter with torch + detectron2 imported exits in {interpreter_exit_s():.2f} s "
+          "on this machine now")
 
 
 def main() -> None:

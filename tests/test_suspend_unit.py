@@ -119,7 +119,7 @@ def _overlapped_rank(rank: int, port: int, results) -> None:
     init_process_group("gloo", master_addr="127.0.0.1", master_port=port, rank=rank, world_size=2)
     for signal_after, _, _ in OVERLAP_CASES:
         suspend._flag = suspend._Flag()
-        agreement = suspend.OverlappedAgreement()
+        agreement = suspend.StepAgreement(overlap_from_ranks=2)
         if rank == 1 and signal_after is None:
             suspend.request_suspend()
         stopped = None
@@ -153,9 +153,21 @@ def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
         assert got == [(rank, signal_after, stopped, agreed_after, 2) for rank in range(2)]
 
 
-def test_overlapped_agreement_in_one_process_reads_the_flag_at_once(monkeypatch):
+@pytest.mark.parametrize("environ, ranks", [({}, 16), ({"HFAI_SUSPEND_OVERLAP_FROM": "2"}, 2),
+                                            ({"HFAI_SUSPEND_OVERLAP_FROM": "0"}, 0)])
+def test_overlap_from_ranks(environ, ranks):
+    assert suspend.overlap_from(environ) == ranks
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "\uff12", "1_6"])
+def test_bad_overlap_from_names_the_variable(value):
+    with pytest.raises(ValueError, match="HFAI_SUSPEND_OVERLAP_FROM"):
+        suspend.overlap_from({"HFAI_SUSPEND_OVERLAP_FROM": value})
+
+
+def test_agreement_in_one_process_reads_the_flag_at_once(monkeypatch):
     monkeypatch.setattr(suspend, "_flag", suspend._Flag())
-    agreement = suspend.OverlappedAgreement()
+    agreement = suspend.StepAgreement(overlap_from_ranks=2)
     assert agreement.steps_to_stop == 1
     assert not agreement.after_step(0)
     suspend.request_suspend()

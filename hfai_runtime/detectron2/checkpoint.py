@@ -26,7 +26,7 @@ from fvcore.common.checkpoint import Checkpointer
 from hfai_runtime.detectron2 import report
 from hfai_runtime.detectron2.resume import ExactResume
 from hfai_runtime.distributed.suspend import (
-    JobSuspended, OverlappedAgreement, barrier, grace_period_seconds, install_sigterm_handler,
+    JobSuspended, StepAgreement, barrier, grace_period_seconds, install_sigterm_handler,
     requested_at, suspend_exit_code, suspend_requested,
 )
 from hfai_runtime.records import RecordKind
@@ -162,7 +162,7 @@ class SuspendCheckpointer(HookBase):
     def before_train(self) -> None:
         if self._resume is not None:
             self._resume.attach(self.trainer)
-        self._agreement = OverlappedAgreement()
+        self._agreement = StepAgreement()
         self._progress_every = report.progress_every()
         report.emit(RecordKind.TRAINING_STARTED, iteration=self.trainer.start_iter,
                     max_iter=self.trainer.max_iter, rank=comm.get_rank())

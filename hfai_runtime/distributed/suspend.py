@@ -3,9 +3,9 @@
 Kubernetes preempts a pod with SIGTERM, then SIGKILL after the grace period. The handler only
 records that the signal came (nothing heavy may run in a signal handler); after each step the
 ranks all-reduce one integer, so that a signal that reached any one rank stops every rank after
-the same iteration. :class:`OverlappedAgreement` starts that all-reduce after step i and reads it
-after step i + 1, so no rank waits for it (its cost grows with the number of ranks); the price
-is one more step between the signal and the checkpoint. :func:`agree` is the blocking form.
+the same iteration. From 16 ranks on, :class:`StepAgreement` starts that all-reduce after step
+i and reads it after step i + 1, so no rank waits for it (its cost grows with the number of
+ranks); the price is one more step between the signal and the checkpoint.
 """
 
 from __future__ import annotations
@@ -164,18 +164,40 @@ def agree(local: bool | None = None) -> bool:
     return bool(flag.item())
 
 
-class OverlappedAgreement:
-    """The per-step agreement, overlapped with the next step. Every rank calls :meth:`after_step`
-    after every step, with the same iteration; it returns True on every rank at the same one.
+#: From how many ranks on the per-step agreement overlaps the next step (0: never).
+OVERLAP_FROM = "HFAI_SUSPEND_OVERLAP_FROM"
+#: Below it a blocking agreement costs 2 (P - 1) network hops, well under a millisecond (gloo's
+#: ring, bench/suspend.py), and stops the ranks one step sooner.
+DEFAULT_OVERLAP_FROM = 16
 
-    After step i it reads the all-reduce started after step i - 1 (done by then: no rank waits)
-    and starts the one for step i. A SIGTERM during step i therefore stops the ranks after step
-    i + 1: up to two steps pass between the signal and the checkpoint (:attr:`steps_to_stop`).
-    The first call of an attempt, and every call in a single process, reads the flag at once;
-    none is started after the last step, so that none is left in flight when training ends.
+
+def overlap_from(environ: Mapping[str, str] | None = None) -> int:
+    """``HFAI_SUSPEND_OVERLAP_FROM``: a number of ranks, default 16; 0 never overlaps."""
+    env = os.environ if environ is None else environ
+    raw = env.get(OVERLAP_FROM, "").strip()
+    if not raw:
+        return DEFAULT_OVERLAP_FROM
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1 << 20:
+        raise ValueError(f"environment variable {OVERLAP_FROM}={raw!r}: expected a number of ranks "
+                         "(0 to 1048576; 0: never overlap)")
+    return int(raw)
+
+
+class StepAgreement:
+    """The per-step agreement. Every rank calls :meth:`after_step` after every step, with the same
+    iteration; it returns True on every rank at the same one.
+
+    Blocking, it all-reduces the flags after step i and waits: its cost grows with the number of
+    ranks. From ``overlap_from`` ranks on (:func:`overlap_from`) it overlaps instead: after step
+    i it reads the all-reduce started after step i - 1 (done by then: no rank waits) and starts
+    the one for step i. A SIGTERM during step i then stops the ranks after step i + 1: up to two
+    steps pass between the signal and the checkpoint (:attr:`steps_to_stop`). The first call of
+    an attempt reads the flags at once; none is started after the last step, so that none is
+    left in flight when training ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, overlap_from_ranks: int | None = None) -> None:
+        self._overlap_from = overlap_from() if overlap_from_ranks is None else overlap_from_ranks
         self._flag = torch.zeros(1, dtype=torch.int32)
         self._pending: dist.Work | None = None
         self._started_after: int | None = None
@@ -183,9 +205,13 @@ class OverlappedAgreement:
         self.agreed_after: int | None = None
 
     @property
+    def overlapped(self) -> bool:
+        return _distributed() and 0 < self._overlap_from <= dist.get_world_size()
+
+    @property
     def steps_to_stop(self) -> int:
         """How many steps may end between a SIGTERM and the stop: 2 when overlapped, else 1."""
-        return 2 if _distributed() else 1
+        return 2 if self.overlapped else 1
 
     def after_step(self, iteration: int, *, last: bool = False) -> bool:
         """Whether every rank stops after ``iteration`` (a collective); ``last``: the last step."""
@@ -195,7 +221,7 @@ class OverlappedAgreement:
             self._pending.wait()
             stop, self.agreed_after = bool(self._flag.item()), self._started_after
         self._pending = None
-        if not stop and not last and _distributed():
+        if not stop and not last and self.overlapped:
             self._pending, self._started_after = _start(suspend_requested(), self._flag), iteration
         return stop
 
