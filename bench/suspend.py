@@ -1,8 +1,9 @@
 """Suspend costs: the per-step agreement between ranks, and SIGTERM -> exit with its phases.
 
 1. Agreement per step, 2-16 processes on this machine (gloo over loopback): ``agree()``
-   (blocking, what every step paid before) against :class:`StepAgreement` (started after
-   one step, read after the next, with ``STEP_S`` of other work between them).
+   (blocking: what a step pays below ``HFAI_SUSPEND_OVERLAP_FROM`` ranks, default 16) against
+   the overlapped :class:`StepAgreement` (started after one step, read after the next, with
+   ``STEP_S`` of other work between them).
 2. A stated model for 64-512 ranks: gloo's ring all-reduce takes 2 (P - 1) sequential hops
    (reduce-scatter, then all-gather: gloo/allreduce.cc, ``ring``), so blocking costs
    2 (P - 1) x per-hop latency every step; overlapped, the same time is hidden behind a step
@@ -107,8 +108,11 @@ def print_agreement_table() -> None:
 
 
 def print_model() -> None:
+    from hfai_runtime.distributed.suspend import DEFAULT_OVERLAP_FROM
+
     print(f"model, 64-512 ranks: ring all-reduce = 2 (P - 1) hops x {HOP_S * 1e6:.0f} us per hop "
-          f"(stated), against a {MODEL_STEP_S:.1f} s step")
+          f"(stated), against a {MODEL_STEP_S:.1f} s step; below {DEFAULT_OVERLAP_FROM} ranks the "
+          f"agreement blocks: at most {2 * (DEFAULT_OVERLAP_FROM - 2) * HOP_S * 1e3:.2f} ms a step")
     print("  ranks   hops   blocking per step   share of step   overlapped wait (what exceeds the step)")
     for world in MODEL_SIZES:
         hops = 2 * (world - 1)
