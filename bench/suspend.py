@@ -186,8 +186,8 @@ def print_phases() -> None:
         make_coco_tree(data, num_train=12, num_val=4, image_size=64, seed=3)
         runs = [suspend_phases(data, work, rng) for _ in range(LATENCY_TRIALS)]
     print(f"SIGTERM -> exit, tiny detectron2 job (Faster R-CNN R18, 64 px, 1 machine x 2 processes, CPU); "
-          f"step {statistics.median(r['step'] for r in runs):.2f} s, up to {runs[0]['steps_to_stop']} steps "
-          "before the stop (overlapped agreement)")
+          f"step {statistics.median(r['step'] for r in runs):.2f} s, up to {runs[0]['steps_to_stop']} step(s) "
+          f"before the stop ({'overlapped' if runs[0]['steps_to_stop'] > 1 else 'blocking'} agreement)")
     print(f"  total (s)   wait for step(s)   save   teardown   [teardown target {TEARDOWN_TARGET_S} s]")
     for r in runs:
         verdict = "ok" if r["teardown"] <= TEARDOWN_TARGET_S else "OVER"
