@@ -36,9 +36,16 @@ def _launch(topology: str, data, out, *extra: str, **env: str):
 
 
 def _workers(launcher) -> list[int]:
-    """PIDs of the training processes a launcher spawned (not its resource tracker)."""
-    return [child.pid for child in psutil.Process(launcher.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())]
+    """PIDs of the training processes a launcher spawned (not its resource tracker, nor a
+    short-lived helper process that an import ran and that has exited or not been reaped yet)."""
+    pids = []
+    for child in psutil.Process(launcher.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # ZombieProcess, NoSuchProcess
+            pass
+    return pids
 
 
 def _started(out) -> bool:
