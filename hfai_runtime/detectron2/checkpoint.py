@@ -132,8 +132,9 @@ class SuspendCheckpointer(HookBase):
     * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
       where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
-    * ``after_step``: the ranks agree on the flag (one all-reduced int). If any rank was
-      signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
+    * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
+      overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
+      ``HFAI_PROGRESS_EVERY`` steps. If any rank was signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
       save and leave the loop by raising :class:`JobSuspended` (a ``SystemExit`` with the suspend
       code: detectron2 still runs ``after_train``).
 
