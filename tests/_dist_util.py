@@ -78,3 +78,11 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def torchrun_envs(world: int, port: int, **extra: str) -> list[dict[str, str]]:
+    """What torchrun gives each of its ``world`` ranks on one machine, without its agent's store
+    (``--standalone`` hosts one; here rank 0 hosts it, as ``env://`` does then)."""
+    return [base_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                     GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **extra)
+            for rank in range(world)]

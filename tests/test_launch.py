@@ -4,6 +4,7 @@ bad environments. Each job is real processes on loopback (tests/_dist_main.py)."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,8 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from _dist_util import (
+    REPO,
+    base_env,
+    start,
+    topology_envs,
+    torchrun_envs,
+    wait_all,
+    wait_for,
+)
 
-from _dist_util import REPO, base_env, start, topology_envs, wait_all, wait_for
 from hfai_runtime.distributed.rendezvous import free_port
 from hfai_runtime.distributed.spawn import job_exit_code
 
@@ -44,12 +53,26 @@ def _check_reports(tmp_path, local_ranks: list[int]) -> None:
         assert record["env"]["RANK"] == str(rank) and record["env"]["WORLD_SIZE"] == "2"
 
 
+#: What each machine's launcher says it joined, per topology (its log: one line per machine).
+JOINED = {
+    "2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+    "1x2": ["1 machine x 2 processes = 2 ranks; this is machine 0 (ranks 0-1)"],
+    "hfai-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+    "trainjob-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+}
+SOURCES = {"2x1": "pytorchjob", "1x2": "pytorchjob", "hfai-2x1": "hfai", "trainjob-2x1": "trainjob"}
+
+
 @pytest.mark.parametrize("topology", ["2x1", "1x2", "hfai-2x1", "trainjob-2x1"])
 def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
     procs = _launch(topology, "report", tmp_path)
     assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
     _check_reports(tmp_path, [0, 1] if topology == "1x2" else [0, 0])
     _check_no_threads_left(tmp_path, len(procs))
+    for i, expected in enumerate(JOINED[topology]):  # launcher i's log says what it joined, once
+        [line] = [ln for ln in (tmp_path / f"launcher{i}.log").read_text().splitlines() if "joined" in ln]
+        assert expected in line and "master 127.0.0.1:" in line and "backend gloo" in line, line
+        assert f"from the {SOURCES[topology]} environment" in line, line
 
 
 def test_under_torchrun_nothing_is_spawned_again(tmp_path):
@@ -76,14 +99,69 @@ def test_failing_worker_code_is_the_job_code(mode, code, tmp_path):
     assert wait_all(procs, 120) == [code], _logs(tmp_path)
 
 
-def test_master_that_never_answers_fails_in_bounded_time(tmp_path):
-    port = free_port()  # nobody listens there
-    env = base_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def test_without_omp_num_threads_the_processes_of_a_machine_share_its_cpus(tmp_path):
+    """PyTorchJob sets no OMP_NUM_THREADS: each of nprocPerNode 2 processes gets half the CPUs,
+    as under torchrun (this path once died with UnboundLocalError before any rank joined)."""
+    [env] = topology_envs("1x2")
+    del env["OMP_NUM_THREADS"]
+    proc = start([MAIN, "report", str(tmp_path)], env, tmp_path / "launcher0.log")
+    assert wait_all([proc], 120) == [0], _logs(tmp_path)
+    _check_reports(tmp_path, [0, 1])
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["threads"] for r in range(2)] == [expected] * 2
+
+
+def _fake_gpu_job(envs: list[dict[str, str]], tmp_path) -> list[dict]:
+    procs = [start(["tests/_dist_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
+             for i, env in enumerate(envs)]
+    assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
+    return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+
+
+@pytest.mark.parametrize("topology, world", [("1x2", 2), ("trainjob-2x1", 4)])
+def test_gpu_path_asks_for_nccl_with_one_device_per_local_rank(topology, world, tmp_path):
+    """The NCCL branch run on CPU, faked at the device (tests/_dist_fake_gpu.py): 2 visible GPUs,
+    so nprocPerNode 'auto' spawns 2 per machine; each rank sets its device before joining."""
+    envs = [{k: v for k, v in env.items() if k != "OMP_NUM_THREADS"} for env in topology_envs(topology)]
+    records = _fake_gpu_job(envs, tmp_path)
+    assert [r["rank"] for r in records] == list(range(world))
+    for record in records:
+        assert (record["backend"], record["world"]) == ("nccl", world)
+        assert record["devices_set"] == [record["local_rank"]] == [record["rank"] % 2]
+        assert record["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_gpu_path_under_torchrun_asks_for_nccl(tmp_path):
+    records = _fake_gpu_job(torchrun_envs(2, free_port()), tmp_path)
+    assert [(r["backend"], r["rank"], r["devices_set"]) for r in records] == [("nccl", 0, [0]), ("nccl", 1, [1])]
+
+
+def _agent_store(port: int):
+    """A store like the one torchrun's agent hosts at MASTER_ADDR:MASTER_PORT."""
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+
+
+@pytest.mark.parametrize("case", ["hfai rank 1", "torchrun rank 1", "torchrun rank 0", "torchrun agent store"])
+def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tmp_path):
+    """Nobody listens at the master's port (a rank > 0), or the peer never comes (rank 0; a
+    torchrun rank whose agent hosts the store): the rank fails within the connect timeout."""
+    port = free_port()
+    if case == "hfai rank 1":
+        env = base_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    else:
+        env = torchrun_envs(2, port)[0 if case.endswith(("0", "store")) else 1]
+    store = _agent_store(port) if case.endswith("store") else None
+    if store is not None:
+        env["TORCHELASTIC_USE_AGENT_STORE"] = "True"
     began = time.monotonic()
-    proc = start([MAIN, "report", str(tmp_path), "2"], env, tmp_path / "launcher0.log")
+    proc = start([MAIN, "report", str(tmp_path), "3"], env, tmp_path / "launcher0.log")
     assert wait_all([proc], 60) == [1]
     log = _logs(tmp_path)
     assert "TimeoutError" in log and "MASTER_ADDR=127.0.0.1" in log and f"MASTER_PORT={port}" in log, log
+    if store is not None:
+        assert "rank(s) 1 never arrived" in log, log
     assert time.monotonic() - began < 45
 
 
@@ -94,7 +172,7 @@ def test_master_that_never_answers_fails_in_bounded_time(tmp_path):
     ({"HFAI_SUSPEND_EXIT_CODE": "300"}, "HFAI_SUSPEND_EXIT_CODE"),
 ])
 def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     for key, value in base_env(**environ).items():
         monkeypatch.setenv(key, value)
@@ -108,7 +186,7 @@ def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
 ])
 def test_more_processes_than_gpus_names_where_the_count_came_from(environ, requested, variable, monkeypatch):
     # Two visible GPUs are faked: this machine has none, and the check runs before any is used.
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     for key, value in base_env(**environ).items():
         monkeypatch.setenv(key, value)
@@ -117,9 +195,40 @@ def test_more_processes_than_gpus_names_where_the_count_came_from(environ, reque
         launch_from_env(pytest.fail, requested)  # never called
 
 
+def test_launch_restores_the_sigterm_handler_it_found(monkeypatch):
+    """One process (no environment): the rank runs here, with SIGTERM composed with the handler
+    installed before (it runs too), which is back in place after training."""
+    from hfai_runtime.detectron2 import launch_from_env
+    from hfai_runtime.distributed import suspend
+
+    for key in [k for k in os.environ if k.startswith("PET_") or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(suspend, "_flag", suspend._Flag())
+    calls = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        user_handler = signal.getsignal(signal.SIGTERM)
+
+        def main():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert suspend.suspend_requested() and calls == [signal.SIGTERM]
+
+        launch_from_env(main)
+        assert signal.getsignal(signal.SIGTERM) is user_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_old_import_path_still_works():
+    from hfai_runtime.detectron2 import launch
+    from hfai_runtime.launch import launch_from_env
+
+    assert launch_from_env is launch.launch_from_env
+
+
 @pytest.mark.parametrize("status, code", [(None, 0), (3, 3), ("no images found", 1)])
 def test_a_ranks_sys_exit_keeps_its_code_and_message(status, code, capsys):
-    from hfai_runtime.launch import _run_main
+    from hfai_runtime.detectron2.launch import _run_main
 
     assert _run_main(sys.exit, (status,)) == code
     assert capsys.readouterr().err == ("no images found\n" if isinstance(status, str) else "")

@@ -1,12 +1,12 @@
 """SuspendCheckpointer under real detectron2 training over gloo, launched from PyTorchJob's env:
 SIGTERM to any one process -> every rank stops after the same iteration, one checkpoint, every
-process exits 143 -- at random moments, during evaluation, and while the data loader is busy."""
+process exits 143 -- at random moments, during evaluation, and while the data loader is busy.
+Where each rank stopped is read from its structured records (hfai_runtime.records)."""
 
 from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import time
 
@@ -16,7 +16,7 @@ import torch
 
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
-from hfai_runtime.local.runner import STOPPED_AT
+from hfai_runtime.records import RecordKind, parse_record
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +36,36 @@ def _launch(topology: str, data, out, *extra: str, **env: str):
 
 
 def _workers(launcher) -> list[int]:
-    """PIDs of the training processes a launcher spawned (not its resource tracker)."""
-    return [child.pid for child in psutil.Process(launcher.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())]
+    """PIDs of the training processes a launcher spawned (not its resource tracker, nor a
+    short-lived helper process that an import ran and that has exited or not been reaped yet)."""
+    pids = []
+    for child in psutil.Process(launcher.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # ZombieProcess, NoSuchProcess
+            pass
+    return pids
 
 
 def _started(out) -> bool:
     return len(list(out.glob("started.rank*"))) == 2
 
 
+def _records(log_text: str, kind: RecordKind) -> list[dict]:
+    return [r.fields for r in map(parse_record, log_text.splitlines()) if r is not None and r.kind == kind]
+
+
 def _check_one_suspend(out, log_text: str) -> int:
-    """Every rank logged a suspend at the same iteration, and exactly that checkpoint exists."""
-    suspends = dict(re.findall(r"\[rank(\d)\] \S+ INFO: Suspending at iteration (\d+)", log_text))
-    assert set(suspends) == {"0", "1"}, log_text[-3000:]
-    assert len(set(suspends.values())) == 1, suspends
-    iteration = int(suspends["0"])
+    """Every rank recorded a suspend at the same iteration, on the flags after that iteration or
+    the one before (the agreement overlaps a step), and exactly that checkpoint exists."""
+    suspends = {r["rank"]: r for r in _records(log_text, RecordKind.SUSPENDED)}
+    assert set(suspends) == {0, 1}, log_text[-3000:]
+    assert len({r["iteration"] for r in suspends.values()}) == 1, suspends
+    iteration = suspends[0]["iteration"]
+    assert {r["agreed_after"] for r in suspends.values()} <= {iteration - 1, iteration}, suspends
+    assert {(r["exit_code"], r["checkpoint"]) for r in suspends.values()} == {
+        (143, str(out / f"model_{iteration:07d}.pth"))}
     assert [p.name for p in out.glob("model_*.pth")] == [f"model_{iteration:07d}.pth"]
     assert (out / "last_checkpoint").read_text() == f"model_{iteration:07d}.pth"
     checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
@@ -119,17 +134,32 @@ def test_sigterm_while_data_loader_is_busy(data, tmp_path):
 
 
 def test_every_rank_says_on_stdout_where_it_stopped(data, tmp_path):
-    """Each pod's log says why it exited, in the line the local runner parses: once per rank,
-    on stdout, though the training script sets up no logger of the runtime (train_net.py does not)."""
+    """Each pod's log says why it exited, once per rank, on stdout -- a record for tools and a
+    line for people -- though the training script sets up no logger of the runtime (train_net.py
+    does not). It also says when training started and, on rank 0, how far it got. The agreement
+    overlaps the next step here (as from 16 ranks on by default): the grace warning counts 2 steps."""
     out = tmp_path / "said"
     out.mkdir()
     args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), "--sigterm-at", "1"]
     launchers = [start(args, env, tmp_path / f"stdout{i}.log", tmp_path / f"stderr{i}.log")
-                 for i, env in enumerate(topology_envs("2x1", HFAI_GRACE_PERIOD_SECONDS="0.01"))]
+                 for i, env in enumerate(topology_envs("2x1", HFAI_GRACE_PERIOD_SECONDS="0.01",
+                                                       HFAI_PROGRESS_EVERY="1", HFAI_SUSPEND_OVERLAP_FROM="2"))]
     assert wait_all(launchers, TRIAL_TIMEOUT_S) == [143, 143], (tmp_path / "stderr0.log").read_text()[-3000:]
     for rank in range(2):
         stdout = (tmp_path / f"stdout{rank}.log").read_text()
-        said = [line for line in stdout.splitlines() if STOPPED_AT.search(line)]
+        # SIGTERM came after step 1 (in a hook before the agreement's): the ranks stop after step 2.
+        [suspended] = _records(stdout, RecordKind.SUSPENDED)
+        assert (suspended["rank"], suspended["iteration"], suspended["agreed_after"]) == (rank, 2, 1)
+        assert suspended["steps_to_stop"] == 2 and suspended["save_s"] >= 0
+        assert (suspended["since_signal_s"] is None) == (rank == 0)  # signalled on rank 1 only
+        assert _records(stdout, RecordKind.TRAINING_STARTED) == [{"iteration": 0, "max_iter": 10000, "rank": rank}]
+        progress = _records(stdout, RecordKind.PROGRESS)
+        if rank == 0:
+            assert [p["iteration"] for p in progress] == [0, 1, 2]
+            assert all(p["max_iter"] == 10000 and isinstance(p["loss"], float) for p in progress), progress
+        else:
+            assert progress == []  # rank 0 only
+        said = [line for line in stdout.splitlines() if "Suspending at iteration 2:" in line]
         assert len(said) == 1 and f"[rank{rank}]" in said[0], stdout[-3000:]
-        assert int(STOPPED_AT.search(said[0]).group(1)) == 1
-        assert stdout.count("close to the grace period") == 1, stdout[-3000:]
+        [warning] = [line for line in stdout.splitlines() if "close to the grace period" in line]
+        assert "Up to 2 step(s)" in warning, warning

@@ -12,17 +12,51 @@ from hfai_runtime.atomic import atomic_write
 from hfai_runtime.distributed import suspend
 
 
-def test_sigterm_only_sets_the_flag(monkeypatch):
+@pytest.fixture
+def sigterm_untouched(monkeypatch):
+    """A fresh suspend flag, and this process's SIGTERM handler put back afterwards."""
     monkeypatch.setattr(suspend, "_flag", suspend._Flag())
     previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_only_sets_the_flag(sigterm_untouched):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    restore = suspend.install_sigterm_handler()
+    assert not suspend.suspend_requested() and not suspend.agree()
+    os.kill(os.getpid(), signal.SIGTERM)  # would end pytest if it were not handled
+    assert suspend.suspend_requested() and suspend.agree()  # one process: agree = local flag
+    assert suspend.requested_at() is not None
+    restore()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_handler_composes_with_the_one_before_and_is_restored(sigterm_untouched):
+    calls = []
+    previous = lambda signum, frame: calls.append(signum)  # noqa: E731 (a user's handler)
+    signal.signal(signal.SIGTERM, previous)
+    restore = suspend.install_sigterm_handler()
+    assert suspend.install_sigterm_handler() is not restore  # the second call installs nothing
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert suspend.suspend_requested() and calls == [signal.SIGTERM]  # both ran, once
+    restore()
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_sigterm_handler_is_left_alone_off_the_main_thread(sigterm_untouched, caplog):
+    import threading
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    suspend.logger.addHandler(caplog.handler)  # the runtime's logger may not propagate
     try:
-        suspend.install_sigterm_handler()
-        assert not suspend.suspend_requested() and not suspend.agree()
-        os.kill(os.getpid(), signal.SIGTERM)  # would end pytest if it were not handled
-        assert suspend.suspend_requested() and suspend.agree()  # one process: agree = local flag
-        assert suspend.requested_at() is not None
+        thread = threading.Thread(target=lambda: suspend.install_sigterm_handler()(), name="loader")
+        thread.start()
+        thread.join()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        suspend.logger.removeHandler(caplog.handler)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert "loader is not the main thread" in caplog.text
 
 
 def test_job_suspended_exits_with_the_suspend_code(monkeypatch):
@@ -65,3 +99,102 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_partial(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last_checkpoint"]
     atomic_write(str(target), lambda handle: handle.write(b"model_0000019.pth"))
     assert target.read_text() == "model_0000019.pth"
+
+
+#: (rank 1 signalled after step: None = before the first; where every rank stops: None = it
+#: does not; whose flags the last agreement read).
+OVERLAP_CASES = [
+    (5, 6, 5),  # signalled during step 5: every rank stops after step 6, on step 5's flags
+    (None, 0, 0),  # signalled before training: the first step's agreement is read at once
+    (19, None, 18),  # signalled in the last step: no agreement is left in flight, none stops
+]
+
+
+def _overlapped_rank(rank: int, port: int, results) -> None:
+    """One of 2 ranks running 20 steps once per case; reports where the agreement stopped it."""
+    import torch.distributed as dist
+
+    from hfai_runtime.distributed.rendezvous import init_process_group
+
+    init_process_group("gloo", master_addr="127.0.0.1", master_port=port, rank=rank, world_size=2)
+    for signal_after, _, _ in OVERLAP_CASES:
+        suspend._flag = suspend._Flag()
+        agreement = suspend.StepAgreement(overlap_from_ranks=2)
+        if rank == 1 and signal_after is None:
+            suspend.request_suspend()
+        stopped = None
+        for iteration in range(20):
+            if rank == 1 and iteration == signal_after:
+                suspend.request_suspend()
+            if agreement.after_step(iteration, last=iteration == 19):
+                stopped = iteration
+                break
+        results.put((rank, signal_after, stopped, agreement.agreed_after, agreement.steps_to_stop))
+    suspend.release_agreement_group()
+    dist.destroy_process_group()
+
+
+def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
+    import multiprocessing
+
+    from hfai_runtime.distributed.rendezvous import free_port
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    ranks = [context.Process(target=_overlapped_rank, args=(rank, port, results)) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    reports = [results.get(timeout=300) for _ in range(2 * len(OVERLAP_CASES))]  # a loaded machine
+    for process in ranks:
+        process.join(30)
+    for signal_after, stopped, agreed_after in OVERLAP_CASES:
+        got = sorted(r for r in reports if r[1] == signal_after)
+        assert got == [(rank, signal_after, stopped, agreed_after, 2) for rank in range(2)]
+
+
+@pytest.mark.parametrize("environ, ranks", [({}, 16), ({"HFAI_SUSPEND_OVERLAP_FROM": "2"}, 2),
+                                            ({"HFAI_SUSPEND_OVERLAP_FROM": "0"}, 0)])
+def test_overlap_from_ranks(environ, ranks):
+    assert suspend.overlap_from(environ) == ranks
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "\uff12", "1_6"])
+def test_bad_overlap_from_names_the_variable(value):
+    with pytest.raises(ValueError, match="HFAI_SUSPEND_OVERLAP_FROM"):
+        suspend.overlap_from({"HFAI_SUSPEND_OVERLAP_FROM": value})
+
+
+def test_agreement_in_one_process_reads_the_flag_at_once(monkeypatch):
+    monkeypatch.setattr(suspend, "_flag", suspend._Flag())
+    agreement = suspend.StepAgreement(overlap_from_ranks=2)
+    assert agreement.steps_to_stop == 1
+    assert not agreement.after_step(0)
+    suspend.request_suspend()
+    assert agreement.after_step(1) and agreement.agreed_after == 1
+
+
+def test_a_suspend_right_after_a_start_leaves_the_metric_printer_a_step_time():
+    """detectron2 0.6's ``CommonMetricPrinter`` divides by zero when it writes twice at one
+    iteration with no step time recorded (``IterationTimer`` records from a run's third step):
+    what ``PeriodicWriter.after_train`` does after a suspend at a logged iteration. The hook
+    records the last step's time first, so the suspended run exits with its suspend code."""
+    from types import SimpleNamespace
+
+    from detectron2.utils.events import CommonMetricPrinter, EventStorage
+
+    from hfai_runtime.detectron2.checkpoint import SuspendCheckpointer
+
+    def write_twice(prepare) -> None:
+        with EventStorage(start_iter=0) as storage:
+            storage.put_scalars(total_loss=1.0)
+            printer = CommonMetricPrinter(max_iter=10)
+            printer.write()  # the periodic write at iteration 0
+            prepare(storage)
+            printer.write()  # after_train's, at the same iteration
+
+    with pytest.raises(ZeroDivisionError):  # the upstream behaviour this guards against
+        write_twice(lambda storage: None)
+    hook = SuspendCheckpointer.__new__(SuspendCheckpointer)
+    write_twice(lambda storage: (setattr(hook, "trainer", SimpleNamespace(storage=storage)),
+                                 hook._give_writers_a_step_time(0.5)))

@@ -4,6 +4,7 @@
 * :class:`SuspendCheckpointer` -- the hook that turns SIGTERM into checkpoint + exit 143.
 * :class:`AtomicCheckpointer` -- ``DetectionCheckpointer`` with atomic saves and a resume that
   survives a damaged ``OUTPUT_DIR`` (``SuspendCheckpointer`` gives a trainer's own these too).
+* :func:`launch_from_env` -- run ``main`` once per rank of the job the environment describes.
 
 Names are resolved lazily, so importing this package does not import detectron2: HFAI's
 recipe calls ``register_ffrecord_handler`` before ``import detectron2``.
@@ -17,6 +18,7 @@ _EXPORTS = {
     "register_ffrecord_handler": "datasets",
     "SuspendCheckpointer": "checkpoint",
     "AtomicCheckpointer": "atomic_checkpointer",
+    "launch_from_env": "launch",
 }
 __all__ = list(_EXPORTS)
 

@@ -10,19 +10,28 @@ HFAI's usage is all a user writes::
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from fvcore.common.checkpoint import Checkpointer
 
+from hfai_runtime.detectron2 import report
 from hfai_runtime.detectron2.atomic_checkpointer import make_saves_atomic
 from hfai_runtime.detectron2.logs import log_to_stdout
 from hfai_runtime.detectron2.resume import ExactResume
 from hfai_runtime.distributed.suspend import (
-    JobSuspended, agree, barrier, grace_period_seconds, install_sigterm_handler, requested_at,
-    suspend_exit_code, suspend_requested,
+    JobSuspended,
+    StepAgreement,
+    barrier,
+    grace_period_seconds,
+    install_sigterm_handler,
+    requested_at,
+    suspend_exit_code,
+    suspend_requested,
 )
+from hfai_runtime.records import RecordKind
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +50,9 @@ class SuspendCheckpointer(HookBase):
     * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
       where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
-    * ``after_step``: the ranks agree on the flag (one all-reduced int). If any rank was
-      signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
+    * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
+      overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
+      ``HFAI_PROGRESS_EVERY`` steps. If any rank was signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
       save and leave the loop by raising :class:`JobSuspended` (a ``SystemExit`` with the suspend
       code: detectron2 still runs ``after_train``).
 
@@ -71,6 +81,10 @@ class SuspendCheckpointer(HookBase):
     def before_train(self) -> None:
         if self._resume is not None:
             self._resume.attach(self.trainer)
+        self._agreement = StepAgreement()
+        self._progress_every = report.progress_every()
+        report.emit(RecordKind.TRAINING_STARTED, iteration=self.trainer.start_iter,
+                    max_iter=self.trainer.max_iter, rank=comm.get_rank())
 
     def before_step(self) -> None:
         if self._resume is not None:
@@ -79,30 +93,57 @@ class SuspendCheckpointer(HookBase):
 
     def after_step(self) -> None:
         step_s = time.perf_counter() - self._step_began
+        iteration = self.trainer.iter
         began = time.perf_counter()
-        if agree():
-            self._suspend(step_s, time.perf_counter() - began)
+        stop = self._agreement.after_step(iteration, last=iteration + 1 >= self.trainer.max_iter)
+        agree_s = time.perf_counter() - began
+        report.report_progress(self.trainer, comm.get_rank(), self._progress_every)
+        if stop:
+            self._suspend(step_s, agree_s)
 
     def _suspend(self, step_s: float, agree_s: float) -> None:
         iteration = self.trainer.iter
         signalled = requested_at()
-        waited = "on another rank" if signalled is None else f"{time.monotonic() - signalled:.2f} s ago"
+        since_signal_s = None if signalled is None else time.monotonic() - signalled
+        waited = "on another rank" if since_signal_s is None else f"{since_signal_s:.2f} s ago"
         began = time.perf_counter()
-        self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        name = f"model_{iteration:07d}"
+        self.checkpointer.save(name, iteration=iteration)
         barrier()  # nobody exits before the checkpoint is complete
         save_s = time.perf_counter() - began
+        steps = self._agreement.steps_to_stop
         logger.info(
-            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms, checkpoint saved in "
-            "%.2f s, last step took %.2f s; exiting with %d",
-            iteration, waited, agree_s * 1e3, save_s, step_s, self._exit_code,
+            "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms (on their flags after "
+            "iteration %d), checkpoint saved in %.2f s, last step took %.2f s; exiting with %d",
+            iteration, waited, agree_s * 1e3, self._agreement.agreed_after, save_s, step_s, self._exit_code,
         )
-        if self._grace_s is not None and step_s + save_s > GRACE_WARN_FRACTION * self._grace_s:
+        report.emit(
+            RecordKind.SUSPENDED, iteration=iteration, exit_code=self._exit_code, rank=comm.get_rank(),
+            checkpoint=os.path.join(str(self.checkpointer.save_dir), f"{name}.pth"),
+            since_signal_s=since_signal_s, agreed_after=self._agreement.agreed_after,
+            agree_ms=agree_s * 1e3, save_s=save_s, step_s=step_s, steps_to_stop=steps,
+        )
+        needed_s = steps * step_s + save_s
+        if self._grace_s is not None and needed_s > GRACE_WARN_FRACTION * self._grace_s:
             logger.warning(
-                "Step (%.1f s) + save (%.1f s) is close to the grace period HFAI_GRACE_PERIOD_SECONDS="
-                "%g s: the next preemption may SIGKILL the job before its checkpoint is written",
-                step_s, save_s, self._grace_s,
+                "Up to %d step(s) of %.1f s (the ranks agree on a SIGTERM %s) + save (%.1f s) = "
+                "%.1f s is close to the grace period HFAI_GRACE_PERIOD_SECONDS=%g s: the next "
+                "preemption may SIGKILL the job before its checkpoint is written",
+                steps, step_s, "one step after it" if steps > 1 else "after the step it came in",
+                save_s, needed_s, self._grace_s,
             )
+        self._give_writers_a_step_time(step_s)
         raise JobSuspended(iteration, self._exit_code)
+
+    def _give_writers_a_step_time(self, step_s: float) -> None:
+        """detectron2's ``CommonMetricPrinter`` (run once more by ``PeriodicWriter.after_train``,
+        after this) divides by zero at the iteration it last wrote when no step time is recorded,
+        and ``IterationTimer`` records one only from the third step of a run
+        (utils/events.py@v0.6 ``_get_eta``): a suspend that early would exit 1, a permanent
+        failure. The step's own time stands in."""
+        storage = self.trainer.storage
+        if "time" not in storage.histories():
+            storage.put_scalars(time=step_s, smoothing_hint=False)
 
     def state_dict(self) -> dict:
         return {} if self._resume is None else self._resume.state_dict(self.trainer)

@@ -1,20 +1,26 @@
 """Preemption: SIGTERM sets a flag; the ranks agree on it once per step.
 
 Kubernetes preempts a pod with SIGTERM, then SIGKILL after the grace period. The handler only
-records that the signal came (nothing heavy may run in a signal handler); the training loop
-calls :func:`agree` after each step, a one-integer all-reduce, so that a signal that reached any
-one rank stops every rank after the same iteration.
+records that the signal came (nothing heavy may run in a signal handler); after each step the
+ranks all-reduce one integer, so that a signal that reached any one rank stops every rank after
+the same iteration. From 16 ranks on, :class:`StepAgreement` starts that all-reduce after step
+i and reads it after step i + 1, so no rank waits for it (its cost grows with the number of
+ranks); the price is one more step between the signal and the checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
 
 #: Exit code of a suspended job when ``HFAI_SUSPEND_EXIT_CODE`` is not set: 128 + SIGTERM,
 #: which PyTorchJob's ``restartPolicy: ExitCode`` retries (codes >= 128 are retryable).
@@ -28,7 +34,7 @@ class _Flag:
 
 
 _flag = _Flag()
-_agreement: dict = {}  # the gloo group and its one-int buffer, created on first use
+_agreement: dict = {}  # the agreement's gloo group, options and agree()'s buffer, made on first use
 
 
 def request_suspend(signum: int | None = None, frame=None) -> None:
@@ -51,13 +57,49 @@ def requested_at() -> float | None:
     return _flag.requested_at
 
 
-def install_sigterm_handler() -> None:
-    """Make SIGTERM set the suspend flag in this process (main thread only; idempotent).
+class _SuspendOnSigterm:
+    """The SIGTERM handler: set the suspend flag, then call the Python handler it replaced, as
+    Lightning composes handlers (lightning/pytorch/trainer/connectors/signal_connector.py@2.6.6,
+    ``_HandlersCompose``): a handler a user or a library installed first still runs."""
 
-    DataLoader workers forked from here on are shielded from process-group signals (below).
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        request_suspend(signum, frame)
+        if callable(self.previous):
+            self.previous(signum, frame)
+
+
+def _keep() -> None:
+    """What :func:`install_sigterm_handler` returns when it installed nothing."""
+
+
+def install_sigterm_handler() -> Callable[[], None]:
+    """Make SIGTERM set the suspend flag in this process, and return a function that puts the
+    replaced handler back (call it after training; it leaves a handler installed since alone).
+
+    The handler that was installed keeps running after the flag is set (:class:`_SuspendOnSigterm`).
+    Idempotent: when this process's handler already sets the flag, nothing changes. Signal
+    handlers belong to the main thread: called from another, it only logs a warning. DataLoader
+    workers forked from here on are shielded from process-group signals (below).
     """
-    signal.signal(signal.SIGTERM, request_suspend)
     _dataloader_workers_leave_process_group()
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("SIGTERM handler not installed: %s is not the main thread, which alone "
+                       "may install one; SIGTERM will not suspend this process", threading.current_thread().name)
+        return _keep
+    previous = signal.getsignal(signal.SIGTERM)
+    if isinstance(previous, _SuspendOnSigterm):
+        return _keep
+    handler = _SuspendOnSigterm(previous)
+    signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 def _dataloader_workers_leave_process_group() -> None:
@@ -80,26 +122,112 @@ def _dataloader_workers_leave_process_group() -> None:
     signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
 
 
+def _agreement_group() -> dist.ProcessGroup:
+    """A gloo group of every rank for the agreement, made on first use (a collective: every
+    rank gets here at the same step). Its own group: on GPUs it costs no device sync, and its
+    one-int all-reduces never queue behind the gradients' on the world group."""
+    if "group" not in _agreement:
+        _agreement["group"] = dist.new_group(backend="gloo")
+    return _agreement["group"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _start(local: bool, flag: torch.Tensor) -> dist.Work:
+    """Start all-reducing (MAX) ``local`` into ``flag``, a one-int buffer reused from call to call.
+
+    The group's own ``allreduce`` is called, as ``dist.all_reduce`` does after its argument
+    checks (torch/distributed/distributed_c10d.py@v2.14.1): for one int those checks cost more
+    than the collective, every step, and creating a tensor more than filling one.
+    """
+    if "options" not in _agreement:
+        options = dist.AllreduceOptions()
+        options.reduceOp, options.asyncOp = dist.ReduceOp.MAX, True
+        _agreement["options"] = options
+    flag.fill_(int(local))
+    return _agreement_group().allreduce([flag], _agreement["options"])
+
+
 def agree(local: bool | None = None) -> bool:
     """True on every rank if any rank requested a suspend. A collective: all ranks call it.
 
-    One int is all-reduced (MAX) over a gloo group, so on GPUs it costs no device sync. Without
-    an initialized process group (a single process) it is just the local flag.
+    Blocking: one int is all-reduced (MAX) over a gloo group. Without an initialized process
+    group (a single process) it is just the local flag.
     """
     local = suspend_requested() if local is None else local
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return local
-    if not _agreement:
-        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        _agreement.update(group=group, buffer=torch.zeros(1, dtype=torch.int32))
-    buffer = _agreement["buffer"]
-    buffer.fill_(int(local))
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=_agreement["group"])
-    return bool(buffer.item())
+    flag = _agreement.setdefault("flag", torch.zeros(1, dtype=torch.int32))
+    _start(local, flag).wait()
+    return bool(flag.item())
+
+
+#: From how many ranks on the per-step agreement overlaps the next step (0: never).
+OVERLAP_FROM = "HFAI_SUSPEND_OVERLAP_FROM"
+#: Below it a blocking agreement costs 2 (P - 1) network hops, well under a millisecond (gloo's
+#: ring, bench/suspend.py), and stops the ranks one step sooner.
+DEFAULT_OVERLAP_FROM = 16
+
+
+def overlap_from(environ: Mapping[str, str] | None = None) -> int:
+    """``HFAI_SUSPEND_OVERLAP_FROM``: a number of ranks, default 16; 0 never overlaps."""
+    env = os.environ if environ is None else environ
+    raw = env.get(OVERLAP_FROM, "").strip()
+    if not raw:
+        return DEFAULT_OVERLAP_FROM
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1 << 20:
+        raise ValueError(f"environment variable {OVERLAP_FROM}={raw!r}: expected a number of ranks "
+                         "(0 to 1048576; 0: never overlap)")
+    return int(raw)
+
+
+class StepAgreement:
+    """The per-step agreement. Every rank calls :meth:`after_step` after every step, with the same
+    iteration; it returns True on every rank at the same one.
+
+    Blocking, it all-reduces the flags after step i and waits: its cost grows with the number of
+    ranks. From ``overlap_from`` ranks on (:func:`overlap_from`) it overlaps instead: after step
+    i it reads the all-reduce started after step i - 1 (done by then: no rank waits) and starts
+    the one for step i. A SIGTERM during step i then stops the ranks after step i + 1: up to two
+    steps pass between the signal and the checkpoint (:attr:`steps_to_stop`). The first call of
+    an attempt reads the flags at once; none is started after the last step, so that none is
+    left in flight when training ends.
+    """
+
+    def __init__(self, overlap_from_ranks: int | None = None) -> None:
+        self._overlap_from = overlap_from() if overlap_from_ranks is None else overlap_from_ranks
+        self._flag = torch.zeros(1, dtype=torch.int32)
+        self._pending: dist.Work | None = None
+        self._started_after: int | None = None
+        #: The iteration whose flags the last agreement read (the one it was started after).
+        self.agreed_after: int | None = None
+
+    @property
+    def overlapped(self) -> bool:
+        return _distributed() and 0 < self._overlap_from <= dist.get_world_size()
+
+    @property
+    def steps_to_stop(self) -> int:
+        """How many steps may end between a SIGTERM and the stop: 2 when overlapped, else 1."""
+        return 2 if self.overlapped else 1
+
+    def after_step(self, iteration: int, *, last: bool = False) -> bool:
+        """Whether every rank stops after ``iteration`` (a collective); ``last``: the last step."""
+        if self._pending is None:
+            stop, self.agreed_after = agree(), iteration
+        else:
+            self._pending.wait()
+            stop, self.agreed_after = bool(self._flag.item()), self._started_after
+        self._pending = None
+        if not stop and not last and self.overlapped:
+            self._pending, self._started_after = _start(suspend_requested(), self._flag), iteration
+        return stop
 
 
 def release_agreement_group() -> None:
-    """Forget the group :func:`agree` created. Called before the process groups are destroyed:
+    """Forget the group the agreement created. Called before the process groups are destroyed:
     a group still referenced keeps its threads, and a later job in this process needs a new one."""
     _agreement.clear()
 
