@@ -35,8 +35,7 @@ PREEMPT_AFTER_TRAINING_S = 2.0
 
 def render_project(dest: Path) -> Path:
     """The template as copier would render it for a user (from this checkout's template)."""
-    copier.run_copy(str(images.REPO), str(dest), data=ANSWERS, defaults=True, unsafe=False,
-                    quiet=True)
+    copier.run_copy(str(images.REPO), str(dest), data=ANSWERS, defaults=True, unsafe=False, quiet=True)
     return dest
 
 
@@ -44,12 +43,23 @@ def run(project: Path, pvc: Path, engine: ContainerEngine | None) -> JobResult:
     job = load_job(project / "k8s" / "job.yaml")
     storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
     name = "podman" if engine else "process"
-    args = ["--config-file", "configs/smoke_cpu.yaml", "OUTPUT_DIR", f"{storage}/output/{name}",
-            "SOLVER.MAX_ITER", str(MAX_ITER), "DATALOADER.NUM_WORKERS", "1"]
+    args = [
+        "--config-file",
+        "configs/smoke_cpu.yaml",
+        "OUTPUT_DIR",
+        f"{storage}/output/{name}",
+        "SOLVER.MAX_ITER",
+        str(MAX_ITER),
+        "DATALOADER.NUM_WORKERS",
+        "1",
+    ]
     if engine is not None:
         engine.args = args
     options = RunOptions(
-        project_dir=project, data_dir=pvc, args=args, **({"engine": engine} if engine else {}),
+        project_dir=project,
+        data_dir=pvc,
+        args=args,
+        **({"engine": engine} if engine else {}),
         preempt=[("worker-0", At(PREEMPT_AFTER_TRAINING_S, after_training=True))],
     )
     result = run_job(job, options, write=lambda line: None)
@@ -77,12 +87,17 @@ def main() -> None:
         checkout = images.clean_checkout(work / "checkout")
         base = images.base_tag(checkout)
         if not images.image_exists(base) and not images.DETECTRON2_TARBALL.exists():
-            print(f"bench.containers: skipped: {images.DETECTRON2_TARBALL} is absent (the "
-                  f"detectron2 source the CPU image compiles)")
+            print(
+                f"bench.containers: skipped: {images.DETECTRON2_TARBALL} is absent (the "
+                f"detectron2 source the CPU image compiles)"
+            )
             return
         seconds = images.build_base_image(checkout, base)
-        print(f"CPU base image {base}: built in {seconds:.0f} s" if seconds else
-              f"CPU base image {base}: built before")
+        print(
+            f"CPU base image {base}: built in {seconds:.0f} s"
+            if seconds
+            else f"CPU base image {base}: built before"
+        )
         project = render_project(work / "project")
         seconds = images.build_project_image(project, base, PROJECT)
         print(f"project image built in {seconds:.1f} s")
@@ -92,8 +107,10 @@ def main() -> None:
         with ContainerEngine(job, PROJECT, pvc) as engine:
             container = timings(run(project, pvc, engine))
     print("                          local    podman   ratio")
-    for label, a, b in (("start -> first iteration", local[0], container[0]),
-                        ("preemption -> exit", local[1], container[1])):
+    for label, a, b in (
+        ("start -> first iteration", local[0], container[0]),
+        ("preemption -> exit", local[1], container[1]),
+    ):
         print(f"{label:<24} {a:7.2f} s {b:7.2f} s  {b / a:5.2f}x")
 
 

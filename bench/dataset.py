@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PREFIX = "bench"
 #: (image side in px, number of images): the tests' tiny images, and larger ones where decoding
@@ -48,8 +48,11 @@ def _make_data(root: Path, size: int, count: int) -> dict[str, list[dict]]:
     pack_folder(str(coco), str(mounted / "coco.ffr"))
     register_ffrecord_handler(mounted / "coco.ffr", f"{PREFIX}{size}")
     json_file = str(coco / "annotations" / "instances_train2017.json")
-    roots = {"loose": str(coco / "train2017"), "pack": f"ffrecord://{PREFIX}{size}/train2017",
-             "mount": str(mounted / "train2017")}
+    roots = {
+        "loose": str(coco / "train2017"),
+        "pack": f"ffrecord://{PREFIX}{size}/train2017",
+        "mount": str(mounted / "train2017"),
+    }
     return {name: load_coco_json(json_file, image_root) for name, image_root in roots.items()}
 
 
@@ -70,7 +73,9 @@ def _read(d: dict) -> None:
         f.read()
 
 
-def _per_image(work: Callable[[dict], object], variants: dict[str, list[dict]], rounds: int) -> dict[str, float]:
+def _per_image(
+    work: Callable[[dict], object], variants: dict[str, list[dict]], rounds: int
+) -> dict[str, float]:
     """Images per CPU-second of ``work``, the variants taking turns image by image."""
     names = list(variants)
     count = len(variants[names[0]])
@@ -94,8 +99,11 @@ def _loader(mapper, variants: dict[str, list[dict]], rounds: int) -> dict[str, f
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             loader = torch.utils.data.DataLoader(
-                MapDataset(variants[name], mapper), batch_size=None, num_workers=2,
-                multiprocessing_context="fork", collate_fn=lambda x: x,
+                MapDataset(variants[name], mapper),
+                batch_size=None,
+                num_workers=2,
+                multiprocessing_context="fork",
+                collate_fn=lambda x: x,
             )
             start = time.perf_counter()
             for _ in loader:
@@ -111,8 +119,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import numpy as np
 
-    print("pack, mount: images/s relative to loose files (read only and DatasetMapper: per CPU-second;"
-          " DataLoader: per wall-second)")
+    print(
+        "pack, mount: images/s relative to loose files (read only and DatasetMapper: per CPU-second;"
+        " DataLoader: per wall-second)"
+    )
     print(f"{'images':>12} {'stage':>18} {'loose img/s':>12} {'pack':>8} {'mount':>8}")
     for size, count in CASES:
         with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
@@ -125,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
                 "DataLoader(2 wk)": _loader(mapper, variants, args.rounds),
             }
             for stage, rate in rates.items():
-                print(f"{count:>5} x {size:>3}px {stage:>18} {rate['loose']:>12.0f} "
-                      f"{rate['pack'] / rate['loose']:>7.2f}x {rate['mount'] / rate['loose']:>7.2f}x", flush=True)
+                print(
+                    f"{count:>5} x {size:>3}px {stage:>18} {rate['loose']:>12.0f} "
+                    f"{rate['pack'] / rate['loose']:>7.2f}x {rate['mount'] / rate['loose']:>7.2f}x",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

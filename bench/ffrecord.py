@@ -44,8 +44,9 @@ import tempfile
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from hfai_runtime.ffrecord import FileReader, FileWriter, PackedFolder, pack_folder, write_index
 from hfai_runtime.ffrecord.layout import crc32
@@ -63,7 +64,7 @@ def _best_times(variants: dict[str, Callable[[], None]], rounds: int) -> dict[st
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - start)
@@ -111,7 +112,7 @@ def _read_variants(path: Path, size: int) -> tuple[dict[str, Callable[[], None]]
     order = list(range(n))
     random.Random(size).shuffle(order)
     spans = [(int(checked._starts[i]), size) for i in order]  # the same offsets, for pread
-    batches = [order[i:i + 64] for i in range(0, n, 64)]
+    batches = [order[i : i + 64] for i in range(0, n, 64)]
     fd = os.open(path, os.O_RDONLY)
 
     def plain_pread():
@@ -120,7 +121,7 @@ def _read_variants(path: Path, size: int) -> tuple[dict[str, Callable[[], None]]
 
     def pread_batches():
         for b in range(0, n, 64):
-            [os.pread(fd, length, offset) for offset, length in spans[b:b + 64]]
+            [os.pread(fd, length, offset) for offset, length in spans[b : b + 64]]
 
     def pread_zlib():
         for offset, length in spans:
@@ -131,14 +132,18 @@ def _read_variants(path: Path, size: int) -> tuple[dict[str, Callable[[], None]]
         checked.close()
         unchecked.close()
 
-    return {
-        "os.pread loop (baseline)": plain_pread,
-        "read_one, CRC checked": lambda: _each(checked.read_one, order),
-        "read_one, check_data=False": lambda: _each(unchecked.read_one, order),
-        BATCH_BASELINE: pread_batches,
-        BATCHED: lambda: _each(checked.read, batches),
-        "pread + zlib.crc32 (official reader's work)": pread_zlib,
-    }, n, close
+    return (
+        {
+            "os.pread loop (baseline)": plain_pread,
+            "read_one, CRC checked": lambda: _each(checked.read_one, order),
+            "read_one, check_data=False": lambda: _each(unchecked.read_one, order),
+            BATCH_BASELINE: pread_batches,
+            BATCHED: lambda: _each(checked.read, batches),
+            "pread + zlib.crc32 (official reader's work)": pread_zlib,
+        },
+        n,
+        close,
+    )
 
 
 def _timed(variants: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -158,15 +163,21 @@ def probe_batches(path: Path, size: int, rounds: int) -> dict[str, float]:
 def _batches_in_fresh_processes(path: Path, size: int, rounds: int) -> dict[str, dict]:
     """``probe_batches`` in a fresh interpreter, with glibc's defaults and a fixed threshold."""
     results = {}
-    for label, tunables in (("fresh process, glibc defaults", None),
-                            (f"fresh process, {LOW_MMAP_THRESHOLD}", LOW_MMAP_THRESHOLD)):
+    for label, tunables in (
+        ("fresh process, glibc defaults", None),
+        (f"fresh process, {LOW_MMAP_THRESHOLD}", LOW_MMAP_THRESHOLD),
+    ):
         env = dict(os.environ)
         env.pop("GLIBC_TUNABLES", None)
         if tunables:
             env["GLIBC_TUNABLES"] = tunables
-        proc = subprocess.run([sys.executable, "-m", "bench.ffrecord", "--probe-batches",
-                               str(path), str(size), str(rounds)], env=env, check=True,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.ffrecord", "--probe-batches", str(path), str(size), str(rounds)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results[label] = json.loads(proc.stdout)
     return results
 
@@ -183,20 +194,38 @@ def bench_reads(tmp: Path, rounds: int, total_mib: int) -> None:
         times = _timed(variants, rounds)
         close()
         base = times["os.pread loop (baseline)"]
-        rows = [(name, f"{t / n * 1e6:.2f} us", f"{base / t:.2f}x",
-                 {"read_one, CRC checked": ">= 0.90x",
-                  BATCHED: f"vs batch baseline: {times[BATCH_BASELINE] / t:.2f}x"}.get(name, ""))
-                for name, t in times.items()]
+        rows = [
+            (
+                name,
+                f"{t / n * 1e6:.2f} us",
+                f"{base / t:.2f}x",
+                {
+                    "read_one, CRC checked": ">= 0.90x",
+                    BATCHED: f"vs batch baseline: {times[BATCH_BASELINE] / t:.2f}x",
+                }.get(name, ""),
+            )
+            for name, t in times.items()
+        ]
         for label, probe in _batches_in_fresh_processes(path, size, rounds).items():
             t, batch_base = probe[BATCHED], probe[BATCH_BASELINE]
-            rows.append((f"read(64), {label}", f"{t / n * 1e6:.2f} us", f"{base / t:.2f}x",
-                         f"vs batch baseline there: {batch_base / t:.2f}x"))
-        _table(f"1. random reads of {size >> 10} KiB samples ({n} samples, "
-               f"{total_mib} MiB; ratio = baseline time / variant time)", rows)
+            rows.append(
+                (
+                    f"read(64), {label}",
+                    f"{t / n * 1e6:.2f} us",
+                    f"{base / t:.2f}x",
+                    f"vs batch baseline there: {batch_base / t:.2f}x",
+                )
+            )
+        _table(
+            f"1. random reads of {size >> 10} KiB samples ({n} samples, "
+            f"{total_mib} MiB; ratio = baseline time / variant time)",
+            rows,
+        )
         path.unlink()
 
 
 # -- 2. packed folder vs loose files, pack_folder vs tar ---------------------------------------
+
 
 def bench_tree(tmp: Path, rounds: int, files: int) -> None:
     src = tmp / "tree"
@@ -214,21 +243,32 @@ def bench_tree(tmp: Path, rounds: int, files: int) -> None:
             subprocess.run(["tar", "cf", str(tar), "-C", str(src), "."], check=True)
             if sync:
                 subprocess.run(["sync", str(tar)], check=True)
+
         return run
 
-    pack_times = _best_times({
-        "tar cf (baseline)": run_tar(False),
-        "tar cf + sync FILE (as durable as ours)": run_tar(True),
-        "pack_folder (fsyncs; + its index file)": lambda: pack_folder(src, out),
-        "pack_folder(index=False) (fsyncs)": lambda: pack_folder(src, out, index=False),
-    }, rounds)
+    pack_times = _best_times(
+        {
+            "tar cf (baseline)": run_tar(False),
+            "tar cf + sync FILE (as durable as ours)": run_tar(True),
+            "pack_folder (fsyncs; + its index file)": lambda: pack_folder(src, out),
+            "pack_folder(index=False) (fsyncs)": lambda: pack_folder(src, out, index=False),
+        },
+        rounds,
+    )
     base = pack_times["tar cf (baseline)"]
     durable = pack_times["tar cf + sync FILE (as durable as ours)"]
-    _table(f"2a. packing {files} x 40 KiB files ({files * 40 / 1024:.0f} MiB; ratio = tar time "
-           "/ variant time)",
-           [(name, f"{t:.3f} s", f"{base / t:.2f}x",
-             f">= 1.00x; vs tar+sync: {durable / t:.2f}x" if name.startswith("pack") else "")
-            for name, t in pack_times.items()])
+    _table(
+        f"2a. packing {files} x 40 KiB files ({files * 40 / 1024:.0f} MiB; ratio = tar time / variant time)",
+        [
+            (
+                name,
+                f"{t:.3f} s",
+                f"{base / t:.2f}x",
+                f">= 1.00x; vs tar+sync: {durable / t:.2f}x" if name.startswith("pack") else "",
+            )
+            for name, t in pack_times.items()
+        ],
+    )
 
     pack_folder(src, out)
     loose = [str(src / p) for p in paths]
@@ -245,28 +285,37 @@ def bench_tree(tmp: Path, rounds: int, files: int) -> None:
         "open().read() of loose files (baseline)": read_loose,
         "PackedFolder.read_one, CRC checked": lambda: _each(folder.read_one, paths),
         "PackedFolder.read(64 paths), CRC checked": lambda: _each(
-            folder.read, [paths[i:i + 64] for i in range(0, files, 64)]),
+            folder.read, [paths[i : i + 64] for i in range(0, files, 64)]
+        ),
     }
     for f in variants.values():
         f()
     times = _best_times(variants, rounds)
     base = times["open().read() of loose files (baseline)"]
-    _table(f"2b. random reads of {files} x 40 KiB files by path",
-           [(name, f"{t / files * 1e6:.2f} us", f"{base / t:.2f}x",
-             ">= 1.00x" if name == "PackedFolder.read_one, CRC checked" else "")
-            for name, t in times.items()])
+    _table(
+        f"2b. random reads of {files} x 40 KiB files by path",
+        [
+            (
+                name,
+                f"{t / files * 1e6:.2f} us",
+                f"{base / t:.2f}x",
+                ">= 1.00x" if name == "PackedFolder.read_one, CRC checked" else "",
+            )
+            for name, t in times.items()
+        ],
+    )
     folder.close()
     shutil.rmtree(src)
 
 
 # -- 3. a 1.2M-entry index -----------------------------------------------------------------------
 
+
 def _build_big_pack(path: Path, dirs: int, per_dir: int) -> None:
     """The official layout: ``encode`` is ``b"piouhjgbr" + pickle.dumps(tree, protocol=4)``."""
     tree: OrderedDict = OrderedDict()
     for d in range(dirs):
-        tree[f"n{d:08d}"] = OrderedDict(
-            (f"n{d:08d}_{f}.JPEG", d * per_dir + f) for f in range(per_dir))
+        tree[f"n{d:08d}"] = OrderedDict((f"n{d:08d}_{f}.JPEG", d * per_dir + f) for f in range(per_dir))
     meta = encode(tree)
     del tree
     sample = b"x" * 8
@@ -350,16 +399,27 @@ print(json.dumps(result))
 '''
 
 
-def _probes(path: Path, hows: tuple[str, ...], dirs: int, per_dir: int,
-            rounds: int) -> dict[str, dict]:
+def _probes(path: Path, hows: tuple[str, ...], dirs: int, per_dir: int, rounds: int) -> dict[str, dict]:
     """Each variant's figures from fresh processes: memory and 4 workers from the first,
     the open time the fastest of ``rounds`` (variants alternating)."""
     results: dict[str, dict] = {}
     for r in range(rounds):
-        for how in (hows if r % 2 == 0 else hows[::-1]):
-            proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), how, str(dirs),
-                                   str(per_dir), str(4 if r == 0 else 0)],
-                                  capture_output=True, text=True, check=True)
+        for how in hows if r % 2 == 0 else hows[::-1]:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _PROBE,
+                    str(path),
+                    how,
+                    str(dirs),
+                    str(per_dir),
+                    str(4 if r == 0 else 0),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             result = json.loads(proc.stdout)
             if how in results:
                 results[how]["open_s"] = min(results[how]["open_s"], result["open_s"])
@@ -380,37 +440,44 @@ def bench_index(tmp: Path, dirs: int, per_dir: int, rounds: int) -> None:
     _evict_and_reread(Path(index_path(path)))
     results.update(_probes(path, ("pickle.loads", "PackedFolder"), dirs, per_dir, rounds))
     base, ours, built = results["pickle.loads"], results["PackedFolder"], results["no index file"]
-    print(f"\n3. a {dirs * per_dir:,}-entry pack ({dirs} folders x {per_dir} files, official "
-          f"layout, {path.stat().st_size / 2**20:.0f} MiB, built in {build_s:.1f} s; its index "
-          f"file {Path(index_path(path)).stat().st_size / 2**20:.0f} MiB, written by "
-          f"'ffr index' in {index_s:.1f} s)")
-    print(f"  {'':<36} {'pickle.loads':>12} {'PackedFolder':>13} {'ours/base':>10} "
-          f"{'no idx file':>12} {'/base':>6}  target")
-    rows = [(f"open, fresh process (s, best of {rounds})", "open_s", "<= 0.50"),
-            ("memory after open: RSS (MiB)", "rss", ""),
-            ("  of which anonymous (MiB)", "anon", "<= 0.20")]
+    print(
+        f"\n3. a {dirs * per_dir:,}-entry pack ({dirs} folders x {per_dir} files, official "
+        f"layout, {path.stat().st_size / 2**20:.0f} MiB, built in {build_s:.1f} s; its index "
+        f"file {Path(index_path(path)).stat().st_size / 2**20:.0f} MiB, written by "
+        f"'ffr index' in {index_s:.1f} s)"
+    )
+    print(
+        f"  {'':<36} {'pickle.loads':>12} {'PackedFolder':>13} {'ours/base':>10} "
+        f"{'no idx file':>12} {'/base':>6}  target"
+    )
+    rows = [
+        (f"open, fresh process (s, best of {rounds})", "open_s", "<= 0.50"),
+        ("memory after open: RSS (MiB)", "rss", ""),
+        ("  of which anonymous (MiB)", "anon", "<= 0.20"),
+    ]
     for label, key, target in rows:
         a, b, c = base[key], ours[key], built[key]
-        print(f"  {label:<36} {a:>12.3f} {b:>13.3f} {b / a:>10.2f} {c:>12.3f} {c / a:>6.2f}  "
-              f"{target}")
+        print(f"  {label:<36} {a:>12.3f} {b:>13.3f} {b / a:>10.2f} {c:>12.3f} {c / a:>6.2f}  {target}")
     print("  each of 4 forked workers, after reading 10,000 random paths (worst worker):")
-    for key, label, target in (("private_growth", "new private (copy-on-write) MiB", "~0"),
-                               ("pss", "PSS (MiB)", ""),
-                               ("rss_growth", "RSS growth (MiB) [1]", "")):
+    for key, label, target in (
+        ("private_growth", "new private (copy-on-write) MiB", "~0"),
+        ("pss", "PSS (MiB)", ""),
+        ("rss_growth", "RSS growth (MiB) [1]", ""),
+    ):
         a, b, c = (max(w[key] for w in r["workers"]) for r in (base, ours, built))
-        print(f"  {'  ' + label:<36} {a:>12.2f} {b:>13.2f} {'':>10} {c:>12.2f} {'':>6}  "
-              f"{target}")
-    a, b, c = (statistics.mean(w["us_per_read"] for w in r["workers"])
-               for r in (base, ours, built))
-    print(f"  {'  lookup + read_one (us)':<36} {a:>12.2f} {b:>13.2f} {b / a:>10.2f} {c:>12.2f} "
-          f"{c / a:>6.2f}")
-    print("  [1] pickle.loads: pages copied on write as lookups touch reference counts; "
-          "PackedFolder: pages\n      of the shared file mappings entering the worker's page "
-          "table (page cache, no new memory)")
+        print(f"  {'  ' + label:<36} {a:>12.2f} {b:>13.2f} {'':>10} {c:>12.2f} {'':>6}  {target}")
+    a, b, c = (statistics.mean(w["us_per_read"] for w in r["workers"]) for r in (base, ours, built))
+    print(f"  {'  lookup + read_one (us)':<36} {a:>12.2f} {b:>13.2f} {b / a:>10.2f} {c:>12.2f} {c / a:>6.2f}")
+    print(
+        "  [1] pickle.loads: pages copied on write as lookups touch reference counts; "
+        "PackedFolder: pages\n      of the shared file mappings entering the worker's page "
+        "table (page cache, no new memory)"
+    )
     path.unlink()
 
 
 # -- 4. a checkpoint save -----------------------------------------------------------------------
+
 
 def _mask_rcnn_state() -> dict:
     """What detectron2's Checkpointer saves for Mask R-CNN R50-FPN: the model's state dict and
@@ -421,31 +488,35 @@ def _mask_rcnn_state() -> dict:
     from detectron2.modeling import build_model
 
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file(
-        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     for p in model.parameters():
         p.grad = torch.randn_like(p) if p.requires_grad else None
     optimizer.step()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": {"last_epoch": 1000}, "iteration": 1000}
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"last_epoch": 1000},
+        "iteration": 1000,
+    }
 
 
 def _durably(path: Path, write: Callable[[IO[bytes]], object]) -> Callable[[], None]:
     """``write`` into a new ``path``, then flush and fsync it."""
+
     def run():
         with open(path, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+
     return run
 
 
 def bench_checkpoint(tmp: Path, rounds: int) -> None:
     import torch
-
     from torch.utils.serialization import config
 
     state = _mask_rcnn_state()
@@ -467,19 +538,27 @@ def bench_checkpoint(tmp: Path, rounds: int) -> None:
                 save()
             finally:
                 config.save.compute_crc32 = True
+
         return run
 
-    times = _best_times({"raw write + fsync, same bytes (baseline)":
-                         _durably(raw, lambda f: f.write(data)),
-                         "torch.save + fsync": save,
-                         "torch.save(file name) + fsync": save_by_name,
-                         "torch.save + fsync, compute_crc32=False": without_crc(save)}, rounds)
+    times = _best_times(
+        {
+            "raw write + fsync, same bytes (baseline)": _durably(raw, lambda f: f.write(data)),
+            "torch.save + fsync": save,
+            "torch.save(file name) + fsync": save_by_name,
+            "torch.save + fsync, compute_crc32=False": without_crc(save),
+        },
+        rounds,
+    )
     base = times["raw write + fsync, same bytes (baseline)"]
-    _table(f"4. saving a Mask R-CNN R50-FPN checkpoint (model + optimizer, "
-           f"{len(data) / 2**20:.0f} MiB; ratio = raw time / variant time)",
-           [(name, f"{t:.3f} s", f"{base / t:.2f}x",
-             ">= 0.80x" if name == "torch.save + fsync" else "")
-            for name, t in times.items()])
+    _table(
+        f"4. saving a Mask R-CNN R50-FPN checkpoint (model + optimizer, "
+        f"{len(data) / 2**20:.0f} MiB; ratio = raw time / variant time)",
+        [
+            (name, f"{t:.3f} s", f"{base / t:.2f}x", ">= 0.80x" if name == "torch.save + fsync" else "")
+            for name, t in times.items()
+        ],
+    )
     saved.unlink()
     raw.unlink()
 
@@ -488,21 +567,29 @@ def _crc_speeds(rounds: int) -> None:
     """CRC-32 throughput over 64 MiB, the fastest of ``rounds`` rounds (one 16 MiB timing
     varies too much with the neighbours to compare implementations)."""
     data = os.urandom(64 << 20)
-    times = _best_times({"zlib.crc32": lambda: zlib.crc32(data),
-                         "isal crc32 (used)": lambda: crc32(data)}, rounds)
-    print(f"CRC-32 over {len(data) >> 20} MiB, best of {rounds}: "
-          + ", ".join(f"{k} {len(data) / t / 1e9:.1f} GB/s" for k, t in times.items())
-          + f"; isal/zlib {times['zlib.crc32'] / times['isal crc32 (used)']:.1f}x")
+    times = _best_times(
+        {"zlib.crc32": lambda: zlib.crc32(data), "isal crc32 (used)": lambda: crc32(data)}, rounds
+    )
+    print(
+        f"CRC-32 over {len(data) >> 20} MiB, best of {rounds}: "
+        + ", ".join(f"{k} {len(data) / t / 1e9:.1f} GB/s" for k, t in times.items())
+        + f"; isal/zlib {times['zlib.crc32'] / times['isal crc32 (used)']:.1f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ffrecord", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ffrecord",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per variant")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller data (a smoke run, not the reported figures)")
-    parser.add_argument("--probe-batches", nargs=3, metavar=("FILE", "SIZE", "ROUNDS"),
-                        help=argparse.SUPPRESS)  # bench_reads' fresh-process rows
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller data (a smoke run, not the reported figures)"
+    )
+    parser.add_argument(
+        "--probe-batches", nargs=3, metavar=("FILE", "SIZE", "ROUNDS"), help=argparse.SUPPRESS
+    )  # bench_reads' fresh-process rows
     args = parser.parse_args(argv)
     if args.probe_batches:
         path, size, rounds = args.probe_batches
@@ -513,8 +600,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ffrecord-") as tmp:
         bench_reads(Path(tmp), args.rounds, total_mib=16 if quick else 128)
         bench_tree(Path(tmp), args.rounds, files=500 if quick else 5000)
-        bench_index(Path(tmp), dirs=100 if quick else 1000, per_dir=120 if quick else 1200,
-                    rounds=args.rounds)
+        bench_index(
+            Path(tmp), dirs=100 if quick else 1000, per_dir=120 if quick else 1200, rounds=args.rounds
+        )
         bench_checkpoint(Path(tmp), args.rounds)
 
 

@@ -53,8 +53,14 @@ def _agree_worker(rank: int, world: int, port: int, results) -> None:
         release_agreement_group,
     )
 
-    init_process_group("gloo", master_addr="127.0.0.1", master_port=port, rank=rank, world_size=world,
-                       connect_timeout=timedelta(seconds=300))
+    init_process_group(
+        "gloo",
+        master_addr="127.0.0.1",
+        master_port=port,
+        rank=rank,
+        world_size=world,
+        connect_timeout=timedelta(seconds=300),
+    )
     blocking, overlapped = [], []
     for i in range(WARMUP + BLOCKING_CALLS):
         began = time.perf_counter_ns()
@@ -81,7 +87,9 @@ def agreement_costs(world: int) -> tuple[list[int], list[int]]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     port = free_port()
-    workers = [context.Process(target=_agree_worker, args=(rank, world, port, results)) for rank in range(world)]
+    workers = [
+        context.Process(target=_agree_worker, args=(rank, world, port, results)) for rank in range(world)
+    ]
     for worker in workers:
         worker.start()
     blocking, overlapped = results.get(timeout=900)
@@ -95,36 +103,54 @@ def _us(samples: list[int], quantile: float) -> float:
 
 
 def print_agreement_table() -> None:
-    print(f"per-step agreement, gloo over loopback on {os.cpu_count()} CPUs (processes share them); "
-          f"overlapped = read after {STEP_S * 1e3:.0f} ms of other work")
-    print("  ranks   blocking p10 / median / p90 (us)   overlapped p10 / median / p90 (us)   "
-          "blocking / overlapped (medians)")
+    print(
+        f"per-step agreement, gloo over loopback on {os.cpu_count()} CPUs (processes share them); "
+        f"overlapped = read after {STEP_S * 1e3:.0f} ms of other work"
+    )
+    print(
+        "  ranks   blocking p10 / median / p90 (us)   overlapped p10 / median / p90 (us)   "
+        "blocking / overlapped (medians)"
+    )
     for world in SIZES:
         blocking, overlapped = agreement_costs(world)
         ratio = statistics.median(blocking) / statistics.median(overlapped)
-        print(f"  {world:5d}   {_us(blocking, .1):8.1f} / {_us(blocking, .5):7.1f} / {_us(blocking, .9):7.1f}   "
-              f"{_us(overlapped, .1):10.1f} / {_us(overlapped, .5):7.1f} / {_us(overlapped, .9):7.1f}   "
-              f"{ratio:10.1f}x")
+        print(
+            f"  {world:5d}   {_us(blocking, 0.1):8.1f} / {_us(blocking, 0.5):7.1f} / {_us(blocking, 0.9):7.1f}   "
+            f"{_us(overlapped, 0.1):10.1f} / {_us(overlapped, 0.5):7.1f} / {_us(overlapped, 0.9):7.1f}   "
+            f"{ratio:10.1f}x"
+        )
 
 
 def print_model() -> None:
     from hfai_runtime.distributed.suspend import DEFAULT_OVERLAP_FROM
 
-    print(f"model, 64-512 ranks: ring all-reduce = 2 (P - 1) hops x {HOP_S * 1e6:.0f} us per hop "
-          f"(stated), against a {MODEL_STEP_S:.1f} s step; below {DEFAULT_OVERLAP_FROM} ranks the "
-          f"agreement blocks: at most {2 * (DEFAULT_OVERLAP_FROM - 2) * HOP_S * 1e3:.2f} ms a step")
+    print(
+        f"model, 64-512 ranks: ring all-reduce = 2 (P - 1) hops x {HOP_S * 1e6:.0f} us per hop "
+        f"(stated), against a {MODEL_STEP_S:.1f} s step; below {DEFAULT_OVERLAP_FROM} ranks the "
+        f"agreement blocks: at most {2 * (DEFAULT_OVERLAP_FROM - 2) * HOP_S * 1e3:.2f} ms a step"
+    )
     print("  ranks   hops   blocking per step   share of step   overlapped wait (what exceeds the step)")
     for world in MODEL_SIZES:
         hops = 2 * (world - 1)
         cost = hops * HOP_S
-        print(f"  {world:5d}   {hops:4d}   {cost * 1e3:13.1f} ms   {100 * cost / MODEL_STEP_S:11.1f} %   "
-              f"{max(0.0, cost - MODEL_STEP_S) * 1e3:10.1f} ms")
+        print(
+            f"  {world:5d}   {hops:4d}   {cost * 1e3:13.1f} ms   {100 * cost / MODEL_STEP_S:11.1f} %   "
+            f"{max(0.0, cost - MODEL_STEP_S) * 1e3:10.1f} ms"
+        )
 
 
 def _job_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PET_") and k not in ("RANK", "WORLD_SIZE")}
-    env.update(PET_NNODES="1", PET_NODE_RANK="0", PET_NPROC_PER_NODE="2", OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1", HFAI_PROGRESS_EVERY="1")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PET_") and k not in ("RANK", "WORLD_SIZE")
+    }
+    env.update(
+        PET_NNODES="1",
+        PET_NODE_RANK="0",
+        PET_NPROC_PER_NODE="2",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        HFAI_PROGRESS_EVERY="1",
+    )
     return env
 
 
@@ -147,7 +173,10 @@ def suspend_phases(data: Path, work: Path, rng: random.Random) -> dict[str, floa
     with open(log, "wb") as handle:
         launcher = subprocess.Popen(
             [sys.executable, "tests/_dist_train.py", "--data", str(data), "--out", str(out)],
-            cwd=REPO, env=_job_env(), stdout=handle, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=_job_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 300
     while not _records(log, RecordKind.PROGRESS):  # rank 0 finished a step: both are training
@@ -164,8 +193,14 @@ def suspend_phases(data: Path, work: Path, rng: random.Random) -> dict[str, floa
         raise RuntimeError(f"unexpected suspend (exit {code}); see {log}")
     [record] = signalled
     wait_s, save_s = record["since_signal_s"], record["save_s"]
-    return {"total": total, "wait": wait_s, "save": save_s, "teardown": total - wait_s - save_s,
-            "step": record["step_s"], "steps_to_stop": record["steps_to_stop"]}
+    return {
+        "total": total,
+        "wait": wait_s,
+        "save": save_s,
+        "teardown": total - wait_s - save_s,
+        "step": record["step_s"],
+        "steps_to_stop": record["steps_to_stop"],
+    }
 
 
 def interpreter_exit_s() -> float:
@@ -185,15 +220,21 @@ def print_phases() -> None:
         data = work / "data"
         make_coco_tree(data, num_train=12, num_val=4, image_size=64, seed=3)
         runs = [suspend_phases(data, work, rng) for _ in range(LATENCY_TRIALS)]
-    print(f"SIGTERM -> exit, tiny detectron2 job (Faster R-CNN R18, 64 px, 1 machine x 2 processes, CPU); "
-          f"step {statistics.median(r['step'] for r in runs):.2f} s, up to {runs[0]['steps_to_stop']} step(s) "
-          f"before the stop ({'overlapped' if runs[0]['steps_to_stop'] > 1 else 'blocking'} agreement)")
+    print(
+        f"SIGTERM -> exit, tiny detectron2 job (Faster R-CNN R18, 64 px, 1 machine x 2 processes, CPU); "
+        f"step {statistics.median(r['step'] for r in runs):.2f} s, up to {runs[0]['steps_to_stop']} step(s) "
+        f"before the stop ({'overlapped' if runs[0]['steps_to_stop'] > 1 else 'blocking'} agreement)"
+    )
     print(f"  total (s)   wait for step(s)   save   teardown   [teardown target {TEARDOWN_TARGET_S} s]")
     for r in runs:
         verdict = "ok" if r["teardown"] <= TEARDOWN_TARGET_S else "OVER"
-        print(f"  {r['total']:9.2f}   {r['wait']:16.2f}   {r['save']:4.2f}   {r['teardown']:8.2f}   [{verdict}]")
-    print(f"  for scale: an idle interpreter with torch + detectron2 imported exits in {interpreter_exit_s():.2f} s "
-          "on this machine now")
+        print(
+            f"  {r['total']:9.2f}   {r['wait']:16.2f}   {r['save']:4.2f}   {r['teardown']:8.2f}   [{verdict}]"
+        )
+    print(
+        f"  for scale: an idle interpreter with torch + detectron2 imported exits in {interpreter_exit_s():.2f} s "
+        "on this machine now"
+    )
 
 
 def main() -> None:

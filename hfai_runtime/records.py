@@ -60,7 +60,7 @@ def parse_record(line: str) -> Record | None:
     if at < 0:
         return None
     try:
-        data = json.loads(line[at + len(PREFIX):])
+        data = json.loads(line[at + len(PREFIX) :])
         kind = RecordKind(data.pop("kind"))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

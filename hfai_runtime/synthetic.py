@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,7 +43,10 @@ def _shape_polygon(kind: int, rng: np.random.Generator, size: int) -> list[float
         pts = [(x0 + side / 2, y0), (x0 + side, y0 + side), (x0, y0 + side)]
     else:
         r, cx, cy = side / 2, x0 + side / 2, y0 + side / 2
-        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)]
+        pts = [
+            (cx + r * math.cos(a), cy + r * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)
+        ]
     return [round(float(c), 2) for pt in pts for c in pt]
 
 
@@ -83,15 +86,17 @@ def write_coco_split(
             poly = _shape_polygon(kind, rng, image_size)
             xs, ys = poly[0::2], poly[1::2]
             draw.polygon(list(zip(xs, ys)), fill=palette[kind])
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": categories[kind][0],
-                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
-                "segmentation": [poly],
-                "area": _polygon_area(poly),
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": categories[kind][0],
+                    "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                    "segmentation": [poly],
+                    "area": _polygon_area(poly),
+                    "iscrowd": 0,
+                }
+            )
         file_name = f"{image_id:012d}.png"
         image.save(image_dir / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})

@@ -10,10 +10,10 @@ Layer: none below it; imports only the standard library and hfai_runtime.atomic.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterable
 
 from hfai_runtime.atomic import atomic_write
 
@@ -57,10 +57,15 @@ class Event:
         return json.dumps({**asdict(self), "kind": self.kind.value})
 
     @classmethod
-    def from_json(cls, line: str) -> "Event":
+    def from_json(cls, line: str) -> Event:
         data = json.loads(line)
-        return cls(float(data["time"]), str(data["replica"]), EventKind(data["kind"]),
-                   str(data["detail"]), data.get("value"))
+        return cls(
+            float(data["time"]),
+            str(data["replica"]),
+            EventKind(data["kind"]),
+            str(data["detail"]),
+            data.get("value"),
+        )
 
 
 def write_events(path: str | Path, events: Iterable[Event]) -> None:
@@ -77,9 +82,8 @@ def read_events(path: str | Path) -> list[Event]:
 def format_event(event: Event, width: int = 10, columns: int | None = None) -> str:
     """One timeline line: ``  12.30s  worker-0   preempted    SIGTERM ...``, cut to
     ``columns`` characters (``...`` at the end) when given."""
-    line = f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} " \
-           f"{event.detail}"
-    return line if columns is None or len(line) <= columns else line[:columns - 3] + "..."
+    line = f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} {event.detail}"
+    return line if columns is None or len(line) <= columns else line[: columns - 3] + "..."
 
 
 def format_timeline(events: Iterable[Event], columns: int | None = None) -> list[str]:
@@ -133,8 +137,9 @@ def summarize(events: Iterable[Event]) -> list[str]:
 def _attempt_words(a: Attempt) -> str:
     words = ["preempted"] if a.preempted else []
     if a.first_iteration is not None:
-        words.append(f"resumed at iteration {a.first_iteration}" if a.first_iteration
-                     else "trained from iteration 0")
+        words.append(
+            f"resumed at iteration {a.first_iteration}" if a.first_iteration else "trained from iteration 0"
+        )
     if a.stopped_at is not None:
         words.append(f"stopped after iteration {a.stopped_at}")
     words.append("still running" if a.exit_code is None else f"exit code {a.exit_code}")

@@ -39,8 +39,12 @@ train, test = ("coco_2017_train",), "coco_2017_val"
 if order == "custom":
     register_ffrecord_handler(ffr_file="packs/mine.ffr", ffr_prefix="mine")
     for split in ("train", "val"):
-        register_coco_instances(f"mine_{split}", {}, f"ffrecord://mine/annotations/instances_{split}2017.json",
-                                f"ffrecord://mine/{split}2017")
+        register_coco_instances(
+            f"mine_{split}",
+            {},
+            f"ffrecord://mine/annotations/instances_{split}2017.json",
+            f"ffrecord://mine/{split}2017",
+        )
     train, test = ("coco_2017_train", "mine_train"), "mine_val"
 
 cfg = get_cfg()
@@ -58,8 +62,12 @@ trainer.resume_or_load(resume=False)
 trainer.train()
 evaluator = COCOEvaluator(test, output_dir=output_dir, use_fast_impl=False)
 results = DefaultTrainer.test(cfg, trainer.model, evaluators=[evaluator])
-print(json.dumps({
-    "iterations": trainer.iter,
-    "images": {name: [d["file_name"] for d in DatasetCatalog.get(name)] for name in (*train, test)},
-    "results": {task: dict(metrics) for task, metrics in results.items()},
-}))
+print(
+    json.dumps(
+        {
+            "iterations": trainer.iter,
+            "images": {name: [d["file_name"] for d in DatasetCatalog.get(name)] for name in (*train, test)},
+            "results": {task: dict(metrics) for task, metrics in results.items()},
+        }
+    )
+)

@@ -33,8 +33,12 @@ def _set_device(device: int | torch.device) -> None:
 
 def _init_process_group(backend: str, *, rank: int, world_size: int, **kwargs) -> None:
     record = {
-        "backend": backend, "rank": rank, "world": world_size, "devices_set": _device,
-        "threads": torch.get_num_threads(), "local_rank": int(os.environ["LOCAL_RANK"]),
+        "backend": backend,
+        "rank": rank,
+        "world": world_size,
+        "devices_set": _device,
+        "threads": torch.get_num_threads(),
+        "local_rank": int(os.environ["LOCAL_RANK"]),
     }
     Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(record))
     raise SystemExit(0)

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from hfai_runtime.distributed.suspend import JobSuspended, agree, suspend_requested
 from hfai_runtime.detectron2 import launch_from_env
+from hfai_runtime.distributed.suspend import JobSuspended, agree, suspend_requested
 
 
 def _wait_for_sigterm() -> None:
@@ -53,8 +53,12 @@ def main(mode: str, out_dir: str) -> None:
         total = torch.tensor([rank + 1.0])
         dist.all_reduce(total)
         record = {
-            "rank": comm.get_rank(), "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
-            "sum": total.item(), "model": type(model).__name__, "backend": dist.get_backend(),
+            "rank": comm.get_rank(),
+            "world": comm.get_world_size(),
+            "local_rank": comm.get_local_rank(),
+            "sum": total.item(),
+            "model": type(model).__name__,
+            "backend": dist.get_backend(),
             "threads": torch.get_num_threads(),
             "env": {k: os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")},
         }

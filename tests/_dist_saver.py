@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import torch
+
 from hfai_runtime.detectron2.atomic_checkpointer import AtomicCheckpointer
 
 #: Checkpoint size: big enough that most of a save's time is spent writing.

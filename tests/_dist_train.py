@@ -47,7 +47,9 @@ def prepare_data(root: Path) -> Path:
     for ann in coco["annotations"]:
         if ann["image_id"] in squashed:
             ann["bbox"][1::2] = [v * 0.75 for v in ann["bbox"][1::2]]
-            ann["segmentation"] = [[v * 0.75 if i % 2 else v for i, v in enumerate(poly)] for poly in ann["segmentation"]]
+            ann["segmentation"] = [
+                [v * 0.75 if i % 2 else v for i, v in enumerate(poly)] for poly in ann["segmentation"]
+            ]
             ann["area"] *= 0.75
     json_path.write_text(json.dumps(coco))
     return root
@@ -151,12 +153,17 @@ def main(args):
     from detectron2.utils.env import seed_all_rng
 
     rank = comm.get_rank()
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s"
+    )
     data = Path(args.data)
     for split in ("train", "val"):
-        register_coco_instances(f"dist_{split}", {}, str(data / "annotations" / f"instances_{split}2017.json"),
-                                str(data / f"{split}2017"))
+        register_coco_instances(
+            f"dist_{split}",
+            {},
+            str(data / "annotations" / f"instances_{split}2017.json"),
+            str(data / f"{split}2017"),
+        )
     cfg = setup(args)
     seed_all_rng(cfg.SEED + rank)  # what default_setup does: same initial weights every run
 

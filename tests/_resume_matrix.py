@@ -82,11 +82,21 @@ def _build_fcos(cfg):
     backbone = build_backbone(cfg)
     features = cfg.MODEL.RETINANET.IN_FEATURES
     shapes = [backbone.output_shape()[name] for name in features]
-    head = FCOSHead(input_shape=shapes, conv_dims=[shapes[0].channels] * cfg.MODEL.RETINANET.NUM_CONVS,
-                    num_classes=cfg.MODEL.RETINANET.NUM_CLASSES, norm="", prior_prob=0.01)
-    model = FCOS(backbone=backbone, head=head, head_in_features=features,
-                 num_classes=cfg.MODEL.RETINANET.NUM_CLASSES,
-                 pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
+    head = FCOSHead(
+        input_shape=shapes,
+        conv_dims=[shapes[0].channels] * cfg.MODEL.RETINANET.NUM_CONVS,
+        num_classes=cfg.MODEL.RETINANET.NUM_CLASSES,
+        norm="",
+        prior_prob=0.01,
+    )
+    model = FCOS(
+        backbone=backbone,
+        head=head,
+        head_in_features=features,
+        num_classes=cfg.MODEL.RETINANET.NUM_CLASSES,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+    )
     return model.to(cfg.MODEL.DEVICE)
 
 
@@ -111,7 +121,9 @@ def _trainer(model: str, cfg, sigterm_at: int):
     return trainer
 
 
-def train(model: str, out: Path, workers: int, *, sigterm_at: int = -1, checkpoint_period: int = 10**6) -> str:
+def train(
+    model: str, out: Path, workers: int, *, sigterm_at: int = -1, checkpoint_period: int = 10**6
+) -> str:
     """One trainer, as train_net.py runs it; "suspended" or "finished"."""
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
@@ -166,7 +178,10 @@ def run_model(model: str, root: Path, workers: int, ref_root: Path, phases: tupl
     if "ref" in phases:
         assert train(model, base / "ref", workers) == "finished"
     if "interrupt" in phases:
-        assert train(model, run, workers, sigterm_at=SIGTERM_AT, checkpoint_period=PERIODIC_AT + 1) == "suspended"
+        assert (
+            train(model, run, workers, sigterm_at=SIGTERM_AT, checkpoint_period=PERIODIC_AT + 1)
+            == "suspended"
+        )
         if comm.is_main_process():
             periodic.mkdir()
             name = f"model_{PERIODIC_AT:07d}.pth"
@@ -180,13 +195,18 @@ def run_model(model: str, root: Path, workers: int, ref_root: Path, phases: tupl
         return None
     ref = _weights(ref_root / model / "ref" / "model_final.pth")["model"]
     suspend_ckpt = _weights(run / f"model_{SIGTERM_AT:07d}.pth")
-    hook_state = next((v for k, v in suspend_ckpt["trainer"]["hooks"].items() if "SuspendCheckpointer" in k), {})
+    hook_state = next(
+        (v for k, v in suspend_ckpt["trainer"]["hooks"].items() if "SuspendCheckpointer" in k), {}
+    )
     results = {"model_attributes": hook_state.get("model_attributes", {})}
     if "resume" in phases:
         results["suspend"] = _compare(ref, _weights(run / "model_final.pth")["model"], suspend_ckpt["model"])
     if "periodic" in phases:
-        results["periodic"] = _compare(ref, _weights(periodic / "model_final.pth")["model"],
-                                       _weights(periodic / f"model_{PERIODIC_AT:07d}.pth")["model"])
+        results["periodic"] = _compare(
+            ref,
+            _weights(periodic / "model_final.pth")["model"],
+            _weights(periodic / f"model_{PERIODIC_AT:07d}.pth")["model"],
+        )
     return results
 
 
@@ -195,13 +215,15 @@ def main(args):
     from detectron2.utils import comm
 
     rank = comm.get_rank()
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s"
+    )
     warnings = _Warnings()
     logging.getLogger("hfai_runtime.detectron2.model_state").addHandler(warnings)
     data = Path(args.data)
-    register_coco_instances("matrix_train", {}, str(data / "annotations" / "instances_train2017.json"),
-                            str(data / "train2017"))
+    register_coco_instances(
+        "matrix_train", {}, str(data / "annotations" / "instances_train2017.json"), str(data / "train2017")
+    )
     results = {}
     for model in args.models.split(","):
         out = Path(args.out)

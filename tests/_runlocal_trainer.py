@@ -10,9 +10,9 @@ format (:func:`hfai_runtime.records.format_record`). Other flags make it misbeha
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
-import subprocess
 from functools import partial
 
 from hfai_runtime.records import RecordKind, format_record
@@ -27,8 +27,9 @@ parser.add_argument("--exit", type=int, help="exit with this code right away")
 parser.add_argument("--exit-once", type=int, help="exit with this code on the first attempt only")
 parser.add_argument("--ignore-sigterm", action="store_true")
 parser.add_argument("--print-env", default="", help="comma-separated variables to print")
-parser.add_argument("--detach", action="store_true",
-                    help="start `setsid sleep 1000` (a process that leaves the pod's group)")
+parser.add_argument(
+    "--detach", action="store_true", help="start `setsid sleep 1000` (a process that leaves the pod's group)"
+)
 args = parser.parse_args()
 
 rank = os.environ.get("RANK", os.environ.get("PET_NODE_RANK", "0"))
@@ -61,8 +62,15 @@ start = int(open(ckpt).read()) + 1 if ckpt and os.path.exists(ckpt) else 0
 print(format_record(RecordKind.TRAINING_STARTED, iteration=start, rank=int(rank)))
 for it in range(start, args.iters):
     time.sleep(args.step)
-    print(format_record(RecordKind.PROGRESS, iteration=it, max_iter=args.iters,
-                        loss=round(1.0 / (it + 1), 4), rank=int(rank)))
+    print(
+        format_record(
+            RecordKind.PROGRESS,
+            iteration=it,
+            max_iter=args.iters,
+            loss=round(1.0 / (it + 1), 4),
+            rank=int(rank),
+        )
+    )
     if stop:
         if ckpt:
             with open(ckpt + ".tmp", "w") as f:

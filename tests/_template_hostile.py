@@ -30,25 +30,45 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import copier
 import jinja2
 import pytest
 import yaml
-
 from _template_k8s import crd_schema, effective_pods, validate_crd
 from _template_render import REPO, module_constants
 
 #: The Python files of a project, each compared with the default project's.
 PYTHON_FILES = ("train_net.py", "tests/conftest.py", "tests/test_config.py", "tests/test_smoke.py")
 #: Folders a PVC must never be mounted over (or under): the image's system and code.
-SYSTEM_DIRS = ("/etc", "/proc", "/sys", "/dev", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
-               "/libx32", "/boot", "/root", "/run", "/workspace")
+SYSTEM_DIRS = (
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/root",
+    "/run",
+    "/workspace",
+)
 #: Answers that are paths relative to the datasets root or the pack.
-RELATIVE_PATHS = ("dataset_pack", "dataset_train_images", "dataset_train_json",
-                  "dataset_val_images", "dataset_val_json")
+RELATIVE_PATHS = (
+    "dataset_pack",
+    "dataset_train_images",
+    "dataset_train_json",
+    "dataset_val_images",
+    "dataset_val_json",
+)
 CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "TrainJob": "trainer.kubeflow.org_trainjobs.yaml"}
 
 
@@ -60,7 +80,9 @@ def plain_template(dest: Path) -> Path:
     """
     dest.mkdir(parents=True)
     shutil.copy2(REPO / "copier.yml", dest / "copier.yml")
-    shutil.copytree(REPO / "template", dest / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "template", dest / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     return dest
 
 
@@ -78,8 +100,17 @@ def compiled_once() -> Iterator[None]:
     cache: dict[tuple, Any] = {}
 
     def compile_once(self, source, name=None, filename=None, raw=False, defer_init=False):
-        key = (type(self), tuple(sorted(self.extensions)), self.finalize is None, self.autoescape,
-               str(source), name, filename, raw, defer_init)
+        key = (
+            type(self),
+            tuple(sorted(self.extensions)),
+            self.finalize is None,
+            self.autoescape,
+            str(source),
+            name,
+            filename,
+            raw,
+            defer_init,
+        )
         if key not in cache:
             cache[key] = compile_(self, source, name, filename, raw, defer_init)
         return cache[key]
@@ -104,6 +135,7 @@ def render_or_refuse(src: Path, dst: Path, answers: Mapping[str, Any]) -> Path |
 # ----------------------------------------------------------------------------------------------
 # The oracle
 # ----------------------------------------------------------------------------------------------
+
 
 def _bad_character(value: str) -> str | None:
     """A character no answer may hold: controls, line/paragraph separators, invisible formatting,
@@ -135,8 +167,9 @@ def unsafe_reason(name: str, value: Any) -> str | None:
             return "is a system folder"
     if name in ("shm_size", "memory_per_node") and not re.fullmatch(r"[0-9]+(Mi|Gi|Ti)", value, re.ASCII):
         return "is not ASCII digits and a binary unit"
-    if name in ("image", "base_image") and (value.endswith(":latest") or ":" not in value.rsplit("/", 1)[-1]
-                                            and "@" not in value):
+    if name in ("image", "base_image") and (
+        value.endswith(":latest") or ":" not in value.rsplit("/", 1)[-1] and "@" not in value
+    ):
         return "is not pinned"
     return None
 
@@ -144,6 +177,7 @@ def unsafe_reason(name: str, value: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # The rendered project
 # ----------------------------------------------------------------------------------------------
+
 
 def python_shape(path: Path) -> str:
     """The file's syntax tree with every constant blanked: the code, without the data."""
@@ -166,7 +200,7 @@ def check_job(project: Path, answers: Mapping[str, Any], crd_dir: Path) -> None:
     validate_crd(job, crd_schema(crd_dir / CRD_FILES[kind]))
 
     first_line = text.splitlines()[0]
-    name, _ = json.JSONDecoder().raw_decode(first_line[len("# "):])
+    name, _ = json.JSONDecoder().raw_decode(first_line[len("# ") :])
     assert name == answers["project_name"], "the comment names the project"
     meta = job["metadata"]
     assert (meta["name"], meta["namespace"]) == (answers["project_slug"], answers["namespace"])
@@ -197,7 +231,9 @@ def check_job(project: Path, answers: Mapping[str, Any], crd_dir: Path) -> None:
         if answers["spot_node_label"]:
             key, value = answers["spot_node_label"].split("=", 1)
             assert pod["nodeSelector"] == {key: value}
-            assert pod["tolerations"] == [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
+            assert pod["tolerations"] == [
+                {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+            ]
         else:
             assert "nodeSelector" not in pod and "tolerations" not in pod
 
@@ -210,10 +246,14 @@ def check_python(project: Path, answers: Mapping[str, Any], baseline: Path) -> N
     conftest = module_constants(project / "tests" / "conftest.py")
     if answers["dataset"] == "custom":
         name = answers["dataset_name"]
-        splits = ((f"{name}_train", answers["dataset_train_images"], answers["dataset_train_json"]),
-                  (f"{name}_val", answers["dataset_val_images"], answers["dataset_val_json"]))
-        assert (train_net["DATASET_PACK"], train_net["DATASET_PREFIX"]) == (answers["dataset_pack"],
-                                                                            answers["dataset_prefix"])
+        splits = (
+            (f"{name}_train", answers["dataset_train_images"], answers["dataset_train_json"]),
+            (f"{name}_val", answers["dataset_val_images"], answers["dataset_val_json"]),
+        )
+        assert (train_net["DATASET_PACK"], train_net["DATASET_PREFIX"]) == (
+            answers["dataset_pack"],
+            answers["dataset_prefix"],
+        )
         assert train_net["DATASET_SPLITS"] == splits
         assert conftest["PACK"] == answers["dataset_pack"]
         assert tuple(split[:3] for split in conftest["SPLITS"]) == splits
@@ -237,6 +277,7 @@ def import_without_side_effects(path: Path) -> None:
     """Import a rendered module; the project folder, the environment and ``sys.path`` stay as
     they were (injected code would have to change something to matter). Import the modules it
     needs once before (:func:`import_file`): detectron2's first import sets process state."""
+
     def state():
         return sorted(str(p) for p in path.parent.rglob("*")), dict(os.environ), list(sys.path)
 

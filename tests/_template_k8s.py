@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -23,7 +24,7 @@ import yaml
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schema(crd_file: Path) -> dict:
     """The served version's ``openAPIV3Schema`` of a CRD file (read once: they are large; callers
     must not modify it)."""
@@ -86,7 +87,9 @@ def effective_pods(job: dict) -> dict[str, dict]:
     pod: dict[str, Any] = {"containers": [container]}
     for patch in job["spec"].get("runtimePatches", []):
         for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
-            assert rjob["name"] == "node", f"the torch-distributed runtime has no replicated job {rjob['name']!r}"
+            assert rjob["name"] == "node", (
+                f"the torch-distributed runtime has no replicated job {rjob['name']!r}"
+            )
             pod_patch = copy.deepcopy(rjob["template"]["spec"]["template"]["spec"])
             for container_patch in pod_patch.pop("containers", []):
                 assert container_patch["name"] == "node", "torch-distributed's container is 'node'"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import copier
 import yaml
@@ -21,8 +22,13 @@ REPO = Path(__file__).resolve().parent.parent
 #: The answer sets the tests render: the defaults and one per flavour of what users change.
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "trainjob": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4, "kueue_queue": "team-b",
-                 "spot_node_label": "cloud.google.com/gke-spot=true"},
+    "trainjob": {
+        "job_flavour": "trainjob",
+        "num_nodes": 2,
+        "gpus_per_node": 4,
+        "kueue_queue": "team-b",
+        "spot_node_label": "cloud.google.com/gke-spot=true",
+    },
     "custom": {
         "project_name": "Kitchen Tools",
         "dataset": "custom",
@@ -56,8 +62,18 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` with a fixed identity (CI machines may have none) and return stdout."""
-    cmd = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
-           "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args]
+    cmd = [
+        "git",
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.com",
+        "-c",
+        "init.defaultBranch=main",
+        "-c",
+        "commit.gpgsign=false",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
@@ -65,8 +81,9 @@ def template_repo(dest: Path, tag: str = "v0.1.0") -> Path:
     """A git repository at ``dest`` with this checkout's ``copier.yml`` and ``template/``, tagged."""
     dest.mkdir(parents=True)
     shutil.copy2(REPO / "copier.yml", dest / "copier.yml")
-    shutil.copytree(REPO / "template", dest / "template",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "template", dest / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     git(dest, "init", "-q")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "template")
@@ -76,8 +93,9 @@ def template_repo(dest: Path, tag: str = "v0.1.0") -> Path:
 
 def render(src: Path, dst: Path, answers: Mapping[str, Any], vcs_ref: str | None = None) -> Path:
     """``copier copy --defaults`` with ``answers`` through copier's API; returns ``dst``."""
-    copier.run_copy(str(src), str(dst), data=dict(answers), defaults=True, unsafe=False,
-                    vcs_ref=vcs_ref, quiet=True)
+    copier.run_copy(
+        str(src), str(dst), data=dict(answers), defaults=True, unsafe=False, vcs_ref=vcs_ref, quiet=True
+    )
     return dst
 
 

@@ -36,8 +36,10 @@ from kubernetes import client
 
 TOKEN = "fake-token"
 JOB_PLURALS = ("pytorchjobs", "trainjobs")
-CUSTOM = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/"
-                    r"(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
+CUSTOM = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/"
+    r"(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
 PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
 EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
@@ -97,11 +99,15 @@ class Request:
 class FakeKubeAPI:
     """Serve ``frames`` (one or a recorded sequence) until :meth:`stop`."""
 
-    def __init__(self, frames: list[Frame] | Frame,
-                 installed: tuple[tuple[str, str, str], ...] = (
-                     ("kubeflow.org", "v1", "pytorchjobs"),
-                     ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
-                     ("kueue.x-k8s.io", "v1beta1", "workloads"))):
+    def __init__(
+        self,
+        frames: list[Frame] | Frame,
+        installed: tuple[tuple[str, str, str], ...] = (
+            ("kubeflow.org", "v1", "pytorchjobs"),
+            ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+            ("kueue.x-k8s.io", "v1beta1", "workloads"),
+        ),
+    ):
         self.frames = frames if isinstance(frames, list) else [frames]
         self.index = 0
         self.installed = set(installed)
@@ -110,8 +116,7 @@ class FakeKubeAPI:
         self._job_reads = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
 
     @property
     def frame(self) -> Frame:
@@ -132,13 +137,23 @@ class FakeKubeAPI:
     def kubeconfig(self, folder: Path, namespace: str = "team-a") -> Path:
         """A kubeconfig file pointing at this server, with ``namespace`` as the context's."""
         path = folder / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester",
-                                                      "namespace": namespace}}],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "tester", "user": {"token": TOKEN}}],
+                    "contexts": [
+                        {
+                            "name": "fake",
+                            "context": {"cluster": "fake", "user": "tester", "namespace": namespace},
+                        }
+                    ],
+                }
+            )
+        )
         return path
 
     def patches(self, plural: str) -> list[Request]:
@@ -170,14 +185,19 @@ class FakeKubeAPI:
         raw = http.rfile.read(length) if length else b""
         content_type = http.headers.get("Content-Type", "")
         with self._lock:
-            self.requests.append(Request(method, parts.path, query, content_type,
-                                         json.loads(raw) if raw else None))
+            self.requests.append(
+                Request(method, parts.path, query, content_type, json.loads(raw) if raw else None)
+            )
             if http.headers.get("Authorization") != f"Bearer {TOKEN}":
                 status, body = _status(401, "Unauthorized", "Unauthorized")
             elif self.forbidden:
-                status, body = _status(403, "Forbidden", f'{_resource(parts.path)} is forbidden: '
-                                       f'User "tester" cannot {method.lower()} resource '
-                                       f'"{_resource(parts.path)}" in the namespace "team-a"')
+                status, body = _status(
+                    403,
+                    "Forbidden",
+                    f"{_resource(parts.path)} is forbidden: "
+                    f'User "tester" cannot {method.lower()} resource '
+                    f'"{_resource(parts.path)}" in the namespace "team-a"',
+                )
             else:
                 status, body = self._route(method, parts.path, query, content_type)
         _send(http, status, body)
@@ -186,13 +206,15 @@ class FakeKubeAPI:
         if match := POD_LOG.match(path):
             return self._log(match["ns"], match["name"], query)
         if match := PODS.match(path):
-            pods = [p for p in self.frame.pods if p["metadata"]["namespace"] == match["ns"]
-                    and _selected(p, query.get("labelSelector", ""))]
+            pods = [
+                p
+                for p in self.frame.pods
+                if p["metadata"]["namespace"] == match["ns"] and _selected(p, query.get("labelSelector", ""))
+            ]
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}
         if match := EVENTS.match(path):
             events = [e for e in self.frame.events if e["metadata"]["namespace"] == match["ns"]]
-            return 200, {"apiVersion": "v1", "kind": "EventList", "metadata": {},
-                         "items": events}
+            return 200, {"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": events}
         match = CUSTOM.match(path)
         if not match or (match["group"], match["version"], match["plural"]) not in self.installed:
             return 404, "404 page not found\n"
@@ -201,10 +223,13 @@ class FakeKubeAPI:
     def _custom(self, method: str, match: re.Match, query: dict, content_type: str):
         group, plural, ns, name = match["group"], match["plural"], match["ns"], match["name"]
         if name is None:
-            items = [o for (g, p, n, _), o in self.frame.objects.items()
-                     if (g, p, n) == (group, plural, ns)]
-            return 200, {"apiVersion": f"{group}/{match['version']}", "kind": "List",
-                         "metadata": {}, "items": items}
+            items = [o for (g, p, n, _), o in self.frame.objects.items() if (g, p, n) == (group, plural, ns)]
+            return 200, {
+                "apiVersion": f"{group}/{match['version']}",
+                "kind": "List",
+                "metadata": {},
+                "items": items,
+            }
         if method == "GET" and plural in JOB_PLURALS:
             self._job_reads += 1
             if self._job_reads > 1 and self.index + 1 < len(self.frames):
@@ -214,18 +239,25 @@ class FakeKubeAPI:
         body = self.requests[-1].body
         if method == "PATCH" and content_type.startswith("application/apply-patch"):
             if not query.get("fieldManager"):
-                return _status(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: "
-                               "fieldManager: Required value: is required for apply patch")
+                return _status(
+                    400,
+                    "BadRequest",
+                    'PatchOptions.meta.k8s.io "" is invalid: '
+                    "fieldManager: Required value: is required for apply patch",
+                )
             applied = _merge(copy.deepcopy(found) if found else {}, body)
             applied["metadata"].setdefault("uid", str(uuid.uuid4()))
             applied["metadata"].setdefault("creationTimestamp", "2026-11-30T05:00:00Z")
-            applied["metadata"]["managedFields"] = [
-                {"manager": query["fieldManager"], "operation": "Apply"}]
+            applied["metadata"]["managedFields"] = [{"manager": query["fieldManager"], "operation": "Apply"}]
             self.frame.objects[key] = applied
             return (200 if found else 201), applied
         if found is None:
-            return _status(404, "NotFound", f'{plural}.{group} "{name}" not found',
-                           details={"name": name, "group": group, "kind": plural})
+            return _status(
+                404,
+                "NotFound",
+                f'{plural}.{group} "{name}" not found',
+                details={"name": name, "group": group, "kind": plural},
+            )
         if method == "PATCH":
             if content_type != "application/merge-patch+json":
                 return _status(415, "UnsupportedMediaType", f"unexpected {content_type}")
@@ -233,158 +265,306 @@ class FakeKubeAPI:
         return 200, found
 
     def _log(self, ns: str, name: str, query: dict):
-        pod = next((p for p in self.frame.pods if p["metadata"]["name"] == name
-                    and p["metadata"]["namespace"] == ns), None)
+        pod = next(
+            (
+                p
+                for p in self.frame.pods
+                if p["metadata"]["name"] == name and p["metadata"]["namespace"] == ns
+            ),
+            None,
+        )
         if pod is None:
-            return _status(404, "NotFound", f'pods "{name}" not found',
-                           details={"name": name, "kind": "pods"})
+            return _status(
+                404, "NotFound", f'pods "{name}" not found', details={"name": name, "kind": "pods"}
+            )
         container = query.get("container") or pod["spec"]["containers"][0]["name"]
         uid = pod["metadata"]["uid"]
         previous = query.get("previous") == "true"
         lines = (self.frame.previous_logs if previous else self.frame.logs).get(uid)
         if lines is None:
-            what = (f'previous terminated container "{container}" in pod "{name}" not found'
-                    if previous else f'container "{container}" in pod "{name}" is waiting to '
-                                     f'start: ContainerCreating')
+            what = (
+                f'previous terminated container "{container}" in pod "{name}" not found'
+                if previous
+                else f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
             return _status(400, "BadRequest", what)
         stamped = query.get("timestamps") == "true"
-        text = "".join(f"{line.time} {line.text}\n" if stamped else f"{line.text}\n"
-                       for line in lines)
+        text = "".join(f"{line.time} {line.text}\n" if stamped else f"{line.text}\n" for line in lines)
         return 200, text
 
 
 # -- objects shaped like the real ones ----------------------------------------------------
 
 
-def pytorchjob(name: str, namespace: str = "team-a", *, uid: str = "job-uid",
-               created: str = "2026-11-30T05:00:00Z", conditions: list[dict] | None = None,
-               labels: dict | None = None, suspend: bool = False) -> dict:
+def pytorchjob(
+    name: str,
+    namespace: str = "team-a",
+    *,
+    uid: str = "job-uid",
+    created: str = "2026-11-30T05:00:00Z",
+    conditions: list[dict] | None = None,
+    labels: dict | None = None,
+    suspend: bool = False,
+) -> dict:
     """A PyTorchJob as the API server returns it (kubeflow.org/v1, Training Operator v1.9.4)."""
-    replica = {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": {
-        "containers": [{"name": "pytorch", "image": "registry.example/demo:1"}]}}}
+    replica = {
+        "replicas": 1,
+        "restartPolicy": "ExitCode",
+        "template": {"spec": {"containers": [{"name": "pytorch", "image": "registry.example/demo:1"}]}},
+    }
     return {
-        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid,
-                     "creationTimestamp": created, "labels": labels or {}},
-        "spec": {"runPolicy": {"suspend": suspend},
-                 "pytorchReplicaSpecs": {"Master": replica, "Worker": copy.deepcopy(replica)}},
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "creationTimestamp": created,
+            "labels": labels or {},
+        },
+        "spec": {
+            "runPolicy": {"suspend": suspend},
+            "pytorchReplicaSpecs": {"Master": replica, "Worker": copy.deepcopy(replica)},
+        },
         "status": {"conditions": conditions or []},
     }
 
 
-def trainjob(name: str, namespace: str = "team-a", *, uid: str = "trainjob-uid",
-             labels: dict | None = None, suspend: bool = False,
-             conditions: list[dict] | None = None) -> dict:
+def trainjob(
+    name: str,
+    namespace: str = "team-a",
+    *,
+    uid: str = "trainjob-uid",
+    labels: dict | None = None,
+    suspend: bool = False,
+    conditions: list[dict] | None = None,
+) -> dict:
     """A TrainJob as the API server returns it (trainer.kubeflow.org/v1alpha1, Trainer v2.3.0)."""
     return {
-        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid,
-                     "creationTimestamp": "2026-11-30T05:00:00Z", "labels": labels or {}},
-        "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": suspend,
-                 "trainer": {"numNodes": 2}},
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "creationTimestamp": "2026-11-30T05:00:00Z",
+            "labels": labels or {},
+        },
+        "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": suspend, "trainer": {"numNodes": 2}},
         "status": {"conditions": conditions or []},
     }
 
 
-def workload(name: str, owner: dict, *, active: bool = True, admitted_by: str | None = None,
-             pending: str | None = None) -> dict:
+def workload(
+    name: str, owner: dict, *, active: bool = True, admitted_by: str | None = None, pending: str | None = None
+) -> dict:
     """A Kueue Workload (kueue.x-k8s.io/v1beta1) owned by ``owner``."""
     conditions = []
     if admitted_by:
-        conditions += [_condition("QuotaReserved", "True", "QuotaReserved",
-                                  f"Quota reserved in ClusterQueue {admitted_by}"),
-                       _condition("Admitted", "True", "Admitted",
-                                  "The workload is admitted")]
+        conditions += [
+            _condition(
+                "QuotaReserved", "True", "QuotaReserved", f"Quota reserved in ClusterQueue {admitted_by}"
+            ),
+            _condition("Admitted", "True", "Admitted", "The workload is admitted"),
+        ]
     elif pending:
         conditions.append(_condition("QuotaReserved", "False", "Pending", pending))
     meta = owner["metadata"]
     return {
-        "apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "Workload",
-        "metadata": {"name": name, "namespace": meta["namespace"], "uid": str(uuid.uuid4()),
-                     "ownerReferences": [{"apiVersion": owner["apiVersion"],
-                                          "kind": owner["kind"], "name": meta["name"],
-                                          "uid": meta["uid"], "controller": True}]},
-        "spec": {"active": active,
-                 "queueName": meta["labels"].get("kueue.x-k8s.io/queue-name", "")},
-        "status": {"conditions": conditions,
-                   **({"admission": {"clusterQueue": admitted_by}} if admitted_by else {})},
+        "apiVersion": "kueue.x-k8s.io/v1beta1",
+        "kind": "Workload",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "uid": str(uuid.uuid4()),
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"active": active, "queueName": meta["labels"].get("kueue.x-k8s.io/queue-name", "")},
+        "status": {
+            "conditions": conditions,
+            **({"admission": {"clusterQueue": admitted_by}} if admitted_by else {}),
+        },
     }
 
 
 def condition(ctype: str, status: str, reason: str, message: str, at: str) -> dict:
     """A job condition (kubeflow.org/v1 JobCondition)."""
-    return {"type": ctype, "status": status, "reason": reason, "message": message,
-            "lastUpdateTime": at, "lastTransitionTime": at}
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": at,
+        "lastTransitionTime": at,
+    }
 
 
-def pod(job: str, replica_type: str, index: int, uid: str, phase: str, *,
-        namespace: str = "team-a", state: dict | None = None, created: str,
-        restarts: int = 0, last_state: dict | None = None) -> dict:
+def pod(
+    job: str,
+    replica_type: str,
+    index: int,
+    uid: str,
+    phase: str,
+    *,
+    namespace: str = "team-a",
+    state: dict | None = None,
+    created: str,
+    restarts: int = 0,
+    last_state: dict | None = None,
+) -> dict:
     """A PyTorchJob's pod, named and labelled as the Training Operator v1.9.4 does it.
     ``state``/``last_state`` are ``{"running": {...}}``, ``{"terminated": {...}}`` or
     ``{"waiting": {...}}`` with the client model's field names."""
-    labels = {"training.kubeflow.org/job-name": job,
-              "training.kubeflow.org/operator-name": "pytorchjob-controller",
-              "training.kubeflow.org/replica-type": replica_type,
-              "training.kubeflow.org/replica-index": str(index)}
-    return _pod(f"{job}-{replica_type}-{index}", namespace, uid, created, labels, {}, "pytorch",
-                phase, state, last_state, restarts)
+    labels = {
+        "training.kubeflow.org/job-name": job,
+        "training.kubeflow.org/operator-name": "pytorchjob-controller",
+        "training.kubeflow.org/replica-type": replica_type,
+        "training.kubeflow.org/replica-index": str(index),
+    }
+    return _pod(
+        f"{job}-{replica_type}-{index}",
+        namespace,
+        uid,
+        created,
+        labels,
+        {},
+        "pytorch",
+        phase,
+        state,
+        last_state,
+        restarts,
+    )
 
 
-def trainjob_pod(job: str, index: int, suffix: str, uid: str, phase: str, *,
-                 namespace: str = "team-a", state: dict | None = None, created: str,
-                 restarts: int = 0, last_state: dict | None = None) -> dict:
+def trainjob_pod(
+    job: str,
+    index: int,
+    suffix: str,
+    uid: str,
+    phase: str,
+    *,
+    namespace: str = "team-a",
+    state: dict | None = None,
+    created: str,
+    restarts: int = 0,
+    last_state: dict | None = None,
+) -> dict:
     """A TrainJob's pod: JobSet ``<job>``, replicated job ``node``, an Indexed Job's pod
     ``<job>-node-0-<index>-<suffix>`` with the completion index label and annotation."""
-    labels = {"jobset.sigs.k8s.io/jobset-name": job,
-              "jobset.sigs.k8s.io/replicatedjob-name": "node",
-              "jobset.sigs.k8s.io/job-index": "0",
-              "batch.kubernetes.io/job-completion-index": str(index)}
+    labels = {
+        "jobset.sigs.k8s.io/jobset-name": job,
+        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "jobset.sigs.k8s.io/job-index": "0",
+        "batch.kubernetes.io/job-completion-index": str(index),
+    }
     annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
-    return _pod(f"{job}-node-0-{index}-{suffix}", namespace, uid, created, labels, annotations,
-                "node", phase, state, last_state, restarts)
+    return _pod(
+        f"{job}-node-0-{index}-{suffix}",
+        namespace,
+        uid,
+        created,
+        labels,
+        annotations,
+        "node",
+        phase,
+        state,
+        last_state,
+        restarts,
+    )
 
 
-def _pod(name: str, namespace: str, uid: str, created: str, labels: dict, annotations: dict,
-         container: str, phase: str, state: dict | None, last_state: dict | None,
-         restarts: int) -> dict:
+def _pod(
+    name: str,
+    namespace: str,
+    uid: str,
+    created: str,
+    labels: dict,
+    annotations: dict,
+    container: str,
+    phase: str,
+    state: dict | None,
+    last_state: dict | None,
+    restarts: int,
+) -> dict:
     image = "registry.example/demo:1"
     status = client.V1ContainerStatus(
-        name=container, image=image, image_id="", ready=phase == "Running",
-        restart_count=restarts, state=_state(state), last_state=_state(last_state))
+        name=container,
+        image=image,
+        image_id="",
+        ready=phase == "Running",
+        restart_count=restarts,
+        state=_state(state),
+        last_state=_state(last_state),
+    )
     model = client.V1Pod(
-        api_version="v1", kind="Pod",
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid,
-                                     creation_timestamp=created, labels=labels,
-                                     annotations=annotations or None),
+        api_version="v1",
+        kind="Pod",
+        metadata=client.V1ObjectMeta(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            creation_timestamp=created,
+            labels=labels,
+            annotations=annotations or None,
+        ),
         spec=client.V1PodSpec(containers=[client.V1Container(name=container, image=image)]),
-        status=client.V1PodStatus(phase=phase, container_statuses=[status]))
+        status=client.V1PodStatus(phase=phase, container_statuses=[status]),
+    )
     return _serialise(model)
 
 
-def event(namespace: str, involved: dict, reason: str, message: str, first: str,
-          last: str | None = None, count: int = 1, component: str = "pytorchjob-controller",
-          event_type: str = "Normal") -> dict:
+def event(
+    namespace: str,
+    involved: dict,
+    reason: str,
+    message: str,
+    first: str,
+    last: str | None = None,
+    count: int = 1,
+    component: str = "pytorchjob-controller",
+    event_type: str = "Normal",
+) -> dict:
     """A core v1 Event about ``involved`` (a pod or job as served)."""
     meta = involved["metadata"]
     model = client.CoreV1Event(
-        api_version="v1", kind="Event",
-        metadata=client.V1ObjectMeta(name=f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                                     namespace=namespace, uid=str(uuid.uuid4()),
-                                     creation_timestamp=first),
+        api_version="v1",
+        kind="Event",
+        metadata=client.V1ObjectMeta(
+            name=f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            namespace=namespace,
+            uid=str(uuid.uuid4()),
+            creation_timestamp=first,
+        ),
         involved_object=client.V1ObjectReference(
-            api_version=involved["apiVersion"], kind=involved["kind"], name=meta["name"],
-            namespace=namespace, uid=meta["uid"]),
-        reason=reason, message=message, type=event_type, count=count,
-        first_timestamp=first, last_timestamp=last or first,
-        source=client.V1EventSource(component=component))
+            api_version=involved["apiVersion"],
+            kind=involved["kind"],
+            name=meta["name"],
+            namespace=namespace,
+            uid=meta["uid"],
+        ),
+        reason=reason,
+        message=message,
+        type=event_type,
+        count=count,
+        first_timestamp=first,
+        last_timestamp=last or first,
+        source=client.V1EventSource(component=component),
+    )
     return _serialise(model)
 
 
 def _state(state: dict | None):
     if not state:
         return None
-    (phase, fields), = state.items()
+    ((phase, fields),) = state.items()
     if phase == "running":
         return client.V1ContainerState(running=client.V1ContainerStateRunning(**fields))
     if phase == "terminated":
@@ -393,13 +573,18 @@ def _state(state: dict | None):
 
 
 def _condition(ctype: str, status: str, reason: str, message: str) -> dict:
-    return {"type": ctype, "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": "2026-11-30T05:00:01Z", "observedGeneration": 1}
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-11-30T05:00:01Z",
+        "observedGeneration": 1,
+    }
 
 
 def _plural(kind: str) -> str:
-    return {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs",
-            "Workload": "workloads"}[kind]
+    return {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs", "Workload": "workloads"}[kind]
 
 
 def _resource(path: str) -> str:
@@ -408,9 +593,16 @@ def _resource(path: str) -> str:
 
 
 def _status(code: int, reason: str, message: str, details: dict | None = None):
-    model = client.V1Status(api_version="v1", kind="Status", status="Failure", code=code,
-                            reason=reason, message=message, metadata=client.V1ListMeta(),
-                            details=client.V1StatusDetails(**details) if details else None)
+    model = client.V1Status(
+        api_version="v1",
+        kind="Status",
+        status="Failure",
+        code=code,
+        reason=reason,
+        message=message,
+        metadata=client.V1ListMeta(),
+        details=client.V1StatusDetails(**details) if details else None,
+    )
     return code, _serialise(model)
 
 

@@ -47,7 +47,12 @@ def test_a_missing_directory_is_named(tmp_path):
 def test_only_own_temporaries_are_stale(tmp_path):
     file = AtomicFile(tmp_path / "ckpt.pth")  # as a SIGKILLed writer leaves it
     file.handle.close()
-    for name in (".notes.partial", ".ckpt.pth.tmp-12-ab", ".ckpt.pth.0a1b2c3.hfai-partial", "ckpt.pth.hfai-partial"):
+    for name in (
+        ".notes.partial",
+        ".ckpt.pth.tmp-12-ab",
+        ".ckpt.pth.0a1b2c3.hfai-partial",
+        "ckpt.pth.hfai-partial",
+    ):
         (tmp_path / name).write_text("a user's")
     assert remove_stale_temporaries(tmp_path) == [os.path.basename(file.temporary)]
     assert len(list(tmp_path.iterdir())) == 4

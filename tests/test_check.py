@@ -26,8 +26,10 @@ from hfai_runtime.check.schema import crd_schemas
 from hfai_runtime.cli import main
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}
-RESOURCES = {"requests": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 4},
-             "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": 4}}
+RESOURCES = {
+    "requests": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 4},
+    "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": 4},
+}
 SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
 
 
@@ -35,19 +37,23 @@ def _replica(replicas: int) -> dict:
     return {
         "replicas": replicas,
         "restartPolicy": "ExitCode",
-        "template": {"spec": {
-            "terminationGracePeriodSeconds": 120,
-            "securityContext": dict(POD_SECURITY),
-            "volumes": [copy.deepcopy(SHM)],
-            "containers": [{
-                "name": "pytorch",
-                "image": "registry.example.com/d2:0.1.0",
-                "command": ["tini", "--", "python", "train_net.py"],
-                "resources": copy.deepcopy(RESOURCES),
-                "securityContext": {"allowPrivilegeEscalation": False},
-                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-            }],
-        }},
+        "template": {
+            "spec": {
+                "terminationGracePeriodSeconds": 120,
+                "securityContext": dict(POD_SECURITY),
+                "volumes": [copy.deepcopy(SHM)],
+                "containers": [
+                    {
+                        "name": "pytorch",
+                        "image": "registry.example.com/d2:0.1.0",
+                        "command": ["tini", "--", "python", "train_net.py"],
+                        "resources": copy.deepcopy(RESOURCES),
+                        "securityContext": {"allowPrivilegeEscalation": False},
+                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                    }
+                ],
+            }
+        },
     }
 
 
@@ -76,22 +82,44 @@ GOOD_TRAINJOB = {
             "resourcesPerNode": copy.deepcopy(RESOURCES),
             "env": [{"name": "DETECTRON2_DATASETS", "value": "/mnt/data/datasets"}],
         },
-        "runtimePatches": [{
-            "manager": "example.com/d2-hfai-template",
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                "name": "node",
-                "template": {"spec": {"template": {"spec": {
-                    "terminationGracePeriodSeconds": 120,
-                    "securityContext": dict(POD_SECURITY),
-                    "volumes": [copy.deepcopy(SHM)],
-                    "containers": [{
-                        "name": "node",
-                        "securityContext": {"allowPrivilegeEscalation": False},
-                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-                    }],
-                }}}},
-            }]}}},
-        }],
+        "runtimePatches": [
+            {
+                "manager": "example.com/d2-hfai-template",
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {
+                                    "name": "node",
+                                    "template": {
+                                        "spec": {
+                                            "template": {
+                                                "spec": {
+                                                    "terminationGracePeriodSeconds": 120,
+                                                    "securityContext": dict(POD_SECURITY),
+                                                    "volumes": [copy.deepcopy(SHM)],
+                                                    "containers": [
+                                                        {
+                                                            "name": "node",
+                                                            "securityContext": {
+                                                                "allowPrivilegeEscalation": False
+                                                            },
+                                                            "volumeMounts": [
+                                                                {"name": "dshm", "mountPath": "/dev/shm"}
+                                                            ],
+                                                        }
+                                                    ],
+                                                }
+                                            }
+                                        }
+                                    },
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -101,14 +129,29 @@ GOOD_RUNTIME = {
     "metadata": {"name": "d2-runtime"},
     "spec": {
         "mlPolicy": {"numNodes": 1, "torch": {}},
-        "template": {"spec": {"replicatedJobs": [{
-            "name": "trainer-job",
-            "template": {
-                "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
-                "spec": {"template": {"spec": {"containers": [
-                    {"name": "node", "image": "registry.example.com/d2:0.1.0"}]}}},
-            },
-        }]}},
+        "template": {
+            "spec": {
+                "replicatedJobs": [
+                    {
+                        "name": "trainer-job",
+                        "template": {
+                            "metadata": {
+                                "labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+                            },
+                            "spec": {
+                                "template": {
+                                    "spec": {
+                                        "containers": [
+                                            {"name": "node", "image": "registry.example.com/d2:0.1.0"}
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                    }
+                ]
+            }
+        },
     },
 }
 
@@ -122,8 +165,10 @@ PATCH_POD = f"{PATCH_JOB}.template.spec.template.spec"
 
 def _parts(path: str) -> list[str | int]:
     """The keys of a path as problems write it: ``a.b[0].c[nvidia.com/gpu]``."""
-    return [int(index) if index.isdigit() else index or key
-            for key, index in re.findall(r"([^.\[\]]+)|\[([^\]]+)\]", path)]
+    return [
+        int(index) if index.isdigit() else index or key
+        for key, index in re.findall(r"([^.\[\]]+)|\[([^\]]+)\]", path)
+    ]
 
 
 def _parent(doc: dict, path: str) -> tuple[dict | list, str | int]:
@@ -137,6 +182,7 @@ def _set(path: str, value) -> Callable[[dict], None]:
     def mutate(doc: dict) -> None:
         parent, key = _parent(doc, path)
         parent[key] = value
+
     return mutate
 
 
@@ -144,6 +190,7 @@ def _delete(path: str) -> Callable[[dict], None]:
     def mutate(doc: dict) -> None:
         parent, key = _parent(doc, path)
         del parent[key]
+
     return mutate
 
 
@@ -152,120 +199,236 @@ def _all(*mutations: Callable[[dict], None]) -> Callable[[dict], None]:
 
 
 def _problems(doc: dict, *others: dict) -> list[tuple[str, str]]:
-    return [(p.field, p.rule) for p in check_documents([doc, *others])
-            if p.source in ("<manifest>", "<manifest>#1")]
+    return [
+        (p.field, p.rule)
+        for p in check_documents([doc, *others])
+        if p.source in ("<manifest>", "<manifest>#1")
+    ]
 
 
 # (id, good manifest, mutation, [(field, rule)] expected, exactly)
 BAD_PYTORCHJOBS = [
-    ("unknown-field", _set(f"{W_POD}.terminationGracePeriod", 30),
-     [(f"{W_POD}.terminationGracePeriod", "schema/unknown-field")]),
+    (
+        "unknown-field",
+        _set(f"{W_POD}.terminationGracePeriod", 30),
+        [(f"{W_POD}.terminationGracePeriod", "schema/unknown-field")],
+    ),
     ("wrong-type", _set(f"{WORKER}.replicas", "three"), [(f"{WORKER}.replicas", "schema/type")]),
     ("no-name", _delete("metadata.name"), [("metadata.name", "schema/required")]),
-    ("name-not-dns1035", _set("metadata.name", "D2_job"),
-     [("metadata.name", "pytorchjob-webhook/name")]),
-    ("replica-key", lambda d: d["spec"]["pytorchReplicaSpecs"].update(
-        Chief=d["spec"]["pytorchReplicaSpecs"].pop("Worker")),
-     [("spec.pytorchReplicaSpecs.Chief", "pytorchjob-webhook/replica-type")]),
-    ("master-replicas-unstated", _delete(f"{MASTER}.replicas"),
-     [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")]),
-    ("master-replicas-2", _set(f"{MASTER}.replicas", 2),
-     [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")]),
-    ("worker-replicas-0", _set(f"{WORKER}.replicas", 0),
-     [(f"{WORKER}.replicas", "pytorchjob-webhook/worker-replicas")]),
-    ("no-pytorch-container", _set(f"{W_POD}.containers[0].name", "main"),
-     [(f"{W_POD}.containers", "pytorchjob-webhook/container-name")]),
-    ("no-image", _delete(f"{M_POD}.containers[0].image"),
-     [(f"{M_POD}.containers[0].image", "pytorchjob-webhook/image")]),
-    ("no-containers", _set(f"{M_POD}.containers", []),
-     [(f"{M_POD}.containers", "pytorchjob-webhook/containers"),
-      (f"{M_POD}.containers", "pytorchjob-webhook/container-name")]),
-    ("elastic-without-worker", _all(_set("spec.elasticPolicy", {"maxReplicas": 4}),
-                                    _delete(WORKER)),
-     [("spec.pytorchReplicaSpecs.Worker", "pytorchjob-webhook/elastic")]),
-    ("elastic-nproc-twice", _set("spec.elasticPolicy", {"nProcPerNode": 4}),
-     [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")]),
-    ("restart-policy", _set(f"{WORKER}.restartPolicy", "Sometimes"),
-     [(f"{WORKER}.restartPolicy", "apiserver/restart-policy")]),
-    ("label-value-too-long", _set("metadata.labels.app", "d2-" + "x" * 61),
-     [("metadata.labels.app", "apiserver/label")]),
-    ("label-key", _set("metadata.labels[-bad-/key]", "v"),
-     [("metadata.labels[-bad-/key]", "apiserver/label")]),
-    ("label-not-a-string", _set("metadata.labels.version", 1),
-     [("metadata.labels.version", "schema/type")]),
-    ("managed-by", _set("spec.runPolicy.managedBy", "example.com/mine"),
-     [("spec.runPolicy.managedBy", "pytorchjob-webhook/managed-by")]),
+    ("name-not-dns1035", _set("metadata.name", "D2_job"), [("metadata.name", "pytorchjob-webhook/name")]),
+    (
+        "replica-key",
+        lambda d: d["spec"]["pytorchReplicaSpecs"].update(
+            Chief=d["spec"]["pytorchReplicaSpecs"].pop("Worker")
+        ),
+        [("spec.pytorchReplicaSpecs.Chief", "pytorchjob-webhook/replica-type")],
+    ),
+    (
+        "master-replicas-unstated",
+        _delete(f"{MASTER}.replicas"),
+        [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")],
+    ),
+    (
+        "master-replicas-2",
+        _set(f"{MASTER}.replicas", 2),
+        [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")],
+    ),
+    (
+        "worker-replicas-0",
+        _set(f"{WORKER}.replicas", 0),
+        [(f"{WORKER}.replicas", "pytorchjob-webhook/worker-replicas")],
+    ),
+    (
+        "no-pytorch-container",
+        _set(f"{W_POD}.containers[0].name", "main"),
+        [(f"{W_POD}.containers", "pytorchjob-webhook/container-name")],
+    ),
+    (
+        "no-image",
+        _delete(f"{M_POD}.containers[0].image"),
+        [(f"{M_POD}.containers[0].image", "pytorchjob-webhook/image")],
+    ),
+    (
+        "no-containers",
+        _set(f"{M_POD}.containers", []),
+        [
+            (f"{M_POD}.containers", "pytorchjob-webhook/containers"),
+            (f"{M_POD}.containers", "pytorchjob-webhook/container-name"),
+        ],
+    ),
+    (
+        "elastic-without-worker",
+        _all(_set("spec.elasticPolicy", {"maxReplicas": 4}), _delete(WORKER)),
+        [("spec.pytorchReplicaSpecs.Worker", "pytorchjob-webhook/elastic")],
+    ),
+    (
+        "elastic-nproc-twice",
+        _set("spec.elasticPolicy", {"nProcPerNode": 4}),
+        [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")],
+    ),
+    (
+        "restart-policy",
+        _set(f"{WORKER}.restartPolicy", "Sometimes"),
+        [(f"{WORKER}.restartPolicy", "apiserver/restart-policy")],
+    ),
+    (
+        "label-value-too-long",
+        _set("metadata.labels.app", "d2-" + "x" * 61),
+        [("metadata.labels.app", "apiserver/label")],
+    ),
+    (
+        "label-key",
+        _set("metadata.labels[-bad-/key]", "v"),
+        [("metadata.labels[-bad-/key]", "apiserver/label")],
+    ),
+    ("label-not-a-string", _set("metadata.labels.version", 1), [("metadata.labels.version", "schema/type")]),
+    (
+        "managed-by",
+        _set("spec.runPolicy.managedBy", "example.com/mine"),
+        [("spec.runPolicy.managedBy", "pytorchjob-webhook/managed-by")],
+    ),
     # The template's bug (issue item 3): pod-level runAsNonRoot without runAsUser. Only Workers
     # get the root init container init-pytorch, so only the Worker is refused.
-    ("run-as-non-root-vs-init-pytorch",
-     _all(_delete(f"{M_POD}.securityContext.runAsUser"),
-          _delete(f"{W_POD}.securityContext.runAsUser")),
-     [(f"{W_POD}.securityContext.runAsNonRoot", "kubelet/run-as-non-root")]),
-    ("run-as-user-0", _set(f"{M_POD}.containers[0].securityContext.runAsUser", 0),
-     [(f"{M_POD}.containers[0].securityContext.runAsUser", "kubelet/run-as-non-root")]),
-    ("gpu-request-without-limit",
-     _delete(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]"),
-     [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]",
-       "apiserver/extended-resource-limit")]),
-    ("gpu-request-not-limit", _set(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]", 2),
-     [(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]",
-       "apiserver/extended-resource-limit")]),
-    ("half-a-gpu", _all(_set(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "500m"),
-                        _delete(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]")),
-     [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]",
-       "apiserver/extended-resource-limit")]),
-    ("cpu-request-above-limit", _set(f"{M_POD}.containers[0].resources.requests.cpu", "32"),
-     [(f"{M_POD}.containers[0].resources.requests.cpu", "apiserver/request-above-limit")]),
-    ("best-effort", _delete(f"{M_POD}.containers[0].resources"),
-     [(f"{M_POD}.containers[0].resources", "qos/requests-and-limits")]),
-    ("no-memory-limit", _delete(f"{W_POD}.containers[0].resources.limits.memory"),
-     [(f"{W_POD}.containers[0].resources", "qos/requests-and-limits")]),
-    ("shm-fills-memory-limit", _set(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "64Gi"),
-     [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]),
-    ("shm-unbounded", _delete(f"{W_POD}.volumes[0].emptyDir.sizeLimit"),
-     [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]),
+    (
+        "run-as-non-root-vs-init-pytorch",
+        _all(_delete(f"{M_POD}.securityContext.runAsUser"), _delete(f"{W_POD}.securityContext.runAsUser")),
+        [(f"{W_POD}.securityContext.runAsNonRoot", "kubelet/run-as-non-root")],
+    ),
+    (
+        "run-as-user-0",
+        _set(f"{M_POD}.containers[0].securityContext.runAsUser", 0),
+        [(f"{M_POD}.containers[0].securityContext.runAsUser", "kubelet/run-as-non-root")],
+    ),
+    (
+        "gpu-request-without-limit",
+        _delete(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]"),
+        [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+    ),
+    (
+        "gpu-request-not-limit",
+        _set(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]", 2),
+        [(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+    ),
+    (
+        "half-a-gpu",
+        _all(
+            _set(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "500m"),
+            _delete(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]"),
+        ),
+        [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+    ),
+    (
+        "cpu-request-above-limit",
+        _set(f"{M_POD}.containers[0].resources.requests.cpu", "32"),
+        [(f"{M_POD}.containers[0].resources.requests.cpu", "apiserver/request-above-limit")],
+    ),
+    (
+        "best-effort",
+        _delete(f"{M_POD}.containers[0].resources"),
+        [(f"{M_POD}.containers[0].resources", "qos/requests-and-limits")],
+    ),
+    (
+        "no-memory-limit",
+        _delete(f"{W_POD}.containers[0].resources.limits.memory"),
+        [(f"{W_POD}.containers[0].resources", "qos/requests-and-limits")],
+    ),
+    (
+        "shm-fills-memory-limit",
+        _set(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "64Gi"),
+        [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
+    ),
+    (
+        "shm-unbounded",
+        _delete(f"{W_POD}.volumes[0].emptyDir.sizeLimit"),
+        [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
+    ),
     ("unknown-version", _set("apiVersion", "kubeflow.org/v2"), [("kind", "kind/unknown")]),
 ]
 
 BAD_TRAINJOBS = [
     # The template's bug (issue item 2): a manager that is not a domain-prefixed path.
-    ("manager-not-domain-prefixed", _set(f"{PATCH}.manager", "d2-hfai-template"),
-     [(f"{PATCH}.manager", "trainjob-webhook/manager")]),
-    ("manager-host-not-rfc1123", _set(f"{PATCH}.manager", "Example.com/d2"),
-     [(f"{PATCH}.manager", "trainjob-webhook/manager")]),
-    ("manager-path-chars", _set(f"{PATCH}.manager", "example.com/d2 template"),
-     [(f"{PATCH}.manager", "trainjob-webhook/manager")]),
-    ("patch-restart-policy", _set(f"{PATCH_POD}.restartPolicy", "Never"),
-     [(f"{PATCH_POD}.restartPolicy", "schema/unknown-field")]),
-    ("patch-container-image", _set(f"{PATCH_POD}.containers[0].image", "x:1"),
-     [(f"{PATCH_POD}.containers[0].image", "schema/unknown-field")]),
-    ("patch-node-env", _set(f"{PATCH_POD}.containers[0].env", [{"name": "A", "value": "1"}]),
-     [(f"{PATCH_POD}.containers[0].env", "trainjob-webhook/patch-env")]),
-    ("patch-unknown-job", _set(f"{PATCH_JOB}.name", "launcher"),
-     [(f"{PATCH_JOB}.name", "trainjob-webhook/patch-job")]),
-    ("patch-unknown-container", _set(f"{PATCH_POD}.containers[0].name", "sidecar"),
-     [(f"{PATCH_POD}.containers[0].name", "trainjob-webhook/patch-container")]),
-    ("reserved-env", lambda d: d["spec"]["trainer"]["env"].append(
-        {"name": "PET_MASTER_PORT", "value": "1234"}),
-     [("spec.trainer.env", "trainjob-webhook/reserved-env")]),
-    ("duplicate-manager", lambda d: d["spec"]["runtimePatches"].append(
-        copy.deepcopy(d["spec"]["runtimePatches"][0])),
-     [("spec.runtimePatches[1]", "schema/duplicate")]),
+    (
+        "manager-not-domain-prefixed",
+        _set(f"{PATCH}.manager", "d2-hfai-template"),
+        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
+    ),
+    (
+        "manager-host-not-rfc1123",
+        _set(f"{PATCH}.manager", "Example.com/d2"),
+        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
+    ),
+    (
+        "manager-path-chars",
+        _set(f"{PATCH}.manager", "example.com/d2 template"),
+        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
+    ),
+    (
+        "patch-restart-policy",
+        _set(f"{PATCH_POD}.restartPolicy", "Never"),
+        [(f"{PATCH_POD}.restartPolicy", "schema/unknown-field")],
+    ),
+    (
+        "patch-container-image",
+        _set(f"{PATCH_POD}.containers[0].image", "x:1"),
+        [(f"{PATCH_POD}.containers[0].image", "schema/unknown-field")],
+    ),
+    (
+        "patch-node-env",
+        _set(f"{PATCH_POD}.containers[0].env", [{"name": "A", "value": "1"}]),
+        [(f"{PATCH_POD}.containers[0].env", "trainjob-webhook/patch-env")],
+    ),
+    (
+        "patch-unknown-job",
+        _set(f"{PATCH_JOB}.name", "launcher"),
+        [(f"{PATCH_JOB}.name", "trainjob-webhook/patch-job")],
+    ),
+    (
+        "patch-unknown-container",
+        _set(f"{PATCH_POD}.containers[0].name", "sidecar"),
+        [(f"{PATCH_POD}.containers[0].name", "trainjob-webhook/patch-container")],
+    ),
+    (
+        "reserved-env",
+        lambda d: d["spec"]["trainer"]["env"].append({"name": "PET_MASTER_PORT", "value": "1234"}),
+        [("spec.trainer.env", "trainjob-webhook/reserved-env")],
+    ),
+    (
+        "duplicate-manager",
+        lambda d: d["spec"]["runtimePatches"].append(copy.deepcopy(d["spec"]["runtimePatches"][0])),
+        [("spec.runtimePatches[1]", "schema/duplicate")],
+    ),
     # x-kubernetes-validations rules of the TrainJob CRD, evaluated by cel-python.
-    ("cel-managed-by", _set("spec.managedBy", "example.com/controller"),
-     [("spec.managedBy", "crd/x-kubernetes-validations")]),
+    (
+        "cel-managed-by",
+        _set("spec.managedBy", "example.com/controller"),
+        [("spec.managedBy", "crd/x-kubernetes-validations")],
+    ),
     ("cel-name-rfc1035", _set("metadata.name", "9-lives"), [("", "crd/x-kubernetes-validations")]),
-    ("cel-storage-uri", _set("spec.initializer", {"dataset": {"storageUri": "no-scheme"}}),
-     [("spec.initializer.dataset.storageUri", "crd/x-kubernetes-validations")]),
-    ("gpu-request-without-limit", _delete("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]"),
-     [("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]",
-       "apiserver/extended-resource-limit")]),
-    ("best-effort", _delete("spec.trainer.resourcesPerNode"),
-     [("spec.trainer.resourcesPerNode", "qos/requests-and-limits")]),
-    ("run-as-user-0", _set(f"{PATCH_POD}.securityContext.runAsUser", 0),
-     [(f"{PATCH_POD}.securityContext.runAsUser", "kubelet/run-as-non-root")]),
-    ("shm-fills-memory-limit", _set(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "80Gi"),
-     [(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]),
+    (
+        "cel-storage-uri",
+        _set("spec.initializer", {"dataset": {"storageUri": "no-scheme"}}),
+        [("spec.initializer.dataset.storageUri", "crd/x-kubernetes-validations")],
+    ),
+    (
+        "gpu-request-without-limit",
+        _delete("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]"),
+        [("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+    ),
+    (
+        "best-effort",
+        _delete("spec.trainer.resourcesPerNode"),
+        [("spec.trainer.resourcesPerNode", "qos/requests-and-limits")],
+    ),
+    (
+        "run-as-user-0",
+        _set(f"{PATCH_POD}.securityContext.runAsUser", 0),
+        [(f"{PATCH_POD}.securityContext.runAsUser", "kubelet/run-as-non-root")],
+    ),
+    (
+        "shm-fills-memory-limit",
+        _set(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "80Gi"),
+        [(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
+    ),
 ]
 
 
@@ -290,16 +453,18 @@ def test_good_manifests_pass() -> None:
     assert check_documents([single_node]) == []
 
 
-@pytest.mark.parametrize("mutate, expected", [case[1:] for case in BAD_PYTORCHJOBS],
-                         ids=[case[0] for case in BAD_PYTORCHJOBS])
+@pytest.mark.parametrize(
+    "mutate, expected", [case[1:] for case in BAD_PYTORCHJOBS], ids=[case[0] for case in BAD_PYTORCHJOBS]
+)
 def test_bad_pytorchjob(mutate, expected) -> None:
     doc = copy.deepcopy(GOOD_PYTORCHJOB)
     mutate(doc)
     assert _problems(doc) == expected
 
 
-@pytest.mark.parametrize("mutate, expected", [case[1:] for case in BAD_TRAINJOBS],
-                         ids=[case[0] for case in BAD_TRAINJOBS])
+@pytest.mark.parametrize(
+    "mutate, expected", [case[1:] for case in BAD_TRAINJOBS], ids=[case[0] for case in BAD_TRAINJOBS]
+)
 def test_bad_trainjob(mutate, expected) -> None:
     doc = copy.deepcopy(GOOD_TRAINJOB)
     mutate(doc)
@@ -318,8 +483,9 @@ def test_trainjob_checked_against_a_runtime_beside_it() -> None:
 def test_stock_runtime_is_the_shipped_one() -> None:
     """What the check assumes of ``torch-distributed`` is what Trainer v2.3.0 installs (the Helm
     template's ``{{ }}`` lines only add labels), and that runtime passes the check itself."""
-    text = (Path(hfai_runtime.check.__file__).parent / "crds"
-            / "torch-distributed-runtime.helm-template.txt").read_text()
+    text = (
+        Path(hfai_runtime.check.__file__).parent / "crds" / "torch-distributed-runtime.helm-template.txt"
+    ).read_text()
     runtime = yaml.safe_load("\n".join(line for line in text.splitlines() if "{{" not in line))
     assert runtime_of(runtime["spec"]) == STOCK[("ClusterTrainingRuntime", "torch-distributed")]
     assert check_documents([runtime]) == []
@@ -353,10 +519,11 @@ def test_any_mangled_manifest_gives_problems_not_exceptions(data) -> None:
         assert isinstance(problem, Problem) and "\n" not in str(problem)
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                    | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(value):
@@ -381,21 +548,34 @@ def test_unchecked_and_unknown_kinds() -> None:
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}
     problems = check_documents([config, GOOD_PYTORCHJOB, deployment, ["a list"]], source="job.yaml")
     assert [(p.source, p.field, p.rule) for p in problems] == [
-        ("job.yaml#3", "kind", "kind/unknown"), ("job.yaml#4", "", "kind/unknown")]
+        ("job.yaml#3", "kind", "kind/unknown"),
+        ("job.yaml#4", "", "kind/unknown"),
+    ]
 
 
 def test_a_batch_job_gets_the_pod_rules() -> None:
     """A core ``batch/v1`` Job (the project's eval and pack jobs) has no CRD here, but its pod
     meets the Pod rules: a memory-backed volume as large as the memory limit is refused."""
-    container = {"name": "pack", "image": "img:1", "resources": {
-        "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}}}
-    pod = {"restartPolicy": "Never", "containers": [container],
-           "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pack"},
-           "spec": {"template": {"spec": pod}}}
+    container = {
+        "name": "pack",
+        "image": "img:1",
+        "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}},
+    }
+    pod = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "pack"},
+        "spec": {"template": {"spec": pod}},
+    }
     problems = check_documents([job], source="pack-job.yaml")
     assert [(p.field, p.rule) for p in problems] == [
-        ("spec.template.spec.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")]
+        ("spec.template.spec.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")
+    ]
     pod["volumes"] = []
     assert check_documents([job]) == []
 
@@ -403,8 +583,12 @@ def test_a_batch_job_gets_the_pod_rules() -> None:
 def test_every_crd_rule_compiles_without_kubernetes_extensions() -> None:
     """Every shipped ``x-kubernetes-validations`` rule compiles in the CEL environment; one
     calling a Kubernetes extension function (here the lists library's ``isSorted``) is refused."""
-    rules = {rule["rule"] for schema in crd_schemas().values() for node in _schema_nodes(schema)
-             for rule in node.get("x-kubernetes-validations", ())}
+    rules = {
+        rule["rule"]
+        for schema in crd_schemas().values()
+        for node in _schema_nodes(schema)
+        for rule in node.get("x-kubernetes-validations", ())
+    }
     assert len(rules) >= 8
     transitions = {rule for rule in rules if compile_rule(rule)[1]}
     assert transitions == {"self == oldSelf"}
@@ -415,22 +599,51 @@ def test_every_crd_rule_compiles_without_kubernetes_extensions() -> None:
 def _schema_nodes(schema: dict):
     """Every node of a schema, whether a manifest uses it or not."""
     yield schema
-    for sub in (*schema.get("properties", {}).values(), schema.get("items"),
-                schema.get("additionalProperties")):
+    for sub in (
+        *schema.get("properties", {}).values(),
+        schema.get("items"),
+        schema.get("additionalProperties"),
+    ):
         if isinstance(sub, dict):
             yield from _schema_nodes(sub)
 
 
 # apimachinery pkg/util/validation/validation_test.go@v0.36.2 TestIsDomainPrefixedPath's values.
-GOOD_PATHS = ["a/b", "a/b/c/d", "a.com/foo", "a.b.c.d/foo", "k8s.io/foo/bar", "k8s.io/FOO/BAR",
-              "dev.k8s.io/more/path", "this.is.a.really.long.fqdn/even/longer/path/just/because",
-              "bbc.co.uk/path/goes/here", "10.0.0.1/foo",
-              "hyphens-are-good.k8s.io/and-in-paths-too",
-              "a" * 240 + ".k8s.io/a", "k8s.io/" + "a" * 240]
-BAD_PATHS = [".", "...", "/b", "com", ".com", "a.b.c.d/foo?a=b", "a.b.c.d/foo#a", "Dev.k8s.io",
-             ".foo.example.com", "*.example.com", "example.com/foo{}[]@^`",
-             "underscores_are_bad.k8s.io", "underscores_are_bad.k8s.io/foo", "foo@bar.example.com",
-             "foo@bar.example.com/foo", "a" * 247 + ".k8s.io", "d2-hfai-template", ""]
+GOOD_PATHS = [
+    "a/b",
+    "a/b/c/d",
+    "a.com/foo",
+    "a.b.c.d/foo",
+    "k8s.io/foo/bar",
+    "k8s.io/FOO/BAR",
+    "dev.k8s.io/more/path",
+    "this.is.a.really.long.fqdn/even/longer/path/just/because",
+    "bbc.co.uk/path/goes/here",
+    "10.0.0.1/foo",
+    "hyphens-are-good.k8s.io/and-in-paths-too",
+    "a" * 240 + ".k8s.io/a",
+    "k8s.io/" + "a" * 240,
+]
+BAD_PATHS = [
+    ".",
+    "...",
+    "/b",
+    "com",
+    ".com",
+    "a.b.c.d/foo?a=b",
+    "a.b.c.d/foo#a",
+    "Dev.k8s.io",
+    ".foo.example.com",
+    "*.example.com",
+    "example.com/foo{}[]@^`",
+    "underscores_are_bad.k8s.io",
+    "underscores_are_bad.k8s.io/foo",
+    "foo@bar.example.com",
+    "foo@bar.example.com/foo",
+    "a" * 247 + ".k8s.io",
+    "d2-hfai-template",
+    "",
+]
 
 
 def test_domain_prefixed_path_as_apimachinery() -> None:
@@ -454,8 +667,12 @@ def _write(tmp_path, name: str, *docs: dict) -> str:
 
 def test_cli_exit_0_for_clean_manifests(tmp_path, capsys) -> None:
     good = _write(tmp_path, "good.yaml", GOOD_PYTORCHJOB)
-    good2 = _write(tmp_path, "good2.yaml", GOOD_TRAINJOB, {"apiVersion": "v1", "kind": "Service",
-                                                          "metadata": {"name": "s"}})
+    good2 = _write(
+        tmp_path,
+        "good2.yaml",
+        GOOD_TRAINJOB,
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}},
+    )
     assert main(["check", good, good2]) == 0
     assert capsys.readouterr().out == ""
 
@@ -469,17 +686,23 @@ def test_cli_exit_1_one_line_per_problem(tmp_path, capsys) -> None:
     assert main(["check", path]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[:2] for line in lines] == [
-        [path, f"{MASTER}.replicas"], [path, f"{W_POD}.securityContext.runAsNonRoot"]]
+        [path, f"{MASTER}.replicas"],
+        [path, f"{W_POD}.securityContext.runAsNonRoot"],
+    ]
     assert "image will run as root" in lines[1]
 
 
-@pytest.mark.parametrize("content, reason", [
-    (None, "cannot read"),
-    (b"spec: [unclosed\n", "not YAML (line 2)"),
-    (b"\xff\xfe\x00binary", "cannot read"),
-    (b"- a list\n- not an object\n", "document 1 is a list"),
-    (b"---\n", "no Kubernetes objects"),
-], ids=["missing", "not-yaml", "binary", "list", "empty"])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, "cannot read"),
+        (b"spec: [unclosed\n", "not YAML (line 2)"),
+        (b"\xff\xfe\x00binary", "cannot read"),
+        (b"- a list\n- not an object\n", "document 1 is a list"),
+        (b"---\n", "no Kubernetes objects"),
+    ],
+    ids=["missing", "not-yaml", "binary", "list", "empty"],
+)
 def test_cli_exit_2_for_unreadable_input(tmp_path, capsys, content, reason) -> None:
     path = tmp_path / "job.yaml"
     if content is not None:

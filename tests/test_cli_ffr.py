@@ -26,9 +26,12 @@ def packed(golden, tmp_path) -> Path:
 
 def test_pack_matches_the_official_file_and_shows_progress(golden, tmp_path):
     out = tmp_path / "tree.ffr"
-    proc = subprocess.run([sys.executable, "-m", "hfai_runtime.cli", "ffr", "pack",
-                           str(golden / "tree"), str(out)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfai_runtime.cli", "ffr", "pack", str(golden / "tree"), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "packing 8 files" in proc.stderr and "100%" in proc.stderr  # the tqdm bar
     assert f"packed 8 files from {golden / 'tree'} into {out}" in proc.stderr
     assert out.read_bytes() == (golden / "tree.ffr").read_bytes()
@@ -37,10 +40,21 @@ def test_pack_matches_the_official_file_and_shows_progress(golden, tmp_path):
 def test_ls(packed, capsys):
     assert main(["ffr", "ls", str(packed)]) == 0
     assert capsys.readouterr().out.split() == [
-        "README.txt", "Zebra.txt", "data.json", "données/", "empty.bin", "images/"]
+        "README.txt",
+        "Zebra.txt",
+        "data.json",
+        "données/",
+        "empty.bin",
+        "images/",
+    ]
     assert main(["ffr", "ls", str(packed), "images", "-r"]) == 0
     assert capsys.readouterr().out.split() == [
-        "nested/", "nested/blob.bin", "nested/deeper/", "nested/deeper/note.txt", "pixel.png"]
+        "nested/",
+        "nested/blob.bin",
+        "nested/deeper/",
+        "nested/deeper/note.txt",
+        "pixel.png",
+    ]
     assert main(["ffr", "ls", str(packed), "missing"]) == 1
     assert "error: 'missing' does not exist in" in capsys.readouterr().err
 
@@ -92,8 +106,10 @@ def test_info(golden, packed, capsys):
 def test_ffr_never_imports_torch_or_detectron2(golden):
     # Every subcommand module is imported to build the parser: a top-level torch import in any
     # of them would make `ffr` on a login node pay seconds and gigabytes for nothing.
-    code = ("import sys; from hfai_runtime.cli import main; "
-            f"rc = main(['ffr', 'info', {str(golden / 'tree.ffr')!r}]); "
-            "print(rc, sorted(m for m in ('torch', 'detectron2') if m in sys.modules))")
+    code = (
+        "import sys; from hfai_runtime.cli import main; "
+        f"rc = main(['ffr', 'info', {str(golden / 'tree.ffr')!r}]); "
+        "print(rc, sorted(m for m in ('torch', 'detectron2') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.splitlines()[-1] == "0 []"

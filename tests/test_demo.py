@@ -28,8 +28,8 @@ def write_log(logs: Path, name: str, losses: dict[int, float | None]) -> None:
 
     logs.mkdir(exist_ok=True)
     lines = ["detectron2 says hello"] + [
-        format_record(RecordKind.PROGRESS, iteration=i, max_iter=60, loss=loss)
-        for i, loss in losses.items()]
+        format_record(RecordKind.PROGRESS, iteration=i, max_iter=60, loss=loss) for i, loss in losses.items()
+    ]
     (logs / name).write_text("\n".join(lines) + "\n")
 
 
@@ -65,33 +65,59 @@ def test_the_picture_is_drawn_from_the_runs_logs_and_events(tmp_path):
     assert drawn["reference"] == ([0, 1, 2, 3], [6.0, 5.5, 5.0, 4.5])
     assert drawn["stopped_at"] == [2]
     assert drawn["bars"]["worker-0"] == [
-        (0.1, 4.9, "running"), (5.0, 1.0, "terminating"), (6.0, 0.5, "restarting"),
-        (6.5, 5.5, "running"), (12.0, 0.5, "terminating")]
-    assert [state for _, _, state in drawn["bars"]["master-0"]] == [
-        "running", "restarting", "running"]
+        (0.1, 4.9, "running"),
+        (5.0, 1.0, "terminating"),
+        (6.0, 0.5, "restarting"),
+        (6.5, 5.5, "running"),
+        (12.0, 0.5, "terminating"),
+    ]
+    assert [state for _, _, state in drawn["bars"]["master-0"]] == ["running", "restarting", "running"]
 
 
 def test_attempt_iterations_come_from_the_runtimes_records(tmp_path):
     from hfai_runtime.records import RecordKind, format_record
 
     demo = load_demo()
-    (tmp_path / "worker-0-attempt1.log").write_text("\n".join([
-        "some detectron2 line", format_record(RecordKind.TRAINING_STARTED, iteration=0),
-        format_record(RecordKind.PROGRESS, iteration=0),
-        format_record(RecordKind.SUSPENDED, iteration=7, exit_code=143)]))
-    (tmp_path / "worker-0-attempt2.log").write_text("\n".join([
-        format_record(RecordKind.TRAINING_STARTED, iteration=8),
-        format_record(RecordKind.PROGRESS, iteration=59)]))
-    assert demo.attempt_iterations(tmp_path) == [
-        ("worker-0-attempt1", 0, 7), ("worker-0-attempt2", 8, 59)]
+    (tmp_path / "worker-0-attempt1.log").write_text(
+        "\n".join(
+            [
+                "some detectron2 line",
+                format_record(RecordKind.TRAINING_STARTED, iteration=0),
+                format_record(RecordKind.PROGRESS, iteration=0),
+                format_record(RecordKind.SUSPENDED, iteration=7, exit_code=143),
+            ]
+        )
+    )
+    (tmp_path / "worker-0-attempt2.log").write_text(
+        "\n".join(
+            [
+                format_record(RecordKind.TRAINING_STARTED, iteration=8),
+                format_record(RecordKind.PROGRESS, iteration=59),
+            ]
+        )
+    )
+    assert demo.attempt_iterations(tmp_path) == [("worker-0-attempt1", 0, 7), ("worker-0-attempt2", 8, 59)]
 
 
 @pytest.mark.slow
 def test_the_demo_fits_one_screen_and_shows_exactness(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "demo.py"), "--work-dir", str(tmp_path / "work"),
-         "--cache-dir", str(tmp_path / "cache"), "--max-iter", "24", "--preempt-after", "3"],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            str(REPO / "tools" / "demo.py"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--max-iter",
+            "24",
+            "--preempt-after",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     lines = done.stdout.splitlines()
     summary = lines.index("==> Summary")

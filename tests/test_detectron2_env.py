@@ -35,8 +35,9 @@ def test_tiny_mask_rcnn_trains_on_cpu(tmp_path):
     from detectron2.engine import DefaultTrainer
 
     data = make_coco_tree(tmp_path / "coco", num_train=4, num_val=0)
-    register_coco_instances("env_check_train", {}, str(data / "annotations/instances_train2017.json"),
-                            str(data / "train2017"))
+    register_coco_instances(
+        "env_check_train", {}, str(data / "annotations/instances_train2017.json"), str(data / "train2017")
+    )
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(ZOO_CONFIG))
     cfg.merge_from_file(str(TINY_CONFIG))

@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfai_runtime.ffrecord import (CorruptFileError, FileReader, FileWriter, OldFormatWarning,
-                                   PackedFolder, SampleChecksumError, pack_folder)
+from hfai_runtime.ffrecord import (
+    CorruptFileError,
+    FileReader,
+    FileWriter,
+    OldFormatWarning,
+    PackedFolder,
+    SampleChecksumError,
+    pack_folder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,7 @@ def test_records_read_back_exactly(golden):
 
 
 def test_writer_reproduces_the_official_file_byte_for_byte(golden, tmp_path):
-    samples = [b"", b"a", bytes(range(256)), b"x" * 100000, "héllo wörld".encode("utf-8")]
+    samples = [b"", b"a", bytes(range(256)), b"x" * 100000, "héllo wörld".encode()]
     with FileWriter(tmp_path / "records.ffr", len(samples)) as writer:
         for s in samples:
             writer.write_one(s)
@@ -77,8 +84,7 @@ def test_packed_tree_reads_back_every_file(golden):
         assert [_sha(d) for d in folder.read(paths)] == [f["sha256"] for f in facts["files"]]
         assert folder.list(recursive=True, list_dir=False) == paths  # packing order
         assert folder.list() == list(facts["structure"])
-        assert folder.list("images", list_file=False, recursive=True) == ["nested",
-                                                                          "nested/deeper"]
+        assert folder.list("images", list_file=False, recursive=True) == ["nested", "nested/deeper"]
         assert folder.is_dir("images/nested") and folder.is_dir("") and folder.exists("données")
 
 
@@ -97,15 +103,14 @@ def test_our_pack_of_tree_has_the_official_layout(golden, tmp_path):
     data = out.read_bytes()
     meta_crc, n = struct.unpack_from("<Iq", data, 0)
     assert n == facts["file"]["n"] == 9
-    assert meta_crc == zlib.crc32(data[4:12 + 12 * n]) == facts["file"]["meta_crc32"]
+    assert meta_crc == zlib.crc32(data[4 : 12 + 12 * n]) == facts["file"]["meta_crc32"]
     offsets = list(struct.unpack_from(f"<{n}q", data, 12 + 4 * n))
     assert offsets == facts["file"]["offsets"]
-    meta = data[offsets[-1]:]
+    meta = data[offsets[-1] :]
     assert meta.startswith(b"piouhjgbr")
     assert meta[9:11] == b"\x80\x04"  # pickle protocol 4, as the official pack on Python 3.11
     structure = _TestUnpickler(io.BytesIO(meta[9:])).load()
-    assert type(structure) is OrderedDict and json.loads(json.dumps(structure)) == facts[
-        "structure"]
+    assert type(structure) is OrderedDict and json.loads(json.dumps(structure)) == facts["structure"]
     assert list(structure) == sorted(structure)  # code-point order: "Zebra.txt" < "data.json"
     assert _sha(meta) == facts["meta_sample"]["sha256"]
     assert data == (golden / "tree.ffr").read_bytes()
@@ -158,12 +163,15 @@ def _set_offset(data: bytearray, i: int, value: int, refresh_crc: bool = True) -
         struct.pack_into("<I", data, 0, zlib.crc32(data[4:72]))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: _set_offset(d, 2, 71), r"sample 2 \(71\) is before that of sample 1 \(72\)"),
-    (lambda d: _set_offset(d, 0, 8), r"sample 0 starts at 8, inside the 72-byte header"),
-    (lambda d: _set_offset(d, 4, 10**9), r"sample 4 starts at 1000000000, past the end"),
-    (lambda d: struct.pack_into("<q", d, 4, 10**6), r"header declares 1000000 samples"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: _set_offset(d, 2, 71), r"sample 2 \(71\) is before that of sample 1 \(72\)"),
+        (lambda d: _set_offset(d, 0, 8), r"sample 0 starts at 8, inside the 72-byte header"),
+        (lambda d: _set_offset(d, 4, 10**9), r"sample 4 starts at 1000000000, past the end"),
+        (lambda d: struct.pack_into("<q", d, 4, 10**6), r"header declares 1000000 samples"),
+    ],
+)
 def test_forged_offsets_are_refused_at_open(golden, tmp_path, edit, message):
     path = _patched(golden, tmp_path, edit)
     for check_data in (True, False):
@@ -205,9 +213,9 @@ def test_files_that_cannot_be_mapped_are_read_with_pread(golden, monkeypatch):
     facts = _load(golden / "records.json")
     with FileReader(golden / "records.ffr") as reader:
         assert [_sha(reader.read_one(s["index"])) for s in facts["samples"]] == [
-            s["sha256"] for s in facts["samples"]]
-        assert [_sha(b) for b in reader.read([3, 4])] == [s["sha256"] for s in
-                                                         facts["samples"][3:]]
+            s["sha256"] for s in facts["samples"]
+        ]
+        assert [_sha(b) for b in reader.read([3, 4])] == [s["sha256"] for s in facts["samples"][3:]]
     with FileReader(golden / "corrupt" / "bad_sample.ffr") as reader:
         with pytest.raises(SampleChecksumError, match="sample 2"):
             reader.read_one(2)

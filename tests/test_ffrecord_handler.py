@@ -77,7 +77,14 @@ def test_open_refuses_writes_and_reports_what_is_missing(manager: PathManager) -
 
 
 def test_ls_exists_isfile_isdir(manager: PathManager) -> None:
-    assert manager.ls("ffrecord://tree") == ["README.txt", "Zebra.txt", "data.json", "données", "empty.bin", "images"]
+    assert manager.ls("ffrecord://tree") == [
+        "README.txt",
+        "Zebra.txt",
+        "data.json",
+        "données",
+        "empty.bin",
+        "images",
+    ]
     assert manager.ls("ffrecord://tree/images/") == ["nested", "pixel.png"]
     assert manager.ls("ffrecord://tree/images/nested") == ["blob.bin", "deeper"]
     with pytest.raises(NotADirectoryError):
@@ -190,7 +197,9 @@ def test_forked_dataloader_workers_read(manager: PathManager, tree: Path) -> Non
     paths = [f"ffrecord://tree/{rel}" for rel in expected] * 4
     manager.exists("ffrecord://tree/README.txt")  # open the pack in the parent before forking
     loader = torch.utils.data.DataLoader(
-        _ReadThroughPathManager(manager, paths), batch_size=None, num_workers=2,
+        _ReadThroughPathManager(manager, paths),
+        batch_size=None,
+        num_workers=2,
         multiprocessing_context="fork",
     )
     got = list(loader)
@@ -231,14 +240,15 @@ def test_mount_reads_missing_files_from_the_pack(mounted: tuple[PathManager, Pat
         pm.open(f"{folder}/images/nope.png", "rb")
 
 
-def test_mount_prefers_files_on_disk_and_writes_to_disk(mounted: tuple[PathManager, Path], tmp_path: Path) -> None:
+def test_mount_prefers_files_on_disk_and_writes_to_disk(
+    mounted: tuple[PathManager, Path], tmp_path: Path
+) -> None:
     pm, folder = mounted
     (folder / "data.json").write_text('{"edited": true}')
     assert json.load(pm.open(f"{folder}/data.json")) == {"edited": True}
     assert pm.get_local_path(f"{folder}/data.json") == f"{folder}/data.json"
     assert sorted(pm.ls(f"{folder}/")) == sorted(
-        ["tree.ffr", "tree.ffr.idx", "data.json", "README.txt", "Zebra.txt", "données", "empty.bin",
-         "images"]
+        ["tree.ffr", "tree.ffr.idx", "data.json", "README.txt", "Zebra.txt", "données", "empty.bin", "images"]
     )
     pm.mkdirs(f"{folder}/out")
     with pm.open(f"{folder}/out/log.txt", "w") as f:
@@ -251,7 +261,9 @@ def test_mount_prefers_files_on_disk_and_writes_to_disk(mounted: tuple[PathManag
     assert pm.open(str(other)).read() == "not under the mount"
 
 
-def test_mount_through_a_symlinked_dataset_folder(tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mount_through_a_symlinked_dataset_folder(
+    tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HFAI's advice: ``ln -s /public_dataset/.../mm_coco datasets/coco``."""
     public = tmp_path / "public" / "mm_tree"
     public.mkdir(parents=True)

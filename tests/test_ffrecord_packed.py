@@ -12,9 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileWriter, IndexWarning,
-                                   NotAPackedFolderError, PackedFolder, UnsafeMetadataError,
-                                   pack_folder, write_index)
+from hfai_runtime.ffrecord import (
+    CorruptFileError,
+    FFRecordError,
+    FileWriter,
+    IndexWarning,
+    NotAPackedFolderError,
+    PackedFolder,
+    UnsafeMetadataError,
+    pack_folder,
+    write_index,
+)
 from hfai_runtime.ffrecord.metadata import MAGIC
 
 
@@ -42,13 +50,31 @@ def _pack_metadata(tmp_path: Path, meta: bytes, files: int = 1) -> Path:
 
 
 def test_order_unicode_and_empty_directories(tmp_path):
-    files = {"b.txt": b"b", "B.txt": b"B", "_u.txt": b"_", "é/x": b"e", "a/z": b"az",
-             "a/b/c": b"abc", "a.txt": b"at"}
+    files = {
+        "b.txt": b"b",
+        "B.txt": b"B",
+        "_u.txt": b"_",
+        "é/x": b"e",
+        "a/z": b"az",
+        "a/b/c": b"abc",
+        "a.txt": b"at",
+    }
     with _packed(tmp_path, files, dirs=("empty", "a/empty2")) as folder:
         # code-point order, files and directories interleaved, depth first
         assert folder.list(recursive=True) == [
-            "B.txt", "_u.txt", "a", "a/b", "a/b/c", "a/empty2", "a/z", "a.txt", "b.txt",
-            "empty", "é", "é/x"]
+            "B.txt",
+            "_u.txt",
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/empty2",
+            "a/z",
+            "a.txt",
+            "b.txt",
+            "empty",
+            "é",
+            "é/x",
+        ]
         order = folder.list(recursive=True, list_dir=False)
         assert [folder.index(p) for p in order] == list(range(len(files)))
         assert all(folder.read_one(p).tobytes() == files[p] for p in files)
@@ -119,17 +145,20 @@ def test_metadata_that_would_run_a_command_is_refused(tmp_path, protocol):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("tree, message", [
-    ({"a": [1]}, r"entry 'a' is a list"),
-    ({"a": -1}, r"entry 'a' is -1, outside \[0, 1\)"),
-    ({"a": 1}, r"entry 'a' is 1, outside \[0, 1\)"),
-    ({"a": True}, r"entry 'a' is a bool"),
-    ({1: 0}, r"entry name 1 is not a str"),
-    ({"a/b": 0, "c": 0}, r"entry name contains '/' \(in 'a/b'\)"),
-    ({"a\0b": 0}, r"entry name contains a NUL character"),
-    ({"..": 0}, r"entry name '..' is not a valid file name"),
-    ([("a", 0)], r"metadata is a list"),
-])
+@pytest.mark.parametrize(
+    "tree, message",
+    [
+        ({"a": [1]}, r"entry 'a' is a list"),
+        ({"a": -1}, r"entry 'a' is -1, outside \[0, 1\)"),
+        ({"a": 1}, r"entry 'a' is 1, outside \[0, 1\)"),
+        ({"a": True}, r"entry 'a' is a bool"),
+        ({1: 0}, r"entry name 1 is not a str"),
+        ({"a/b": 0, "c": 0}, r"entry name contains '/' \(in 'a/b'\)"),
+        ({"a\0b": 0}, r"entry name contains a NUL character"),
+        ({"..": 0}, r"entry name '..' is not a valid file name"),
+        ([("a", 0)], r"metadata is a list"),
+    ],
+)
 def test_malformed_metadata_is_refused(tmp_path, tree, message):
     path = _pack_metadata(tmp_path, MAGIC + pickle.dumps(tree, protocol=4))
     with pytest.raises(CorruptFileError, match=rf"crafted\.ffr: .*{message}"):
@@ -158,8 +187,12 @@ def test_large_directories_with_hash_collisions(tmp_path):
     """20,000 names in one directory share the 16-bit hash space: collisions are certain."""
     rng = random.Random(0)
     names = [f"img_{rng.getrandbits(40):x}_{i}.jpg" for i in range(20_000)]
-    tree = OrderedDict([("big", OrderedDict((n, i) for i, n in enumerate(names))),
-                        ("small", OrderedDict([("only", 20_000)]))])
+    tree = OrderedDict(
+        [
+            ("big", OrderedDict((n, i) for i, n in enumerate(names))),
+            ("small", OrderedDict([("only", 20_000)])),
+        ]
+    )
     with FileWriter(tmp_path / "big.ffr", 20_002) as writer:
         for i in range(20_001):
             writer.write_one(b"%d" % i)
@@ -168,8 +201,7 @@ def test_large_directories_with_hash_collisions(tmp_path):
         assert len({hash(n) & 0xFFFF for n in names}) < len(names)
         assert all(folder.index(f"big/{n}") == i for i, n in enumerate(names))
         assert folder.read_one("small/only").tobytes() == b"20000"
-        assert not any(folder.exists(f"big/{n}x") or folder.exists(f"big/x{n}")
-                       for n in names[:2000])
+        assert not any(folder.exists(f"big/{n}x") or folder.exists(f"big/x{n}") for n in names[:2000])
         assert folder.list("big") == sorted(names)
 
 
@@ -222,9 +254,10 @@ def test_forked_workers_do_not_copy_the_index(tmp_path, saved):
     official reader keeps, get ~7 MiB copied here: every lookup touches reference counts all
     over them.)"""
     dirs, per_dir = 100, 1000
-    tree = OrderedDict((f"n{d:08d}", OrderedDict((f"n{d:08d}_{f}.JPEG", d * per_dir + f)
-                                                  for f in range(per_dir)))
-                       for d in range(dirs))
+    tree = OrderedDict(
+        (f"n{d:08d}", OrderedDict((f"n{d:08d}_{f}.JPEG", d * per_dir + f) for f in range(per_dir)))
+        for d in range(dirs)
+    )
     with FileWriter(tmp_path / "big.ffr", dirs * per_dir + 1) as writer:
         for _ in range(dirs * per_dir):
             writer.write_one(b"x")
@@ -241,8 +274,10 @@ def test_forked_workers_do_not_copy_the_index(tmp_path, saved):
         pid = os.fork()
         if pid == 0:
             rng = random.Random(0)  # the worker's own paths: their memory is not the index's
-            paths = [f"n{d:08d}/n{d:08d}_{rng.randrange(per_dir)}.JPEG"
-                     for d in (rng.randrange(dirs) for _ in range(10_000))]
+            paths = [
+                f"n{d:08d}/n{d:08d}_{rng.randrange(per_dir)}.JPEG"
+                for d in (rng.randrange(dirs) for _ in range(10_000))
+            ]
             before = _private_dirty_kib()
             for p in paths:
                 folder.read_one(p)

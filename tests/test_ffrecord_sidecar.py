@@ -14,21 +14,32 @@ import numpy as np
 import pytest
 
 from hfai_runtime.cli import main
-from hfai_runtime.ffrecord import FileReader, IndexWarning, PackedFolder, pack_folder, write_index
-from hfai_runtime.ffrecord import sidecar
+from hfai_runtime.ffrecord import FileReader, IndexWarning, PackedFolder, pack_folder, sidecar, write_index
 from hfai_runtime.ffrecord.index import ARRAYS
 from hfai_runtime.ffrecord.sidecar import index_path, save_index
 
-FILES = {"b.txt": b"b", "B.txt": b"B", "a/z": b"az", "a/b/c": b"abc", "a/b/d": b"abd",
-         "é/x": b"e", **{f"many/img_{i:04d}.jpg": b"%d" % i for i in range(300)}}
+FILES = {
+    "b.txt": b"b",
+    "B.txt": b"B",
+    "a/z": b"az",
+    "a/b/c": b"abc",
+    "a/b/d": b"abd",
+    "é/x": b"e",
+    **{f"many/img_{i:04d}.jpg": b"%d" % i for i in range(300)},
+}
 
 
 def _answers(folder: PackedFolder) -> tuple:
     """Everything a pack answers, to compare an index file's answers with an in-memory one's."""
     paths = folder.list(recursive=True)
-    return (paths, folder.list(recursive=True, list_dir=False), [folder.is_dir(p) for p in paths],
-            [folder.index(p) for p in paths if folder.is_file(p)],
-            [folder.exists(p + "x") for p in paths], folder.list("a/b"))
+    return (
+        paths,
+        folder.list(recursive=True, list_dir=False),
+        [folder.is_dir(p) for p in paths],
+        [folder.index(p) for p in paths if folder.is_file(p)],
+        [folder.exists(p + "x") for p in paths],
+        folder.list("a/b"),
+    )
 
 
 @pytest.fixture()
@@ -64,6 +75,7 @@ def test_pack_folder_saves_an_index_that_is_used_and_answers_the_same(pack, monk
 
     def no_decoding(*args):
         raise AssertionError("the metadata was decoded although an index file fits")
+
     monkeypatch.setattr("hfai_runtime.ffrecord.packed_folder.decode", no_decoding)
     with PackedFolder(pack) as folder:
         assert _answers(folder) == mapped
@@ -102,6 +114,7 @@ def _flip_last_byte(pack: Path, tmp_path: Path) -> bytes:
 
 def _crafted(edit):
     """An index file rewritten with valid CRCs, its arrays edited: what an attacker would do."""
+
     def make(pack: Path, tmp_path: Path) -> bytes:
         with FileReader(pack) as reader, PackedFolder(pack) as folder:
             arrays = {k: np.array(v) for k, v in folder._index.arrays().items()}
@@ -109,6 +122,7 @@ def _crafted(edit):
             forged = type(folder._index)(arrays, "forged")
             save_index(forged, reader, str(tmp_path / "forged.idx"))
         return (tmp_path / "forged.idx").read_bytes()
+
     return make
 
 
@@ -118,15 +132,20 @@ def _cycle(arrays: dict) -> None:
     target[d] = -1 - 0  # a directory entry pointing back at the root
 
 
-@pytest.mark.parametrize("make, why", [
-    (_other_pack_index, r"stale: made for another version of .*p\.ffr"),
-    (_flip_last_byte, r"CRC"),
-    (lambda pack, tmp: b"not an ffrecord file at all", r"p\.ffr\.idx"),
-    (_crafted(lambda a: a["target"].__setitem__(0, 10**6)), "entries point outside the pack"),
-    (_crafted(_cycle), "directories do not form a tree"),
-    (_crafted(lambda a: a.__setitem__("bounds", a["bounds"][::-1].copy())),
-     "'bounds' does not partition 'names'"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_other_pack_index, r"stale: made for another version of .*p\.ffr"),
+        (_flip_last_byte, r"CRC"),
+        (lambda pack, tmp: b"not an ffrecord file at all", r"p\.ffr\.idx"),
+        (_crafted(lambda a: a["target"].__setitem__(0, 10**6)), "entries point outside the pack"),
+        (_crafted(_cycle), "directories do not form a tree"),
+        (
+            _crafted(lambda a: a.__setitem__("bounds", a["bounds"][::-1].copy())),
+            "'bounds' does not partition 'names'",
+        ),
+    ],
+)
 def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make, why):
     with PackedFolder(pack) as folder:
         expected = _answers(folder)

@@ -32,8 +32,7 @@ def test_round_trip_of_every_buffer_kind(tmp_path):
     rng = np.random.default_rng(0)
     ints = np.arange(10, dtype=np.int32)
     grid = rng.integers(0, 255, (3, 4), dtype=np.uint8)
-    samples = [b"bytes", bytearray(b"bytearray"), memoryview(b"view"), ints, grid, b"",
-               rng.bytes(300_000)]
+    samples = [b"bytes", bytearray(b"bytearray"), memoryview(b"view"), ints, grid, b"", rng.bytes(300_000)]
     _write(tmp_path / "d.ffr", samples)
     with FileReader(tmp_path / "d.ffr") as reader:
         assert reader.n == len(samples)
@@ -61,8 +60,10 @@ def test_write_batch_writes_what_write_one_would(tmp_path, monkeypatch):
         with pytest.raises(SampleCountError, match=r"batch\.ffr: 41 samples exceed the 40"):
             writer.write_batch(memoryview(b"x"), [1])
     assert (tmp_path / "batch.ffr").read_bytes() == (tmp_path / "one.ffr").read_bytes()
-    with pytest.raises(ValueError, match=r"bad\.ffr: write_batch\(\) got 3 bytes for samples of 4"), \
-            FileWriter(tmp_path / "bad.ffr", 2) as writer:
+    with (
+        pytest.raises(ValueError, match=r"bad\.ffr: write_batch\(\) got 3 bytes for samples of 4"),
+        FileWriter(tmp_path / "bad.ffr", 2) as writer,
+    ):
         writer.write_batch(memoryview(b"abc"), [2, 2])
     assert not (tmp_path / "bad.ffr").exists()
 
@@ -116,10 +117,9 @@ def test_short_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_exception_inside_with_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with FileWriter(tmp_path / "d.ffr", 2) as writer:
-            writer.write_one(b"one")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), FileWriter(tmp_path / "d.ffr", 2) as writer:
+        writer.write_one(b"one")
+        raise RuntimeError("boom")
     assert _leftovers(tmp_path) == []
 
 
@@ -142,8 +142,9 @@ def test_killed_writer_leaves_no_file_under_the_final_name(tmp_path):
         print("halfway", flush=True)
         sys.stdin.read()  # wait to be killed
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline() == "halfway\n"
         proc.send_signal(signal.SIGKILL)
@@ -163,8 +164,7 @@ def test_reader_survives_fork(tmp_path):
         pid = os.fork()
         if pid == 0:  # child: read everything, report through the exit status
             ok = [reader.read_one(i).tobytes() for i in range(4)] == samples
-            os._exit(0 if ok and [s.tobytes() for s in reader.read([3, 2])] == samples[:1:-1]
-                     else 1)
+            os._exit(0 if ok and [s.tobytes() for s in reader.read([3, 2])] == samples[:1:-1] else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert reader.read_one(2).tobytes() == samples[2]
@@ -230,6 +230,7 @@ def test_a_writer_that_need_not_be_durable_skips_only_the_fsyncs(tmp_path, monke
 
     def no_sync(*args):
         raise AssertionError("fsync called for a writer with durable=False")
+
     for name in ("fsync", "fdatasync"):
         monkeypatch.setattr(os, name, no_sync)
     with FileWriter(tmp_path / "quick.ffr", 2, durable=False) as writer:

@@ -26,14 +26,28 @@ PET_MASTER = {"PET_MASTER_ADDR": "m", "PET_MASTER_PORT": "29500"}
 def pytorchjob(nnodes: str = "1", node_rank: str = "0", nproc: str = "2", **extra: str) -> dict[str, str]:
     """A PyTorchJob v1 pod's variables, consistent unless ``extra`` overrides one."""
     world = str(int(nnodes) * (int(nproc) if nproc.isdigit() else 1))
-    return {"PET_NNODES": nnodes, "PET_NODE_RANK": node_rank, "PET_NPROC_PER_NODE": nproc,
-            "WORLD_SIZE": world, "RANK": node_rank, **MASTER, **extra}
+    return {
+        "PET_NNODES": nnodes,
+        "PET_NODE_RANK": node_rank,
+        "PET_NPROC_PER_NODE": nproc,
+        "WORLD_SIZE": world,
+        "RANK": node_rank,
+        **MASTER,
+        **extra,
+    }
 
 
-def torchrun(rank: str = "1", local_rank: str = "1", world: str = "4", local_world: str = "2",
-             **extra: str) -> dict[str, str]:
-    return {"RANK": rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": world, "LOCAL_WORLD_SIZE": local_world,
-            **MASTER, **extra}
+def torchrun(
+    rank: str = "1", local_rank: str = "1", world: str = "4", local_world: str = "2", **extra: str
+) -> dict[str, str]:
+    return {
+        "RANK": rank,
+        "LOCAL_RANK": local_rank,
+        "WORLD_SIZE": world,
+        "LOCAL_WORLD_SIZE": local_world,
+        **MASTER,
+        **extra,
+    }
 
 
 HUGE = str(2**40)
@@ -43,24 +57,40 @@ ENV_CASES = [
     Case("hfai WORLD_SIZE 2**40", {"WORLD_SIZE": HUGE, "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
     Case("hfai WORLD_SIZE written 2**40", {"WORLD_SIZE": "2**40", "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
     Case("hfai RANK 2**40", {"WORLD_SIZE": "2", "RANK": HUGE, **MASTER}, ("RANK",)),
-    Case("hfai MASTER_PORT 2**40", {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "m", "MASTER_PORT": HUGE},
-         ("MASTER_PORT",)),
+    Case(
+        "hfai MASTER_PORT 2**40",
+        {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "m", "MASTER_PORT": HUGE},
+        ("MASTER_PORT",),
+    ),
     Case("PET_NNODES 2**40", {"PET_NNODES": HUGE, "PET_NODE_RANK": "0", **PET_MASTER}, ("PET_NNODES",)),
-    Case("PET_NPROC_PER_NODE 2**40", {"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": HUGE},
-         ("PET_NPROC_PER_NODE",)),
-    Case("machines x processes too many",
-         {"PET_NNODES": "2048", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "1024", **PET_MASTER},
-         ("PET_NNODES", "PET_NPROC_PER_NODE")),
+    Case(
+        "PET_NPROC_PER_NODE 2**40",
+        {"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": HUGE},
+        ("PET_NPROC_PER_NODE",),
+    ),
+    Case(
+        "machines x processes too many",
+        {"PET_NNODES": "2048", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "1024", **PET_MASTER},
+        ("PET_NNODES", "PET_NPROC_PER_NODE"),
+    ),
     Case("torchrun WORLD_SIZE 2**40", torchrun(world=HUGE), ("WORLD_SIZE",)),
     Case("torchrun LOCAL_WORLD_SIZE 2**40", torchrun(local_world=HUGE), ("LOCAL_WORLD_SIZE",)),
-    Case("exactly one above the bound", {"WORLD_SIZE": str(MAX_WORLD_SIZE + 1), "RANK": "0", **MASTER},
-         ("WORLD_SIZE",)),
+    Case(
+        "exactly one above the bound",
+        {"WORLD_SIZE": str(MAX_WORLD_SIZE + 1), "RANK": "0", **MASTER},
+        ("WORLD_SIZE",),
+    ),
     # Digits Python's int() accepts but a count must not be written with.
     Case("underscore 1_0", {"WORLD_SIZE": "1_0", "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
     Case("full-width digits", {"WORLD_SIZE": "\uff12", "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
-    Case("Arabic-Indic digits", {"PET_NNODES": "\u0662", "PET_NODE_RANK": "0", **PET_MASTER}, ("PET_NNODES",)),
-    Case("full-width PET_NPROC_PER_NODE", {"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "\uff18"},
-         ("PET_NPROC_PER_NODE",)),
+    Case(
+        "Arabic-Indic digits", {"PET_NNODES": "\u0662", "PET_NODE_RANK": "0", **PET_MASTER}, ("PET_NNODES",)
+    ),
+    Case(
+        "full-width PET_NPROC_PER_NODE",
+        {"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "\uff18"},
+        ("PET_NPROC_PER_NODE",),
+    ),
     Case("plus sign", {"WORLD_SIZE": "+2", "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
     Case("negative rank", {"WORLD_SIZE": "2", "RANK": "-1", **MASTER}, ("RANK",)),
     Case("hexadecimal", {"WORLD_SIZE": "0x2", "RANK": "0", **MASTER}, ("WORLD_SIZE",)),
@@ -70,14 +100,22 @@ ENV_CASES = [
     Case("PET_NNODES=1 WORLD_SIZE=abc", pytorchjob(WORLD_SIZE="abc"), ("WORLD_SIZE", "PET_NNODES")),
     Case("PET_NNODES=1 WORLD_SIZE=8", pytorchjob(WORLD_SIZE="8"), ("WORLD_SIZE", "PET_NNODES")),
     Case("PET_NODE_RANK=0 RANK=3", pytorchjob(RANK="3"), ("RANK", "PET_NODE_RANK")),
-    Case("WORLD_SIZE=8 RANK=3, one machine", pytorchjob(WORLD_SIZE="8", RANK="3"), ("WORLD_SIZE", "PET_NNODES")),
+    Case(
+        "WORLD_SIZE=8 RANK=3, one machine", pytorchjob(WORLD_SIZE="8", RANK="3"), ("WORLD_SIZE", "PET_NNODES")
+    ),
     Case("PyTorchJob WORLD_SIZE 1_0", pytorchjob(nproc="10", WORLD_SIZE="1_0"), ("WORLD_SIZE", "PET_NNODES")),
-    Case("PyTorchJob auto counts 1 per pod", pytorchjob(nnodes="2", nproc="auto", WORLD_SIZE="16"),
-         ("WORLD_SIZE", "PET_NNODES")),
+    Case(
+        "PyTorchJob auto counts 1 per pod",
+        pytorchjob(nnodes="2", nproc="auto", WORLD_SIZE="16"),
+        ("WORLD_SIZE", "PET_NNODES"),
+    ),
     # torchrun's ranks are numbered machine by machine.
     Case("torchrun LOCAL_RANK contradicts RANK", torchrun(rank="1", local_rank="0"), ("LOCAL_RANK", "RANK")),
-    Case("torchrun GROUP_RANK contradicts RANK", torchrun(rank="3", local_rank="1", GROUP_RANK="0"),
-         ("GROUP_RANK", "RANK")),
+    Case(
+        "torchrun GROUP_RANK contradicts RANK",
+        torchrun(rank="3", local_rank="1", GROUP_RANK="0"),
+        ("GROUP_RANK", "RANK"),
+    ),
 ]
 
 
@@ -95,8 +133,11 @@ def test_hostile_environment_is_refused_naming_the_variables(case: Case):
     _check_message(error.value, case.names)
 
 
-@pytest.mark.parametrize("environ", [pytorchjob(), pytorchjob(nnodes="3", node_rank="2", nproc="auto"),
-                                     torchrun(GROUP_RANK="0")], ids=["pytorchjob", "pytorchjob-auto", "torchrun"])
+@pytest.mark.parametrize(
+    "environ",
+    [pytorchjob(), pytorchjob(nnodes="3", node_rank="2", nproc="auto"), torchrun(GROUP_RANK="0")],
+    ids=["pytorchjob", "pytorchjob-auto", "torchrun"],
+)
 def test_the_consistent_twins_of_those_environments_are_accepted(environ):
     DistEnv.from_environ(environ)
 

@@ -15,8 +15,8 @@ import os
 import pickle
 import signal
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from iopath.common.file_io import PathManager
@@ -55,8 +55,10 @@ def hostile(case: Callable[[Path, Cli], None]) -> Callable[[Path, Cli], None]:
 @contextlib.contextmanager
 def _watchdog(seconds: int):
     """SIGALRM interrupts a blocking ``open()``/``read()`` and fails the case with TimeoutError."""
+
     def expired(signum, frame):
         raise TimeoutError(f"hostile case still running after {seconds} s: it blocks")
+
     previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)
     try:
@@ -67,6 +69,7 @@ def _watchdog(seconds: int):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
 
 def _tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
@@ -87,12 +90,13 @@ def _crafted(path: Path, meta: bytes, files: int) -> Path:
 def _deep_pickle(depth: int) -> bytes:
     """``{"d": {"d": ... {"f": 0}}}`` ``depth`` directories deep, written opcode by opcode
     (``pickle.dumps`` itself cannot: it recurses once per level)."""
-    opens = b"}" + b"\x8c\x01d}" * depth          # EMPTY_DICT, then per level: key, EMPTY_DICT
-    leaf = b"\x8c\x01fK\x00s"                     # "f": 0, SETITEM into the innermost dict
+    opens = b"}" + b"\x8c\x01d}" * depth  # EMPTY_DICT, then per level: key, EMPTY_DICT
+    leaf = b"\x8c\x01fK\x00s"  # "f": 0, SETITEM into the innermost dict
     return b"\x80\x04" + opens + leaf + b"s" * depth + b"."
 
 
 # -- non-regular files -------------------------------------------------------------------------
+
 
 @hostile
 def case_fifo_named_like_a_pack(tmp: Path, cli: Cli) -> None:
@@ -156,6 +160,7 @@ def case_fifo_inside_the_folder_to_pack(tmp: Path, cli: Cli) -> None:
 
 
 # -- deep trees --------------------------------------------------------------------------------
+
 
 @hostile
 def case_pack_nested_thousands_of_levels_deep(tmp: Path, cli: Cli) -> None:
@@ -224,6 +229,7 @@ def case_real_folder_exactly_at_the_depth_limit(tmp: Path, cli: Cli) -> None:
 
 # -- names that would act on a terminal --------------------------------------------------------
 
+
 @hostile
 def case_names_with_newlines_escapes_and_lone_surrogates(tmp: Path, cli: Cli) -> None:
     src = tmp / "src"
@@ -235,14 +241,19 @@ def case_names_with_newlines_escapes_and_lone_surrogates(tmp: Path, cli: Cli) ->
     status, out, _ = cli("ls", tmp / "names.ffr")
     assert status == 0
     assert sorted(out.splitlines()) == sorted(
-        ["two\\nlines", "\\x1b[2J\\x1b[31mred", "bad\\udcffutf8", "back\\\\slash", "café"])
-    crafted = _crafted(tmp / "crafted.ffr", pickle.dumps(
-        OrderedDict([("\u202eevil\x07", 0), ("\ud800", 1)]), protocol=4), files=2)
+        ["two\\nlines", "\\x1b[2J\\x1b[31mred", "bad\\udcffutf8", "back\\\\slash", "café"]
+    )
+    crafted = _crafted(
+        tmp / "crafted.ffr",
+        pickle.dumps(OrderedDict([("\u202eevil\x07", 0), ("\ud800", 1)]), protocol=4),
+        files=2,
+    )
     status, out, _ = cli("ls", crafted)
     assert status == 0 and out.splitlines() == ["\\u202eevil\\x07", "\\ud800"]
 
 
 # -- packing a folder into itself --------------------------------------------------------------
+
 
 @hostile
 def case_pack_written_inside_the_folder_it_packs(tmp: Path, cli: Cli) -> None:
@@ -263,6 +274,7 @@ def case_pack_written_inside_the_folder_it_packs(tmp: Path, cli: Cli) -> None:
 
 
 # -- the get_local_path cache ------------------------------------------------------------------
+
 
 def _handler(pack: Path) -> FFRecordPathHandler:
     handler = FFRecordPathHandler()
@@ -341,6 +353,7 @@ def case_cache_root_that_is_not_private(tmp: Path, cli: Cli) -> None:
 
 # -- CLI ambiguity -----------------------------------------------------------------------------
 
+
 @hostile
 def case_cat_of_a_digit_name_is_a_path_never_an_index(tmp: Path, cli: Cli) -> None:
     pack = tmp / "p.ffr"
@@ -368,9 +381,11 @@ def case_ls_and_cat_of_a_plain_file_say_not_a_packed_folder(tmp: Path, cli: Cli)
 
 # -- the runner (last: it is parametrized over every case registered above) ---------------
 
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hostile(name: str, tmp_path: Path, capsys: pytest.CaptureFixture,
-                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     with _watchdog(WATCHDOG_S):
         CASES[name](tmp_path, Cli(capsys))

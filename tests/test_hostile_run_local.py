@@ -22,24 +22,39 @@ import yaml
 TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
 
 
-def job(workers: int = 0, command: list[str] | None = None, args: list[str] | None = None,
-        env: list[dict] | None = None) -> dict:
-    container = {"name": "pytorch", "image": "registry.example/det:1",
-                 "command": command or ["tini", "--", "python", TRAINER],
-                 "args": args or ["--iters", "1"], "env": env or []}
+def job(
+    workers: int = 0,
+    command: list[str] | None = None,
+    args: list[str] | None = None,
+    env: list[dict] | None = None,
+) -> dict:
+    container = {
+        "name": "pytorch",
+        "image": "registry.example/det:1",
+        "command": command or ["tini", "--", "python", TRAINER],
+        "args": args or ["--iters", "1"],
+        "env": env or [],
+    }
     pod = {"terminationGracePeriodSeconds": 2, "containers": [container]}
     specs = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": pod}}}
     if workers:
-        specs["Worker"] = {"replicas": workers, "restartPolicy": "ExitCode",
-                           "template": {"spec": pod}}
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "det"},
-            "spec": {"runPolicy": {"backoffLimit": 2}, "pytorchReplicaSpecs": specs}}
+        specs["Worker"] = {"replicas": workers, "restartPolicy": "ExitCode", "template": {"spec": pod}}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "det"},
+        "spec": {"runPolicy": {"backoffLimit": 2}, "pytorchReplicaSpecs": specs},
+    }
 
 
 def run_local(manifest: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
     shown = [] if "--verbose" in extra else ["--quiet"]
-    return subprocess.run([sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest),
-                           *shown, *extra], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), *shown, *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write(tmp_path: Path, doc: dict) -> Path:
@@ -51,39 +66,72 @@ def write(tmp_path: Path, doc: dict) -> Path:
 
 MASTER = "master-0: spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command"
 CASES = {
-    "missing program": (job(command=["no-such-program-xyz"]), [],
-                        f"{MASTER}: 'no-such-program-xyz' is not found on PATH"),
+    "missing program": (
+        job(command=["no-such-program-xyz"]),
+        [],
+        f"{MASTER}: 'no-such-program-xyz' is not found on PATH",
+    ),
     "missing path": (job(command=["./bin/train"]), [], f"{MASTER}: './bin/train' does not exist"),
-    "not executable": (job(command=["./k8s/job.yaml"]), [],
-                       f"{MASTER}: './k8s/job.yaml' is not executable"),
-    "only tini": (job(command=["tini", "--"], args=[""]), ["--args", ""],
-                  f"{MASTER}: the container's command is only 'tini --'"),
-    "missing script": (job(command=["python", "train_nett.py"]), [],
-                       f"{MASTER}: the script 'train_nett.py' does not exist"),
-    "NUL in env": (job(env=[{"name": "A", "value": "x\0y"}]), [],
-                   "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].env[0] "
-                   "('A'): contains a NUL character"),
-    "NUL in args": (job(args=["--iters", "1\0"]), [],
-                    "containers[name=pytorch].args[1]: contains a NUL character"),
-    "1000 workers": (job(workers=1000), [],
-                     "spec.pytorchReplicaSpecs.Worker.replicas: 1001 pods; run-local starts at "
-                     "most 64"),
-    "resume without suspend": (job(), ["--resume-after", "2"],
-                               "--resume-after: only with --suspend-at"),
-    "missing dataset": (job(env=[{"name": "DETECTRON2_DATASETS", "value": "datasets"}]), [],
-                        "DETECTRON2_DATASETS=datasets: {project}/datasets (under --data-dir "
-                        "{project}) does not exist"),
+    "not executable": (job(command=["./k8s/job.yaml"]), [], f"{MASTER}: './k8s/job.yaml' is not executable"),
+    "only tini": (
+        job(command=["tini", "--"], args=[""]),
+        ["--args", ""],
+        f"{MASTER}: the container's command is only 'tini --'",
+    ),
+    "missing script": (
+        job(command=["python", "train_nett.py"]),
+        [],
+        f"{MASTER}: the script 'train_nett.py' does not exist",
+    ),
+    "NUL in env": (
+        job(env=[{"name": "A", "value": "x\0y"}]),
+        [],
+        "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].env[0] "
+        "('A'): contains a NUL character",
+    ),
+    "NUL in args": (
+        job(args=["--iters", "1\0"]),
+        [],
+        "containers[name=pytorch].args[1]: contains a NUL character",
+    ),
+    "1000 workers": (
+        job(workers=1000),
+        [],
+        "spec.pytorchReplicaSpecs.Worker.replicas: 1001 pods; run-local starts at most 64",
+    ),
+    "resume without suspend": (job(), ["--resume-after", "2"], "--resume-after: only with --suspend-at"),
+    "missing dataset": (
+        job(env=[{"name": "DETECTRON2_DATASETS", "value": "datasets"}]),
+        [],
+        "DETECTRON2_DATASETS=datasets: {project}/datasets (under --data-dir {project}) does not exist",
+    ),
     # What hfai-runtime check finds (here the kubelet's runAsNonRoot rule against the operator's
     # root init container on Worker pods) is refused before anything starts, as a cluster would.
     "kubelet refuses the init container": (
-        {**job(workers=1), "spec": {**job(workers=1)["spec"], "pytorchReplicaSpecs": {
-            name: {**spec, "template": {"spec": {**spec["template"]["spec"],
-                                                 "securityContext": {"runAsNonRoot": True}}}}
-            for name, spec in job(workers=1)["spec"]["pytorchReplicaSpecs"].items()}}},
-        [], "a cluster would refuse this: {manifest}: "
-        "spec.pytorchReplicaSpecs.Worker.template.spec.securityContext.runAsNonRoot: "),
-    "missing --require": (job(), ["--require", "datasets/coco/coco.ffr"],
-                          "--require datasets/coco/coco.ffr: {project}/datasets/coco/coco.ffr"),
+        {
+            **job(workers=1),
+            "spec": {
+                **job(workers=1)["spec"],
+                "pytorchReplicaSpecs": {
+                    name: {
+                        **spec,
+                        "template": {
+                            "spec": {**spec["template"]["spec"], "securityContext": {"runAsNonRoot": True}}
+                        },
+                    }
+                    for name, spec in job(workers=1)["spec"]["pytorchReplicaSpecs"].items()
+                },
+            },
+        },
+        [],
+        "a cluster would refuse this: {manifest}: "
+        "spec.pytorchReplicaSpecs.Worker.template.spec.securityContext.runAsNonRoot: ",
+    ),
+    "missing --require": (
+        job(),
+        ["--require", "datasets/coco/coco.ffr"],
+        "--require datasets/coco/coco.ffr: {project}/datasets/coco/coco.ffr",
+    ),
 }
 
 
@@ -114,8 +162,9 @@ def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
     manifest = write(tmp_path, job(args=["--detach", "--iters", "1"]))
     done = run_local(manifest, "--verbose")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    pids = [int(line.split("detached pid ")[1]) for line in done.stdout.splitlines()
-            if "detached pid " in line]
+    pids = [
+        int(line.split("detached pid ")[1]) for line in done.stdout.splitlines() if "detached pid " in line
+    ]
     assert len(pids) == 1, done.stdout[-3000:]
     # `setsid` execs sleep in a new session: out of the pod's process group, so only the pod
     # marker finds it. It must be gone (not even a zombie: the subreaper reaped it).
@@ -125,12 +174,15 @@ def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
     assert not psutil.pid_exists(pids[0]), psutil.Process(pids[0]).cmdline()
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda p: p.mkdir(), "not a regular file"),
-    (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a job manifest is at most"),
-    (lambda p: p.write_bytes(b"kind: \xff\xfe"), "cannot read a YAML manifest"),
-    (lambda p: None, "No such file or directory"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a job manifest is at most"),
+        (lambda p: p.write_bytes(b"kind: \xff\xfe"), "cannot read a YAML manifest"),
+        (lambda p: None, "No such file or directory"),
+    ],
+)
 def test_manifests_that_are_not_small_yaml_files_are_refused(tmp_path, make, expected):
     manifest = tmp_path / "job.yaml"
     make(manifest)

@@ -55,24 +55,25 @@ def rec(seconds: float, kind: RecordKind, **fields) -> LogLine:
     return log(seconds, f"[11/30 05:00:00 hfai_runtime]: {format_record(kind, **fields)}")
 
 
-def attempt_logs(rank: int, start: int, stop: int, t_start: float, t_stop: float,
-                 suspended: bool) -> list[LogLine]:
-    lines = [log(t_start - 5, "[11/30 05:00:00 d2.engine.defaults]: Model: GeneralizedRCNN"),
-             rec(t_start, RecordKind.TRAINING_STARTED, iteration=start, rank=rank),
-             rec(t_stop - 1, RecordKind.PROGRESS, iteration=stop, max_iter=30, rank=rank,
-                 loss=0.5)]
+def attempt_logs(
+    rank: int, start: int, stop: int, t_start: float, t_stop: float, suspended: bool
+) -> list[LogLine]:
+    lines = [
+        log(t_start - 5, "[11/30 05:00:00 d2.engine.defaults]: Model: GeneralizedRCNN"),
+        rec(t_start, RecordKind.TRAINING_STARTED, iteration=start, rank=rank),
+        rec(t_stop - 1, RecordKind.PROGRESS, iteration=stop, max_iter=30, rank=rank, loss=0.5),
+    ]
     if suspended:
-        lines.append(rec(t_stop, RecordKind.SUSPENDED, iteration=stop, exit_code=143,
-                         checkpoint=CHECKPOINT, rank=rank))
+        lines.append(
+            rec(t_stop, RecordKind.SUSPENDED, iteration=stop, exit_code=143, checkpoint=CHECKPOINT, rank=rank)
+        )
     return lines
 
 
 def preemption_frames() -> list[Frame]:
     """The recorded preemption: five looks at a 2-pod PyTorchJob ``demo``."""
-    created = condition("Created", "True", "PyTorchJobCreated", "PyTorchJob demo is created.",
-                        at(0))
-    running = condition("Running", "True", "PyTorchJobRunning",
-                        "PyTorchJob team-a/demo is running.", at(20))
+    created = condition("Created", "True", "PyTorchJobCreated", "PyTorchJob demo is created.", at(0))
+    running = condition("Running", "True", "PyTorchJobRunning", "PyTorchJob team-a/demo is running.", at(20))
     job = pytorchjob("demo", created=at(0))
 
     def frame(conditions, pods, logs, events) -> Frame:
@@ -81,73 +82,118 @@ def preemption_frames() -> list[Frame]:
         return f
 
     def pair(uid: str, phase: str, **kw) -> list[dict]:
-        return [pod("demo", "master", 0, f"m{uid}", phase, created=kw.pop("created"),
-                    state=kw["master"]),
-                pod("demo", "worker", 0, f"w{uid}", phase, created=at(int(uid) * 66 - 65),
-                    state=kw["worker"])]
+        return [
+            pod("demo", "master", 0, f"m{uid}", phase, created=kw.pop("created"), state=kw["master"]),
+            pod("demo", "worker", 0, f"w{uid}", phase, created=at(int(uid) * 66 - 65), state=kw["worker"]),
+        ]
 
     def run(t):
         return {"running": {"started_at": at(t)}}
 
     def ended(t0, t1, code):
-        return {"terminated": {"exit_code": code, "reason": "Error" if code else "Completed",
-                               "started_at": at(t0), "finished_at": at(t1)}}
+        return {
+            "terminated": {
+                "exit_code": code,
+                "reason": "Error" if code else "Completed",
+                "started_at": at(t0),
+                "finished_at": at(t1),
+            }
+        }
 
     attempt1 = pair("1", "Running", created=at(1), master=run(15), worker=run(16))
     m1, w1 = attempt1
-    created_pods = [event(NS, job, "SuccessfulCreatePod", f"Created pod: demo-{r}-0", at(1))
-                    for r in ("master", "worker")]
-    started1 = [event(NS, m1, "Scheduled", "Successfully assigned team-a/demo-master-0 to gpu-1",
-                      at(2), component="default-scheduler"),
-                event(NS, m1, "Started", "Started container pytorch", at(15), component="kubelet"),
-                event(NS, w1, "Started", "Started container pytorch", at(16), component="kubelet")]
-    logs1 = {"m1": attempt_logs(0, 0, 10, 20, 40, False),
-             "w1": attempt_logs(1, 0, 10, 20, 40, False)}
+    created_pods = [
+        event(NS, job, "SuccessfulCreatePod", f"Created pod: demo-{r}-0", at(1)) for r in ("master", "worker")
+    ]
+    started1 = [
+        event(
+            NS,
+            m1,
+            "Scheduled",
+            "Successfully assigned team-a/demo-master-0 to gpu-1",
+            at(2),
+            component="default-scheduler",
+        ),
+        event(NS, m1, "Started", "Started container pytorch", at(15), component="kubelet"),
+        event(NS, w1, "Started", "Started container pytorch", at(16), component="kubelet"),
+    ]
+    logs1 = {"m1": attempt_logs(0, 0, 10, 20, 40, False), "w1": attempt_logs(1, 0, 10, 20, 40, False)}
     frame0 = frame([created, running], attempt1, logs1, created_pods + started1)
 
-    preempted = [event(NS, w1, "Preempted", "Preempted by pod 5f0e2a17 on node gpu-2", at(60),
-                       component="default-scheduler"),
-                 event(NS, w1, "Killing", "Stopping container pytorch", at(60),
-                       component="kubelet")]
-    stopped = pair("1", "Failed", created=at(1), master=ended(15, 64, 143),
-                   worker=ended(16, 64, 143))
-    logs1b = {"m1": attempt_logs(0, 0, 13, 20, 63, True),
-              "w1": attempt_logs(1, 0, 13, 20, 63, True)}
+    preempted = [
+        event(
+            NS,
+            w1,
+            "Preempted",
+            "Preempted by pod 5f0e2a17 on node gpu-2",
+            at(60),
+            component="default-scheduler",
+        ),
+        event(NS, w1, "Killing", "Stopping container pytorch", at(60), component="kubelet"),
+    ]
+    stopped = pair("1", "Failed", created=at(1), master=ended(15, 64, 143), worker=ended(16, 64, 143))
+    logs1b = {"m1": attempt_logs(0, 0, 13, 20, 63, True), "w1": attempt_logs(1, 0, 13, 20, 63, True)}
     frame1 = frame([created, running], stopped, logs1b, created_pods + started1 + preempted)
 
-    restarting = condition("Restarting", "True", "PyTorchJobRestarting",
-                           "job demo is restarting because Worker replica(s) failed.", at(65))
-    exited = [event(NS, job, "ExitedWithCode", f"Pod: team-a.demo-{r}-0 exited with code 143",
-                    at(65), last=at(66), count=3) for r in ("master", "worker")]
-    restart_events = [event(NS, job, "PyTorchJobRestarting",
-                            f"job demo is restarting because {r} replica(s) failed.", at(65),
-                            event_type="Warning") for r in ("Master", "Worker")]
-    recreated = [event(NS, job, "SuccessfulCreatePod", f"Created pod: demo-{r}-0", at(1),
-                       last=at(66), count=2) for r in ("master", "worker")]
+    restarting = condition(
+        "Restarting",
+        "True",
+        "PyTorchJobRestarting",
+        "job demo is restarting because Worker replica(s) failed.",
+        at(65),
+    )
+    exited = [
+        event(
+            NS,
+            job,
+            "ExitedWithCode",
+            f"Pod: team-a.demo-{r}-0 exited with code 143",
+            at(65),
+            last=at(66),
+            count=3,
+        )
+        for r in ("master", "worker")
+    ]
+    restart_events = [
+        event(
+            NS,
+            job,
+            "PyTorchJobRestarting",
+            f"job demo is restarting because {r} replica(s) failed.",
+            at(65),
+            event_type="Warning",
+        )
+        for r in ("Master", "Worker")
+    ]
+    recreated = [
+        event(NS, job, "SuccessfulCreatePod", f"Created pod: demo-{r}-0", at(1), last=at(66), count=2)
+        for r in ("master", "worker")
+    ]
     waiting = {"waiting": {"reason": "ContainerCreating"}}
     attempt2 = pair("2", "Pending", created=at(66), master=waiting, worker=waiting)
     history = recreated + started1 + preempted + exited + restart_events
     frame2 = frame([created, restarting], attempt2, {}, history)
 
     m2, w2 = pair("2", "Running", created=at(66), master=run(80), worker=run(81))
-    started2 = [event(NS, m2, "Started", "Started container pytorch", at(80), component="kubelet"),
-                event(NS, w2, "Started", "Started container pytorch", at(81), component="kubelet")]
-    logs2 = {"m2": attempt_logs(0, 14, 20, 85, 100, False),
-             "w2": attempt_logs(1, 14, 20, 85, 100, False)}
-    running2 = condition("Running", "True", "PyTorchJobRunning",
-                         "PyTorchJob team-a/demo is running.", at(82))
+    started2 = [
+        event(NS, m2, "Started", "Started container pytorch", at(80), component="kubelet"),
+        event(NS, w2, "Started", "Started container pytorch", at(81), component="kubelet"),
+    ]
+    logs2 = {"m2": attempt_logs(0, 14, 20, 85, 100, False), "w2": attempt_logs(1, 14, 20, 85, 100, False)}
+    running2 = condition("Running", "True", "PyTorchJobRunning", "PyTorchJob team-a/demo is running.", at(82))
     frame3 = frame([created, running2], [m2, w2], logs2, history + started2)
 
-    done = pair("2", "Succeeded", created=at(66), master=ended(80, 140, 0),
-                worker=ended(81, 141, 0))
-    logs2b = {"m2": attempt_logs(0, 14, 30, 85, 139, False),
-              "w2": attempt_logs(1, 14, 30, 85, 139, False)}
-    succeeded = condition("Succeeded", "True", "PyTorchJobSucceeded",
-                          "PyTorchJob team-a/demo successfully completed.", at(141))
+    done = pair("2", "Succeeded", created=at(66), master=ended(80, 140, 0), worker=ended(81, 141, 0))
+    logs2b = {"m2": attempt_logs(0, 14, 30, 85, 139, False), "w2": attempt_logs(1, 14, 30, 85, 139, False)}
+    succeeded = condition(
+        "Succeeded", "True", "PyTorchJobSucceeded", "PyTorchJob team-a/demo successfully completed.", at(141)
+    )
     not_running = {**running2, "status": "False", "lastTransitionTime": at(141)}
-    final_events = history + started2 + [event(NS, job, "PyTorchJobSucceeded",
-                                               "PyTorchJob team-a/demo successfully completed.",
-                                               at(141))]
+    final_events = (
+        history
+        + started2
+        + [event(NS, job, "PyTorchJobSucceeded", "PyTorchJob team-a/demo successfully completed.", at(141))]
+    )
     frame4 = frame([created, not_running, succeeded], done, logs2b, final_events)
     return [frame0, frame1, frame2, frame3, frame4]
 
@@ -161,10 +207,15 @@ def steps(events: list[dict]) -> list[tuple]:
 
 
 RESUMED_ATTEMPT = [
-    ("master-0", "restarting", None), ("worker-0", "restarting", None),
-    ("master-0", "started", None), ("worker-0", "started", None),
-    ("master-0", "trains_from", 14), ("worker-0", "trains_from", 14),
-    ("master-0", "exited", 0), ("worker-0", "exited", 0), ("", "finished", None),
+    ("master-0", "restarting", None),
+    ("worker-0", "restarting", None),
+    ("master-0", "started", None),
+    ("worker-0", "started", None),
+    ("master-0", "trains_from", 14),
+    ("worker-0", "trains_from", 14),
+    ("master-0", "exited", 0),
+    ("worker-0", "exited", 0),
+    ("", "finished", None),
 ]
 
 
@@ -180,20 +231,24 @@ def test_timeline_of_a_preempted_and_resumed_job(tmp_path, capsys):
     out = capsys.readouterr().out
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert steps(events) == [
-        ("master-0", "started", None), ("worker-0", "started", None),
-        ("worker-0", "preempted", None), ("worker-0", "stopping", None),
-        ("master-0", "exited", 143), ("worker-0", "exited", 143), ("", "restarting", None),
+        ("master-0", "started", None),
+        ("worker-0", "started", None),
+        ("worker-0", "preempted", None),
+        ("worker-0", "stopping", None),
+        ("master-0", "exited", 143),
+        ("worker-0", "exited", 143),
+        ("", "restarting", None),
         *RESUMED_ATTEMPT,
     ]
     assert all(set(e) == {"time", "replica", "kind", "detail", "value"} for e in events)
     by_step = {(e["replica"], e["kind"], e["value"]): e for e in events}
     assert by_step[("worker-0", "preempted", None)]["time"] == 60.0
-    assert "suspended at a checkpoint (SIGTERM), retried" in \
-        by_step[("master-0", "exited", 143)]["detail"]
+    assert "suspended at a checkpoint (SIGTERM), retried" in by_step[("master-0", "exited", 143)]["detail"]
     assert by_step[("master-0", "trains_from", 14)]["detail"] == "resumed at iteration 14"
     assert by_step[("master-0", "trains_from", 14)]["time"] == 85.0
-    assert by_step[("worker-0", "restarting", None)]["detail"] == \
-        "pod demo-worker-0 recreated by the operator"
+    assert (
+        by_step[("worker-0", "restarting", None)]["detail"] == "pod demo-worker-0 recreated by the operator"
+    )
     # The printed timeline is the same events, in run-local's layout.
     printed = [line for line in out.splitlines() if line.startswith("  ") and "s  " in line]
     assert len(printed) == len(events)
@@ -208,16 +263,26 @@ def test_watched_timeline_keeps_what_deleted_pods_said(tmp_path, capsys):
     events_file = tmp_path / "events.jsonl"
     frames = preemption_frames()
     with FakeKubeAPI(frames) as fake:
-        assert job_cli(fake, tmp_path, "timeline", "demo", "--watch", "--interval", "0",
-                       "--events", str(events_file)) == 0
+        assert (
+            job_cli(
+                fake, tmp_path, "timeline", "demo", "--watch", "--interval", "0", "--events", str(events_file)
+            )
+            == 0
+        )
         assert fake.index == len(frames) - 1, "the watch looked until the job ended"
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert steps(events) == [
-        ("master-0", "started", None), ("worker-0", "started", None),
-        ("master-0", "trains_from", 0), ("worker-0", "trains_from", 0),
-        ("worker-0", "preempted", None), ("worker-0", "stopping", None),
-        ("master-0", "stopped_at", 13), ("worker-0", "stopped_at", 13),
-        ("master-0", "exited", 143), ("worker-0", "exited", 143), ("", "restarting", None),
+        ("master-0", "started", None),
+        ("worker-0", "started", None),
+        ("master-0", "trains_from", 0),
+        ("worker-0", "trains_from", 0),
+        ("worker-0", "preempted", None),
+        ("worker-0", "stopping", None),
+        ("master-0", "stopped_at", 13),
+        ("worker-0", "stopped_at", 13),
+        ("master-0", "exited", 143),
+        ("worker-0", "exited", 143),
+        ("", "restarting", None),
         *RESUMED_ATTEMPT,
     ]
     stop = next(e for e in events if e["kind"] == "stopped_at")
@@ -236,8 +301,10 @@ def test_status_after_the_preemption(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "PyTorchJob demo in namespace team-a"
     assert "  Running     True   2026-11-30T05:00:20Z  PyTorchJobRunning:" in out
-    assert ("  master-0   demo-master-0  Failed  restarts 0  last exit 143 (suspended at a "
-            "checkpoint (SIGTERM), retried)  iteration: rank 0 at 13 of 30") in out
+    assert (
+        "  master-0   demo-master-0  Failed  restarts 0  last exit 143 (suspended at a "
+        "checkpoint (SIGTERM), retried)  iteration: rank 0 at 13 of 30"
+    ) in out
     assert "  worker-0   demo-worker-0  Failed" in out
     assert f"Last checkpoint: {CHECKPOINT} (iteration 13)" in out
     assert "Kueue" not in out  # not in a Kueue queue
@@ -249,27 +316,37 @@ def test_status_of_the_recreated_pods(tmp_path, capsys):
     with FakeKubeAPI(preemption_frames()[3]) as fake:
         assert job_cli(fake, tmp_path, "status", "demo") == 0
     out = capsys.readouterr().out
-    assert ("  master-0   demo-master-0  Running  restarts 0  last exit of the pod it replaced "
-            "143 (suspended at a checkpoint (SIGTERM), retried)  iteration: rank 0 at 20 of 30"
-            ) in out
+    assert (
+        "  master-0   demo-master-0  Running  restarts 0  last exit of the pod it replaced "
+        "143 (suspended at a checkpoint (SIGTERM), retried)  iteration: rank 0 at 20 of 30"
+    ) in out
     assert "Last checkpoint: none reported in the current pods' logs" in out
 
 
-@pytest.mark.parametrize("state, says", [
-    ({"admitted_by": "gpu-cluster"},
-     "Kueue: Workload demo-wl: admitted by ClusterQueue gpu-cluster (LocalQueue team-queue)"),
-    ({"pending": "couldn't assign flavors to pod set master: insufficient quota"},
-     ("Kueue: Workload demo-wl: pending in LocalQueue team-queue (Pending: couldn't assign "
-      "flavors to pod set master: insufficient quota)")),
-    ({"active": False}, "Kueue: Workload demo-wl: deactivated (spec.active: false)"),
-])
+@pytest.mark.parametrize(
+    "state, says",
+    [
+        (
+            {"admitted_by": "gpu-cluster"},
+            "Kueue: Workload demo-wl: admitted by ClusterQueue gpu-cluster (LocalQueue team-queue)",
+        ),
+        (
+            {"pending": "couldn't assign flavors to pod set master: insufficient quota"},
+            (
+                "Kueue: Workload demo-wl: pending in LocalQueue team-queue (Pending: couldn't assign "
+                "flavors to pod set master: insufficient quota)"
+            ),
+        ),
+        ({"active": False}, "Kueue: Workload demo-wl: deactivated (spec.active: false)"),
+    ],
+)
 def test_status_shows_kueue_admission(tmp_path, capsys, state, says):
     frame = Frame()
-    job = frame.add(pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "team-queue"},
-                               suspend=True))
+    job = frame.add(pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "team-queue"}, suspend=True))
     frame.add(workload("demo-wl", job, **state))
-    frame.add(workload("other-wl", pytorchjob("other", uid="other-uid",
-                                              labels={"kueue.x-k8s.io/queue-name": "q"})))
+    frame.add(
+        workload("other-wl", pytorchjob("other", uid="other-uid", labels={"kueue.x-k8s.io/queue-name": "q"}))
+    )
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "status", "demo") == 0
     out = capsys.readouterr().out
@@ -285,9 +362,12 @@ def test_the_jobs_own_suspend_exit_code(tmp_path, capsys):
     job = frame.add(pytorchjob("demo"))
     for spec in job["spec"]["pytorchReplicaSpecs"].values():
         spec["template"]["spec"]["containers"][0]["env"] = [
-            {"name": "HFAI_SUSPEND_EXIT_CODE", "value": "200"}]
-    frame.events = [event(NS, job, "ExitedWithCode", f"Pod: team-a.demo-{r}-0 exited with code "
-                          f"{code}", at(30)) for r, code in (("master", 200), ("worker", 143))]
+            {"name": "HFAI_SUSPEND_EXIT_CODE", "value": "200"}
+        ]
+    frame.events = [
+        event(NS, job, "ExitedWithCode", f"Pod: team-a.demo-{r}-0 exited with code {code}", at(30))
+        for r, code in (("master", 200), ("worker", 143))
+    ]
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "timeline", "demo") == 0
     out = capsys.readouterr().out
@@ -311,29 +391,46 @@ def test_logs_are_prefixed_per_replica(tmp_path, capsys):
 def test_logs_previous_reads_the_restarted_container(tmp_path, capsys):
     """Under OnFailure the kubelet restarts the container in place: --previous reads the run
     before; a pod without a previous run says so on stderr and the others still print."""
-    killed = {"terminated": {"exit_code": 137, "reason": "Error",
-                             "started_at": at(10), "finished_at": at(50)}}
-    master = pod("demo", "master", 0, "m1", "Running", created=at(1),
-                 state={"running": {"started_at": at(55)}}, restarts=1, last_state=killed)
-    worker = pod("demo", "worker", 0, "w1", "Running", created=at(1),
-                 state={"running": {"started_at": at(12)}})
-    frame = Frame(pods=[master, worker],
-                  logs={"m1": [log(56, "second run")], "w1": [log(13, "worker line")]},
-                  previous_logs={"m1": [log(11, "first run"), log(49, "last words")]})
+    killed = {
+        "terminated": {"exit_code": 137, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
+    }
+    master = pod(
+        "demo",
+        "master",
+        0,
+        "m1",
+        "Running",
+        created=at(1),
+        state={"running": {"started_at": at(55)}},
+        restarts=1,
+        last_state=killed,
+    )
+    worker = pod(
+        "demo", "worker", 0, "w1", "Running", created=at(1), state={"running": {"started_at": at(12)}}
+    )
+    frame = Frame(
+        pods=[master, worker],
+        logs={"m1": [log(56, "second run")], "w1": [log(13, "worker line")]},
+        previous_logs={"m1": [log(11, "first run"), log(49, "last words")]},
+    )
     frame.add(pytorchjob("demo"))
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "logs", "demo", "--previous") == 0
-        assert [r.query.get("previous") for r in fake.requests if r.path.endswith("/log")] \
-            == ["true", "true"]
+        assert [r.query.get("previous") for r in fake.requests if r.path.endswith("/log")] == ["true", "true"]
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["[master-0] first run", "[master-0] last words"]
     assert captured.err.splitlines() == [
-        ('[worker-0] read the previous log of pod demo-worker-0: the API server answered 400: '
-         'previous terminated container "pytorch" in pod "demo-worker-0" not found')]
+        (
+            "[worker-0] read the previous log of pod demo-worker-0: the API server answered 400: "
+            'previous terminated container "pytorch" in pod "demo-worker-0" not found'
+        )
+    ]
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "status", "demo") == 0
-    assert ("restarts 1  last exit 137 (SIGKILL: killed at the end of the grace period, "
-            "retried from the last checkpoint)") in capsys.readouterr().out
+    assert (
+        "restarts 1  last exit 137 (SIGKILL: killed at the end of the grace period, "
+        "retried from the last checkpoint)"
+    ) in capsys.readouterr().out
 
 
 def test_logs_follow_until_the_job_ends(tmp_path, capsys):
@@ -344,7 +441,8 @@ def test_logs_follow_until_the_job_ends(tmp_path, capsys):
     assert follows == ["true", "true"]
     assert sorted(out) == sorted(
         [f"[master-0] {line.text}" for line in attempt_logs(0, 14, 30, 85, 139, False)]
-        + [f"[worker-0] {line.text}" for line in attempt_logs(1, 14, 30, 85, 139, False)])
+        + [f"[worker-0] {line.text}" for line in attempt_logs(1, 14, 30, 85, 139, False)]
+    )
 
 
 # -- suspend / resume ----------------------------------------------------------------------
@@ -355,8 +453,10 @@ def test_suspend_and_resume_a_pytorchjob(tmp_path, capsys):
     frame.add(pytorchjob("demo"))
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "suspend", "demo") == 0
-        assert fake.frame.objects[("kubeflow.org", "pytorchjobs", NS, "demo")]["spec"][
-            "runPolicy"]["suspend"] is True
+        assert (
+            fake.frame.objects[("kubeflow.org", "pytorchjobs", NS, "demo")]["spec"]["runPolicy"]["suspend"]
+            is True
+        )
         assert job_cli(fake, tmp_path, "resume", "demo") == 0
         patches = fake.patches("pytorchjobs")
     assert [(p.content_type, p.body) for p in patches] == [
@@ -382,8 +482,9 @@ def test_suspend_and_resume_under_kueue_deactivate_the_workload(tmp_path, capsys
     """Kueue would undo suspend: true on an admitted job, so the Workload is deactivated."""
     frame = Frame()
     job = frame.add(pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "team-queue"}))
-    frame.add(workload("other-wl", pytorchjob("other", uid="other-uid",
-                                              labels={"kueue.x-k8s.io/queue-name": "q"})))
+    frame.add(
+        workload("other-wl", pytorchjob("other", uid="other-uid", labels={"kueue.x-k8s.io/queue-name": "q"}))
+    )
     frame.add(workload("pytorchjob-demo-3c1f9", job, admitted_by="gpu-cluster"))
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "suspend", "demo") == 0
@@ -412,8 +513,9 @@ def test_no_kubeconfig(tmp_path, monkeypatch, capsys):
     assert main(["job", "status", "demo"]) == 1
     assert one_error_line(capsys).startswith("hfai-runtime job status: no kubeconfig:")
     assert main(["job", "suspend", "demo", "--kubeconfig", str(tmp_path / "nope")]) == 1
-    assert one_error_line(capsys) == (f"hfai-runtime job suspend: no kubeconfig: --kubeconfig "
-                                      f"{tmp_path / 'nope'} does not exist")
+    assert one_error_line(capsys) == (
+        f"hfai-runtime job suspend: no kubeconfig: --kubeconfig {tmp_path / 'nope'} does not exist"
+    )
 
 
 def test_submit_of_a_file_that_is_not_yaml(tmp_path, capsys):
@@ -441,15 +543,16 @@ def test_context_and_namespace_options(tmp_path, capsys):
         assert main(["job", "status", "demo", "--kubeconfig", config, "--context", "fake"]) == 0
         assert "in namespace team-a" in capsys.readouterr().out
         assert main(["job", "status", "demo", "--kubeconfig", config, "--context", "nosuch"]) == 1
-        assert one_error_line(capsys) == (f"hfai-runtime job status: kubeconfig {config}: "
-                                          f"Invalid kube-config file. Expected object with name "
-                                          f"nosuch in {config}/contexts list")
+        assert one_error_line(capsys) == (
+            f"hfai-runtime job status: kubeconfig {config}: "
+            f"Invalid kube-config file. Expected object with name "
+            f"nosuch in {config}/contexts list"
+        )
         assert main(["job", "status", "demo", "--kubeconfig", config, "-n", "research"]) == 1
         assert one_error_line(capsys).endswith("of that name in namespace research")
 
 
-@pytest.mark.parametrize("command", [["status"], ["logs"], ["timeline"], ["suspend"],
-                                     ["resume"]])
+@pytest.mark.parametrize("command", [["status"], ["logs"], ["timeline"], ["suspend"], ["resume"]])
 def test_forbidden(tmp_path, capsys, command):
     frame = Frame()
     frame.add(pytorchjob("demo"))
@@ -457,8 +560,10 @@ def test_forbidden(tmp_path, capsys, command):
         fake.forbidden = True
         assert job_cli(fake, tmp_path, *command, "demo") == 1
     line = one_error_line(capsys)
-    assert line.startswith(f"hfai-runtime job {command[0]}: get PyTorchJob demo: forbidden "
-                           f"(403): pytorchjobs.kubeflow.org is forbidden: User \"tester\"")
+    assert line.startswith(
+        f"hfai-runtime job {command[0]}: get PyTorchJob demo: forbidden "
+        f'(403): pytorchjobs.kubeflow.org is forbidden: User "tester"'
+    )
 
 
 def test_crd_not_installed(tmp_path, capsys):
@@ -467,7 +572,8 @@ def test_crd_not_installed(tmp_path, capsys):
         assert "not served by this cluster (404)" in one_error_line(capsys)
         assert job_cli(fake, tmp_path, "timeline", "demo", "--kind", "TrainJob") == 1
         assert one_error_line(capsys).startswith(
-            "hfai-runtime job timeline: trainjobs.trainer.kubeflow.org/v1alpha1: not served")
+            "hfai-runtime job timeline: trainjobs.trainer.kubeflow.org/v1alpha1: not served"
+        )
 
 
 def test_kueue_not_installed(tmp_path, capsys):
@@ -477,7 +583,8 @@ def test_kueue_not_installed(tmp_path, capsys):
         assert job_cli(fake, tmp_path, "suspend", "demo") == 1
     assert one_error_line(capsys).startswith(
         "hfai-runtime job suspend: list Kueue Workloads: the resource is not served by this "
-        "cluster (404 404 page not found)")
+        "cluster (404 404 page not found)"
+    )
 
 
 def test_kueue_job_without_its_workload_yet(tmp_path, capsys):
@@ -494,9 +601,11 @@ def test_job_not_found(tmp_path, capsys):
     frame.add(pytorchjob("demo"))
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "logs", "nosuch") == 1
-        assert one_error_line(capsys) == ("hfai-runtime job logs: job nosuch not found: no "
-                                          "PyTorchJob or TrainJob of that name in namespace "
-                                          "team-a")
+        assert one_error_line(capsys) == (
+            "hfai-runtime job logs: job nosuch not found: no "
+            "PyTorchJob or TrainJob of that name in namespace "
+            "team-a"
+        )
         # Only one operator installed: the other kind is not looked for, and no error says so.
     with FakeKubeAPI(frame, installed=(("kubeflow.org", "v1", "pytorchjobs"),)) as fake:
         assert job_cli(fake, tmp_path, "resume", "nosuch") == 1
@@ -547,8 +656,9 @@ def test_submit_applies_the_rendered_job(tmp_path, capsys, rendered_job):
 
 def test_submit_refuses_what_check_refuses(tmp_path, capsys, rendered_job):
     manifest = yaml.safe_load(rendered_job.read_text())
-    manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
-        "name"] = "main"  # the Training Operator's webhook requires "pytorch"
+    manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = (
+        "main"  # the Training Operator's webhook requires "pytorch"
+    )
     bad = tmp_path / "job.yaml"
     bad.write_text(yaml.safe_dump(manifest))
     with FakeKubeAPI(Frame()) as fake:
@@ -567,25 +677,34 @@ def test_trainjob_status_logs_and_timeline(tmp_path, capsys):
     """A TrainJob's pods are a JobSet's: replicas are named by completion index (node-0,
     node-1), the container is ``node``, and ``Complete`` is success. node-1 was restarted in
     place after SIGKILL (OnFailure); a deleted pod's events are placed by its name."""
-    complete = condition("Complete", "True", "AllJobsCompleted", "jobset completed successfully",
-                         at(200))
+    complete = condition("Complete", "True", "AllJobsCompleted", "jobset completed successfully", at(200))
     frame = Frame()
     frame.add(trainjob("run-2", conditions=[complete]))
-    ended = {"terminated": {"exit_code": 0, "reason": "Completed", "started_at": at(20),
-                            "finished_at": at(199)}}
-    killed = {"terminated": {"exit_code": 137, "reason": "Error", "started_at": at(20),
-                             "finished_at": at(90)}}
+    ended = {
+        "terminated": {"exit_code": 0, "reason": "Completed", "started_at": at(20), "finished_at": at(199)}
+    }
+    killed = {
+        "terminated": {"exit_code": 137, "reason": "Error", "started_at": at(20), "finished_at": at(90)}
+    }
     node0 = trainjob_pod("run-2", 0, "x7k2p", "n0", "Succeeded", created=at(5), state=ended)
-    node1 = trainjob_pod("run-2", 1, "q9w4z", "n1", "Succeeded", created=at(5), restarts=1,
-                         last_state=killed,
-                         state={"terminated": {**ended["terminated"], "started_at": at(95)}})
-    gone = {**node1, "metadata": {**node1["metadata"], "name": "run-2-node-0-1-aaaaa",
-                                  "uid": "old"}}
+    node1 = trainjob_pod(
+        "run-2",
+        1,
+        "q9w4z",
+        "n1",
+        "Succeeded",
+        created=at(5),
+        restarts=1,
+        last_state=killed,
+        state={"terminated": {**ended["terminated"], "started_at": at(95)}},
+    )
+    gone = {**node1, "metadata": {**node1["metadata"], "name": "run-2-node-0-1-aaaaa", "uid": "old"}}
     frame.pods = [node0, node1]
-    frame.logs = {"n0": [rec(30, RecordKind.TRAINING_STARTED, iteration=0, rank=0)],
-                  "n1": [rec(100, RecordKind.TRAINING_STARTED, iteration=40, rank=1)]}
-    frame.events = [event(NS, gone, "Started", "Started container node", at(3),
-                          component="kubelet")]
+    frame.logs = {
+        "n0": [rec(30, RecordKind.TRAINING_STARTED, iteration=0, rank=0)],
+        "n1": [rec(100, RecordKind.TRAINING_STARTED, iteration=40, rank=1)],
+    }
+    frame.events = [event(NS, gone, "Started", "Started container node", at(3), component="kubelet")]
     with FakeKubeAPI(frame) as fake:
         assert job_cli(fake, tmp_path, "status", "run-2") == 0
         out = capsys.readouterr().out
@@ -593,17 +712,20 @@ def test_trainjob_status_logs_and_timeline(tmp_path, capsys):
         assert "  node-0     run-2-node-0-0-x7k2p  Succeeded  restarts 0  last exit 0" in out
         assert "  node-1     run-2-node-0-1-q9w4z  Succeeded  restarts 1  last exit 0" in out
         assert job_cli(fake, tmp_path, "logs", "run-2") == 0
-        assert capsys.readouterr().out.splitlines()[1].startswith('[node-1] [11/30')
-        assert all(r.query.get("container") == "node" for r in fake.requests
-                   if r.path.endswith("/log"))
-        assert job_cli(fake, tmp_path, "timeline", "run-2",
-                       "--events", str(tmp_path / "e.jsonl")) == 0
+        assert capsys.readouterr().out.splitlines()[1].startswith("[node-1] [11/30")
+        assert all(r.query.get("container") == "node" for r in fake.requests if r.path.endswith("/log"))
+        assert job_cli(fake, tmp_path, "timeline", "run-2", "--events", str(tmp_path / "e.jsonl")) == 0
     events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert steps(events) == [
         ("node-1", "started", None),  # the deleted pod, from its event
-        ("node-0", "started", None), ("node-1", "started", None),
-        ("node-0", "trains_from", 0), ("node-1", "exited", 137), ("node-1", "started", None),
-        ("node-1", "trains_from", 40), ("node-0", "exited", 0), ("node-1", "exited", 0),
+        ("node-0", "started", None),
+        ("node-1", "started", None),
+        ("node-0", "trains_from", 0),
+        ("node-1", "exited", 137),
+        ("node-1", "started", None),
+        ("node-1", "trains_from", 40),
+        ("node-0", "exited", 0),
+        ("node-1", "exited", 0),
         ("", "finished", None),
     ]
     assert "AllJobsCompleted" in events[-1]["detail"]
@@ -614,5 +736,6 @@ def test_without_the_kubernetes_client(tmp_path, monkeypatch, capsys):
     install."""
     monkeypatch.setitem(sys.modules, "kubernetes", None)  # its import fails
     assert main(["job", "status", "demo", "--kubeconfig", str(tmp_path / "k")]) == 1
-    assert one_error_line(capsys) == ("hfai-runtime job status: the kubernetes client is not "
-                                      "installed: pip install 'hfai-runtime[cluster]'")
+    assert one_error_line(capsys) == (
+        "hfai-runtime job status: the kubernetes client is not installed: pip install 'hfai-runtime[cluster]'"
+    )

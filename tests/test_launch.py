@@ -30,7 +30,9 @@ MAIN = "tests/_dist_main.py"
 
 def _launch(topology: str, mode: str, tmp_path, **extra: str):
     envs = topology_envs(topology, **extra)
-    return [start([MAIN, mode, str(tmp_path)], env, tmp_path / f"launcher{i}.log") for i, env in enumerate(envs)]
+    return [
+        start([MAIN, mode, str(tmp_path)], env, tmp_path / f"launcher{i}.log") for i, env in enumerate(envs)
+    ]
 
 
 def _logs(tmp_path) -> str:
@@ -57,8 +59,14 @@ def _check_reports(tmp_path, local_ranks: list[int]) -> None:
 JOINED = {
     "2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
     "1x2": ["1 machine x 2 processes = 2 ranks; this is machine 0 (ranks 0-1)"],
-    "hfai-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
-    "trainjob-2x1": ["2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)", "this is machine 1 (rank 1)"],
+    "hfai-2x1": [
+        "2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)",
+        "this is machine 1 (rank 1)",
+    ],
+    "trainjob-2x1": [
+        "2 machines x 1 process = 2 ranks; this is machine 0 (rank 0)",
+        "this is machine 1 (rank 1)",
+    ],
 }
 SOURCES = {"2x1": "pytorchjob", "1x2": "pytorchjob", "hfai-2x1": "hfai", "trainjob-2x1": "trainjob"}
 
@@ -77,8 +85,13 @@ def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
 
 def test_under_torchrun_nothing_is_spawned_again(tmp_path):
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.Popen([*torchrun, MAIN, "report", str(tmp_path)], env=base_env(), cwd=REPO,
-                            stdout=open(tmp_path / "launcher0.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*torchrun, MAIN, "report", str(tmp_path)],
+        env=base_env(),
+        cwd=REPO,
+        stdout=open(tmp_path / "launcher0.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     assert wait_all([proc], 120) == [0], _logs(tmp_path)
     _check_reports(tmp_path, [0, 1])  # world 2: each torchrun worker is one rank, not a launcher
     _check_no_threads_left(tmp_path, 2)  # each worker runs its rank in the launcher's process
@@ -108,12 +121,16 @@ def test_without_omp_num_threads_the_processes_of_a_machine_share_its_cpus(tmp_p
     assert wait_all([proc], 120) == [0], _logs(tmp_path)
     _check_reports(tmp_path, [0, 1])
     expected = max(1, len(os.sched_getaffinity(0)) // 2)
-    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["threads"] for r in range(2)] == [expected] * 2
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["threads"] for r in range(2)] == [
+        expected
+    ] * 2
 
 
 def _fake_gpu_job(envs: list[dict[str, str]], tmp_path) -> list[dict]:
-    procs = [start(["tests/_dist_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
-             for i, env in enumerate(envs)]
+    procs = [
+        start(["tests/_dist_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
+        for i, env in enumerate(envs)
+    ]
     assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
     return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
 
@@ -133,7 +150,10 @@ def test_gpu_path_asks_for_nccl_with_one_device_per_local_rank(topology, world, 
 
 def test_gpu_path_under_torchrun_asks_for_nccl(tmp_path):
     records = _fake_gpu_job(torchrun_envs(2, free_port()), tmp_path)
-    assert [(r["backend"], r["rank"], r["devices_set"]) for r in records] == [("nccl", 0, [0]), ("nccl", 1, [1])]
+    assert [(r["backend"], r["rank"], r["devices_set"]) for r in records] == [
+        ("nccl", 0, [0]),
+        ("nccl", 1, [1]),
+    ]
 
 
 def _agent_store(port: int):
@@ -143,7 +163,9 @@ def _agent_store(port: int):
     return dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
 
 
-@pytest.mark.parametrize("case", ["hfai rank 1", "torchrun rank 1", "torchrun rank 0", "torchrun agent store"])
+@pytest.mark.parametrize(
+    "case", ["hfai rank 1", "torchrun rank 1", "torchrun rank 0", "torchrun agent store"]
+)
 def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tmp_path):
     """Nobody listens at the master's port (a rank > 0), or the peer never comes (rank 0; a
     torchrun rank whose agent hosts the store): the rank fails within the connect timeout."""
@@ -165,12 +187,15 @@ def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tm
     assert time.monotonic() - began < 45
 
 
-@pytest.mark.parametrize("environ, variable", [
-    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "2222"}, "RANK"),
-    ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_PORT": "2222"}, "MASTER_ADDR"),
-    ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "two"}, "PET_NPROC_PER_NODE"),
-    ({"HFAI_SUSPEND_EXIT_CODE": "300"}, "HFAI_SUSPEND_EXIT_CODE"),
-])
+@pytest.mark.parametrize(
+    "environ, variable",
+    [
+        ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "2222"}, "RANK"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_PORT": "2222"}, "MASTER_ADDR"),
+        ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "two"}, "PET_NPROC_PER_NODE"),
+        ({"HFAI_SUSPEND_EXIT_CODE": "300"}, "HFAI_SUSPEND_EXIT_CODE"),
+    ],
+)
 def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
     from hfai_runtime.detectron2 import launch_from_env
 
@@ -180,10 +205,13 @@ def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
         launch_from_env(pytest.fail)  # never called
 
 
-@pytest.mark.parametrize("environ, requested, variable", [
-    ({}, 4, "num_gpus_per_machine=4"),
-    ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "4"}, None, "PET_NPROC_PER_NODE=4"),
-])
+@pytest.mark.parametrize(
+    "environ, requested, variable",
+    [
+        ({}, 4, "num_gpus_per_machine=4"),
+        ({"PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_NPROC_PER_NODE": "4"}, None, "PET_NPROC_PER_NODE=4"),
+    ],
+)
 def test_more_processes_than_gpus_names_where_the_count_came_from(environ, requested, variable, monkeypatch):
     # Two visible GPUs are faked: this machine has none, and the check runs before any is used.
     from hfai_runtime.detectron2 import launch_from_env

@@ -25,8 +25,11 @@ def pytorchjob(workers: int = 1, nproc=None, port: int | None = None) -> dict:
         "spec": {
             "pytorchReplicaSpecs": {
                 "Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
-                "Worker": {"replicas": workers, "restartPolicy": "ExitCode",
-                           "template": copy.deepcopy(template)},
+                "Worker": {
+                    "replicas": workers,
+                    "restartPolicy": "ExitCode",
+                    "template": copy.deepcopy(template),
+                },
             }
         },
     }
@@ -85,8 +88,11 @@ def test_pytorchjob_elastic_and_unknown_types_are_refused():
 def test_pytorchjob_bad_master_port_names_the_field(port):
     job = pytorchjob(port=1)
     job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["ports"] = [
-        {"name": "pytorchjob-port"} if port is None else {"name": "pytorchjob-port", "containerPort": port}]
-    with pytest.raises(ValueError, match=r"Master\.template\.spec\.containers\[0\]\.ports\[0\]\.containerPort"):
+        {"name": "pytorchjob-port"} if port is None else {"name": "pytorchjob-port", "containerPort": port}
+    ]
+    with pytest.raises(
+        ValueError, match=r"Master\.template\.spec\.containers\[0\]\.ports\[0\]\.containerPort"
+    ):
         injected_env(job, "Worker", 0)
 
 

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all
 
@@ -28,7 +27,16 @@ SOURCES = ("suspend", "periodic")
 
 def _launch(data: Path, out: Path, layout: str, workers: int, *extra: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    args = ["tests/_resume_matrix.py", "--data", str(data), "--out", str(out), "--workers", str(workers), *extra]
+    args = [
+        "tests/_resume_matrix.py",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        *extra,
+    ]
     logs = [out / f"launcher{i}.log" for i in range(2)]
     codes = wait_all([start(args, env, log) for env, log in zip(topology_envs(layout), logs)], timeout=900)
     assert set(codes) == {0}, "\n".join(log.read_text()[-3000:] for log in logs if log.exists())
@@ -63,14 +71,18 @@ def matrix(data, matrix_root) -> dict[tuple[str, int], dict]:
 
 
 @pytest.mark.parametrize("source", SOURCES)
-@pytest.mark.parametrize("layout, workers", WORLDS, ids=[f"{l}-workers{w}" for l, w in WORLDS])
+@pytest.mark.parametrize("layout, workers", WORLDS, ids=[f"{layout}-workers{w}" for layout, w in WORLDS])
 @pytest.mark.parametrize("model", MODELS)
 def test_resumed_run_is_bit_identical(matrix, model, layout, workers, source):
     result = matrix[(layout, workers)][model]
     comparison = result[source]
     different = comparison["different"]
-    assert different == [], f"{len(different)} of {comparison['tensors']} tensors differ, e.g. {different[:3]}"
-    assert comparison["trained_after_resume"], "the comparison has no teeth: no weight changed after the resume"
+    assert different == [], (
+        f"{len(different)} of {comparison['tensors']} tensors differ, e.g. {different[:3]}"
+    )
+    assert comparison["trained_after_resume"], (
+        "the comparison has no teeth: no weight changed after the resume"
+    )
     assert result["warnings"] == [], "no model attribute of these models may go unsaved"
 
 

@@ -10,7 +10,6 @@ import itertools
 
 import pytest
 import torch
-
 from _dist_train import prepare_data
 
 BATCHES, BATCH = 9, 2
@@ -26,7 +25,9 @@ def source(tmp_path_factory):
 
     root = prepare_data(tmp_path_factory.mktemp("stream_data"))
     name = "resume_stream_train"
-    register_coco_instances(name, {}, str(root / "annotations" / "instances_train2017.json"), str(root / "train2017"))
+    register_coco_instances(
+        name, {}, str(root / "annotations" / "instances_train2017.json"), str(root / "train2017")
+    )
     cfg = get_cfg()
     cfg.DATASETS.TRAIN = (name,)
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (48, 56, 64), 96
@@ -45,9 +46,12 @@ def _batches(source, seed: int, done: int, workers: int, count: int):
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
-    return all(x["file_name"] == y["file_name"] and torch.equal(x["image"], y["image"])
-               and torch.equal(x["instances"].gt_boxes.tensor, y["instances"].gt_boxes.tensor)
-               for x, y in zip(a, b, strict=True))
+    return all(
+        x["file_name"] == y["file_name"]
+        and torch.equal(x["image"], y["image"])
+        and torch.equal(x["instances"].gt_boxes.tensor, y["instances"].gt_boxes.tensor)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def test_detectron2_loader_is_recognized(source):

@@ -28,29 +28,42 @@ def container(args: list[str], name: str = "pytorch") -> dict:
         "image": "registry.example/det:1",
         "command": ["tini", "--", "python", TRAINER],
         "args": args,
-        "volumeMounts": [{"name": "data", "mountPath": "/data"},
-                         {"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
 
 
-def pytorchjob(args: list[str], workers: int = 0, policy: str = "ExitCode",
-               backoff: int | None = 5, grace: int = 5,
-               worker_args: list[str] | None = None, clean: str | None = None) -> dict:
-    pod = {"terminationGracePeriodSeconds": grace, "containers": [container(args)],
-           "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}},
-                       {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}
+def pytorchjob(
+    args: list[str],
+    workers: int = 0,
+    policy: str = "ExitCode",
+    backoff: int | None = 5,
+    grace: int = 5,
+    worker_args: list[str] | None = None,
+    clean: str | None = None,
+) -> dict:
+    pod = {
+        "terminationGracePeriodSeconds": grace,
+        "containers": [container(args)],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        ],
+    }
     specs = {"Master": {"replicas": 1, "restartPolicy": policy, "template": {"spec": pod}}}
     if workers:
         worker_pod = copy.deepcopy(pod)
         if worker_args is not None:
             worker_pod["containers"][0]["args"] = worker_args
-        specs["Worker"] = {"replicas": workers, "restartPolicy": policy,
-                           "template": {"spec": worker_pod}}
+        specs["Worker"] = {"replicas": workers, "restartPolicy": policy, "template": {"spec": worker_pod}}
     run_policy = {} if backoff is None else {"backoffLimit": backoff}
     if clean is not None:
         run_policy["cleanPodPolicy"] = clean
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "det"},
-            "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs}}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "det"},
+        "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs},
+    }
 
 
 def run(doc: dict, tmp_path: Path, **options):
@@ -66,7 +79,13 @@ def kinds(result, replica: str) -> list[str]:
 def test_exit_143_restarts_the_replica_and_the_job_succeeds(tmp_path):
     result, _ = run(pytorchjob(["--exit-once", "143", "--ckpt-dir", "/data"]), tmp_path)
     assert kinds(result, "master-0") == [
-        "started", "exited", "restarting", "started", "trains_from", "exited"]
+        "started",
+        "exited",
+        "restarting",
+        "started",
+        "trains_from",
+        "exited",
+    ]
     assert [e.value for e in result.of_kind("exited")] == [143, 0]
     assert (result.condition, result.reason) == ("Succeeded", "PyTorchJobSucceeded")
     assert result.message == "PyTorchJob det is successfully completed."
@@ -110,8 +129,7 @@ def test_backoff_limit_counts_in_place_restarts(tmp_path):
     assert "3 container restart(s) reached the job's backoff limit (3)" in result.cause
 
 
-def test_exit_code_recreations_do_not_count_but_backoff_limit_0_fails_the_first_failed_pod(
-        tmp_path):
+def test_exit_code_recreations_do_not_count_but_backoff_limit_0_fails_the_first_failed_pod(tmp_path):
     # ExitCode: the operator recreates the pod (restartCount 0), so backoffLimit 1 allows it ...
     args = ["--exit-once", "143", "--ckpt-dir", "/data"]
     result, _ = run(pytorchjob(args, backoff=1), tmp_path)
@@ -133,8 +151,7 @@ def test_the_active_deadline_fails_the_job_and_restarts_on_resume(tmp_path):
     doc["spec"]["runPolicy"]["activeDeadlineSeconds"] = 3
     result, _ = run(doc, tmp_path, suspend_at=At(0.3, after_training=True), resume_after=2.5)
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
-    assert result.message == ("Job det has failed because it was active longer than "
-                              "specified deadline")
+    assert result.message == ("Job det has failed because it was active longer than specified deadline")
     resumed = result.of_kind("resumed")[0].time
     finished = result.of_kind("finished")[0].time
     assert resumed > 2.5 and 3 <= finished - resumed < 5, result.events
@@ -154,8 +171,9 @@ def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     args = ["--iters", "30", "--step", "0.1", "--ckpt-dir", "/data/ckpt"]
     (tmp_path / "ckpt").mkdir()
-    result, _ = run(pytorchjob(args, workers=1), tmp_path,
-                    suspend_at=At(0.8, after_training=True), resume_after=0.5)
+    result, _ = run(
+        pytorchjob(args, workers=1), tmp_path, suspend_at=At(0.8, after_training=True), resume_after=0.5
+    )
     assert len(result.of_kind("suspended")) == len(result.of_kind("resumed")) == 1
     suspended, resumed = result.of_kind("suspended")[0], result.of_kind("resumed")[0]
     assert resumed.time >= suspended.time + 0.5
@@ -170,11 +188,14 @@ def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
 
 
 def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, monkeypatch):
-    names = ("MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,"
-             "OMP_NUM_THREADS,PET_MASTER_ADDR,PET_MASTER_PORT,PYTHONUNBUFFERED")
+    names = (
+        "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,"
+        "OMP_NUM_THREADS,PET_MASTER_ADDR,PET_MASTER_PORT,PYTHONUNBUFFERED"
+    )
     doc = pytorchjob(["--print-env", names, "--iters", "1"], workers=1)
     doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
-        {"name": "OUT", "value": "/data/output"}]
+        {"name": "OUT", "value": "/data/output"}
+    ]
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     result, lines = run(doc, tmp_path, data_dir=tmp_path / "pvc")
     assert result.succeeded
@@ -193,12 +214,17 @@ def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, mon
 
 def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
     doc = {
-        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
         "metadata": {"name": "det"},
-        "spec": {"runtimeRef": {"name": "torch-distributed"},
-                 "trainer": {"numNodes": 2, "command": ["python", TRAINER],
-                             "args": ["--print-env", "PET_NODE_RANK,PET_MASTER_ADDR,RANK",
-                                      "--iters", "1"]}},
+        "spec": {
+            "runtimeRef": {"name": "torch-distributed"},
+            "trainer": {
+                "numNodes": 2,
+                "command": ["python", TRAINER],
+                "args": ["--print-env", "PET_NODE_RANK,PET_MASTER_ADDR,RANK", "--iters", "1"],
+            },
+        },
     }
     result, lines = run(doc, tmp_path)
     # The TrainJob's condition is its JobSet's (jobset.go@v2.3.0 copies Completed -> Complete).
@@ -214,33 +240,59 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
     [
         (lambda d: d.update(kind="Deployment"), "kind: expected PyTorchJob or TrainJob, got 'Deployment'"),
         (lambda d: d.update(apiVersion="kubeflow.org/v2"), "apiVersion: expected 'kubeflow.org/v1'"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"].pop("Master"), "spec.pytorchReplicaSpecs.Master: required"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2),
-         "spec.pytorchReplicaSpecs.Master.replicas: expected 1, got 2"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].pop("replicas"),
-         "spec.pytorchReplicaSpecs.Master.replicas: expected 1, not stated"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"].update(
-            Worker=dict(d["spec"]["pytorchReplicaSpecs"]["Master"], replicas=0)),
-         "spec.pytorchReplicaSpecs.Worker.replicas: expected at least 1, got 0"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"].update(
-            master=d["spec"]["pytorchReplicaSpecs"].pop("Master")),
-         "spec.pytorchReplicaSpecs.master: expected exactly one of Master, Worker"),
-        (lambda d: _master_container(d).pop("image"),
-         "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].image: required"),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"].pop("Master"),
+            "spec.pytorchReplicaSpecs.Master: required",
+        ),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2),
+            "spec.pytorchReplicaSpecs.Master.replicas: expected 1, got 2",
+        ),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].pop("replicas"),
+            "spec.pytorchReplicaSpecs.Master.replicas: expected 1, not stated",
+        ),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"].update(
+                Worker=dict(d["spec"]["pytorchReplicaSpecs"]["Master"], replicas=0)
+            ),
+            "spec.pytorchReplicaSpecs.Worker.replicas: expected at least 1, got 0",
+        ),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"].update(
+                master=d["spec"]["pytorchReplicaSpecs"].pop("Master")
+            ),
+            "spec.pytorchReplicaSpecs.master: expected exactly one of Master, Worker",
+        ),
+        (
+            lambda d: _master_container(d).pop("image"),
+            "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].image: required",
+        ),
         (lambda d: d["metadata"].update(name="Det_1"), "metadata.name: expected a DNS-1035 label"),
-        (lambda d: d["spec"]["runPolicy"].update(cleanPodPolicy="Some"),
-         "spec.runPolicy.cleanPodPolicy: expected All, Running or None"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(restartPolicy="Sometimes"),
-         "spec.pytorchReplicaSpecs.Master.restartPolicy: expected one of"),
-        (lambda d: _master_container(d).update(name="main"),
-         "spec.pytorchReplicaSpecs.Master.template.spec.containers: expected a container named 'pytorch'"),
-        (lambda d: _master_container(d).pop("command"),
-         "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command: expected a list"),
+        (
+            lambda d: d["spec"]["runPolicy"].update(cleanPodPolicy="Some"),
+            "spec.runPolicy.cleanPodPolicy: expected All, Running or None",
+        ),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"].update(restartPolicy="Sometimes"),
+            "spec.pytorchReplicaSpecs.Master.restartPolicy: expected one of",
+        ),
+        (
+            lambda d: _master_container(d).update(name="main"),
+            "spec.pytorchReplicaSpecs.Master.template.spec.containers: expected a container named 'pytorch'",
+        ),
+        (
+            lambda d: _master_container(d).pop("command"),
+            "spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch].command: expected a list",
+        ),
         (lambda d: d["spec"]["runPolicy"].update(backoffLimit="3"), "spec.runPolicy.backoffLimit"),
-        (lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"].update(
-            terminationGracePeriodSeconds=-1),
-         "spec.pytorchReplicaSpecs.Master.template.spec.terminationGracePeriodSeconds: expected a "
-         "non-negative integer, got -1"),
+        (
+            lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"].update(
+                terminationGracePeriodSeconds=-1
+            ),
+            "spec.pytorchReplicaSpecs.Master.template.spec.terminationGracePeriodSeconds: expected a "
+            "non-negative integer, got -1",
+        ),
         (lambda d: d["metadata"].pop("name"), "metadata.name"),
     ],
 )
@@ -280,11 +332,28 @@ def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_pat
     assert cli_main(["run-local", str(manifest)]) == 1
     assert "Failed (PyTorchJobFailed)" in capsys.readouterr().out
     # --args replaces the container's args (mount paths in them are still mapped).
-    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'",
-                     "--events", str(events)]) == 0
+    assert (
+        cli_main(
+            ["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir '/data/a b'", "--events", str(events)]
+        )
+        == 0
+    )
     assert f"--ckpt-dir {tmp_path / 'a b'}" in read_events(events)[0].detail
-    assert cli_main(["run-local", str(manifest), "--args", "--exit 0 --ckpt-dir /data/x",
-                     "--mount", f"/data={tmp_path / 'm'}", "--events", str(events)]) == 0
+    assert (
+        cli_main(
+            [
+                "run-local",
+                str(manifest),
+                "--args",
+                "--exit 0 --ckpt-dir /data/x",
+                "--mount",
+                f"/data={tmp_path / 'm'}",
+                "--events",
+                str(events),
+            ]
+        )
+        == 0
+    )
     assert f"--ckpt-dir {tmp_path / 'm' / 'x'}" in read_events(events)[0].detail
 
 
@@ -293,19 +362,28 @@ def test_container_command_paths_and_references_map_onto_this_machine(tmp_path):
     from hfai_runtime.local.manifest import Mount, Replica
 
     assert local_command(["/usr/bin/tini", "-g", "--", "python3", "t.py"], "/py") == ["/py", "t.py"]
-    assert local_command(["torchrun", "t.py"], "/py") == [
-        "/py", "-m", "torch.distributed.run", "t.py"]
+    assert local_command(["torchrun", "t.py"], "/py") == ["/py", "-m", "torch.distributed.run", "t.py"]
     assert local_command(["bash", "-c", "x"], "/py") == ["bash", "-c", "x"]
     with pytest.raises(ValueError, match="only 'tini --'"):
         local_command(["tini", "--"], "/py")
     env = {"PET_NNODES": "2"}
-    assert expand_refs("--nnodes=$(PET_NNODES) $(UNSET) $$(PET_NNODES)", env) == \
-        "--nnodes=2 $(UNSET) $(PET_NNODES)"
+    assert (
+        expand_refs("--nnodes=$(PET_NNODES) $(UNSET) $$(PET_NNODES)", env)
+        == "--nnodes=2 $(UNSET) $(PET_NNODES)"
+    )
 
-    replica = Replica("master-0", "Master", 0, (), (), {}, "ExitCode", 30.0,
-                      working_dir="/workspace",
-                      mounts=(Mount("/data", "storage"), Mount("/data/ckpt", "c", "run1"),
-                              Mount("/dev/shm", "dshm")))
+    replica = Replica(
+        "master-0",
+        "Master",
+        0,
+        (),
+        (),
+        {},
+        "ExitCode",
+        30.0,
+        working_dir="/workspace",
+        mounts=(Mount("/data", "storage"), Mount("/data/ckpt", "c", "run1"), Mount("/dev/shm", "dshm")),
+    )
     project = tmp_path / "workspace" / "proj"  # a local path that starts like a container path
     paths = PathMap.for_replica(replica, project, tmp_path / "pvc", {"/data/ckpt": tmp_path / "ck"})
     assert paths.rewrite("/data/ckpt/model.pth") == str(tmp_path / "ck" / "run1" / "model.pth")
@@ -339,7 +417,10 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     manifest.write_text(yaml.safe_dump(pytorchjob(["--iters", "400"], workers=1)))
     runner = subprocess.Popen(
         [sys.executable, "-m", "hfai_runtime.cli", "run-local", str(manifest), "--verbose"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     pids = []
     for line in runner.stdout:
         if '"kind": "progress"' in line:  # both replicas started; one is training
@@ -352,19 +433,38 @@ def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def _trainjob(pod_spec: dict, runtime: str = "torch-distributed",
-              manager: str = "example.com/d2-hfai-template") -> dict:
-    patch = {"manager": manager, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-        {"name": "node", "template": {"spec": {"template": {"spec": pod_spec}}}}]}}}}
-    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-            "metadata": {"name": "det"},
-            "spec": {"runtimeRef": {"name": runtime}, "runtimePatches": [patch],
-                     "trainer": {"command": ["python", "t.py"], "numNodes": 3}}}
+def _trainjob(
+    pod_spec: dict, runtime: str = "torch-distributed", manager: str = "example.com/d2-hfai-template"
+) -> dict:
+    patch = {
+        "manager": manager,
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {"name": "node", "template": {"spec": {"template": {"spec": pod_spec}}}}
+                    ]
+                }
+            }
+        },
+    }
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "det"},
+        "spec": {
+            "runtimeRef": {"name": runtime},
+            "runtimePatches": [patch],
+            "trainer": {"command": ["python", "t.py"], "numNodes": 3},
+        },
+    }
 
 
 def test_trainjob_runtime_patches_give_grace_and_mounts():
-    pod = {"terminationGracePeriodSeconds": 15,
-           "containers": [{"name": "node", "volumeMounts": [{"name": "s", "mountPath": "/data"}]}]}
+    pod = {
+        "terminationGracePeriodSeconds": 15,
+        "containers": [{"name": "node", "volumeMounts": [{"name": "s", "mountPath": "/data"}]}],
+    }
     job = parse_job(_trainjob(pod))
     assert [r.name for r in job.replicas] == ["node-0", "node-1", "node-2"]
     node = job.replicas[2]
@@ -383,13 +483,22 @@ def test_trainjob_runtime_patches_give_grace_and_mounts():
         ({}, "d2-hfai-template", r"spec\.runtimePatches\[0\]\.manager: expected a domain-prefixed"),
         ({}, "Example.com/x", r"manager: expected a domain-prefixed"),
         ({}, "example.com/", r"manager: expected a domain-prefixed"),
-        ({"restartPolicy": "Never"}, None,
-         r"replicatedJobs\[0\]\.template\.spec\.template\.spec\.restartPolicy: a runtime patch "
-         r"cannot set it"),
-        ({"containers": [{"name": "node", "env": [{"name": "A", "value": "1"}]}]}, None,
-         r"containers\[0\]\.env: the webhook refuses env for the 'node' container"),
-        ({"containers": [{"name": "node", "command": ["x"]}]}, None,
-         r"containers\[0\]\.command: a runtime patch cannot set it"),
+        (
+            {"restartPolicy": "Never"},
+            None,
+            r"replicatedJobs\[0\]\.template\.spec\.template\.spec\.restartPolicy: a runtime patch "
+            r"cannot set it",
+        ),
+        (
+            {"containers": [{"name": "node", "env": [{"name": "A", "value": "1"}]}]},
+            None,
+            r"containers\[0\]\.env: the webhook refuses env for the 'node' container",
+        ),
+        (
+            {"containers": [{"name": "node", "command": ["x"]}]},
+            None,
+            r"containers\[0\]\.command: a runtime patch cannot set it",
+        ),
         ({"containers": [{"name": "sidecar"}]}, None, r"containers\[0\]\.name: expected 'node'"),
     ],
 )
@@ -400,9 +509,10 @@ def test_trainjob_webhook_rules_refuse_bad_runtime_patches(pod, manager, message
         parse_job(doc)
 
 
-@pytest.mark.parametrize("declared, cap, per_pod, world", [
-    ("8", 2, "2", "4"), ("8", 1, "1", "2"), ("1", 2, "1", "2"), (None, 2, "2", "4"),
-    ("gpu", 1, "1", "2")])
+@pytest.mark.parametrize(
+    "declared, cap, per_pod, world",
+    [("8", 2, "2", "4"), ("8", 1, "1", "2"), ("1", 2, "1", "2"), (None, 2, "2", "4"), ("gpu", 1, "1", "2")],
+)
 def test_cpu_procs_per_pod_caps_the_operator_env_consistently(declared, cap, per_pod, world):
     # 2 pods; nprocPerNode as declared; the env is the operator's, computed from the capped value.
     doc = pytorchjob([], workers=1)
@@ -431,8 +541,10 @@ def test_cli_says_how_many_processes_each_pod_starts(tmp_path, capsys):
     manifest.write_text(yaml.safe_dump(doc))
     assert cli_main(["run-local", str(manifest), "--cpu-procs-per-pod", "2"]) == 0
     out = capsys.readouterr().out
-    assert ("run-local: 1 pod(s) x 2 training process(es) on CPU (WORLD_SIZE 2; "
-            "spec.nprocPerNode is 8 on the cluster, capped here by --cpu-procs-per-pod 2)") in out
+    assert (
+        "run-local: 1 pod(s) x 2 training process(es) on CPU (WORLD_SIZE 2; "
+        "spec.nprocPerNode is 8 on the cluster, capped here by --cpu-procs-per-pod 2)"
+    ) in out
     log = (tmp_path / "run-local-logs" / "master-0-attempt1.log").read_text()
     assert "env PET_NPROC_PER_NODE=2" in log and "env WORLD_SIZE=2" in log
     assert "master-0 attempt 1: trained from iteration 0, exit code 0" in out

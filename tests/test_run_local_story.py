@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from _template_render import render, template_repo
+
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 
@@ -34,8 +34,13 @@ def pack_synthetic_coco(datasets: Path, work: Path) -> None:
 
     categories = coco_thing_categories()
     for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
-        write_coco_split(work / "coco" / split, datasets / "coco" / "annotations" /
-                         f"instances_{split}.json", count, categories=categories, seed=seed)
+        write_coco_split(
+            work / "coco" / split,
+            datasets / "coco" / "annotations" / f"instances_{split}.json",
+            count,
+            categories=categories,
+            seed=seed,
+        )
     pack_folder(work / "coco", datasets / "coco" / "coco.ffr")
 
 
@@ -49,9 +54,18 @@ def test_a_preempted_replica_stops_every_rank_and_the_job_resumes(tmp_path):
 
     lines: list[str] = []
     options = RunOptions(
-        project_dir=project, data_dir=pvc,
-        args=["--config-file", "configs/smoke_cpu.yaml", "OUTPUT_DIR", f"{storage}/output/story",
-              "SOLVER.MAX_ITER", str(MAX_ITER), "DATALOADER.NUM_WORKERS", "1"],
+        project_dir=project,
+        data_dir=pvc,
+        args=[
+            "--config-file",
+            "configs/smoke_cpu.yaml",
+            "OUTPUT_DIR",
+            f"{storage}/output/story",
+            "SOLVER.MAX_ITER",
+            str(MAX_ITER),
+            "DATALOADER.NUM_WORKERS",
+            "1",
+        ],
         preempt=[("worker-0", At(PREEMPT_AFTER_TRAINING_S, after_training=True))],
     )
     result = run_job(job, options, lines.append)

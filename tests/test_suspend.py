@@ -13,9 +13,9 @@ import time
 import psutil
 import pytest
 import torch
-
 from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
+
 from hfai_runtime.records import RecordKind, parse_record
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,10 @@ def data(tmp_path_factory):
 
 def _launch(topology: str, data, out, *extra: str, **env: str):
     args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), *extra]
-    return [start(args, launcher_env, out.parent / f"{out.name}.launcher{i}.log")
-            for i, launcher_env in enumerate(topology_envs(topology, **env))]
+    return [
+        start(args, launcher_env, out.parent / f"{out.name}.launcher{i}.log")
+        for i, launcher_env in enumerate(topology_envs(topology, **env))
+    ]
 
 
 def _workers(launcher) -> list[int]:
@@ -65,7 +67,8 @@ def _check_one_suspend(out, log_text: str) -> int:
     iteration = suspends[0]["iteration"]
     assert {r["agreed_after"] for r in suspends.values()} <= {iteration - 1, iteration}, suspends
     assert {(r["exit_code"], r["checkpoint"]) for r in suspends.values()} == {
-        (143, str(out / f"model_{iteration:07d}.pth"))}
+        (143, str(out / f"model_{iteration:07d}.pth"))
+    }
     assert [p.name for p in out.glob("model_*.pth")] == [f"model_{iteration:07d}.pth"]
     assert (out / "last_checkpoint").read_text() == f"model_{iteration:07d}.pth"
     checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
@@ -75,7 +78,9 @@ def _check_one_suspend(out, log_text: str) -> int:
 
 
 def _logs(out) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(out.parent.glob(f"{out.name}.launcher*.log")))
+    return "\n".join(
+        p.read_text(errors="replace") for p in sorted(out.parent.glob(f"{out.name}.launcher*.log"))
+    )
 
 
 @pytest.mark.parametrize("topology", ["2x1", "1x2"])
@@ -85,8 +90,11 @@ def test_sigterm_to_any_one_process_at_random_moments(topology, data, tmp_path):
         out = tmp_path / f"trial{trial}"
         out.mkdir()
         launchers = _launch(topology, data, out)
-        wait_for(lambda: _started(out) or any(p.poll() is not None for p in launchers), TRIAL_TIMEOUT_S,
-                 "training to start")
+        wait_for(
+            lambda: _started(out) or any(p.poll() is not None for p in launchers),
+            TRIAL_TIMEOUT_S,
+            "training to start",
+        )
         time.sleep(rng.uniform(0.0, 2.0))
         targets = [p.pid for p in launchers] + [pid for p in launchers for pid in _workers(p)]
         target = rng.choice(targets)
@@ -125,7 +133,9 @@ def test_sigterm_while_data_loader_is_busy(data, tmp_path):
     period shorter than step + save is warned about."""
     out = tmp_path / "busy"
     out.mkdir()
-    [launcher] = _launch("1x2", data, out, "--slow-mapper", "0.4", "--workers", "2", HFAI_GRACE_PERIOD_SECONDS="1")
+    [launcher] = _launch(
+        "1x2", data, out, "--slow-mapper", "0.4", "--workers", "2", HFAI_GRACE_PERIOD_SECONDS="1"
+    )
     wait_for(lambda: _started(out), TRIAL_TIMEOUT_S, "training to start")
     os.killpg(launcher.pid, signal.SIGTERM)
     assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
@@ -141,9 +151,17 @@ def test_every_rank_says_on_stdout_where_it_stopped(data, tmp_path):
     out = tmp_path / "said"
     out.mkdir()
     args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), "--sigterm-at", "1"]
-    launchers = [start(args, env, tmp_path / f"stdout{i}.log", tmp_path / f"stderr{i}.log")
-                 for i, env in enumerate(topology_envs("2x1", HFAI_GRACE_PERIOD_SECONDS="0.01",
-                                                       HFAI_PROGRESS_EVERY="1", HFAI_SUSPEND_OVERLAP_FROM="2"))]
+    launchers = [
+        start(args, env, tmp_path / f"stdout{i}.log", tmp_path / f"stderr{i}.log")
+        for i, env in enumerate(
+            topology_envs(
+                "2x1",
+                HFAI_GRACE_PERIOD_SECONDS="0.01",
+                HFAI_PROGRESS_EVERY="1",
+                HFAI_SUSPEND_OVERLAP_FROM="2",
+            )
+        )
+    ]
     assert wait_all(launchers, TRIAL_TIMEOUT_S) == [143, 143], (tmp_path / "stderr0.log").read_text()[-3000:]
     for rank in range(2):
         stdout = (tmp_path / f"stdout{rank}.log").read_text()
@@ -152,7 +170,9 @@ def test_every_rank_says_on_stdout_where_it_stopped(data, tmp_path):
         assert (suspended["rank"], suspended["iteration"], suspended["agreed_after"]) == (rank, 2, 1)
         assert suspended["steps_to_stop"] == 2 and suspended["save_s"] >= 0
         assert (suspended["since_signal_s"] is None) == (rank == 0)  # signalled on rank 1 only
-        assert _records(stdout, RecordKind.TRAINING_STARTED) == [{"iteration": 0, "max_iter": 10000, "rank": rank}]
+        assert _records(stdout, RecordKind.TRAINING_STARTED) == [
+            {"iteration": 0, "max_iter": 10000, "rank": rank}
+        ]
         progress = _records(stdout, RecordKind.PROGRESS)
         if rank == 0:
             assert [p["iteration"] for p in progress] == [0, 1, 2]

@@ -7,10 +7,10 @@ import multiprocessing
 import random
 import time
 
-import torch
-
 import _dist_saver
+import torch
 from _dist_util import wait_for
+
 from hfai_runtime.atomic import is_temporary
 
 KILLS_DURING_SAVE = 20  # kills that must land while a checkpoint is being written
@@ -20,7 +20,7 @@ MAX_TRIALS = 60
 def _named_iteration(save_dir) -> int:
     """The iteration in the name ``last_checkpoint`` holds (-1 when there is none yet)."""
     path = save_dir / "last_checkpoint"
-    return int(path.read_text()[len("model_"):-len(".pth")]) if path.exists() else -1
+    return int(path.read_text()[len("model_") : -len(".pth")]) if path.exists() else -1
 
 
 def _check_complete(path) -> int:

@@ -66,19 +66,27 @@ def test_job_suspended_exits_with_the_suspend_code(monkeypatch):
     assert (error.code, error.iteration) == (99, 12)
 
 
-@pytest.mark.parametrize("environ, code, grace", [
-    ({}, 143, None),
-    ({"HFAI_SUSPEND_EXIT_CODE": "130", "HFAI_GRACE_PERIOD_SECONDS": "15"}, 130, 15.0),
-])
+@pytest.mark.parametrize(
+    "environ, code, grace",
+    [
+        ({}, 143, None),
+        ({"HFAI_SUSPEND_EXIT_CODE": "130", "HFAI_GRACE_PERIOD_SECONDS": "15"}, 130, 15.0),
+    ],
+)
 def test_environment_knobs(environ, code, grace):
     assert suspend.suspend_exit_code(environ) == code
     assert suspend.grace_period_seconds(environ) == grace
 
 
-@pytest.mark.parametrize("name, value", [
-    ("HFAI_SUSPEND_EXIT_CODE", "0"), ("HFAI_SUSPEND_EXIT_CODE", "x"),
-    ("HFAI_GRACE_PERIOD_SECONDS", "-5"), ("HFAI_GRACE_PERIOD_SECONDS", "soon"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("HFAI_SUSPEND_EXIT_CODE", "0"),
+        ("HFAI_SUSPEND_EXIT_CODE", "x"),
+        ("HFAI_GRACE_PERIOD_SECONDS", "-5"),
+        ("HFAI_GRACE_PERIOD_SECONDS", "soon"),
+    ],
+)
 def test_bad_environment_knob_names_the_variable(name, value):
     parse = suspend.suspend_exit_code if name == "HFAI_SUSPEND_EXIT_CODE" else suspend.grace_period_seconds
     with pytest.raises(ValueError, match=name):
@@ -153,8 +161,10 @@ def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
         assert got == [(rank, signal_after, stopped, agreed_after, 2) for rank in range(2)]
 
 
-@pytest.mark.parametrize("environ, ranks", [({}, 16), ({"HFAI_SUSPEND_OVERLAP_FROM": "2"}, 2),
-                                            ({"HFAI_SUSPEND_OVERLAP_FROM": "0"}, 0)])
+@pytest.mark.parametrize(
+    "environ, ranks",
+    [({}, 16), ({"HFAI_SUSPEND_OVERLAP_FROM": "2"}, 2), ({"HFAI_SUSPEND_OVERLAP_FROM": "0"}, 0)],
+)
 def test_overlap_from_ranks(environ, ranks):
     assert suspend.overlap_from(environ) == ranks
 
@@ -196,5 +206,9 @@ def test_a_suspend_right_after_a_start_leaves_the_metric_printer_a_step_time():
     with pytest.raises(ZeroDivisionError):  # the upstream behaviour this guards against
         write_twice(lambda storage: None)
     hook = SuspendCheckpointer.__new__(SuspendCheckpointer)
-    write_twice(lambda storage: (setattr(hook, "trainer", SimpleNamespace(storage=storage)),
-                                 hook._give_writers_a_step_time(0.5)))
+    write_twice(
+        lambda storage: (
+            setattr(hook, "trainer", SimpleNamespace(storage=storage)),
+            hook._give_writers_a_step_time(0.5),
+        )
+    )

@@ -21,7 +21,6 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-
 from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import ANSWER_SETS, REPO, git, load_job, module_constants, render, template_repo
 
@@ -46,13 +45,27 @@ def pod_replicas(job: dict) -> list[tuple[str, int, int]]:
 # What gets rendered
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ANSWER_SETS)
 def test_render_writes_the_project(projects, name):
     project = projects[name]
-    for path in ("train_net.py", "configs/train.yaml", "configs/smoke_cpu.yaml", "Dockerfile",
-                 ".dockerignore", "k8s/job.yaml", "k8s/eval-job.yaml", "k8s/pack-job.yaml", "README.md",
-                 "requirements.txt", "tests/test_smoke.py", ".copier-answers.yml", "ruff.toml",
-                 ".pre-commit-config.yaml", ".github/workflows/ci.yml"):
+    for path in (
+        "train_net.py",
+        "configs/train.yaml",
+        "configs/smoke_cpu.yaml",
+        "Dockerfile",
+        ".dockerignore",
+        "k8s/job.yaml",
+        "k8s/eval-job.yaml",
+        "k8s/pack-job.yaml",
+        "README.md",
+        "requirements.txt",
+        "tests/test_smoke.py",
+        ".copier-answers.yml",
+        "ruff.toml",
+        ".pre-commit-config.yaml",
+        ".github/workflows/ci.yml",
+    ):
         assert (project / path).is_file(), f"{name}: {path} not rendered"
     answers = answers_of(project)
     assert answers["_commit"] == "v0.1.0"
@@ -65,9 +78,14 @@ def test_render_writes_the_project(projects, name):
 
 def test_train_net_calls_the_runtime_api(projects):
     source = (projects["defaults"] / "train_net.py").read_text()
-    for call in ("register_ffrecord_handler(", "SuspendCheckpointer(trainer.checkpointer)",
-                 "trainer.resume_or_load(resume=True)", "launch_from_env(main, args=(args,))",
-                 "model_zoo.get_config_file(MODEL_ZOO_CONFIG)", "use_fast_impl="):
+    for call in (
+        "register_ffrecord_handler(",
+        "SuspendCheckpointer(trainer.checkpointer)",
+        "trainer.resume_or_load(resume=True)",
+        "launch_from_env(main, args=(args,))",
+        "model_zoo.get_config_file(MODEL_ZOO_CONFIG)",
+        "use_fast_impl=",
+    ):
         assert call in source
 
 
@@ -75,7 +93,11 @@ def test_custom_dataset_is_registered_from_its_pack(projects):
     constants = module_constants(projects["custom"] / "train_net.py")
     assert constants["DATASET_PACK"] == "kitchen/images.ffr"
     assert constants["DATASET_PREFIX"] == "kitchen-pack"
-    assert constants["DATASET_SPLITS"][0] == ("kitchen_train", "images/train", "kitchen/annotations/train.json")
+    assert constants["DATASET_SPLITS"][0] == (
+        "kitchen_train",
+        "images/train",
+        "kitchen/annotations/train.json",
+    )
     config = yaml.safe_load((projects["custom"] / "configs/train.yaml").read_text())
     assert config["MODEL"]["RETINANET"]["NUM_CLASSES"] == 5
     assert config["DATASETS"]["TRAIN"] == ["kitchen_train"]  # yacs reads a list as the tuple
@@ -84,6 +106,7 @@ def test_custom_dataset_is_registered_from_its_pack(projects):
 # ----------------------------------------------------------------------------------------------
 # Kubernetes manifests
 # ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
 def test_job_validates_against_its_crd(projects, name, crd_dir):
@@ -174,14 +197,23 @@ def test_every_replica_env_parses_to_its_place_in_the_job(projects, name):
         assert dist.procs_per_machine == answers["gpus_per_node"]
         assert not dist.already_spawned
         if job["kind"] == "PyTorchJob":
-            assert (dist.source, dist.master_addr, dist.master_port) == ("pytorchjob", f"{slug}-master-0", 23456)
+            assert (dist.source, dist.master_addr, dist.master_port) == (
+                "pytorchjob",
+                f"{slug}-master-0",
+                23456,
+            )
         else:
-            assert (dist.source, dist.master_addr, dist.master_port) == ("trainjob", f"{slug}-node-0-0.{slug}", 29500)
+            assert (dist.source, dist.master_addr, dist.master_port) == (
+                "trainjob",
+                f"{slug}-node-0-0.{slug}",
+                29500,
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # Dockerfiles
 # ----------------------------------------------------------------------------------------------
+
 
 def hadolint(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
@@ -221,37 +253,49 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
 # Validators
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("answers", "question", "says"), [
-    ({"project_slug": "my project"}, "project_slug", "no spaces"),
-    ({"project_slug": "My_Project"}, "project_slug", "lowercase"),
-    ({"num_nodes": 0}, "num_nodes", "between 1 and"),
-    ({"gpus_per_node": 0}, "gpus_per_node", "between 1 and 16"),
-    ({"grace_seconds": 10}, "grace_seconds", "between 15"),
-    ({"grace_seconds": 86401}, "grace_seconds", "and 86400"),
-    ({"suspend_exit_code": 1}, "suspend_exit_code", "between 128 and 255"),
-    ({"suspend_exit_code": 127}, "suspend_exit_code", "permanent failures"),
-    ({"suspend_exit_code": 256}, "suspend_exit_code", "between 128 and 255"),
-    ({"shm_size": "16GB"}, "shm_size", "16Gi"),
-    ({"mount_path": "data"}, "mount_path", "absolute path"),
-    ({"mount_path": "/dev/shm"}, "mount_path", "system"),
-    ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
-    ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
-    ({"image": "registry/my image:1"}, "image", "no spaces"),
-    ({"image": "registry.example.com/x"}, "image", "pinned by a tag"),
-    ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "lowercase repository"),
-    ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
-    ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
-    ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
-    ({"dataset": "custom", "dataset_train_json": "../train.json"}, "dataset_train_json", "relative"),
-    ({"dataset": "custom", "num_classes": 0}, "num_classes", "between 1 and"),
-    ({"max_preemptions": 10_000_000_000}, "max_preemptions", "between 1 and 1000"),
-    ({"cpus_per_node": 0}, "cpus_per_node", "between 1 and"),
-    ({"shm_size": "16Gi", "memory_per_node": "18Gi"}, "memory_per_node", "exceed shm_size"),
-    ({"memory_per_node": "64G"}, "memory_per_node", "not a size"),
-    ({"job_flavour": "pytorchjob", "priority_class": "system-node-critical"}, "priority_class", "reserved"),
-    ({"kueue_queue": "q", "kueue_priority_class": "Low"}, "kueue_priority_class", "not a valid priority class"),
-    ({"spot_node_label": "cloud.google.com/gke-spot"}, "spot_node_label", "KEY=VALUE"),
-])
+
+@pytest.mark.parametrize(
+    ("answers", "question", "says"),
+    [
+        ({"project_slug": "my project"}, "project_slug", "no spaces"),
+        ({"project_slug": "My_Project"}, "project_slug", "lowercase"),
+        ({"num_nodes": 0}, "num_nodes", "between 1 and"),
+        ({"gpus_per_node": 0}, "gpus_per_node", "between 1 and 16"),
+        ({"grace_seconds": 10}, "grace_seconds", "between 15"),
+        ({"grace_seconds": 86401}, "grace_seconds", "and 86400"),
+        ({"suspend_exit_code": 1}, "suspend_exit_code", "between 128 and 255"),
+        ({"suspend_exit_code": 127}, "suspend_exit_code", "permanent failures"),
+        ({"suspend_exit_code": 256}, "suspend_exit_code", "between 128 and 255"),
+        ({"shm_size": "16GB"}, "shm_size", "16Gi"),
+        ({"mount_path": "data"}, "mount_path", "absolute path"),
+        ({"mount_path": "/dev/shm"}, "mount_path", "system"),
+        ({"namespace": "Team A"}, "namespace", "not a valid namespace"),
+        ({"kueue_queue": "Queue 1"}, "kueue_queue", "not a valid queue name"),
+        ({"image": "registry/my image:1"}, "image", "no spaces"),
+        ({"image": "registry.example.com/x"}, "image", "pinned by a tag"),
+        ({"image": "registry.example.com:5000/Team/x:V1"}, "image", "lowercase repository"),
+        ({"base_image": "d2-hfai-base:latest"}, "base_image", "pin the base image"),
+        ({"dataset": "custom", "dataset_name": "my data"}, "dataset_name", "not a valid dataset name"),
+        ({"dataset": "custom", "dataset_pack": "data/images.tar"}, "dataset_pack", ".ffr"),
+        ({"dataset": "custom", "dataset_train_json": "../train.json"}, "dataset_train_json", "relative"),
+        ({"dataset": "custom", "num_classes": 0}, "num_classes", "between 1 and"),
+        ({"max_preemptions": 10_000_000_000}, "max_preemptions", "between 1 and 1000"),
+        ({"cpus_per_node": 0}, "cpus_per_node", "between 1 and"),
+        ({"shm_size": "16Gi", "memory_per_node": "18Gi"}, "memory_per_node", "exceed shm_size"),
+        ({"memory_per_node": "64G"}, "memory_per_node", "not a size"),
+        (
+            {"job_flavour": "pytorchjob", "priority_class": "system-node-critical"},
+            "priority_class",
+            "reserved",
+        ),
+        (
+            {"kueue_queue": "q", "kueue_priority_class": "Low"},
+            "kueue_priority_class",
+            "not a valid priority class",
+        ),
+        ({"spot_node_label": "cloud.google.com/gke-spot"}, "spot_node_label", "KEY=VALUE"),
+    ],
+)
 def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says):
     dst = tmp_path / "project"
     with pytest.raises(ValueError, match=f"Validation error for question '{question}'") as refused:
@@ -262,8 +306,7 @@ def test_bad_answers_are_refused(template_src, tmp_path, answers, question, says
 
 def test_good_edge_answers_are_accepted(template_src, tmp_path):
     """The validators' bounds are inclusive where the help says so."""
-    edges = {"grace_seconds": 15, "suspend_exit_code": 255, "project_slug": "a" * 40,
-             "shm_size": "512Mi"}
+    edges = {"grace_seconds": 15, "suspend_exit_code": 255, "project_slug": "a" * 40, "shm_size": "512Mi"}
     project = render(template_src, tmp_path / "p", edges)
     answers = answers_of(project)
     assert {key: answers[key] for key in edges} == edges
@@ -273,6 +316,7 @@ def test_good_edge_answers_are_accepted(template_src, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # copier update
 # ----------------------------------------------------------------------------------------------
+
 
 def test_copier_update_applies_a_template_change(tmp_path):
     """v0.1.0 -> v0.2.0 changes a manifest; the project's own edits survive without conflicts."""
@@ -297,8 +341,15 @@ def test_copier_update_applies_a_template_change(tmp_path):
     git(src, "commit", "-q", "-am", "pods get a priority class")
     git(src, "tag", "v0.2.0")
 
-    copier.run_update(str(project), defaults=True, overwrite=True, unsafe=False, quiet=True,
-                      vcs_ref="v0.2.0", conflict="inline")
+    copier.run_update(
+        str(project),
+        defaults=True,
+        overwrite=True,
+        unsafe=False,
+        quiet=True,
+        vcs_ref="v0.2.0",
+        conflict="inline",
+    )
 
     job = load_job(project)
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
@@ -325,9 +376,19 @@ HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
 #: What a TrainJob's runtimePatches may set on the pod and its containers
 #: (kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go@v2.3.0); env is refused on
 #: the trainer's own container ("node"), which takes it from spec.trainer.env.
-RUNTIME_PATCH_POD_FIELDS = {"affinity", "containers", "imagePullSecrets", "initContainers", "nodeSelector",
-                            "schedulingGates", "securityContext", "serviceAccountName",
-                            "terminationGracePeriodSeconds", "tolerations", "volumes"}
+RUNTIME_PATCH_POD_FIELDS = {
+    "affinity",
+    "containers",
+    "imagePullSecrets",
+    "initContainers",
+    "nodeSelector",
+    "schedulingGates",
+    "securityContext",
+    "serviceAccountName",
+    "terminationGracePeriodSeconds",
+    "tolerations",
+    "volumes",
+}
 RUNTIME_PATCH_CONTAINER_FIELDS = {"name", "env", "securityContext", "volumeMounts"}
 #: training-operator v1.9 pkg/controller.v1/pytorch/initcontainer.go: the init container every
 #: PyTorchJob Worker gets; alpine runs as root and the operator sets no securityContext.
@@ -337,8 +398,14 @@ INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10"}
 def is_domain_prefixed_path(value: str) -> bool:
     """apimachinery's IsDomainPrefixedPath: ``host/path``, host a DNS-1123 subdomain (<= 253)."""
     host, slash, path = value.partition("/")
-    return bool(slash and host and path and len(host) <= 253 and DNS1123_SUBDOMAIN.fullmatch(host)
-                and HTTP_PATH.fullmatch(path))
+    return bool(
+        slash
+        and host
+        and path
+        and len(host) <= 253
+        and DNS1123_SUBDOMAIN.fullmatch(host)
+        and HTTP_PATH.fullmatch(path)
+    )
 
 
 def test_domain_prefixed_path_rule_is_not_vacuous():
@@ -408,9 +475,17 @@ def test_pods_are_guaranteed_and_count_shm_against_memory(projects, name):
         shm = pod_volume(pod, "dshm")["emptyDir"]["sizeLimit"]
         assert mebibytes(limits["memory"]) >= mebibytes(shm) + 4096, "room beside /dev/shm"
     defaults = answers_of(projects["defaults"])
-    assert (defaults["cpus_per_node"], defaults["shm_size"], defaults["memory_per_node"]) == (64, "16Gi", "512Gi")
+    assert (defaults["cpus_per_node"], defaults["shm_size"], defaults["memory_per_node"]) == (
+        64,
+        "16Gi",
+        "512Gi",
+    )
     trainjob = answers_of(projects["trainjob"])  # 4 GPUs: sized from them
-    assert (trainjob["cpus_per_node"], trainjob["shm_size"], trainjob["memory_per_node"]) == (32, "8Gi", "256Gi")
+    assert (trainjob["cpus_per_node"], trainjob["shm_size"], trainjob["memory_per_node"]) == (
+        32,
+        "8Gi",
+        "256Gi",
+    )
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
@@ -424,7 +499,9 @@ def test_scheduling_answers(projects, name):
         if answers["spot_node_label"]:
             key, value = answers["spot_node_label"].split("=")
             assert pod["nodeSelector"] == {key: value}
-            assert {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"} in pod["tolerations"]
+            assert {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"} in pod[
+                "tolerations"
+            ]
         else:
             assert "nodeSelector" not in pod and "tolerations" not in pod
     assert (name != "multinode") or labels["kueue.x-k8s.io/priority-class"] == "low"
@@ -448,6 +525,7 @@ def test_readme_says_how_to_suspend_and_tag_images(projects, name):
 # The project's other files: batch Jobs, CI, lint
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ANSWER_SETS)
 @pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
 def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest):
@@ -469,8 +547,9 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
     for container in pod["containers"] + pod.get("initContainers", []):
         assert container["image"] == answers["image"]
         assert not kubelet_refuses(pod, container, image_runs_as_root=False)
-        assert container["resources"]["requests"] == {k: v for k, v in container["resources"]["limits"].items()
-                                                      if k != "nvidia.com/gpu"}
+        assert container["resources"]["requests"] == {
+            k: v for k, v in container["resources"]["limits"].items() if k != "nvidia.com/gpu"
+        }
     if manifest == "eval-job":
         (container,) = pod["containers"]
         args = container["args"]
@@ -488,8 +567,18 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
 def test_ci_workflow_passes_the_github_workflow_schema(projects, name):
     """check-jsonschema's vendored GitHub workflow schema (actionlint needs a download)."""
     workflow = projects[name] / ".github" / "workflows" / "ci.yml"
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                             "vendor.github-workflows", str(workflow)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(workflow),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     answers = answers_of(projects[name])
     ci = yaml.safe_load(workflow.read_text())
@@ -502,8 +591,11 @@ def test_ci_workflow_passes_the_github_workflow_schema(projects, name):
 def test_workflow_schema_check_is_not_vacuous(tmp_path):
     bad = tmp_path / "ci.yml"
     bad.write_text("name: ci\non: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    stepz: []\n")
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                             "vendor.github-workflows", str(bad)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
 
 
@@ -512,7 +604,9 @@ def test_ruff_passes_with_the_projects_own_config(projects, name):
     """What pre-commit and CI run (pre-commit itself fetches its hooks from GitHub)."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is a test dependency"
-    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=projects[name], capture_output=True, text=True)
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", "."], cwd=projects[name], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     hooks = yaml.safe_load((projects[name] / ".pre-commit-config.yaml").read_text())
     (ruff_repo,) = [r for r in hooks["repos"] if r["repo"].endswith("/ruff-pre-commit")]

@@ -62,12 +62,18 @@ def test_lazy_project_layout(lazy_projects):
     """A lazy project has the LazyConfig files only; its manifest and image run them."""
     project = lazy_projects["lazy-custom"]
     assert sorted(p.name for p in (project / "configs").iterdir()) == ["smoke_cpu.py", "train.py"]
-    assert sorted(p.name for p in (project / "tests").iterdir()) == ["conftest.py", "test_config.py", "test_smoke.py"]
+    assert sorted(p.name for p in (project / "tests").iterdir()) == [
+        "conftest.py",
+        "test_config.py",
+        "test_smoke.py",
+    ]
     assert not (project / "_lazy").exists()
     train_net = (project / "train_net.py").read_text()
     assert train_net.startswith("#!/usr/bin/env python\n") and "SimpleTrainer" in train_net
-    assert 'get_config("new_baselines/mask_rcnn_regnety_4gf_dds_FPN_100ep_LSJ.py")' in (
-        project / "configs" / "train.py").read_text()
+    assert (
+        'get_config("new_baselines/mask_rcnn_regnety_4gf_dds_FPN_100ep_LSJ.py")'
+        in (project / "configs" / "train.py").read_text()
+    )
     job = (project / "k8s" / "job.yaml").read_text()
     assert '"configs/train.py", "train.output_dir=/mnt/data/output/' in job
     assert '"configs/train.py"]' in (project / "Dockerfile").read_text()
@@ -76,8 +82,11 @@ def test_lazy_project_layout(lazy_projects):
 def test_lazy_base_model_must_be_an_lsj_recipe(template_src, tmp_path):
     """With lazy, base_model offers the LSJ recipes only: a yacs model-zoo file is refused."""
     with pytest.raises(ValueError, match="base_model"):
-        render(template_src, tmp_path / "p", {"config_system": "lazy",
-                                              "base_model": "COCO-Detection/retinanet_R_50_FPN_1x.yaml"})
+        render(
+            template_src,
+            tmp_path / "p",
+            {"config_system": "lazy", "base_model": "COCO-Detection/retinanet_R_50_FPN_1x.yaml"},
+        )
 
 
 @pytest.mark.slow
@@ -85,7 +94,11 @@ def test_lazy_base_model_must_be_an_lsj_recipe(template_src, tmp_path):
 def test_generated_lazy_project_tests_pass(lazy_projects, name):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"],
-        cwd=lazy_projects[name], capture_output=True, text=True, timeout=900, check=False,
+        cwd=lazy_projects[name],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     assert "PASSED tests/test_smoke.py::test_sigterm_suspends_and_the_restart_resumes" in result.stdout
@@ -100,24 +113,52 @@ def datasets_root(tmp_path_factory) -> Path:
     source = prepare_data(tmp_path_factory.mktemp("shapes_src"))
     root = tmp_path_factory.mktemp("datasets")
     (root / "shapes").mkdir()
-    subprocess.run([sys.executable, "-m", "hfai_runtime.cli", "ffr", "pack", str(source),
-                    str(root / CUSTOM["dataset_pack"])], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hfai_runtime.cli",
+            "ffr",
+            "pack",
+            str(source),
+            str(root / CUSTOM["dataset_pack"]),
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.copytree(source / "annotations", root / "shapes" / "annotations")
     return root
 
 
-def _train(project: Path, data: Path, out: Path, log: Path, topology: str, *,
-           stop_after: int | None = None, checkpoint_period: int = 1000) -> list[int]:
+def _train(
+    project: Path,
+    data: Path,
+    out: Path,
+    log: Path,
+    topology: str,
+    *,
+    stop_after: int | None = None,
+    checkpoint_period: int = 1000,
+) -> list[int]:
     """Run the project's train_net.py with the smoke config; with ``stop_after``, SIGTERM the
     last launcher once ``stop_after`` steps are in metrics.json. Returns the exit codes."""
-    args = [str(project / "train_net.py"), "--config-file", str(project / "configs" / "smoke_cpu.py"),
-            f"train.output_dir={out}", f"train.max_iter={MAX_ITER}",
-            f"train.checkpointer.period={checkpoint_period}", "dataloader.train.num_workers=0"]
+    args = [
+        str(project / "train_net.py"),
+        "--config-file",
+        str(project / "configs" / "smoke_cpu.py"),
+        f"train.output_dir={out}",
+        f"train.max_iter={MAX_ITER}",
+        f"train.checkpointer.period={checkpoint_period}",
+        "dataloader.train.num_workers=0",
+    ]
     envs = topology_envs(topology, DETECTRON2_DATASETS=str(data), HFAI_SUSPEND_EXIT_CODE="200")
     procs = [start(args, env, log.with_suffix(f".{i}.log")) for i, env in enumerate(envs)]
     if stop_after is not None:
-        wait_for(lambda: len(_iterations(out)) >= stop_after or any(p.poll() is not None for p in procs),
-                 timeout=600, what=f"{stop_after} steps")
+        wait_for(
+            lambda: len(_iterations(out)) >= stop_after or any(p.poll() is not None for p in procs),
+            timeout=600,
+            what=f"{stop_after} steps",
+        )
         procs[-1].send_signal(signal.SIGTERM)  # one machine's launcher: every rank must stop
     return wait_all(procs, timeout=600)
 
@@ -131,7 +172,9 @@ def _iterations(out: Path) -> list[int]:
 
 
 def _logs(log: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(log.parent.glob(log.name + ".*.log")))
+    return "\n".join(
+        p.read_text(errors="replace")[-4000:] for p in sorted(log.parent.glob(log.name + ".*.log"))
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -143,7 +186,9 @@ def uninterrupted(lazy_projects, datasets_root, tmp_path_factory) -> Path:
     """The uninterrupted run (1x2), with a periodic checkpoint after iteration STOP_AT."""
     out = tmp_path_factory.mktemp("lazy_uninterrupted")
     log = out / "run"
-    codes = _train(lazy_projects["lazy-custom"], datasets_root, out, log, "1x2", checkpoint_period=STOP_AT + 1)
+    codes = _train(
+        lazy_projects["lazy-custom"], datasets_root, out, log, "1x2", checkpoint_period=STOP_AT + 1
+    )
     assert codes == [0], _logs(log)
     assert _iterations(out) == list(range(MAX_ITER))
     return out
@@ -161,12 +206,16 @@ def _check_resumed_exactly(project: Path, data: Path, out: Path, topology: str, 
     assert resumed.keys() == expected.keys()
     different = [k for k in resumed if not torch.equal(resumed[k], expected[k])]
     assert different == [], f"{len(different)} tensors differ, e.g. {different[:3]}"
-    assert any(not torch.equal(resumed[k], resumed_from[k]) for k in resumed if resumed[k].is_floating_point())
+    assert any(
+        not torch.equal(resumed[k], resumed_from[k]) for k in resumed if resumed[k].is_floating_point()
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("topology", ["1x2", "2x1"])
-def test_lazy_suspend_resumes_bit_identically(topology, lazy_projects, datasets_root, uninterrupted, tmp_path):
+def test_lazy_suspend_resumes_bit_identically(
+    topology, lazy_projects, datasets_root, uninterrupted, tmp_path
+):
     project, out = lazy_projects["lazy-custom"], tmp_path / "out"
     log = tmp_path / "first"
     # Three steps first (see the generated tests/test_smoke.py: detectron2 0.6's metrics printer).
@@ -180,8 +229,9 @@ def test_lazy_suspend_resumes_bit_identically(topology, lazy_projects, datasets_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("topology", ["1x2", "2x1"])
-def test_lazy_periodic_checkpoint_resumes_bit_identically(topology, lazy_projects, datasets_root,
-                                                          uninterrupted, tmp_path):
+def test_lazy_periodic_checkpoint_resumes_bit_identically(
+    topology, lazy_projects, datasets_root, uninterrupted, tmp_path
+):
     """A job killed before it could write a suspend checkpoint restarts from the last periodic one."""
     out = tmp_path / "out"
     out.mkdir()
@@ -209,8 +259,10 @@ def test_amp_grad_scaler_is_saved_and_restored(lazy_projects, datasets_root, tmp
     train_net = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_net)
     train_net.register_datasets()
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(project / "configs" / "smoke_cpu.py")), [
-        f"train.output_dir={tmp_path}", "train.amp.enabled=True", "dataloader.train.num_workers=0"])
+    cfg = LazyConfig.apply_overrides(
+        LazyConfig.load(str(project / "configs" / "smoke_cpu.py")),
+        [f"train.output_dir={tmp_path}", "train.amp.enabled=True", "dataloader.train.num_workers=0"],
+    )
 
     trainer, checkpointer = train_net.build_trainer(cfg)
     assert isinstance(trainer, AMPTrainer)
@@ -234,15 +286,19 @@ def _feature_base() -> str:
     """The commit just before config_system was added to copier.yml (on the first-parent line)."""
     if not (REPO / ".git").exists():
         pytest.skip("needs the template's git history (a git checkout)")
-    commits = git(REPO, "log", "--first-parent", "--reverse", "--format=%H", "-S", "config_system:",
-                  "--", "copier.yml").split()
+    commits = git(
+        REPO, "log", "--first-parent", "--reverse", "--format=%H", "-S", "config_system:", "--", "copier.yml"
+    ).split()
     assert commits, "no commit adds config_system to copier.yml"
     return git(REPO, "rev-parse", f"{commits[0]}^").strip()
 
 
 def _files(project: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(project)): p.read_bytes() for p in sorted(project.rglob("*"))
-            if p.is_file() and ".git" not in p.relative_to(project).parts}
+    return {
+        str(p.relative_to(project)): p.read_bytes()
+        for p in sorted(project.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(project).parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +306,11 @@ def template_history(tmp_path_factory) -> Path:
     """The template as a git repository: v0.1.0 before config_system, v0.2.0 = this checkout."""
     repo = tmp_path_factory.mktemp("template_history") / "repo"
     repo.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", _feature_base(),
-                              "copier.yml", "template"], check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", _feature_base(), "copier.yml", "template"],
+        check=True,
+        capture_output=True,
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(repo, filter="data")
     git(repo, "init", "-q")
@@ -260,7 +319,9 @@ def template_history(tmp_path_factory) -> Path:
     git(repo, "tag", "v0.1.0")
     shutil.rmtree(repo / "template")
     shutil.copy2(REPO / "copier.yml", repo / "copier.yml")
-    shutil.copytree(REPO / "template", repo / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "template", repo / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "config_system")
     git(repo, "tag", "v0.2.0")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _template_render import ANSWER_SETS
 
 SMOKE = ("defaults", "custom")
@@ -25,7 +24,10 @@ def test_generated_project_tests_pass(projects, name):
     select = [] if name in SMOKE else ["-m", "not smoke"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *select],
-        cwd=projects[name], capture_output=True, text=True, timeout=900,
+        cwd=projects[name],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     if name in SMOKE:

@@ -22,7 +22,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from _template_hostile import bash_blocks, shell_commands
 from _template_render import render
 
@@ -68,8 +67,8 @@ def test_rehearsal_batch_splits_over_any_process_count(template_src, tmp_path, n
         scaled = DefaultTrainer.auto_scale_workers(cfg, processes)
         assert scaled.SOLVER.IMS_PER_BATCH % processes == 0, (processes, scaled.SOLVER.IMS_PER_BATCH)
         assert scaled.SOLVER.IMS_PER_BATCH // processes == 1, "one image per process"
-        assert scaled.SOLVER.MAX_ITER >= solver["MAX_ITER"], "no shorter than the smoke schedule"
-        assert scaled.SOLVER.BASE_LR <= solver["BASE_LR"] * (1 + 1e-9), "no hotter than the smoke LR"
+        assert solver["MAX_ITER"] <= scaled.SOLVER.MAX_ITER, "no shorter than the smoke schedule"
+        assert solver["BASE_LR"] * (1 + 1e-9) >= scaled.SOLVER.BASE_LR, "no hotter than the smoke LR"
 
 
 def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
@@ -78,8 +77,9 @@ def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = cwd / "rehearsal.log"
     with log.open("w") as out:
-        shell = subprocess.Popen(["bash", "-e", "-c", block], cwd=cwd, env=env, stdout=out,
-                                 stderr=subprocess.STDOUT)
+        shell = subprocess.Popen(
+            ["bash", "-e", "-c", block], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             code = shell.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -102,5 +102,8 @@ def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     assert code == 0, output_log[-6000:]
     output = project / "local-pvc" / "output" / "local"
     assert (output / "model_final.pth").is_file(), "the resumed run finished"
-    starts = [int(i) for i in re.findall(r"Starting training from iteration (\d+)", (output / "log.txt").read_text())]
+    starts = [
+        int(i)
+        for i in re.findall(r"Starting training from iteration (\d+)", (output / "log.txt").read_text())
+    ]
     assert len(starts) == 2 and starts[0] == 0 and starts[1] > 0, f"not resumed from a checkpoint: {starts}"

@@ -26,8 +26,8 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout: `python tools/demo.py`
 CLI = [sys.executable, "-m", "hfai_runtime.cli"]
 
-from hfai_runtime.timeline import Event, EventKind, read_events  # noqa: E402
 from hfai_runtime.records import RecordKind, parse_record  # noqa: E402
+from hfai_runtime.timeline import Event, EventKind, read_events  # noqa: E402
 
 SEED = 20240601
 #: Pod states drawn in the Gantt chart, and their colours.
@@ -50,10 +50,9 @@ def step(text: str) -> None:
 def show(cmd: Sequence[object], cwd: Path | None = None) -> None:
     """Print ``cmd`` as a user would type it (``hfai-runtime``, not this interpreter)."""
     words = [str(c) for c in cmd]
-    if words[:len(CLI)] == CLI:
-        words = ["hfai-runtime", *words[len(CLI):]]
-    print("$ " + (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + shlex.join(words),
-          flush=True)
+    if words[: len(CLI)] == CLI:
+        words = ["hfai-runtime", *words[len(CLI) :]]
+    print("$ " + (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + shlex.join(words), flush=True)
 
 
 def quiet_run(cmd: Sequence[object], **kwargs) -> None:
@@ -72,8 +71,14 @@ def render(project: Path) -> None:
     # about those; here they are the point).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        copier.run_copy(str(REPO), str(project), data={"num_nodes": 2, "gpus_per_node": 1},
-                        defaults=True, vcs_ref="HEAD", quiet=True)
+        copier.run_copy(
+            str(REPO),
+            str(project),
+            data={"num_nodes": 2, "gpus_per_node": 1},
+            defaults=True,
+            vcs_ref="HEAD",
+            quiet=True,
+        )
 
 
 def make_dataset(source: Path, datasets: Path) -> None:
@@ -87,19 +92,38 @@ def config_args(project: Path, output: str, max_iter: int) -> list[str]:
     """The CPU-sized config instead of the GPU one; OUTPUT_DIR on the PVC; a fixed SEED, or
     detectron2 seeds each run differently and no two runs could be compared."""
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
-    return ["--config-file", "configs/smoke_cpu.yaml", "SOLVER.MAX_ITER", str(max_iter),
-            "SEED", str(SEED), "OUTPUT_DIR", f"{answers['mount_path'].rstrip('/')}/output/{output}"]
+    return [
+        "--config-file",
+        "configs/smoke_cpu.yaml",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SEED",
+        str(SEED),
+        "OUTPUT_DIR",
+        f"{answers['mount_path'].rstrip('/')}/output/{output}",
+    ]
 
 
-def run_job(project: Path, pvc: Path, work: Path, name: str, max_iter: int,
-            extra: Sequence[str], quiet: bool) -> int:
+def run_job(
+    project: Path, pvc: Path, work: Path, name: str, max_iter: int, extra: Sequence[str], quiet: bool
+) -> int:
     """``run-local`` of the project's manifest, run in the project folder as a user would;
     logs under work/logs (or work/<name>-logs)."""
     logs = "logs" if name == "demo" else f"{name}-logs"
     up = Path(os.path.relpath(work, project))
-    cmd = CLI + ["run-local", "k8s/job.yaml", "--data-dir", Path(os.path.relpath(pvc, project)),
-                 "--args", shlex.join(config_args(project, name, max_iter)),
-                 "--logs-dir", up / logs, "--events", up / f"{name}-events.jsonl", *extra]
+    cmd = CLI + [
+        "run-local",
+        "k8s/job.yaml",
+        "--data-dir",
+        Path(os.path.relpath(pvc, project)),
+        "--args",
+        shlex.join(config_args(project, name, max_iter)),
+        "--logs-dir",
+        up / logs,
+        "--events",
+        up / f"{name}-events.jsonl",
+        *extra,
+    ]
     if quiet:
         cmd.append("--quiet")
     show(cmd, cwd=project)
@@ -141,8 +165,7 @@ def largest_weight_difference(a: Path, b: Path) -> tuple[float, int, int]:
     mb = torch.load(b, map_location="cpu", weights_only=True)["model"]
     if ma.keys() != mb.keys():
         raise SystemExit(f"demo: {a} and {b} hold different tensors")
-    diffs = [(ma[k].double() - mb[k].double()).abs().max().item() if ma[k].numel() else 0.0
-             for k in ma]
+    diffs = [(ma[k].double() - mb[k].double()).abs().max().item() if ma[k].numel() else 0.0 for k in ma]
     return max(diffs), sum(d != 0 for d in diffs), len(diffs)
 
 
@@ -173,8 +196,12 @@ def read_losses(logs: Path, pod: str = "master-0") -> tuple[list[int], list[floa
         for line in log.read_text(errors="replace").splitlines():
             record = parse_record(line)
             loss = None if record is None else record.fields.get("loss")
-            if (record is not None and record.kind == RecordKind.PROGRESS
-                    and record.iteration is not None and isinstance(loss, (int, float))):
+            if (
+                record is not None
+                and record.kind == RecordKind.PROGRESS
+                and record.iteration is not None
+                and isinstance(loss, (int, float))
+            ):
                 losses[record.iteration] = float(loss)
     iterations = sorted(losses)
     return iterations, [losses[i] for i in iterations]
@@ -231,22 +258,31 @@ def plot(preempted_logs: Path, reference_logs: Path, events: Sequence[Event], ou
         "bars": gantt_bars(events),
     }
     fig, (loss_ax, gantt_ax) = plt.subplots(2, 1, figsize=(9, 7), height_ratios=(3, 2))
-    loss_ax.plot(*drawn["reference"], "-", color="tab:blue", lw=4, alpha=0.4,
-                 label="uninterrupted")
+    loss_ax.plot(*drawn["reference"], "-", color="tab:blue", lw=4, alpha=0.4, label="uninterrupted")
     loss_ax.plot(*drawn["preempted"], "--", color="tab:red", lw=1.5, label="preempted + resumed")
     for i, iteration in enumerate(drawn["stopped_at"]):
-        loss_ax.axvline(iteration + 0.5, color="tab:orange", ls=":",
-                        label="preemption (suspend checkpoint)" if i == 0 else None)
+        loss_ax.axvline(
+            iteration + 0.5,
+            color="tab:orange",
+            ls=":",
+            label="preemption (suspend checkpoint)" if i == 0 else None,
+        )
     loss_ax.set(xlabel="iteration", ylabel="total loss", title="Training loss")
     loss_ax.legend()
     pods = sorted(drawn["bars"])
     for row, pod in enumerate(pods):
         for start, width, state in drawn["bars"][pod]:
             gantt_ax.barh(row, width, left=start, color=GANTT_COLOURS[state], edgecolor="white")
-    gantt_ax.set(yticks=range(len(pods)), yticklabels=pods, xlabel="seconds since the start",
-                 title="Pods (the preempted run)")
-    gantt_ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c, label=s)
-                             for s, c in GANTT_COLOURS.items()], loc="lower right")
+    gantt_ax.set(
+        yticks=range(len(pods)),
+        yticklabels=pods,
+        xlabel="seconds since the start",
+        title="Pods (the preempted run)",
+    )
+    gantt_ax.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=c, label=s) for s, c in GANTT_COLOURS.items()],
+        loc="lower right",
+    )
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -262,16 +298,19 @@ def summarize(work: Path, output: Path, reference: Path, picture: Path) -> None:
     final = [e for e in events if e.kind == EventKind.FINISHED][-1]
     print(f"job: {final.detail}")
     for log, first, last in attempt_iterations(work / "logs"):
-        trained = ("trained no iteration" if first is None or last is None
-                   else f"trained iterations {first} to {last}")
+        trained = (
+            "trained no iteration"
+            if first is None or last is None
+            else f"trained iterations {first} to {last}"
+        )
         print(f"{log}: {trained}")
-    diff, differing, total = largest_weight_difference(output / "model_final.pth",
-                                                       reference / "model_final.pth")
+    diff, differing, total = largest_weight_difference(
+        output / "model_final.pth", reference / "model_final.pth"
+    )
     verdict = "bit-identical" if diff == 0 else f"{differing} of {total} tensors differ"
     print(f"final weights vs the uninterrupted run: largest difference {diff:g} ({verdict})")
     metrics = json.loads((output / "metrics.json").read_text().splitlines()[-1])
-    scores = [f"{key} {metrics[key]:.1f}" for key in ("bbox/AP", "bbox/AP50", "segm/AP")
-              if key in metrics]
+    scores = [f"{key} {metrics[key]:.1f}" for key in ("bbox/AP", "bbox/AP50", "segm/AP") if key in metrics]
     if scores:
         print("final COCO evaluation: " + ", ".join(scores))
     print(f"picture (loss curves over the pods' timeline): {picture}")
@@ -281,25 +320,44 @@ def summarize(work: Path, output: Path, reference: Path, picture: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "demo")
-    parser.add_argument("--cache-dir", type=Path, default=REPO / "work" / "demo-reference",
-                        help="uninterrupted runs, by a hash of their setup")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / "work" / "demo-reference",
+        help="uninterrupted runs, by a hash of their setup",
+    )
     parser.add_argument("--max-iter", type=int, default=60)
-    parser.add_argument("--preempt-after", type=float, default=8.0,
-                        help="seconds into training at which worker-0 is preempted")
+    parser.add_argument(
+        "--preempt-after",
+        type=float,
+        default=8.0,
+        help="seconds into training at which worker-0 is preempted",
+    )
     args = parser.parse_args()
 
     work = args.work_dir.resolve()
     shutil.rmtree(work, ignore_errors=True)
     project, pvc = work / "myproj", work / "pvc"
-    step("1. a project from this template (2 nodes x 1 GPU) and a synthetic COCO dataset, packed "
-         "onto the 'PVC'")
+    step(
+        "1. a project from this template (2 nodes x 1 GPU) and a synthetic COCO dataset, packed "
+        "onto the 'PVC'"
+    )
     render(project)
     make_dataset(work / "coco-source", pvc / "datasets")
     cached = args.cache_dir.resolve() / setup_key(project, pvc, args.max_iter)
-    step(f"2. the PyTorchJob on this machine, worker-0 preempted {args.preempt_after:g} s into "
-         f"training (pod logs: {work}/logs)")
-    code = run_job(project, pvc, work, "demo", args.max_iter,
-                   ["--preempt", f"worker-0@train+{args.preempt_after:g}"], quiet=False)
+    step(
+        f"2. the PyTorchJob on this machine, worker-0 preempted {args.preempt_after:g} s into "
+        f"training (pod logs: {work}/logs)"
+    )
+    code = run_job(
+        project,
+        pvc,
+        work,
+        "demo",
+        args.max_iter,
+        ["--preempt", f"worker-0@train+{args.preempt_after:g}"],
+        quiet=False,
+    )
     if code != 0:
         print(f"\ndemo: the job failed; pod logs are in {work}/logs")
         return code

@@ -43,8 +43,7 @@ from hfai_runtime.check.webhooks import check_pytorchjob, check_trainjob
 __all__ = ["ManifestError", "Problem", "check_documents", "check_file"]
 
 #: Core ``v1`` kinds that may travel with a job and that this check does not validate.
-UNCHECKED_KINDS = frozenset({"ConfigMap", "Secret", "Service", "PersistentVolumeClaim",
-                             "ServiceAccount"})
+UNCHECKED_KINDS = frozenset({"ConfigMap", "Secret", "Service", "PersistentVolumeClaim", "ServiceAccount"})
 
 
 class _ManifestLoader(yaml.SafeLoader):
@@ -53,7 +52,8 @@ class _ManifestLoader(yaml.SafeLoader):
 
 _ManifestLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 class ManifestError(ValueError):
@@ -77,8 +77,9 @@ def check_file(path: str | os.PathLike) -> list[Problem]:
         raise ManifestError(f"{os.fspath(path)}: not YAML{line}: {reason}") from error
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict):
-            raise ManifestError(f"{os.fspath(path)}: document {i + 1} is a "
-                                f"{type(doc).__name__}, not a Kubernetes object")
+            raise ManifestError(
+                f"{os.fspath(path)}: document {i + 1} is a {type(doc).__name__}, not a Kubernetes object"
+            )
     if not docs:
         raise ManifestError(f"{os.fspath(path)}: no Kubernetes objects in it")
     return check_documents(docs, source=os.fspath(path))
@@ -108,11 +109,17 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
         return check_pods(doc, docs)
     schema = schema_for(str(api_version), str(kind))
     if schema is None:
-        return [Problem("kind", f"{kind!r} (apiVersion {api_version!r}) is not a kind hfai-runtime "
-                        "check knows: PyTorchJob kubeflow.org/v1, TrainJob, TrainingRuntime, "
-                        "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, batch/v1 Job, or "
-                        "core v1 "
-                        f"{', '.join(sorted(UNCHECKED_KINDS))}", "kind/unknown")]
+        return [
+            Problem(
+                "kind",
+                f"{kind!r} (apiVersion {api_version!r}) is not a kind hfai-runtime "
+                "check knows: PyTorchJob kubeflow.org/v1, TrainJob, TrainingRuntime, "
+                "ClusterTrainingRuntime trainer.kubeflow.org/v1alpha1, batch/v1 Job, or "
+                "core v1 "
+                f"{', '.join(sorted(UNCHECKED_KINDS))}",
+                "kind/unknown",
+            )
+        ]
     problems = check_schema(doc, schema)
     if blocks_rules(problems):
         # The API server stops here; what follows would only echo these (a missing or mistyped

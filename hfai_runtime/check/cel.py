@@ -46,8 +46,9 @@ def compile_rule(rule: str) -> tuple[celpy.Runner, bool]:
     ast = env.compile(rule)
     missing = called_functions(ast) - MACROS - set(celpy.evaluation.base_functions)
     if missing:
-        raise UnsupportedRule(f"CEL rule {rule!r} calls functions this checker lacks: "
-                              f"{', '.join(sorted(missing))}")
+        raise UnsupportedRule(
+            f"CEL rule {rule!r} calls functions this checker lacks: {', '.join(sorted(missing))}"
+        )
     transition = any(token == "oldSelf" for token in _identifiers(ast))
     return env.program(ast), transition
 
@@ -56,7 +57,7 @@ def called_functions(ast: lark.Tree) -> set[str]:
     """The names of the functions and methods a compiled CEL expression calls."""
     names = set()
     for node in ast.iter_subtrees():
-        if node.data == "ident_arg":        # f(args)
+        if node.data == "ident_arg":  # f(args)
             names.add(str(node.children[0]))
         elif node.data == "member_dot_arg":  # target.f(args)
             names.add(str(node.children[1]))
@@ -64,8 +65,9 @@ def called_functions(ast: lark.Tree) -> set[str]:
 
 
 def _identifiers(ast: lark.Tree) -> list[str]:
-    return [str(token) for token in ast.scan_values(
-        lambda v: isinstance(v, lark.Token) and v.type == "IDENT")]
+    return [
+        str(token) for token in ast.scan_values(lambda v: isinstance(v, lark.Token) and v.type == "IDENT")
+    ]
 
 
 def check_rules(doc: dict, schema: dict) -> list[Problem]:

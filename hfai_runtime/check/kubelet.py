@@ -27,7 +27,7 @@ class Container:
 
     spec: dict
     path: str
-    resources_path: str       # a TrainJob's node container takes its resources from elsewhere
+    resources_path: str  # a TrainJob's node container takes its resources from elsewhere
     image_user: int | None = None  # the uid the image runs as, where known (injected images)
     injected_by: str = ""
 
@@ -40,8 +40,13 @@ class Container:
 #: ``init-pytorch`` to every Worker pod of a job that has a Master: image ``alpine:3.10``
 #: (pkg/config/config.go@v1.9.4 ``PyTorchInitContainerImageDefault``), no securityContext. The
 #: image has no USER, so it runs as uid 0.
-INIT_PYTORCH = Container({"name": "init-pytorch"}, "", "", image_user=0, injected_by=(
-    "the training operator (image alpine:3.10, no securityContext)"))
+INIT_PYTORCH = Container(
+    {"name": "init-pytorch"},
+    "",
+    "",
+    image_user=0,
+    injected_by=("the training operator (image alpine:3.10, no securityContext)"),
+)
 
 
 @dataclass(frozen=True)
@@ -76,15 +81,18 @@ def pods_of(doc: dict, docs: list[dict]) -> list[Pod]:
     if doc.get("kind") == "Job":
         spec = as_dict(dig(doc, "spec", "template", "spec"))
         path = "spec.template.spec"
-        return [Pod(spec, path, _containers(spec, path, "containers"),
-                    _containers(spec, path, "initContainers"))]
+        return [
+            Pod(spec, path, _containers(spec, path, "containers"), _containers(spec, path, "initContainers"))
+        ]
     return []
 
 
 def _containers(pod: dict, path: str, key: str) -> list[Container]:
     where = child(path, key)
-    return [Container(as_dict(c), f"{where}[{i}]", f"{where}[{i}].resources")
-            for i, c in enumerate(as_list(pod.get(key)))]
+    return [
+        Container(as_dict(c), f"{where}[{i}]", f"{where}[{i}].resources")
+        for i, c in enumerate(as_list(pod.get(key)))
+    ]
 
 
 def _pytorchjob_pods(job: dict) -> list[Pod]:
@@ -120,12 +128,16 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
         for j, rjob in enumerate(jobs):
             if dig(rjob, "name") != trainer_job:
                 continue
-            path = (f"spec.runtimePatches[{i}].trainingRuntimeSpec.template.spec"
-                    f".replicatedJobs[{j}].template.spec.template.spec")
+            path = (
+                f"spec.runtimePatches[{i}].trainingRuntimeSpec.template.spec"
+                f".replicatedJobs[{j}].template.spec.template.spec"
+            )
             spec = as_dict(dig(rjob, "template", "spec", "template", "spec"))
-            patched = [Container({**c.spec, "resources": resources}, c.path, resources_path)
-                       for c in _containers(spec, path, "containers")
-                       if c.spec.get("name") == "node"]
+            patched = [
+                Container({**c.spec, "resources": resources}, c.path, resources_path)
+                for c in _containers(spec, path, "containers")
+                if c.spec.get("name") == "node"
+            ]
             pods.append(Pod(spec, path, patched or [node]))
     return pods or [Pod({}, "", [node])]
 
@@ -138,10 +150,13 @@ def replica_restart_policies(job: dict) -> list[Problem]:
     for rtype, rspec in as_dict(dig(job, "spec", "pytorchReplicaSpecs")).items():
         policy = dig(rspec, "restartPolicy")
         if policy is not None and policy not in REPLICA_RESTART_POLICIES:
-            problems.append(Problem(f"{child('spec.pytorchReplicaSpecs', rtype)}.restartPolicy",
-                                    f"Unsupported value: {policy!r}: supported values: "
-                                    f"{', '.join(REPLICA_RESTART_POLICIES)}",
-                                    "apiserver/restart-policy"))
+            problems.append(
+                Problem(
+                    f"{child('spec.pytorchReplicaSpecs', rtype)}.restartPolicy",
+                    f"Unsupported value: {policy!r}: supported values: {', '.join(REPLICA_RESTART_POLICIES)}",
+                    "apiserver/restart-policy",
+                )
+            )
     return problems
 
 
@@ -165,20 +180,28 @@ def run_as_non_root(pod: Pod) -> list[Problem]:
         user, user_at = _effective(sc, pod_sc, "runAsUser", container, pod)
         name = container.spec.get("name")
         if user == 0:
-            problems.append(Problem(user_at, f"container {name}'s runAsUser 0 breaks runAsNonRoot "
-                                    "(the kubelet refuses to start it)", "kubelet/run-as-non-root"))
+            problems.append(
+                Problem(
+                    user_at,
+                    f"container {name}'s runAsUser 0 breaks runAsNonRoot (the kubelet refuses to start it)",
+                    "kubelet/run-as-non-root",
+                )
+            )
         elif user is None and container.image_user == 0:
-            problems.append(Problem(
-                non_root_at, f"{container.injected_by} adds container {name}, which runs as root: "
-                "with runAsNonRoot and no non-root runAsUser the kubelet refuses it (\"container "
-                "has runAsNonRoot and image will run as root\"); set a non-root runAsUser/"
-                "runAsGroup at pod level, or set runAsNonRoot on your own containers only",
-                "kubelet/run-as-non-root"))
+            problems.append(
+                Problem(
+                    non_root_at,
+                    f"{container.injected_by} adds container {name}, which runs as root: "
+                    'with runAsNonRoot and no non-root runAsUser the kubelet refuses it ("container '
+                    'has runAsNonRoot and image will run as root"); set a non-root runAsUser/'
+                    "runAsGroup at pod level, or set runAsNonRoot on your own containers only",
+                    "kubelet/run-as-non-root",
+                )
+            )
     return problems
 
 
-def _effective(sc: dict, pod_sc: dict, key: str, container: Container,
-               pod: Pod) -> tuple[object, str]:
+def _effective(sc: dict, pod_sc: dict, key: str, container: Container, pod: Pod) -> tuple[object, str]:
     """A security-context field as the container sees it, and the path where it is set."""
     if key in sc:
         return sc[key], f"{container.path}.securityContext.{key}"
@@ -196,30 +219,48 @@ def resource_limits(container: Container) -> list[Problem]:
     """
     requests = as_dict(container.resources.get("requests"))
     limits = as_dict(container.resources.get("limits"))
-    problems = [Problem(child(child(container.resources_path, kind), name),
-                        f"Invalid value: {value}: must be an integer",
-                        "apiserver/extended-resource-limit")
-                for kind, quantities in (("limits", limits), ("requests", requests))
-                for name, value in quantities.items()
-                if _is_extended(name) and (_quantity(value) or 0) % 1 != 0]
+    problems = [
+        Problem(
+            child(child(container.resources_path, kind), name),
+            f"Invalid value: {value}: must be an integer",
+            "apiserver/extended-resource-limit",
+        )
+        for kind, quantities in (("limits", limits), ("requests", requests))
+        for name, value in quantities.items()
+        if _is_extended(name) and (_quantity(value) or 0) % 1 != 0
+    ]
     for name, request in requests.items():
         where = child(child(container.resources_path, "requests"), name)
         if name not in limits:
             if _is_extended(name):
-                problems.append(Problem(child(child(container.resources_path, "limits"), name),
-                                        "Required value: Limit must be set for non overcommitable "
-                                        f"resources (requests[{name}] alone is refused)",
-                                        "apiserver/extended-resource-limit"))
+                problems.append(
+                    Problem(
+                        child(child(container.resources_path, "limits"), name),
+                        "Required value: Limit must be set for non overcommitable "
+                        f"resources (requests[{name}] alone is refused)",
+                        "apiserver/extended-resource-limit",
+                    )
+                )
             continue
         difference = _compare(request, limits[name])
         if difference is None:
             continue
         if difference != 0 and _is_extended(name):
-            problems.append(Problem(where, f"Invalid value: {request}: must be equal to {name} "
-                                    "limit", "apiserver/extended-resource-limit"))
+            problems.append(
+                Problem(
+                    where,
+                    f"Invalid value: {request}: must be equal to {name} limit",
+                    "apiserver/extended-resource-limit",
+                )
+            )
         elif difference > 0:
-            problems.append(Problem(where, f"Invalid value: {request}: must be less than or equal "
-                                    f"to {name} limit", "apiserver/request-above-limit"))
+            problems.append(
+                Problem(
+                    where,
+                    f"Invalid value: {request}: must be less than or equal to {name} limit",
+                    "apiserver/request-above-limit",
+                )
+            )
     return problems
 
 
@@ -232,13 +273,23 @@ def qos(pod: Pod) -> list[Problem]:
     """
     problems = []
     for container in pod.containers:
-        missing = [f"{kind}.{name}" for kind in ("requests", "limits") for name in QOS_RESOURCES
-                   if name not in as_dict(container.resources.get(kind))]
+        missing = [
+            f"{kind}.{name}"
+            for kind in ("requests", "limits")
+            for name in QOS_RESOURCES
+            if name not in as_dict(container.resources.get(kind))
+        ]
         if missing:
-            problems.append(Problem(container.resources_path, f"container "
-                                    f"{container.spec.get('name')} lacks {', '.join(missing)}: "
-                                    "state cpu and memory requests and limits, so the pod is not "
-                                    "BestEffort (evicted first)", "qos/requests-and-limits"))
+            problems.append(
+                Problem(
+                    container.resources_path,
+                    f"container "
+                    f"{container.spec.get('name')} lacks {', '.join(missing)}: "
+                    "state cpu and memory requests and limits, so the pod is not "
+                    "BestEffort (evicted first)",
+                    "qos/requests-and-limits",
+                )
+            )
     return problems
 
 
@@ -250,8 +301,10 @@ def memory_backed_volumes(pod: Pod) -> list[Problem]:
     ``calculateEmptyDirMemorySize``): the processes are OOM-killed when shm and their own memory
     together pass it. So a sizeLimit is stated, below the sum of the containers' memory limits.
     """
-    limit = sum((_quantity(as_dict(c.resources.get("limits")).get("memory")) or 0
-                 for c in pod.containers), Fraction(0))
+    limit = sum(
+        (_quantity(as_dict(c.resources.get("limits")).get("memory")) or 0 for c in pod.containers),
+        Fraction(0),
+    )
     problems = []
     for i, volume in enumerate(as_list(pod.spec.get("volumes"))):
         empty_dir = as_dict(as_dict(volume).get("emptyDir"))
@@ -260,15 +313,25 @@ def memory_backed_volumes(pod: Pod) -> list[Problem]:
         where = f"{child(pod.path, 'volumes')}[{i}].emptyDir.sizeLimit"
         size = _quantity(empty_dir.get("sizeLimit"))
         if size is None:
-            problems.append(Problem(where, "Required value: a memory-backed emptyDir counts "
-                                    "against the memory limit; state a sizeLimit below it",
-                                    "qos/shm-memory"))
+            problems.append(
+                Problem(
+                    where,
+                    "Required value: a memory-backed emptyDir counts "
+                    "against the memory limit; state a sizeLimit below it",
+                    "qos/shm-memory",
+                )
+            )
         elif limit and size >= limit:
-            problems.append(Problem(where, f"Invalid value: {empty_dir['sizeLimit']}: a memory-"
-                                    "backed emptyDir counts against the memory limit, and this "
-                                    "leaves nothing of the containers' memory limits "
-                                    f"({_format_bytes(limit)}) for the processes",
-                                    "qos/shm-memory"))
+            problems.append(
+                Problem(
+                    where,
+                    f"Invalid value: {empty_dir['sizeLimit']}: a memory-"
+                    "backed emptyDir counts against the memory limit, and this "
+                    "leaves nothing of the containers' memory limits "
+                    f"({_format_bytes(limit)}) for the processes",
+                    "qos/shm-memory",
+                )
+            )
     return problems
 
 
@@ -279,9 +342,24 @@ def _is_extended(name: str) -> bool:
 
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {None: 1, "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
-           "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_SUFFIX = {
+    None: 1,
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def _quantity(value: object) -> Fraction | None:

@@ -20,8 +20,10 @@ def dns1035_label_error(value: str) -> str | None:
     """``IsDNS1035Label``: at most 63 lower-case alphanumerics or '-', a letter first."""
     if len(value) <= 63 and _DNS1035_LABEL.match(value):
         return None
-    return ("must be a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting "
-            "with a letter and ending with a letter or digit")
+    return (
+        "must be a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting "
+        "with a letter and ending with a letter or digit"
+    )
 
 
 def dns1123_subdomain_error(value: str) -> str | None:
@@ -56,8 +58,10 @@ def label_key_error(key: str) -> str | None:
         if error:
             return f"prefix part {error}"
     if len(name) > 63 or not _LABEL_NAME.match(name):
-        return ("name part must be at most 63 alphanumerics, '-', '_' or '.', starting and "
-                "ending with an alphanumeric")
+        return (
+            "name part must be at most 63 alphanumerics, '-', '_' or '.', starting and "
+            "ending with an alphanumeric"
+        )
     return None
 
 
@@ -65,5 +69,6 @@ def label_value_error(value: str) -> str | None:
     """``IsLabelValue``: empty, or at most 63 alphanumerics, '-', '_' or '.', alphanumeric ends."""
     if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
         return None
-    return ("must be empty or at most 63 alphanumerics, '-', '_' or '.', starting and ending "
-            "with an alphanumeric")
+    return (
+        "must be empty or at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+    )

@@ -23,15 +23,18 @@ class Runtime:
     """A training runtime as the TrainJob rules see it."""
 
     jobs: dict[str, frozenset[str]]  # replicated job name -> its container and initContainer names
-    trainer_job: str | None          # the replicated job that runs the trainer (ancestor label)
-    torch: bool                      # mlPolicy.torch is set (torchrun's reserved PET_* envs)
+    trainer_job: str | None  # the replicated job that runs the trainer (ancestor label)
+    torch: bool  # mlPolicy.torch is set (torchrun's reserved PET_* envs)
 
 
 #: The stock runtime, charts/kubeflow-trainer/files/runtimes/torch-distributed.yaml@v2.3.0
 #: (shipped as crds/torch-distributed-runtime.helm-template.txt): one replicated job ``node``
 #: with the trainer ancestor label and one container ``node``; ``mlPolicy.torch``.
-STOCK = {("ClusterTrainingRuntime", "torch-distributed"):
-         Runtime(jobs={"node": frozenset({"node"})}, trainer_job="node", torch=True)}
+STOCK = {
+    ("ClusterTrainingRuntime", "torch-distributed"): Runtime(
+        jobs={"node": frozenset({"node"})}, trainer_job="node", torch=True
+    )
+}
 
 
 def runtime_of(spec: dict) -> Runtime:
@@ -39,13 +42,13 @@ def runtime_of(spec: dict) -> Runtime:
     jobs, trainer_job = {}, None
     for job in as_list(dig(spec, "template", "spec", "replicatedJobs")):
         pod = dig(job, "template", "spec", "template", "spec")
-        names = {text(dig(c, "name")) for key in ("containers", "initContainers")
-                 for c in as_list(dig(pod, key))}
+        names = {
+            text(dig(c, "name")) for key in ("containers", "initContainers") for c in as_list(dig(pod, key))
+        }
         jobs[text(dig(job, "name"))] = frozenset(names)
         if dig(job, "template", "metadata", "labels", ANCESTOR_LABEL) == ANCESTOR_TRAINER:
             trainer_job = dig(job, "name")
-    return Runtime(jobs=jobs, trainer_job=trainer_job,
-                   torch="torch" in as_dict(spec.get("mlPolicy")))
+    return Runtime(jobs=jobs, trainer_job=trainer_job, torch="torch" in as_dict(spec.get("mlPolicy")))
 
 
 def referenced_runtime(trainjob: dict, docs: list[dict]) -> Runtime | None:

@@ -31,8 +31,12 @@ CRD_FILES = (
 #: Kinds checked with another kind's schema: TrainingRuntime and ClusterTrainingRuntime share
 #: ``Spec TrainingRuntimeSpec`` (pkg/apis/trainer/v1alpha1/trainingruntime_types.go@v2.3.0);
 #: only the cluster-scoped CRD is shipped.
-SAME_SCHEMA = {("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"):
-               ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime")}
+SAME_SCHEMA = {
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"): (
+        "trainer.kubeflow.org/v1alpha1",
+        "ClusterTrainingRuntime",
+    )
+}
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -60,8 +64,11 @@ def schema_for(api_version: str, kind: str) -> dict | None:
 
 def check_schema(doc: dict, schema: dict) -> list[Problem]:
     """Everything the API server's schema validation refuses in ``doc``."""
-    problems = [problem for error in jsonschema.Draft7Validator(schema).iter_errors(doc)
-                for problem in _problem(error)]
+    problems = [
+        problem
+        for error in jsonschema.Draft7Validator(schema).iter_errors(doc)
+        for problem in _problem(error)
+    ]
     problems += _object_meta(doc.get("metadata"))
     for value, node, path in walk(doc, schema):
         problems += _unknown_fields(value, node, path)
@@ -77,8 +84,7 @@ def blocks_rules(problems: list[Problem]) -> bool:
     return any(p.rule in _BLOCKING for p in problems)
 
 
-_BLOCKING = {f"schema/{name}" for name in ("type", "anyOf", "required", "enum", "maxLength",
-                                           "maxItems")}
+_BLOCKING = {f"schema/{name}" for name in ("type", "anyOf", "required", "enum", "maxLength", "maxItems")}
 
 
 def walk(value: Any, schema: dict, path: str = "") -> Iterator[tuple[Any, dict, str]]:
@@ -103,8 +109,11 @@ def _problem(error: jsonschema.ValidationError) -> list[Problem]:
     for key in error.absolute_path:
         path = child(path, key)
     if error.validator == "required":
-        return [Problem(child(path, name), "Required value", "schema/required")
-                for name in error.validator_value if name not in error.instance]
+        return [
+            Problem(child(path, name), "Required value", "schema/required")
+            for name in error.validator_value
+            if name not in error.instance
+        ]
     if error.validator == "type":
         message = f"Invalid value: must be of type {error.validator_value}"
     else:
@@ -122,33 +131,41 @@ def _object_meta(meta: Any) -> list[Problem]:
     meta = as_dict(meta)
     problems = []
     if not (meta.get("name") or meta.get("generateName")):
-        problems.append(Problem("metadata.name", "Required value: name or generateName is "
-                                "required", "schema/required"))
+        problems.append(
+            Problem("metadata.name", "Required value: name or generateName is required", "schema/required")
+        )
     for kind in ("labels", "annotations"):
         for key, value in as_dict(meta.get(kind)).items():
             where = child(f"metadata.{kind}", key)
             if not isinstance(value, str):
-                problems.append(Problem(where, f"Invalid value: {value!r}: must be a string "
-                                        "(quote it)", "schema/type"))
+                problems.append(
+                    Problem(where, f"Invalid value: {value!r}: must be a string (quote it)", "schema/type")
+                )
             elif kind == "labels":
                 key_error, value_error = label_key_error(str(key)), label_value_error(value)
                 if key_error or value_error:
                     bad = repr(key) if key_error else repr(value)
-                    problems.append(Problem(where, f"Invalid value: {bad}: "
-                                            f"{key_error or value_error}", "apiserver/label"))
+                    problems.append(
+                        Problem(where, f"Invalid value: {bad}: {key_error or value_error}", "apiserver/label")
+                    )
     return problems
 
 
 def _unknown_fields(value: Any, schema: dict, path: str) -> list[Problem]:
     """Keys of a mapping that its structural schema does not define (pruned, or refused)."""
-    if (not isinstance(value, dict) or "properties" not in schema
-            or schema.get("x-kubernetes-preserve-unknown-fields")
-            or isinstance(schema.get("additionalProperties"), dict)):
+    if (
+        not isinstance(value, dict)
+        or "properties" not in schema
+        or schema.get("x-kubernetes-preserve-unknown-fields")
+        or isinstance(schema.get("additionalProperties"), dict)
+    ):
         return []
     allowed = ", ".join(sorted(schema["properties"]))
-    return [Problem(child(path, key), f"unknown field (allowed here: {allowed})",
-                    "schema/unknown-field")
-            for key in value if key not in schema["properties"]]
+    return [
+        Problem(child(path, key), f"unknown field (allowed here: {allowed})", "schema/unknown-field")
+        for key in value
+        if key not in schema["properties"]
+    ]
 
 
 def _duplicates(value: Any, schema: dict, path: str) -> list[Problem]:
@@ -160,11 +177,11 @@ def _duplicates(value: Any, schema: dict, path: str) -> list[Problem]:
     seen: list[Any] = []
     problems = []
     for i, item in enumerate(value):
-        key = ([item.get(k) for k in keys] if list_type == "map" and isinstance(item, dict)
-               else item)
+        key = [item.get(k) for k in keys] if list_type == "map" and isinstance(item, dict) else item
         if key in seen:
-            problems.append(Problem(child(path, i), f"Duplicate value: {_shorten(repr(key))}",
-                                    "schema/duplicate"))
+            problems.append(
+                Problem(child(path, i), f"Duplicate value: {_shorten(repr(key))}", "schema/duplicate")
+            )
         seen.append(key)
     return problems
 
@@ -172,4 +189,4 @@ def _duplicates(value: Any, schema: dict, path: str) -> list[Problem]:
 def _shorten(text: str, limit: int = 160) -> str:
     """One readable line: a problem names the field, it does not dump the whole value."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -28,7 +28,8 @@ MANAGED_BY = ("kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue")
 # TorchRunReservedEnvNames.
 NO_ENV_CONTAINERS = ("dataset-initializer", "model-initializer", "node")
 TORCH_RESERVED_ENVS = frozenset(
-    {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"})
+    {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+)
 
 
 def check_pytorchjob(job: dict) -> list[Problem]:
@@ -37,14 +38,19 @@ def check_pytorchjob(job: dict) -> list[Problem]:
     name = dig(job, "metadata", "name")
     error = dns1035_label_error(name) if isinstance(name, str) else None
     if error:
-        problems.append(Problem("metadata.name", f"Invalid value: {name!r}: {error}",
-                                "pytorchjob-webhook/name"))
+        problems.append(
+            Problem("metadata.name", f"Invalid value: {name!r}: {error}", "pytorchjob-webhook/name")
+        )
     spec = as_dict(job.get("spec"))
     managed_by = dig(spec, "runPolicy", "managedBy")
     if managed_by is not None and managed_by not in MANAGED_BY:
-        problems.append(Problem("spec.runPolicy.managedBy",
-                                f"Unsupported value: {managed_by!r}: supported values: "
-                                f"{', '.join(MANAGED_BY)}", "pytorchjob-webhook/managed-by"))
+        problems.append(
+            Problem(
+                "spec.runPolicy.managedBy",
+                f"Unsupported value: {managed_by!r}: supported values: {', '.join(MANAGED_BY)}",
+                "pytorchjob-webhook/managed-by",
+            )
+        )
     replica_specs = as_dict(spec.get("pytorchReplicaSpecs"))
     return problems + _elastic_policy(spec) + _replica_specs(replica_specs)
 
@@ -55,12 +61,21 @@ def _elastic_policy(spec: dict) -> list[Problem]:
         return []
     problems = []
     if "Worker" not in as_dict(spec.get("pytorchReplicaSpecs")):
-        problems.append(Problem("spec.pytorchReplicaSpecs.Worker", "Required value: must be "
-                                "configured if elastic policy is used",
-                                "pytorchjob-webhook/elastic"))
+        problems.append(
+            Problem(
+                "spec.pytorchReplicaSpecs.Worker",
+                "Required value: must be configured if elastic policy is used",
+                "pytorchjob-webhook/elastic",
+            )
+        )
     if "nProcPerNode" in as_dict(spec["elasticPolicy"]) and "nprocPerNode" in spec:
-        problems.append(Problem("spec.elasticPolicy.nProcPerNode", "Forbidden: must not be used "
-                                "with spec.nprocPerNode", "pytorchjob-webhook/elastic"))
+        problems.append(
+            Problem(
+                "spec.elasticPolicy.nProcPerNode",
+                "Forbidden: must not be used with spec.nprocPerNode",
+                "pytorchjob-webhook/elastic",
+            )
+        )
     return problems
 
 
@@ -74,34 +89,53 @@ def _replica_specs(specs: dict) -> list[Problem]:
     for rtype, rspec in specs.items():
         role = child(path, rtype)
         if rtype not in REPLICA_TYPES:
-            problems.append(Problem(role, f"Unsupported value: {rtype!r}: supported values: "
-                                    "Master, Worker", "pytorchjob-webhook/replica-type"))
+            problems.append(
+                Problem(
+                    role,
+                    f"Unsupported value: {rtype!r}: supported values: Master, Worker",
+                    "pytorchjob-webhook/replica-type",
+                )
+            )
         rspec = as_dict(rspec)
-        problems += _replica_containers(as_dict(dig(rspec, "template", "spec")),
-                                        f"{role}.template.spec.containers")
+        problems += _replica_containers(
+            as_dict(dig(rspec, "template", "spec")), f"{role}.template.spec.containers"
+        )
         replicas = rspec.get("replicas")
         if rtype == "Master" and replicas != 1:
-            problems.append(Problem(f"{role}.replicas", "Forbidden: must be 1 (and stated: the "
-                                    "webhook does not default it)",
-                                    "pytorchjob-webhook/master-replicas"))
+            problems.append(
+                Problem(
+                    f"{role}.replicas",
+                    "Forbidden: must be 1 (and stated: the webhook does not default it)",
+                    "pytorchjob-webhook/master-replicas",
+                )
+            )
         elif rtype != "Master" and isinstance(replicas, int) and replicas < 1:
-            problems.append(Problem(f"{role}.replicas", "Forbidden: must be at least 1",
-                                    "pytorchjob-webhook/worker-replicas"))
+            problems.append(
+                Problem(
+                    f"{role}.replicas", "Forbidden: must be at least 1", "pytorchjob-webhook/worker-replicas"
+                )
+            )
     return problems
 
 
 def _replica_containers(pod: dict, path: str) -> list[Problem]:
     """Each replica's pod has containers, each with an image, one of them named ``pytorch``."""
     containers = [as_dict(c) for c in as_list(pod.get("containers"))]
-    problems = [Problem(f"{path}[{i}].image", "Required value: must be required",
-                        "pytorchjob-webhook/image")
-                for i, container in enumerate(containers) if not container.get("image")]
+    problems = [
+        Problem(f"{path}[{i}].image", "Required value: must be required", "pytorchjob-webhook/image")
+        for i, container in enumerate(containers)
+        if not container.get("image")
+    ]
     if not containers:
-        problems.append(Problem(path, "Required value: must be specified",
-                                "pytorchjob-webhook/containers"))
+        problems.append(Problem(path, "Required value: must be specified", "pytorchjob-webhook/containers"))
     if not any(c.get("name") == PYTORCH_CONTAINER for c in containers):
-        problems.append(Problem(path, "Required value: must have at least one container with "
-                                f"name {PYTORCH_CONTAINER}", "pytorchjob-webhook/container-name"))
+        problems.append(
+            Problem(
+                path,
+                f"Required value: must have at least one container with name {PYTORCH_CONTAINER}",
+                "pytorchjob-webhook/container-name",
+            )
+        )
     return problems
 
 
@@ -115,10 +149,16 @@ def check_trainjob(job: dict, docs: list[dict]) -> list[Problem]:
         path = f"spec.runtimePatches[{i}]"
         error = domain_prefixed_path_error(str(patch.get("manager") or ""))
         if error:
-            problems.append(Problem(f"{path}.manager", f"Invalid value: {patch.get('manager')!r}: "
-                                    f"{error}", "trainjob-webhook/manager"))
-        problems += _patched_jobs(as_dict(patch.get("trainingRuntimeSpec")),
-                                  f"{path}.trainingRuntimeSpec", runtime)
+            problems.append(
+                Problem(
+                    f"{path}.manager",
+                    f"Invalid value: {patch.get('manager')!r}: {error}",
+                    "trainjob-webhook/manager",
+                )
+            )
+        problems += _patched_jobs(
+            as_dict(patch.get("trainingRuntimeSpec")), f"{path}.trainingRuntimeSpec", runtime
+        )
     if runtime is not None and runtime.torch:
         problems += _reserved_envs(as_dict(spec.get("trainer")))
     return problems
@@ -133,34 +173,56 @@ def _patched_jobs(runtime_spec: dict, path: str, runtime: Runtime | None) -> lis
         job_path = f"{jobs_path}[{j}]"
         known = None if runtime is None else runtime.jobs.get(text(job.get("name")))
         if runtime is not None and known is None:
-            problems.append(Problem(f"{job_path}.name", f"Invalid value: {job.get('name')!r}: must "
-                                    "not have replicated job that doesn't exist in the runtime job "
-                                    f"template (it has: {', '.join(sorted(runtime.jobs))})",
-                                    "trainjob-webhook/patch-job"))
+            problems.append(
+                Problem(
+                    f"{job_path}.name",
+                    f"Invalid value: {job.get('name')!r}: must "
+                    "not have replicated job that doesn't exist in the runtime job "
+                    f"template (it has: {', '.join(sorted(runtime.jobs))})",
+                    "trainjob-webhook/patch-job",
+                )
+            )
         pod = as_dict(dig(job, "template", "spec", "template", "spec"))
         for key in ("initContainers", "containers"):
             for k, container in enumerate(as_list(pod.get(key))):
                 container = as_dict(container)
                 where = f"{job_path}.template.spec.template.spec.{key}[{k}]"
                 if known is not None and text(container.get("name")) not in known:
-                    problems.append(Problem(f"{where}.name", f"Invalid value: "
-                                            f"{container.get('name')!r}: must not have {key[:-1]} "
-                                            f"that doesn't exist in the runtime job {job['name']}",
-                                            "trainjob-webhook/patch-container"))
-                elif key == "containers" and container.get("env") and \
-                        container.get("name") in NO_ENV_CONTAINERS:
-                    problems.append(Problem(f"{where}.env", "Invalid value: must not have envs "
-                                            f"for the {', '.join(NO_ENV_CONTAINERS)} containers "
-                                            "(set spec.trainer.env instead)",
-                                            "trainjob-webhook/patch-env"))
+                    problems.append(
+                        Problem(
+                            f"{where}.name",
+                            f"Invalid value: "
+                            f"{container.get('name')!r}: must not have {key[:-1]} "
+                            f"that doesn't exist in the runtime job {job['name']}",
+                            "trainjob-webhook/patch-container",
+                        )
+                    )
+                elif (
+                    key == "containers"
+                    and container.get("env")
+                    and container.get("name") in NO_ENV_CONTAINERS
+                ):
+                    problems.append(
+                        Problem(
+                            f"{where}.env",
+                            "Invalid value: must not have envs "
+                            f"for the {', '.join(NO_ENV_CONTAINERS)} containers "
+                            "(set spec.trainer.env instead)",
+                            "trainjob-webhook/patch-env",
+                        )
+                    )
     return problems
 
 
 def _reserved_envs(trainer: dict) -> list[Problem]:
     """torchrun's ``PET_*`` variables belong to the torch plugin (torch.go ``Validate``)."""
-    names = sorted({text(dig(e, "name")) for e in as_list(trainer.get("env"))}
-                   & TORCH_RESERVED_ENVS)
+    names = sorted({text(dig(e, "name")) for e in as_list(trainer.get("env"))} & TORCH_RESERVED_ENVS)
     if not names:
         return []
-    return [Problem("spec.trainer.env", f"Invalid value: must not have reserved envs, invalid "
-                    f"envs configured: {names}", "trainjob-webhook/reserved-env")]
+    return [
+        Problem(
+            "spec.trainer.env",
+            f"Invalid value: must not have reserved envs, invalid envs configured: {names}",
+            "trainjob-webhook/reserved-env",
+        )
+    ]

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import importlib.metadata
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 SUBCOMMANDS = ("synth_coco", "ffr", "run_local", "check", "job")
 
@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hfai-runtime",
         description="Preemption-safe Detectron2 training on Kubernetes: data packing, local runs.",
     )
-    parser.add_argument("--version", action="version",
-                        version=f"hfai-runtime {importlib.metadata.version('hfai-runtime')}")
+    parser.add_argument(
+        "--version", action="version", version=f"hfai-runtime {importlib.metadata.version('hfai-runtime')}"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)

@@ -17,11 +17,13 @@ import sys
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "check", help="check Kubernetes manifests against the CRDs, webhooks and kubelet rules",
+        "check",
+        help="check Kubernetes manifests against the CRDs, webhooks and kubelet rules",
         description="What a cluster would refuse in PyTorchJob/TrainJob manifests: the CRD "
-                    "schema and CEL rules, the operator's webhook, the Pod and kubelet rules. "
-                    "Exit 0 when clean; 1 with one line per problem (file: field: message); "
-                    "2 when a file cannot be read or is not YAML.")
+        "schema and CEL rules, the operator's webhook, the Pod and kubelet rules. "
+        "Exit 0 when clean; 1 with one line per problem (file: field: message); "
+        "2 when a file cannot be read or is not YAML.",
+    )
     parser.add_argument("manifests", nargs="+", metavar="MANIFEST", help="YAML file(s)")
     parser.set_defaults(func=_run)
 

@@ -22,11 +22,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from hfai_runtime.ffrecord import (CorruptFileError, FFRecordError, FileReader,
-                                   NotAPackedFolderError, PackedFolder, SampleChecksumError,
-                                   pack_folder, write_index)
+from hfai_runtime.ffrecord import (
+    CorruptFileError,
+    FFRecordError,
+    FileReader,
+    NotAPackedFolderError,
+    PackedFolder,
+    SampleChecksumError,
+    pack_folder,
+    write_index,
+)
+
 T = TypeVar("T")
 
 
@@ -40,8 +49,10 @@ def add_parser(subparsers) -> None:
     pack.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(action=_pack)
 
-    index = commands.add_parser("index", help="save a packed folder's path index beside it "
-                                "(PACK.idx), so that opening it decodes nothing")
+    index = commands.add_parser(
+        "index",
+        help="save a packed folder's path index beside it (PACK.idx), so that opening it decodes nothing",
+    )
     index.add_argument("file", help="packed .ffr file")
     index.set_defaults(action=_index)
 
@@ -51,8 +62,7 @@ def add_parser(subparsers) -> None:
     ls.add_argument("-r", "--recursive", action="store_true", help="list everything below")
     ls.set_defaults(action=_ls)
 
-    cat = commands.add_parser("cat", help="write one packed file's or sample's raw bytes to "
-                              "stdout")
+    cat = commands.add_parser("cat", help="write one packed file's or sample's raw bytes to stdout")
     cat.add_argument("file", help=".ffr file")
     which = cat.add_mutually_exclusive_group(required=True)
     which.add_argument("path", nargs="?", help="path inside a packed folder")
@@ -75,8 +85,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return args.action(args)
     except (FFRecordError, OSError, IndexError) as e:
-        print(f"hfai-runtime ffr {args.ffr_command}: error: {escape(str(e), keep_backslash=True)}",
-              file=sys.stderr)
+        print(
+            f"hfai-runtime ffr {args.ffr_command}: error: {escape(str(e), keep_backslash=True)}",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -101,8 +113,7 @@ def escape(name: str, keep_backslash: bool = False) -> str:
 def _pack(args: argparse.Namespace) -> int:
     pack_folder(args.src, args.dst, verbose=not args.quiet)
     with FileReader(args.dst, check_data=False) as reader:
-        print(f"packed {reader.n - 1} files from {escape(args.src)} into {escape(args.dst)}",
-              file=sys.stderr)
+        print(f"packed {reader.n - 1} files from {escape(args.src)} into {escape(args.dst)}", file=sys.stderr)
     return 0
 
 
@@ -121,8 +132,10 @@ def _on_packed_folder(work: Callable[[str], T], file: str, action: str) -> T:
     try:
         return work(file)
     except NotAPackedFolderError:
-        raise FFRecordError(f"{file}: not a packed folder (a plain FFRecord file has no paths "
-                            f"to {action}; 'ffr cat {file} --index N' prints sample N)") from None
+        raise FFRecordError(
+            f"{file}: not a packed folder (a plain FFRecord file has no paths "
+            f"to {action}; 'ffr cat {file} --index N' prints sample N)"
+        ) from None
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -153,8 +166,7 @@ def _verify(args: argparse.Namespace) -> int:
         if bad:
             for i in bad:
                 fname, local = reader.locate(i)
-                print(f"{escape(fname)}: sample {local} (index {i}): CRC mismatch",
-                      file=sys.stderr)
+                print(f"{escape(fname)}: sample {local} (index {i}): CRC mismatch", file=sys.stderr)
             print(f"FAILED: {len(bad)} of {reader.n} samples are damaged", file=sys.stderr)
             return 1
         print(f"OK: {reader.n} samples in {len(reader.fnames)} file(s), every CRC matches")
@@ -165,8 +177,10 @@ def _info(args: argparse.Namespace) -> int:
     with FileReader(args.file, check_data=False) as reader:
         for fname, (size, meta_crc, n) in zip(reader.fnames, reader.content_ids()):
             old = " (old format: unverified)" if meta_crc == 0 else ""
-            print(f"file: {escape(fname)}\n  size: {size} bytes\n  samples: {n}\n"
-                  f"  meta_crc: {meta_crc:#010x}{old}")
+            print(
+                f"file: {escape(fname)}\n  size: {size} bytes\n  samples: {n}\n"
+                f"  meta_crc: {meta_crc:#010x}{old}"
+            )
         print(f"samples: {reader.n}")
     _packed_info(args.file)
     return 0

@@ -23,57 +23,92 @@ POLL_SECONDS = 2.0
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "job", help="submit, inspect, suspend and resume the job on a Kubernetes cluster",
-        description="Operate a PyTorchJob or TrainJob on a Kubernetes cluster.")
+        "job",
+        help="submit, inspect, suspend and resume the job on a Kubernetes cluster",
+        description="Operate a PyTorchJob or TrainJob on a Kubernetes cluster.",
+    )
     commands = parser.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, "
-                                                 "~/.kube/config, then in-cluster)")
+    connection.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)"
+    )
     connection.add_argument("--context", help="kubeconfig context (default: the current one)")
-    connection.add_argument("-n", "--namespace",
-                            help="namespace (default: the manifest's, else the context's)")
+    connection.add_argument(
+        "-n", "--namespace", help="namespace (default: the manifest's, else the context's)"
+    )
     named = argparse.ArgumentParser(add_help=False, parents=[connection])
     named.add_argument("name", help="the job's metadata.name")
-    named.add_argument("--kind", choices=("PyTorchJob", "TrainJob"),
-                       help="the job's kind (default: a PyTorchJob of that name, else a "
-                            "TrainJob)")
+    named.add_argument(
+        "--kind",
+        choices=("PyTorchJob", "TrainJob"),
+        help="the job's kind (default: a PyTorchJob of that name, else a TrainJob)",
+    )
 
-    submit = commands.add_parser("submit", parents=[connection],
-                                 help="check the manifest, then create or update the job")
+    submit = commands.add_parser(
+        "submit", parents=[connection], help="check the manifest, then create or update the job"
+    )
     submit.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
-    submit.add_argument("--force-conflicts", action="store_true",
-                        help="take over fields another manager set (kubectl edit...)")
+    submit.add_argument(
+        "--force-conflicts",
+        action="store_true",
+        help="take over fields another manager set (kubectl edit...)",
+    )
     submit.set_defaults(func=_command(_submit))
 
-    status = commands.add_parser("status", parents=[named],
-                                 help="conditions, pods, exit codes, progress, Kueue admission")
+    status = commands.add_parser(
+        "status", parents=[named], help="conditions, pods, exit codes, progress, Kueue admission"
+    )
     status.set_defaults(func=_command(_status))
 
-    logs = commands.add_parser("logs", parents=[named],
-                               help="every pod's log, each line prefixed with its replica")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="keep printing, and follow recreated pods, until the job ends")
-    logs.add_argument("-p", "--previous", action="store_true",
-                      help="the previous container of each pod (after an in-place restart; a "
-                           "pod recreated under ExitCode takes its old log with it)")
+    logs = commands.add_parser(
+        "logs", parents=[named], help="every pod's log, each line prefixed with its replica"
+    )
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing, and follow recreated pods, until the job ends",
+    )
+    logs.add_argument(
+        "-p",
+        "--previous",
+        action="store_true",
+        help="the previous container of each pod (after an in-place restart; a "
+        "pod recreated under ExitCode takes its old log with it)",
+    )
     logs.set_defaults(func=_command(_logs))
 
     timeline = commands.add_parser(
-        "timeline", parents=[named],
-        help="started, preempted, exited 143, recreated, resumed at iteration N, succeeded")
-    timeline.add_argument("--watch", action="store_true",
-                          help="observe the job until it ends, reading each pod's records "
-                               "before the operator deletes the pod")
-    timeline.add_argument("--interval", type=float, default=POLL_SECONDS, metavar="SECONDS",
-                          help="seconds between looks with --watch (default %(default)s)")
-    timeline.add_argument("--events", type=Path, metavar="FILE",
-                          help="also write the timeline as JSON lines (run-local's format)")
+        "timeline",
+        parents=[named],
+        help="started, preempted, exited 143, recreated, resumed at iteration N, succeeded",
+    )
+    timeline.add_argument(
+        "--watch",
+        action="store_true",
+        help="observe the job until it ends, reading each pod's records before the operator deletes the pod",
+    )
+    timeline.add_argument(
+        "--interval",
+        type=float,
+        default=POLL_SECONDS,
+        metavar="SECONDS",
+        help="seconds between looks with --watch (default %(default)s)",
+    )
+    timeline.add_argument(
+        "--events",
+        type=Path,
+        metavar="FILE",
+        help="also write the timeline as JSON lines (run-local's format)",
+    )
     timeline.set_defaults(func=_command(_timeline))
 
     for action, suspend in (("suspend", True), ("resume", False)):
         sub = commands.add_parser(
-            action, parents=[named],
-            help=f"{action} the job (under Kueue: {'de' if suspend else ''}activate its Workload)")
+            action,
+            parents=[named],
+            help=f"{action} the job (under Kueue: {'de' if suspend else ''}activate its Workload)",
+        )
         sub.set_defaults(func=_command(_suspend_command(suspend)))
 
 
@@ -139,9 +174,11 @@ def _load_jobs(path: Path) -> list[tuple[Any, dict]]:
         kind = kind_of(doc) if isinstance(doc, dict) else None
         if kind is None:
             found = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else doc
-            raise ManifestError(f"{path}: document {number}: expected one of "
-                                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, "
-                                f"got {found}")
+            raise ManifestError(
+                f"{path}: document {number}: expected one of "
+                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, "
+                f"got {found}"
+            )
         if not (doc.get("metadata") or {}).get("name"):
             raise ManifestError(f"{path}: document {number}: metadata.name is missing")
         jobs.append((kind, doc))
@@ -157,20 +194,25 @@ def _submit(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     if problems:
         for problem in problems:
             print(f"check: {problem}", file=sys.stderr)
-        raise ManifestError(f"{args.manifest}: {len(problems)} problem(s) found by "
-                            f"hfai-runtime check; nothing was submitted")
+        raise ManifestError(
+            f"{args.manifest}: {len(problems)} problem(s) found by hfai-runtime check; nothing was submitted"
+        )
     jobs = _load_jobs(args.manifest)
     cluster = _connect(args)
     for kind, manifest in jobs:
         meta = manifest["metadata"]
         if args.namespace and meta.get("namespace") not in (None, args.namespace):
-            raise ManifestError(f"{args.manifest}: metadata.namespace is {meta['namespace']}, "
-                                f"but --namespace is {args.namespace}")
+            raise ManifestError(
+                f"{args.manifest}: metadata.namespace is {meta['namespace']}, "
+                f"but --namespace is {args.namespace}"
+            )
         target = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
         apply_job(target, kind, manifest, force=args.force_conflicts)
         flags = _connection_flags(args, target.namespace)
-        write(f"{kind.kind} {meta['name']} applied in namespace {target.namespace} "
-              f"(server-side apply, field manager hfai-runtime)")
+        write(
+            f"{kind.kind} {meta['name']} applied in namespace {target.namespace} "
+            f"(server-side apply, field manager hfai-runtime)"
+        )
         write(f"  follow it:  hfai-runtime job logs {meta['name']}{flags} --follow")
         write(f"  state:      hfai-runtime job status {meta['name']}{flags}")
         write(f"  story:      hfai-runtime job timeline {meta['name']}{flags} --watch")
@@ -200,12 +242,20 @@ def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     conditions = (job.get("status") or {}).get("conditions") or []
     write("Conditions:" if conditions else "Conditions: none yet")
     for c in conditions:
-        write(f"  {c.get('type', '?'):<11} {c.get('status', '?'):<6} "
-              f"{c.get('lastTransitionTime', '')}  {c.get('reason', '')}: {c.get('message', '')}")
+        write(
+            f"  {c.get('type', '?'):<11} {c.get('status', '?'):<6} "
+            f"{c.get('lastTransitionTime', '')}  {c.get('reason', '')}: {c.get('message', '')}"
+        )
     if queue := kueue.queue_name(job):
         workload = kueue.workload_of(cluster, job)
-        write("Kueue: " + (kueue.admission(workload) if workload else
-                           f"LocalQueue {queue}: no Workload yet (Kueue has not seen the job)"))
+        write(
+            "Kueue: "
+            + (
+                kueue.admission(workload)
+                if workload
+                else f"LocalQueue {queue}: no Workload yet (Kueue has not seen the job)"
+            )
+        )
     pods = podinfo.list_pods(cluster, kind, name)
     write("Pods:" if pods else "Pods: none (suspended, not admitted or not created yet)")
     exits = _operator_exit_codes(cluster, kind, name) if pods else {}
@@ -231,8 +281,10 @@ def _pod_line(cluster, kind, pod, exits: dict[str, int], suspend_code: int):
     name = pod["metadata"]["name"]
     container = podinfo.log_container(kind, pod)
     status = podinfo.container_status(pod, container)
-    parts = [f"  {kind.replica_name(pod):<10} {name}  {podinfo.pod_phase(pod)}",
-             f"restarts {status.get('restartCount', 0)}"]
+    parts = [
+        f"  {kind.replica_name(pod):<10} {name}  {podinfo.pod_phase(pod)}",
+        f"restarts {status.get('restartCount', 0)}",
+    ]
     code = podinfo.last_exit_code(pod, container)
     source = ""
     if code is None and name in exits:
@@ -246,9 +298,10 @@ def _pod_line(cluster, kind, pod, exits: dict[str, int], suspend_code: int):
         except ClusterError as exc:
             parts.append(f"log unreadable: {exc}")
     if found and found.iterations:
-        ranks = ", ".join(f"rank {rank} at {it}" if rank is not None else f"at {it}"
-                          for rank, it in sorted(found.iterations.items(),
-                                                 key=lambda pair: (pair[0] is None, pair[0] or 0)))
+        ranks = ", ".join(
+            f"rank {rank} at {it}" if rank is not None else f"at {it}"
+            for rank, it in sorted(found.iterations.items(), key=lambda pair: (pair[0] is None, pair[0] or 0))
+        )
         of = f" of {found.max_iter}" if found.max_iter else ""
         parts.append(f"iteration: {ranks}{of}")
     return "  ".join(parts), found
@@ -262,14 +315,18 @@ def _operator_exit_codes(cluster, kind, name: str) -> dict[str, int]:
     from hfai_runtime.cluster.logs import parse_time
     from hfai_runtime.cluster.timeline import EXITED_WITH_CODE
 
-    response = cluster.call("list events", cluster.core().list_namespaced_event,
-                            cluster.namespace, _preload_content=False)
+    response = cluster.call(
+        "list events", cluster.core().list_namespaced_event, cluster.namespace, _preload_content=False
+    )
     found: dict[str, tuple[str, int]] = {}
     for event in json.loads(response.data).get("items", []):
         involved = event.get("involvedObject") or {}
         match = EXITED_WITH_CODE.search(event.get("message") or "")
-        if (event.get("reason") != "ExitedWithCode" or not match
-                or (involved.get("kind"), involved.get("name")) != (kind.kind, name)):
+        if (
+            event.get("reason") != "ExitedWithCode"
+            or not match
+            or (involved.get("kind"), involved.get("name")) != (kind.kind, name)
+        ):
             continue
         at = parse_time(event.get("lastTimestamp") or event.get("eventTime"))
         stamp = at.isoformat() if at else ""
@@ -291,15 +348,17 @@ def _logs(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     if args.follow:
         return _follow(cluster, kind, job, pods, write)
     if not pods:
-        raise ClusterError(f"{kind.describe(args.name)} has no pods (suspended, not admitted "
-                           f"or not created yet)")
+        raise ClusterError(
+            f"{kind.describe(args.name)} has no pods (suspended, not admitted or not created yet)"
+        )
     printer = Printer((kind.replica_name(p) for p in pods), write)
     printed = 0
     for pod in pods:
         replica = kind.replica_name(pod)
         try:
-            text = read_log(cluster, pod["metadata"]["name"], podinfo.log_container(kind, pod),
-                            previous=args.previous)
+            text = read_log(
+                cluster, pod["metadata"]["name"], podinfo.log_container(kind, pod), previous=args.previous
+            )
         except ClusterError as exc:
             print(f"[{replica}] {exc}", file=sys.stderr)
             continue
@@ -328,9 +387,17 @@ def _follow(cluster, kind, job, pods, write: Callable[[str], None]) -> int:
             if uid in followed or not state or "waiting" in state:
                 continue
             thread = threading.Thread(
-                target=pump, daemon=True,
-                args=(cluster, pod, podinfo.log_container(kind, pod), kind.replica_name(pod),
-                      printer, errors))
+                target=pump,
+                daemon=True,
+                args=(
+                    cluster,
+                    pod,
+                    podinfo.log_container(kind, pod),
+                    kind.replica_name(pod),
+                    printer,
+                    errors,
+                ),
+            )
             thread.start()
             followed[uid] = thread
         _wait(followed.values(), POLL_SECONDS)
@@ -373,8 +440,10 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     for line in format_timeline(events):
         write(line)
     if final := timeline.finished():
-        write(f"\n{kind.kind} {name}: {final.get('type')} ({final.get('reason', '')}) -- "
-              f"{final.get('message', '')}")
+        write(
+            f"\n{kind.kind} {name}: {final.get('type')} ({final.get('reason', '')}) -- "
+            f"{final.get('message', '')}"
+        )
     if args.events:
         write_events(args.events, events)
     return 0

@@ -44,51 +44,95 @@ def add_parser(subparsers) -> None:
         "run-local",
         help="run a rendered PyTorchJob/TrainJob locally with the operator's semantics",
         description="Run a rendered PyTorchJob/TrainJob on this machine: one process per pod, "
-                    "the operator's environment and restart rules, CPU and gloo.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the operator's environment and restart rules, CPU and gloo.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
-    parser.add_argument("--project-dir", type=Path,
-                        help="where replicas run (default: the manifest folder's parent)")
-    parser.add_argument("--data-dir", type=Path,
-                        help="local folder for the pods' volume mounts (default: the project)")
-    parser.add_argument("--mount", action="append", default=[], metavar="PATH=DIR",
-                        type=_mount, help="map one container mount path to a local folder")
-    parser.add_argument("--require", action="append", default=[], metavar="PATH",
-                        help="refuse to start unless PATH (a container path, mapped as the "
-                             "pods see it) exists, e.g. the dataset's pack; may repeat")
-    parser.add_argument("--preempt", action="append", default=[], metavar="REPLICA@WHEN",
-                        type=_preempt,
-                        help="SIGTERM REPLICA (master-0, worker-0, node-1) at WHEN, SIGKILL after "
-                             "its grace period; WHEN is SECONDS after the start or train+SECONDS "
-                             "after training first started; may repeat")
-    parser.add_argument("--suspend-at", type=_at, metavar="WHEN",
-                        help="set runPolicy.suspend at WHEN (as for --preempt): every replica "
-                             "stops")
-    parser.add_argument("--resume-after", type=float, metavar="SECONDS",
-                        help="unsuspend SECONDS after --suspend-at (once all replicas stopped)")
-    parser.add_argument("--args", type=shlex.split, metavar="ARGS",
-                        help="replace the containers' args (one shell-quoted string), e.g. a "
-                             "CPU-sized config: --args '--config-file configs/smoke_cpu.yaml'")
-    parser.add_argument("--cpu-procs-per-pod", type=_positive, default=1, metavar="N",
-                        help="at most N training processes per pod (default 1): a pod sized for "
-                             "8 GPUs would start 8 CPU processes here; the job's WORLD_SIZE and "
-                             "PET_NPROC_PER_NODE follow the capped count")
-    parser.add_argument("--logs-dir", type=Path, metavar="DIR",
-                        help="each pod attempt's output as DIR/<pod>-attempt<N>.log (default: "
-                             "run-local-logs in the project)")
-    parser.add_argument("--engine", choices=("process", "podman", "docker"), default="process",
-                        help="run each pod as a local process (default) or as a container of "
-                             "the manifest's image on a per-job network")
-    parser.add_argument("--image", help="with --engine: the image to run instead of the "
-                                        "manifest's")
-    parser.add_argument("--events", type=Path, metavar="FILE",
-                        help="also write the timeline as JSON lines to FILE")
+    parser.add_argument(
+        "--project-dir", type=Path, help="where replicas run (default: the manifest folder's parent)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="local folder for the pods' volume mounts (default: the project)"
+    )
+    parser.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="PATH=DIR",
+        type=_mount,
+        help="map one container mount path to a local folder",
+    )
+    parser.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="refuse to start unless PATH (a container path, mapped as the "
+        "pods see it) exists, e.g. the dataset's pack; may repeat",
+    )
+    parser.add_argument(
+        "--preempt",
+        action="append",
+        default=[],
+        metavar="REPLICA@WHEN",
+        type=_preempt,
+        help="SIGTERM REPLICA (master-0, worker-0, node-1) at WHEN, SIGKILL after "
+        "its grace period; WHEN is SECONDS after the start or train+SECONDS "
+        "after training first started; may repeat",
+    )
+    parser.add_argument(
+        "--suspend-at",
+        type=_at,
+        metavar="WHEN",
+        help="set runPolicy.suspend at WHEN (as for --preempt): every replica stops",
+    )
+    parser.add_argument(
+        "--resume-after",
+        type=float,
+        metavar="SECONDS",
+        help="unsuspend SECONDS after --suspend-at (once all replicas stopped)",
+    )
+    parser.add_argument(
+        "--args",
+        type=shlex.split,
+        metavar="ARGS",
+        help="replace the containers' args (one shell-quoted string), e.g. a "
+        "CPU-sized config: --args '--config-file configs/smoke_cpu.yaml'",
+    )
+    parser.add_argument(
+        "--cpu-procs-per-pod",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="at most N training processes per pod (default 1): a pod sized for "
+        "8 GPUs would start 8 CPU processes here; the job's WORLD_SIZE and "
+        "PET_NPROC_PER_NODE follow the capped count",
+    )
+    parser.add_argument(
+        "--logs-dir",
+        type=Path,
+        metavar="DIR",
+        help="each pod attempt's output as DIR/<pod>-attempt<N>.log (default: run-local-logs in the project)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("process", "podman", "docker"),
+        default="process",
+        help="run each pod as a local process (default) or as a container of "
+        "the manifest's image on a per-job network",
+    )
+    parser.add_argument("--image", help="with --engine: the image to run instead of the manifest's")
+    parser.add_argument(
+        "--events", type=Path, metavar="FILE", help="also write the timeline as JSON lines to FILE"
+    )
     shown = parser.add_mutually_exclusive_group()
-    shown.add_argument("--quiet", action="store_true",
-                       help="print only the job's final condition")
-    shown.add_argument("--verbose", action="store_true",
-                       help="stream every pod's output and every event, prefixed by the pod")
+    shown.add_argument("--quiet", action="store_true", help="print only the job's final condition")
+    shown.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every pod's output and every event, prefixed by the pod",
+    )
     parser.set_defaults(func=run)
 
 
@@ -107,15 +151,21 @@ def run(args: argparse.Namespace) -> int:
     if refused:
         return _refuse(refused)
     if len(job.replicas) > MAX_LOCAL_PODS:
-        field = ("spec.pytorchReplicaSpecs.Worker.replicas" if job.kind == "PyTorchJob"
-                 else "spec.trainer.numNodes")
-        return _refuse([f"{args.manifest}: {field}: {len(job.replicas)} pods; run-local starts "
-                        f"at most {MAX_LOCAL_PODS} on one machine"])
+        field = (
+            "spec.pytorchReplicaSpecs.Worker.replicas"
+            if job.kind == "PyTorchJob"
+            else "spec.trainer.numNodes"
+        )
+        return _refuse(
+            [
+                f"{args.manifest}: {field}: {len(job.replicas)} pods; run-local starts "
+                f"at most {MAX_LOCAL_PODS} on one machine"
+            ]
+        )
     names = {r.name for r in job.replicas}
     unknown = sorted({name for name, _ in args.preempt} - names)
     if unknown:
-        return _refuse([f"--preempt {unknown[0]}: no such replica (the job has "
-                        f"{', '.join(sorted(names))})"])
+        return _refuse([f"--preempt {unknown[0]}: no such replica (the job has {', '.join(sorted(names))})"])
     project = (args.project_dir or args.manifest.resolve().parent.parent).resolve()
     options = RunOptions(
         project_dir=project,
@@ -146,9 +196,15 @@ def _run(job, options, args: argparse.Namespace) -> int:
     # out of the terminal's reach) are killed on the way out instead of being left behind.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with engine_for(args.engine, job, args.manifest, args.image,
-                        options.data_dir or options.project_dir, options.mounts,
-                        options.args) as engine:
+        with engine_for(
+            args.engine,
+            job,
+            args.manifest,
+            args.image,
+            options.data_dir or options.project_dir,
+            options.mounts,
+            options.args,
+        ) as engine:
             if engine is not None:
                 options = dataclasses.replace(options, engine=engine)
             if args.verbose:
@@ -172,8 +228,7 @@ def _run(job, options, args: argparse.Namespace) -> int:
         print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
         print("\n".join("  " + line for line in summarize(result.events)))
     cause = f" [{result.cause}]" if result.cause else ""
-    print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- "
-          f"{result.message}{cause}")
+    print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- {result.message}{cause}")
     if args.events:
         result.write_events(args.events)
     return 0 if result.succeeded else 1
@@ -183,8 +238,14 @@ def _procs_line(job, cap: int) -> str:
     """One line on how many processes each pod starts here, and the world that makes."""
     per_pod, declared, pods = job.procs_per_node, job.declared_procs_per_node, len(job.replicas)
     world = f"WORLD_SIZE {pods * int(per_pod)}" if per_pod.isdigit() else "the launcher decides"
-    capped = (f"; {job.procs_per_node_path} is {declared} on the cluster, capped here by "
-              f"--cpu-procs-per-pod {cap}") if per_pod != declared else ""
+    capped = (
+        (
+            f"; {job.procs_per_node_path} is {declared} on the cluster, capped here by "
+            f"--cpu-procs-per-pod {cap}"
+        )
+        if per_pod != declared
+        else ""
+    )
     return f"run-local: {pods} pod(s) x {per_pod} training process(es) on CPU ({world}{capped})"
 
 
@@ -215,8 +276,7 @@ def _positive(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1 or value > (os.cpu_count() or 1) * 4:
-        raise argparse.ArgumentTypeError(f"expected 1 to {(os.cpu_count() or 1) * 4} "
-                                         f"processes, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 1 to {(os.cpu_count() or 1) * 4} processes, got {text!r}")
     return value
 
 
@@ -243,6 +303,7 @@ def _at(text: str):
 def _preempt(text: str):
     name, sep, when = text.rpartition("@")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected REPLICA@WHEN like worker-0@20 or "
-                                         f"worker-0@train+5, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected REPLICA@WHEN like worker-0@20 or worker-0@train+5, got {text!r}"
+        )
     return name, _at(when)

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from hfai_runtime.synthetic import DEFAULT_CATEGORIES, coco_thing_categories, make_coco_tree
 
     categories = coco_thing_categories() if args.coco_categories else DEFAULT_CATEGORIES
-    root = make_coco_tree(args.root, num_train=args.train, num_val=args.val,
-                          categories=categories, image_size=args.size)
+    root = make_coco_tree(
+        args.root, num_train=args.train, num_val=args.val, categories=categories, image_size=args.size
+    )
     print(f"wrote {args.train} + {args.val} images and their annotations under {root}")
     return 0

@@ -59,8 +59,9 @@ class Cluster:
             raise _api_error(what, exc) from None
         except HTTPError as exc:
             host = self.api_client.configuration.host
-            raise ClusterError(f"{what}: cannot reach the API server at {host}: "
-                               f"{_one_line(str(exc))}") from None
+            raise ClusterError(
+                f"{what}: cannot reach the API server at {host}: {_one_line(str(exc))}"
+            ) from None
 
     def custom(self):
         from kubernetes import client
@@ -73,8 +74,9 @@ class Cluster:
         return client.CoreV1Api(self.api_client)
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None,
-            namespace: str | None = None) -> Cluster:
+def connect(
+    kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+) -> Cluster:
     """A :class:`Cluster` from ``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``),
     or from the pod's service account when none exists and this runs inside a cluster.
 
@@ -85,8 +87,9 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
     except ImportError:
-        raise ClusterError("the kubernetes client is not installed: "
-                           "pip install 'hfai-runtime[cluster]'") from None
+        raise ClusterError(
+            "the kubernetes client is not installed: pip install 'hfai-runtime[cluster]'"
+        ) from None
 
     configuration = client.Configuration()
     files = _kubeconfig_files(kubeconfig)
@@ -94,15 +97,18 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
         if files:
             # Several files (a $KUBECONFIG list) are merged, as kubectl does.
             path = os.pathsep.join(files)
-            config.load_kube_config(config_file=path, context=context,
-                                    client_configuration=configuration, persist_config=False)
+            config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration, persist_config=False
+            )
             namespace = namespace or _context_namespace(path, context)
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
             namespace = namespace or _incluster_namespace()
         else:
-            raise ClusterError("no kubeconfig: none at $KUBECONFIG or ~/.kube/config and not "
-                               "running in a pod; pass --kubeconfig FILE")
+            raise ClusterError(
+                "no kubeconfig: none at $KUBECONFIG or ~/.kube/config and not "
+                "running in a pod; pass --kubeconfig FILE"
+            )
     except ConfigException as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ClusterError(f"kubeconfig {where}: {_one_line(str(exc))}") from None
@@ -143,14 +149,15 @@ def _api_error(what: str, exc: Any) -> ClusterError:
     if exc.status == 404:
         if status.get("reason") == "NotFound" and (status.get("details") or {}).get("name"):
             return NotFound(f"{what}: not found ({message})")
-        return ResourceMissing(f"{what}: the resource is not served by this cluster "
-                               f"(404 {_one_line(exc.body or '') or exc.reason}); is its CRD "
-                               f"installed?")
+        return ResourceMissing(
+            f"{what}: the resource is not served by this cluster "
+            f"(404 {_one_line(exc.body or '') or exc.reason}); is its CRD "
+            f"installed?"
+        )
     if exc.status == 403:
         return ClusterError(f"{what}: forbidden (403): {message}")
     if exc.status == 401:
-        return ClusterError(f"{what}: unauthorized (401): the kubeconfig's credentials were "
-                            f"refused")
+        return ClusterError(f"{what}: unauthorized (401): the kubeconfig's credentials were refused")
     return ClusterError(f"{what}: the API server answered {exc.status}: {message}")
 
 
@@ -168,4 +175,4 @@ MESSAGE_CHARS = 300  # an answer from a proxy may be a whole HTML page
 
 def _one_line(text: str) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= MESSAGE_CHARS else line[:MESSAGE_CHARS - 3] + "..."
+    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 3] + "..."

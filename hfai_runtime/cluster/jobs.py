@@ -19,8 +19,15 @@ APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 
 def get_job(cluster: Cluster, kind: JobKind, name: str) -> dict:
-    return cluster.call(f"get {kind.describe(name)}", cluster.custom().get_namespaced_custom_object,
-                        kind.group, kind.version, cluster.namespace, kind.plural, name)
+    return cluster.call(
+        f"get {kind.describe(name)}",
+        cluster.custom().get_namespaced_custom_object,
+        kind.group,
+        kind.version,
+        cluster.namespace,
+        kind.plural,
+        name,
+    )
 
 
 def find_job(cluster: Cluster, name: str, kind: JobKind | None = None) -> tuple[JobKind, dict]:
@@ -40,15 +47,15 @@ def find_job(cluster: Cluster, name: str, kind: JobKind | None = None) -> tuple[
             missing.append(candidate)
     if len(missing) == len(kinds):
         apis = ", ".join(f"{k.plural}.{k.group}/{k.version}" for k in kinds)
-        raise ResourceMissing(f"{apis}: not served by this cluster (404): is the Kubeflow "
-                              f"Training Operator / Trainer installed (its CRDs)?")
+        raise ResourceMissing(
+            f"{apis}: not served by this cluster (404): is the Kubeflow "
+            f"Training Operator / Trainer installed (its CRDs)?"
+        )
     looked = " or ".join(k.kind for k in kinds if k not in missing)
-    raise NotFound(f"job {name} not found: no {looked} of that name in namespace "
-                   f"{cluster.namespace}")
+    raise NotFound(f"job {name} not found: no {looked} of that name in namespace {cluster.namespace}")
 
 
-def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any],
-              force: bool = False) -> dict:
+def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any], force: bool = False) -> dict:
     """Create or update the job by server-side apply, as field manager ``hfai-runtime``.
 
     Server-side apply records which fields this tool set, so a later ``job submit`` of an edited
@@ -56,11 +63,19 @@ def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any],
     refused unless ``force`` (``kubectl apply --server-side --force-conflicts``).
     """
     name = manifest["metadata"]["name"]
-    return cluster.call(f"apply {kind.describe(name)}",
-                        cluster.custom().patch_namespaced_custom_object,
-                        kind.group, kind.version, cluster.namespace, kind.plural, name,
-                        dict(manifest), field_manager=FIELD_MANAGER, force=force,
-                        _content_type=APPLY_CONTENT_TYPE)
+    return cluster.call(
+        f"apply {kind.describe(name)}",
+        cluster.custom().patch_namespaced_custom_object,
+        kind.group,
+        kind.version,
+        cluster.namespace,
+        kind.plural,
+        name,
+        dict(manifest),
+        field_manager=FIELD_MANAGER,
+        force=force,
+        _content_type=APPLY_CONTENT_TYPE,
+    )
 
 
 def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspend: bool) -> str:
@@ -74,19 +89,36 @@ def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspe
     if queue:
         workload = kueue.workload_of(cluster, job)
         if workload is None:
-            raise ClusterError(f"{kind.describe(name)} is in Kueue queue {queue} but Kueue has "
-                               f"not created its Workload yet; try again in a moment")
+            raise ClusterError(
+                f"{kind.describe(name)} is in Kueue queue {queue} but Kueue has "
+                f"not created its Workload yet; try again in a moment"
+            )
         kueue.set_active(cluster, workload, not suspend)
-        effect = ("Kueue evicts it and suspends the job" if suspend else
-                  "Kueue requeues it and resumes the job once it is admitted again")
-        return (f"{kind.describe(name)}: Workload {workload['metadata']['name']} "
-                f"spec.active={str(not suspend).lower()}; {effect}")
+        effect = (
+            "Kueue evicts it and suspends the job"
+            if suspend
+            else "Kueue requeues it and resumes the job once it is admitted again"
+        )
+        return (
+            f"{kind.describe(name)}: Workload {workload['metadata']['name']} "
+            f"spec.active={str(not suspend).lower()}; {effect}"
+        )
     if kind.suspended(job) == suspend:
         state = "suspended" if suspend else "not suspended"
         return f"{kind.describe(name)}: already {state}"
-    cluster.call(f"patch {kind.describe(name)}", cluster.custom().patch_namespaced_custom_object,
-                 kind.group, kind.version, cluster.namespace, kind.plural, name,
-                 kind.suspend_patch(suspend))
-    effect = ("the operator deletes every pod (SIGTERM, then the grace period)" if suspend else
-              "the operator recreates the pods, which resume from the last checkpoint")
+    cluster.call(
+        f"patch {kind.describe(name)}",
+        cluster.custom().patch_namespaced_custom_object,
+        kind.group,
+        kind.version,
+        cluster.namespace,
+        kind.plural,
+        name,
+        kind.suspend_patch(suspend),
+    )
+    effect = (
+        "the operator deletes every pod (SIGTERM, then the grace period)"
+        if suspend
+        else "the operator recreates the pods, which resume from the last checkpoint"
+    )
     return f"{kind.describe(name)}: {'.'.join(kind.suspend_path)}={str(suspend).lower()}; {effect}"

@@ -66,7 +66,7 @@ class JobKind:
         when the name is not one of the job's."""
         if not pod.startswith(f"{job}-"):
             return None
-        match = re.fullmatch(self.pod_name_rest, pod[len(job) + 1:])
+        match = re.fullmatch(self.pod_name_rest, pod[len(job) + 1 :])
         return f"{match['type']}-{match['index']}" if match else None
 
     def suspended(self, job: Mapping[str, Any]) -> bool:
@@ -84,8 +84,12 @@ class JobKind:
 
 
 PYTORCHJOB = JobKind(
-    kind="PyTorchJob", group="kubeflow.org", version="v1", plural="pytorchjobs",
-    container="pytorch", suspend_path=("spec", "runPolicy", "suspend"),
+    kind="PyTorchJob",
+    group="kubeflow.org",
+    version="v1",
+    plural="pytorchjobs",
+    container="pytorch",
+    suspend_path=("spec", "runPolicy", "suspend"),
     job_label="training.kubeflow.org/job-name",
     type_label="training.kubeflow.org/replica-type",
     index_key="training.kubeflow.org/replica-index",
@@ -93,8 +97,12 @@ PYTORCHJOB = JobKind(
     pod_name_rest=r"(?P<type>master|worker)-(?P<index>\d+)",  # <job>-worker-0
 )
 TRAINJOB = JobKind(
-    kind="TrainJob", group="trainer.kubeflow.org", version="v1alpha1", plural="trainjobs",
-    container="node", suspend_path=("spec", "suspend"),
+    kind="TrainJob",
+    group="trainer.kubeflow.org",
+    version="v1alpha1",
+    plural="trainjobs",
+    container="node",
+    suspend_path=("spec", "suspend"),
     job_label="jobset.sigs.k8s.io/jobset-name",
     type_label="jobset.sigs.k8s.io/replicatedjob-name",
     index_key=COMPLETION_INDEX,
@@ -111,8 +119,7 @@ def kind_named(name: str) -> JobKind:
     for kind in KINDS:
         if wanted in (kind.kind.lower(), kind.plural):
             return kind
-    raise ValueError(f"unknown job kind {name!r}: expected one of "
-                     f"{', '.join(k.kind for k in KINDS)}")
+    raise ValueError(f"unknown job kind {name!r}: expected one of {', '.join(k.kind for k in KINDS)}")
 
 
 def kind_of(manifest: Mapping[str, Any]) -> JobKind | None:

@@ -29,8 +29,14 @@ def queue_name(job: Mapping[str, Any]) -> str | None:
 def workload_of(cluster: Cluster, job: Mapping[str, Any]) -> dict | None:
     """The Workload whose owner reference is ``job``, or ``None`` when Kueue made none yet."""
     uid = job["metadata"].get("uid")
-    listing = cluster.call("list Kueue Workloads", cluster.custom().list_namespaced_custom_object,
-                           GROUP, VERSION, cluster.namespace, PLURAL)
+    listing = cluster.call(
+        "list Kueue Workloads",
+        cluster.custom().list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        cluster.namespace,
+        PLURAL,
+    )
     for workload in listing.get("items", []):
         owners = workload.get("metadata", {}).get("ownerReferences") or []
         if any(owner.get("uid") == uid for owner in owners):
@@ -41,9 +47,16 @@ def workload_of(cluster: Cluster, job: Mapping[str, Any]) -> dict | None:
 def set_active(cluster: Cluster, workload: Mapping[str, Any], active: bool) -> dict:
     """Patch the Workload's ``spec.active``."""
     name = workload["metadata"]["name"]
-    return cluster.call(f"patch Kueue Workload {name}",
-                        cluster.custom().patch_namespaced_custom_object, GROUP, VERSION,
-                        cluster.namespace, PLURAL, name, {"spec": {"active": active}})
+    return cluster.call(
+        f"patch Kueue Workload {name}",
+        cluster.custom().patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        cluster.namespace,
+        PLURAL,
+        name,
+        {"spec": {"active": active}},
+    )
 
 
 def admission(workload: Mapping[str, Any]) -> str:

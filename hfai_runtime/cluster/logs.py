@@ -50,21 +50,34 @@ def split_lines(log: str, timestamps: bool) -> list[LogLine]:
     return lines
 
 
-def read_log(cluster: Cluster, pod: str, container: str, previous: bool = False,
-             timestamps: bool = False) -> str:
+def read_log(
+    cluster: Cluster, pod: str, container: str, previous: bool = False, timestamps: bool = False
+) -> str:
     """The log of ``container`` in ``pod`` (``previous``: of its previous run)."""
-    response = cluster.call(f"read the {'previous ' if previous else ''}log of pod {pod}",
-                            cluster.core().read_namespaced_pod_log, pod, cluster.namespace,
-                            container=container, previous=previous, timestamps=timestamps,
-                            _preload_content=False)
+    response = cluster.call(
+        f"read the {'previous ' if previous else ''}log of pod {pod}",
+        cluster.core().read_namespaced_pod_log,
+        pod,
+        cluster.namespace,
+        container=container,
+        previous=previous,
+        timestamps=timestamps,
+        _preload_content=False,
+    )
     return response.data.decode("utf-8", "replace")
 
 
 def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
     """The log's lines as the kubelet writes them, until the container ends."""
-    response = cluster.call(f"follow the log of pod {pod}", cluster.core().read_namespaced_pod_log,
-                            pod, cluster.namespace, container=container, follow=True,
-                            _preload_content=False)
+    response = cluster.call(
+        f"follow the log of pod {pod}",
+        cluster.core().read_namespaced_pod_log,
+        pod,
+        cluster.namespace,
+        container=container,
+        follow=True,
+        _preload_content=False,
+    )
     from urllib3.exceptions import HTTPError
 
     try:
@@ -120,8 +133,9 @@ class Printer:
             self.write(f"[{name:<{self.width}}] {text}")
 
 
-def pump(cluster: Cluster, pod: Mapping[str, Any], container: str, name: str,
-         printer: Printer, errors: list[str]) -> None:
+def pump(
+    cluster: Cluster, pod: Mapping[str, Any], container: str, name: str, printer: Printer, errors: list[str]
+) -> None:
     """Follow one pod's log into ``printer``; an error ends it and is kept in ``errors``."""
     try:
         for text in follow_log(cluster, pod["metadata"]["name"], container):

@@ -18,12 +18,15 @@ KILLED_EXIT_CODE = 137  # SIGKILL: the grace period ran out
 
 def list_pods(cluster: Cluster, kind: JobKind, name: str) -> list[dict]:
     """The job's pods (as the API server's JSON), sorted by replica name then creation."""
-    response = cluster.call(f"list the pods of {kind.describe(name)}",
-                            cluster.core().list_namespaced_pod, cluster.namespace,
-                            label_selector=kind.pod_selector(name), _preload_content=False)
+    response = cluster.call(
+        f"list the pods of {kind.describe(name)}",
+        cluster.core().list_namespaced_pod,
+        cluster.namespace,
+        label_selector=kind.pod_selector(name),
+        _preload_content=False,
+    )
     pods = json.loads(response.data).get("items", [])
-    return sorted(pods, key=lambda p: (kind.replica_name(p),
-                                       p["metadata"].get("creationTimestamp", "")))
+    return sorted(pods, key=lambda p: (kind.replica_name(p), p["metadata"].get("creationTimestamp", "")))
 
 
 def log_container(kind: JobKind, pod: Mapping[str, Any]) -> str:

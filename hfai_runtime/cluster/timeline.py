@@ -75,9 +75,13 @@ class Timeline:
     _seen: set = field(default_factory=set)
     _created: dict[str, list[datetime]] = field(default_factory=dict)
 
-    def observe(self, job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
-                events: Iterable[Mapping[str, Any]],
-                logs: Mapping[str, list[LogLine]]) -> None:
+    def observe(
+        self,
+        job: Mapping[str, Any],
+        pods: Iterable[Mapping[str, Any]],
+        events: Iterable[Mapping[str, Any]],
+        logs: Mapping[str, list[LogLine]],
+    ) -> None:
         """Add what one look at the API server showed; ``logs`` maps pod uid to its log."""
         self.job = dict(job)
         self.origin = self.origin or parse_time(job["metadata"].get("creationTimestamp"))
@@ -87,8 +91,7 @@ class Timeline:
         for uid, lines in logs.items():
             if uid in known:
                 self._records(uid, known[uid], lines)
-        occurrences = sorted((at, n, event) for n, event in enumerate(events)
-                             for at in _occurrences(event))
+        occurrences = sorted((at, n, event) for n, event in enumerate(events) for at in _occurrences(event))
         for at, _, event in occurrences:
             self._event(event, at, known)
         self._conditions(job)
@@ -96,8 +99,10 @@ class Timeline:
     def events(self) -> list[Event]:
         origin = self.origin or min((i.at for i in self._items), default=None)
         ordered = sorted(enumerate(self._items), key=lambda pair: (pair[1].at, pair[0]))
-        return [Event(round((i.at - origin).total_seconds(), 2), i.replica, i.kind, i.detail,
-                      i.value) for _, i in ordered]
+        return [
+            Event(round((i.at - origin).total_seconds(), 2), i.replica, i.kind, i.detail, i.value)
+            for _, i in ordered
+        ]
 
     def finished(self) -> Mapping[str, Any] | None:
         """The job's final condition (Succeeded/Complete or Failed), if it has one."""
@@ -108,14 +113,22 @@ class Timeline:
 
     # -- sources ---------------------------------------------------------------------------
 
-    def _add(self, key: tuple, at: datetime | None, replica: str, kind: EventKind, detail: str,
-             value: int | None = None) -> None:
+    def _add(
+        self,
+        key: tuple,
+        at: datetime | None,
+        replica: str,
+        kind: EventKind,
+        detail: str,
+        value: int | None = None,
+    ) -> None:
         if at is None or key in self._seen:
             return
         self._seen.add(key)
         for item in self._items:
-            if ((item.replica, item.kind, item.value) == (replica, kind, value)
-                    and abs((item.at - at).total_seconds()) <= SAME_EVENT_SECONDS):
+            if (item.replica, item.kind, item.value) == (replica, kind, value) and abs(
+                (item.at - at).total_seconds()
+            ) <= SAME_EVENT_SECONDS:
                 return
         self._items.append(_Item(at, replica, kind, detail, value))
 
@@ -132,7 +145,13 @@ class Timeline:
             elif ctype == "Restarting" and status == "True":
                 self._add(key, at, "", EventKind.RESTARTING, why)
             elif ctype in (self.kind.success_condition, "Failed") and status == "True":
-                self._add(key, at, "", EventKind.FINISHED, f"{ctype} ({c.get('reason', '')}): {c.get('message', '')}")
+                self._add(
+                    key,
+                    at,
+                    "",
+                    EventKind.FINISHED,
+                    f"{ctype} ({c.get('reason', '')}): {c.get('message', '')}",
+                )
 
     def _pods(self, pods: list[Mapping[str, Any]]) -> None:
         for pod in pods:
@@ -142,17 +161,32 @@ class Timeline:
             for state in (status.get("lastState"), status.get("state")):
                 for phase, fields in (state or {}).items():
                     started = parse_time(fields.get("startedAt"))
-                    self._add(("start", uid, fields.get("startedAt")), started, replica,
-                              EventKind.STARTED, f"pod {name}: container started")
+                    self._add(
+                        ("start", uid, fields.get("startedAt")),
+                        started,
+                        replica,
+                        EventKind.STARTED,
+                        f"pod {name}: container started",
+                    )
                     if phase == "terminated":
                         code = int(fields.get("exitCode", 0))
-                        self._add(("exit", uid, fields.get("finishedAt")),
-                                  parse_time(fields.get("finishedAt")), replica, EventKind.EXITED,
-                                  f"exit code {code}: {self._meaning(code)}", code)
+                        self._add(
+                            ("exit", uid, fields.get("finishedAt")),
+                            parse_time(fields.get("finishedAt")),
+                            replica,
+                            EventKind.EXITED,
+                            f"exit code {code}: {self._meaning(code)}",
+                            code,
+                        )
             for c in (pod.get("status") or {}).get("conditions") or []:
                 if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
-                    self._add(("disruption", uid), parse_time(c.get("lastTransitionTime")),
-                              replica, EventKind.PREEMPTED, f"{c.get('reason')}: {c.get('message')}")
+                    self._add(
+                        ("disruption", uid),
+                        parse_time(c.get("lastTransitionTime")),
+                        replica,
+                        EventKind.PREEMPTED,
+                        f"{c.get('reason')}: {c.get('message')}",
+                    )
 
     def _records(self, uid: str, replica: str, lines: list[LogLine]) -> None:
         for at, record in records(lines):
@@ -174,29 +208,33 @@ class Timeline:
         key = ("event", event.get("metadata", {}).get("uid"), at)
         if involved.get("kind") == "Pod":
             replica = known.get(involved.get("uid")) or self.kind.replica_of_pod_name(
-                self.name, involved.get("name", ""))
+                self.name, involved.get("name", "")
+            )
             if replica:
                 self._pod_event(key, at, replica, reason, message)
         elif involved.get("kind") == self.kind.kind and involved.get("name") == self.name:
             self._job_event(key, at, reason, message)
 
-    def _pod_event(self, key: tuple, at: datetime, replica: str, reason: str,
-                   message: str) -> None:
+    def _pod_event(self, key: tuple, at: datetime, replica: str, reason: str, message: str) -> None:
         if reason == "Started":
             self._add(key, at, replica, EventKind.STARTED, f"kubelet: {message}")
         elif reason in ("Preempted", "Evicted"):
             self._add(key, at, replica, EventKind.PREEMPTED, f"{reason}: {message}")
         elif reason == "Killing":
-            self._add(key, at, replica, EventKind.STOPPING,
-                      f"kubelet: {message} (SIGTERM; SIGKILL after the grace period)")
+            self._add(
+                key,
+                at,
+                replica,
+                EventKind.STOPPING,
+                f"kubelet: {message} (SIGTERM; SIGKILL after the grace period)",
+            )
 
     def _job_event(self, key: tuple, at: datetime, reason: str, message: str) -> None:
         kind = self.kind.kind
         if reason == "ExitedWithCode" and (match := EXITED_WITH_CODE.search(message)):
             replica = self.kind.replica_of_pod_name(self.name, match["pod"]) or match["pod"]
             code = int(match["code"])
-            self._add(key, at, replica, EventKind.EXITED,
-                      f"exit code {code}: {self._meaning(code)}", code)
+            self._add(key, at, replica, EventKind.EXITED, f"exit code {code}: {self._meaning(code)}", code)
         elif reason == "SuccessfulCreatePod" and (match := CREATED_POD.search(message)):
             self._pod_created(at, match["pod"])
         elif reason in (f"{kind}Suspended", "Stopped"):
@@ -217,8 +255,13 @@ class Timeline:
         creations.append(at)
         if len(creations) > 1:
             replica = self.kind.replica_of_pod_name(self.name, pod) or pod
-            self._add(("created", pod, at), at, replica, EventKind.RESTARTING,
-                      f"pod {pod} recreated by the operator")
+            self._add(
+                ("created", pod, at),
+                at,
+                replica,
+                EventKind.RESTARTING,
+                f"pod {pod} recreated by the operator",
+            )
 
 
 def final_condition(kind: JobKind, job: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -228,19 +271,22 @@ def final_condition(kind: JobKind, job: Mapping[str, Any]) -> Mapping[str, Any] 
     return None
 
 
-def observe(cluster: Cluster, kind: JobKind, name: str, timeline: Timeline,
-            job: Mapping[str, Any] | None = None) -> None:
+def observe(
+    cluster: Cluster, kind: JobKind, name: str, timeline: Timeline, job: Mapping[str, Any] | None = None
+) -> None:
     """One look at the job: the object (``job`` when just read), its pods, the namespace's
     events and the pods' logs."""
     job = job or get_job(cluster, kind, name)
     pods = podinfo.list_pods(cluster, kind, name)
-    events = cluster.call("list events", cluster.core().list_namespaced_event, cluster.namespace,
-                          _preload_content=False)
+    events = cluster.call(
+        "list events", cluster.core().list_namespaced_event, cluster.namespace, _preload_content=False
+    )
     logs = {}
     for pod in pods:
         try:
-            text = read_log(cluster, pod["metadata"]["name"],
-                            podinfo.log_container(kind, pod), timestamps=True)
+            text = read_log(
+                cluster, pod["metadata"]["name"], podinfo.log_container(kind, pod), timestamps=True
+            )
         except ClusterError:
             continue  # a pod not started yet has no log
         logs[pod["metadata"]["uid"]] = split_lines(text, timestamps=True)
@@ -264,8 +310,11 @@ def _occurrences(event: Mapping[str, Any]) -> list[datetime]:
     the first and the latest time (those between are lost). The operator's ``ExitedWithCode``
     repeats at every reconcile of one exit, so only its first time counts."""
     series = event.get("series") or {}
-    first = parse_time(event.get("firstTimestamp") or event.get("eventTime")
-                       or event.get("metadata", {}).get("creationTimestamp"))
+    first = parse_time(
+        event.get("firstTimestamp")
+        or event.get("eventTime")
+        or event.get("metadata", {}).get("creationTimestamp")
+    )
     last = parse_time(series.get("lastObservedTime") or event.get("lastTimestamp")) or first
     count = int(event.get("count") or series.get("count") or 1)
     if first is None:

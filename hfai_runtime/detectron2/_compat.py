@@ -24,6 +24,7 @@ CHECKED_AGAINST = {"detectron2": ("0.6", "main@e0ec4e1"), "fvcore": ("0.1.5.post
 
 # --- detectron2.data.samplers.TrainingSampler (distributed_sampler.py@v0.6) -------------------
 
+
 def is_training_sampler(sampler: Any) -> bool:
     """Whether ``sampler`` keeps ``TrainingSampler``'s seeded infinite stream."""
     return all(hasattr(sampler, name) for name in ("_infinite_indices", "_seed", "_rank", "_world_size"))
@@ -49,12 +50,14 @@ def set_sampler_seed(sampler: Any, seed: int) -> None:
 
 # --- detectron2.data.common.MapDataset (common.py@v0.6) ---------------------------------------
 
+
 def mapped_items(dataset: Any) -> Any:
     """The dataset dicts a ``MapDataset`` maps (its mapper is applied on ``__getitem__``)."""
     return dataset._dataset
 
 
 # --- detectron2.engine: DefaultTrainer around SimpleTrainer (defaults.py, train_loop.py@v0.6) ---
+
 
 def inner_trainer(trainer: Any) -> Any:
     """The ``SimpleTrainer`` that runs the steps: ``DefaultTrainer._trainer``, or ``trainer``."""
@@ -92,6 +95,7 @@ def run_hook_first(trainer: Any, hook: HookBase) -> None:
 
 # --- detectron2.utils.comm and engine.defaults, for the launcher (comm.py, defaults.py@v0.6) ----
 
+
 def create_local_process_group(procs_per_machine: int) -> None:
     """The group of this machine's ranks, which ``comm.get_local_rank/size`` use: detectron2's
     ``comm.create_local_process_group`` where it has one (after 0.6), else the same by hand.
@@ -125,6 +129,7 @@ def let_create_ddp_model_use(ddp_class: type) -> None:
 
 
 # --- fvcore.common.checkpoint.Checkpointer (checkpoint.py@0.1.5.post20221221) -----------------
+
 
 def with_mixin(obj: Any, mixin: type) -> None:
     """Give ``obj`` the behaviour of ``mixin`` on top of its own class (a subclass of both, made

@@ -113,8 +113,9 @@ class AtomicSaves:
             except UnusableCheckpoint as err:
                 self.logger.error("%s", err)
                 continue
-            self.logger.warning("Resumed from %s instead: the newest complete checkpoint in %s",
-                                candidate, self.save_dir)
+            self.logger.warning(
+                "Resumed from %s instead: the newest complete checkpoint in %s", candidate, self.save_dir
+            )
             return checkpoint
         raise CheckpointRefused(
             f"{problem}, and {self.save_dir} holds no other complete checkpoint: put the checkpoint "
@@ -145,16 +146,22 @@ class AtomicSaves:
         except Exception as err:  # torch.load's errors on damaged files vary: miniz, EOF, pickle
             raise UnusableCheckpoint(filename, f"{type(err).__name__}: {err}".strip()) from err
         if not _is_training_checkpoint(loaded):
-            raise UnusableCheckpoint(filename, "it is not a training checkpoint (no model weights "
-                                               "and iteration)")
+            raise UnusableCheckpoint(
+                filename, "it is not a training checkpoint (no model weights and iteration)"
+            )
         return loaded
 
     def _complete_candidates(self, exclude: str) -> Iterator[str]:
         """The ``*.pth`` files in ``OUTPUT_DIR`` other than ``exclude``, newest first."""
         with os.scandir(self.save_dir) as entries:
-            files = [entry for entry in entries
-                     if entry.name.endswith(".pth") and not is_temporary(entry.name)
-                     and entry.is_file() and entry.path != exclude]
+            files = [
+                entry
+                for entry in entries
+                if entry.name.endswith(".pth")
+                and not is_temporary(entry.name)
+                and entry.is_file()
+                and entry.path != exclude
+            ]
         files.sort(key=lambda entry: (entry.stat().st_mtime_ns, entry.name), reverse=True)
         return (entry.path for entry in files)
 
@@ -168,8 +175,9 @@ def make_saves_atomic(checkpointer: Checkpointer) -> None:
     """Give an existing checkpointer (``DefaultTrainer.checkpointer``, or any fvcore
     ``Checkpointer``) :class:`AtomicCheckpointer`'s behaviour, keeping its own class's."""
     if "://" in str(checkpointer.save_dir):
-        checkpointer.logger.warning("Checkpoints in %s are written in place (not atomically)",
-                                    checkpointer.save_dir)
+        checkpointer.logger.warning(
+            "Checkpoints in %s are written in place (not atomically)", checkpointer.save_dir
+        )
     with_mixin(checkpointer, AtomicSaves)
 
 

@@ -83,8 +83,12 @@ class SuspendCheckpointer(HookBase):
             self._resume.attach(self.trainer)
         self._agreement = StepAgreement()
         self._progress_every = report.progress_every()
-        report.emit(RecordKind.TRAINING_STARTED, iteration=self.trainer.start_iter,
-                    max_iter=self.trainer.max_iter, rank=comm.get_rank())
+        report.emit(
+            RecordKind.TRAINING_STARTED,
+            iteration=self.trainer.start_iter,
+            max_iter=self.trainer.max_iter,
+            rank=comm.get_rank(),
+        )
 
     def before_step(self) -> None:
         if self._resume is not None:
@@ -115,13 +119,26 @@ class SuspendCheckpointer(HookBase):
         logger.info(
             "Suspending at iteration %d: SIGTERM %s, ranks agreed in %.3f ms (on their flags after "
             "iteration %d), checkpoint saved in %.2f s, last step took %.2f s; exiting with %d",
-            iteration, waited, agree_s * 1e3, self._agreement.agreed_after, save_s, step_s, self._exit_code,
+            iteration,
+            waited,
+            agree_s * 1e3,
+            self._agreement.agreed_after,
+            save_s,
+            step_s,
+            self._exit_code,
         )
         report.emit(
-            RecordKind.SUSPENDED, iteration=iteration, exit_code=self._exit_code, rank=comm.get_rank(),
+            RecordKind.SUSPENDED,
+            iteration=iteration,
+            exit_code=self._exit_code,
+            rank=comm.get_rank(),
             checkpoint=os.path.join(str(self.checkpointer.save_dir), f"{name}.pth"),
-            since_signal_s=since_signal_s, agreed_after=self._agreement.agreed_after,
-            agree_ms=agree_s * 1e3, save_s=save_s, step_s=step_s, steps_to_stop=steps,
+            since_signal_s=since_signal_s,
+            agreed_after=self._agreement.agreed_after,
+            agree_ms=agree_s * 1e3,
+            save_s=save_s,
+            step_s=step_s,
+            steps_to_stop=steps,
         )
         needed_s = steps * step_s + save_s
         if self._grace_s is not None and needed_s > GRACE_WARN_FRACTION * self._grace_s:
@@ -129,8 +146,12 @@ class SuspendCheckpointer(HookBase):
                 "Up to %d step(s) of %.1f s (the ranks agree on a SIGTERM %s) + save (%.1f s) = "
                 "%.1f s is close to the grace period HFAI_GRACE_PERIOD_SECONDS=%g s: the next "
                 "preemption may SIGKILL the job before its checkpoint is written",
-                steps, step_s, "one step after it" if steps > 1 else "after the step it came in",
-                save_s, needed_s, self._grace_s,
+                steps,
+                step_s,
+                "one step after it" if steps > 1 else "after the step it came in",
+                save_s,
+                needed_s,
+                self._grace_s,
             )
         self._give_writers_a_step_time(step_s)
         raise JobSuspended(iteration, self._exit_code)

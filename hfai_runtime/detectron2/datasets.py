@@ -66,8 +66,12 @@ def _mount(folder: str, uri: str) -> None:
     key = os.path.abspath(folder)
     if key in _MOUNTS:
         if _MOUNTS[key] != uri:
-            logger.warning("%s/ already stands in for missing files under %s/; %s/ is not mounted there",
-                           _MOUNTS[key], folder, uri)
+            logger.warning(
+                "%s/ already stands in for missing files under %s/; %s/ is not mounted there",
+                _MOUNTS[key],
+                folder,
+                uri,
+            )
         return
     _MOUNTS[key] = uri
     handler = PackMountPathHandler(folder, uri, _PACKS)
@@ -76,7 +80,7 @@ def _mount(folder: str, uri: str) -> None:
     logger.info("Files missing under %s/ are read from %s/", folder, uri)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _path_managers() -> tuple:
     """detectron2's own PathManager and fvcore's and iopath's global ones, serving ``ffrecord://``."""
     from detectron2.utils.file_io import PathManager as detectron2_manager

@@ -14,9 +14,10 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -94,8 +95,9 @@ def launch_from_env(
         if plan.procs_per_machine == 1:
             code = _run_worker(0, plan, main_func, args)
         else:
-            code = spawn(_spawned_worker, plan.procs_per_machine, (plan, main_func, args),
-                         suspend_code=suspend_code)
+            code = spawn(
+                _spawned_worker, plan.procs_per_machine, (plan, main_func, args), suspend_code=suspend_code
+            )
     if code:
         raise SystemExit(code)
 
@@ -150,9 +152,12 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
     else:
         rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
     os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(plan.world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(plan.world_size),
         LOCAL_WORLD_SIZE=str(plan.procs_per_machine),
-        MASTER_ADDR=plan.env.master_addr, MASTER_PORT=str(plan.master_port),
+        MASTER_ADDR=plan.env.master_addr,
+        MASTER_PORT=str(plan.master_port),
     )
     try:
         if plan.world_size > 1:
@@ -258,13 +263,21 @@ def _join(plan: _Plan, rank: int, local_rank: int) -> None:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // plan.procs_per_machine))
     if plan.env.already_spawned:  # torchrun's agent may host the store already
         rendezvous.init_process_group_from_env(
-            plan.backend, rank=rank, world_size=plan.world_size, connect_timeout=plan.connect_timeout,
+            plan.backend,
+            rank=rank,
+            world_size=plan.world_size,
+            connect_timeout=plan.connect_timeout,
             timeout=plan.timeout,
         )
     else:
         rendezvous.init_process_group(
-            plan.backend, master_addr=plan.env.master_addr, master_port=plan.master_port, rank=rank,
-            world_size=plan.world_size, connect_timeout=plan.connect_timeout, timeout=plan.timeout,
+            plan.backend,
+            master_addr=plan.env.master_addr,
+            master_port=plan.master_port,
+            rank=rank,
+            world_size=plan.world_size,
+            connect_timeout=plan.connect_timeout,
+            timeout=plan.timeout,
         )
     for machine in range(plan.env.num_machines):
         ranks = list(range(machine * plan.procs_per_machine, (machine + 1) * plan.procs_per_machine))

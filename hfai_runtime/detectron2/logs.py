@@ -21,9 +21,11 @@ def log_to_stdout(rank: int) -> None:
     if runtime.handlers:
         return
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(
-        f"[%(asctime)s] [rank{rank}] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
-    ))
+    handler.setFormatter(
+        logging.Formatter(
+            f"[%(asctime)s] [rank{rank}] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
+        )
+    )
     runtime.addHandler(handler)
     runtime.setLevel(logging.INFO)
     runtime.propagate = False

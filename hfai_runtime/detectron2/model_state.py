@@ -94,11 +94,15 @@ class AttributeState:
             names = comm.all_gather(local) if world > 1 else [local]
             self._tracked = sorted(set().union(*names))
             modules = dict(self.model.named_modules())
-            self._slots = [(key, modules[key.rpartition(".")[0]], key.rpartition(".")[2])
-                           for key in self._tracked if key.rpartition(".")[0] in modules]
+            self._slots = [
+                (key, modules[key.rpartition(".")[0]], key.rpartition(".")[2])
+                for key in self._tracked
+                if key.rpartition(".")[0] in modules
+            ]
             if self._tracked:
-                logger.info("Saving per-rank model attributes with each checkpoint: %s",
-                            ", ".join(self._tracked))
+                logger.info(
+                    "Saving per-rank model attributes with each checkpoint: %s", ", ".join(self._tracked)
+                )
         if self._tracked:
             local = self._local_values()
             self._per_rank = comm.all_gather(local) if world > 1 else [local]
@@ -111,14 +115,16 @@ class AttributeState:
 
     def _warn_unsaved(self) -> None:
         tracked = set(self._tracked or ())
-        unsaved = frozenset(f"{key} ({type(value).__name__})" for key, value in self._changed()
-                            if key not in tracked)
+        unsaved = frozenset(
+            f"{key} ({type(value).__name__})" for key, value in self._changed() if key not in tracked
+        )
         if unsaved and unsaved != self._warned:
             logger.warning(
                 "Model attributes changed during training but are not in the checkpoint, so a resumed "
                 "run starts them afresh and will not match an uninterrupted one: %s. Keep such state "
                 "in a registered buffer (register_buffer), or as int/float attributes, which are saved",
-                ", ".join(sorted(unsaved)))
+                ", ".join(sorted(unsaved)),
+            )
             self._warned = unsaved
 
     def load_state_dict(self, state: dict[str, Any], model: torch.nn.Module) -> None:
@@ -128,8 +134,12 @@ class AttributeState:
             return
         rank = comm.get_rank()
         if len(per_rank) != comm.get_world_size():
-            logger.warning("The checkpoint holds model attributes of %d ranks, this job has %d: ranks "
-                           "without their own start them from rank 0's", len(per_rank), comm.get_world_size())
+            logger.warning(
+                "The checkpoint holds model attributes of %d ranks, this job has %d: ranks "
+                "without their own start them from rank 0's",
+                len(per_rank),
+                comm.get_world_size(),
+            )
         values = per_rank[rank] if rank < len(per_rank) else per_rank[0]
         modules = dict(unwrap(model).named_modules())
         for key, value in values.items():
@@ -139,4 +149,3 @@ class AttributeState:
                 continue
             setattr(modules[path], name, value)
             self._restored.add(key)
-

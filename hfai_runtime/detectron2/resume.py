@@ -109,8 +109,12 @@ class _Source:
         if not isinstance(torch_loader, torchdata.DataLoader):
             return None
         stream = torch_loader.dataset
-        if not (isinstance(stream, ToIterableDataset) and isinstance(stream.dataset, MapDataset)
-                and _compat.is_training_sampler(stream.sampler) and stream.shard_sampler):
+        if not (
+            isinstance(stream, ToIterableDataset)
+            and isinstance(stream.dataset, MapDataset)
+            and _compat.is_training_sampler(stream.sampler)
+            and stream.shard_sampler
+        ):
             return None
         batch_size = loader.batch_size if group else torch_loader.batch_size
         return cls(stream.dataset, stream.sampler, batch_size, torch_loader.num_workers, group)
@@ -134,8 +138,11 @@ class _MappedStream(torchdata.IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         held = set(self.held)
         rank, world = _compat.sampler_shard(self.source.sampler)
-        wanted = ((p, i) for p, i in self.source.positions(min(self.held, default=self.start))
-                  if p >= self.start or p in held)
+        wanted = (
+            (p, i)
+            for p, i in self.source.positions(min(self.held, default=self.start))
+            if p >= self.start or p in held
+        )
         for turn, (position, index) in enumerate(wanted):
             if turn % workers == worker:
                 with _scoped_seed(_seed_from(self.seed, rank + position * world)):
@@ -185,7 +192,9 @@ class ResumableTrainLoader:
     def __iter__(self) -> Iterator[list[dict]]:
         loader = torchdata.DataLoader(
             _MappedStream(self.source, self.seed, self.held, self.start),
-            batch_size=None, num_workers=self.source.num_workers, collate_fn=_identity,
+            batch_size=None,
+            num_workers=self.source.num_workers,
+            collate_fn=_identity,
             generator=torch.Generator().manual_seed(self.seed),
         )
         size = self.source.batch_size
@@ -244,8 +253,11 @@ class ExactResume:
         if self.seed is None:
             self.seed = _compat.sampler_seed(source.sampler) if source else comm.shared_random_seed()
         if source is None:
-            logger.warning("Exact resume: unrecognized training data loader %s; the data stream "
-                           "will restart from its seed after a resume", type(inner.data_loader).__name__)
+            logger.warning(
+                "Exact resume: unrecognized training data loader %s; the data stream "
+                "will restart from its seed after a resume",
+                type(inner.data_loader).__name__,
+            )
             return
         _compat.set_sampler_seed(source.sampler, self.seed)
         try:
@@ -254,8 +266,12 @@ class ExactResume:
             logger.warning("Exact resume: %s; keeping detectron2's data loader", err)
             return
         _compat.replace_data_loader(inner, loader)  # the old iterator and its workers go with it
-        logger.info("Exact resume: data stream at iteration %d (seed %d, %d held samples)",
-                    trainer.start_iter, self.seed, len(loader.held))
+        logger.info(
+            "Exact resume: data stream at iteration %d (seed %d, %d held samples)",
+            trainer.start_iter,
+            self.seed,
+            len(loader.held),
+        )
 
     def before_step(self, iteration: int) -> None:
         seed_all(_seed_from(self.seed, comm.get_rank(), iteration))

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 #: ``PET_NPROC_PER_NODE`` values meaning "one process per GPU" (torchrun's spelling).
 AUTO_NPROC = ("auto", "gpu")
@@ -60,7 +60,7 @@ class DistEnv:
     local_rank: int | None = None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "DistEnv":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
         """Parse ``environ`` (default ``os.environ``); raise ``ValueError`` naming a bad variable."""
         env = os.environ if environ is None else environ
         if "LOCAL_RANK" in env:
@@ -73,7 +73,12 @@ class DistEnv:
 
 
 def _int(
-    env: Mapping[str, str], name: str, *, minimum: int, maximum: int = MAX_WORLD_SIZE, default: int | None = None
+    env: Mapping[str, str],
+    name: str,
+    *,
+    minimum: int,
+    maximum: int = MAX_WORLD_SIZE,
+    default: int | None = None,
 ) -> int:
     """``env[name]`` as an int in [``minimum``, ``maximum``]; ``default`` when absent (None: required)."""
     raw = env.get(name)
@@ -166,8 +171,13 @@ def _pytorchjob_agrees(env: Mapping[str, str], machines: int, rank: int, procs: 
     ``RANK`` = ``PET_NODE_RANK`` = the pod's index (pkg/controller.v1/pytorch/envvar.go@v1.9.4,
     ``setPodEnv``); anything else was set by hand and contradicts the job's shape."""
     nproc = env.get("PET_NPROC_PER_NODE", "auto").strip()
-    _agrees(env, "WORLD_SIZE", machines * (procs or 1), f"PET_NNODES={machines}, PET_NPROC_PER_NODE={nproc!r}",
-            "PyTorchJob sets WORLD_SIZE = PET_NNODES x PET_NPROC_PER_NODE, x 1 when that is not a number")
+    _agrees(
+        env,
+        "WORLD_SIZE",
+        machines * (procs or 1),
+        f"PET_NNODES={machines}, PET_NPROC_PER_NODE={nproc!r}",
+        "PyTorchJob sets WORLD_SIZE = PET_NNODES x PET_NPROC_PER_NODE, x 1 when that is not a number",
+    )
     _agrees(env, "RANK", rank, f"PET_NODE_RANK={rank}", "PyTorchJob sets both to the pod's index")
 
 

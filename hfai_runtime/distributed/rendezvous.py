@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import torch.distributed as dist
 
@@ -97,7 +97,9 @@ def init_process_group_from_env(
 
 class _RanksMissing(RuntimeError):
     def __init__(self, missing: list[int]):
-        shown = ", ".join(map(str, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        shown = ", ".join(map(str, missing[:8])) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
         super().__init__(f"rank(s) {shown} never arrived")
 
 
@@ -126,8 +128,10 @@ def _named_failure(
         if isinstance(err, _RanksMissing):
             what = f"rank {rank} reached the rendezvous at {where}, but {err} within {seconds} s"
         elif rank == 0:
-            what = (f"rank 0 could not host the rendezvous at {where}, or not all "
-                    f"{world_size} ranks connected to it within {seconds} s")
+            what = (
+                f"rank 0 could not host the rendezvous at {where}, or not all "
+                f"{world_size} ranks connected to it within {seconds} s"
+            )
         else:
             what = f"rank {rank} got no answer from the master at {where} within {seconds} s"
         cause = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -15,7 +15,8 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from hfai_runtime.distributed.suspend import install_sigterm_handler
 

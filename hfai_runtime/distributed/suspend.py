@@ -15,7 +15,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -86,8 +87,11 @@ def install_sigterm_handler() -> Callable[[], None]:
     """
     _dataloader_workers_leave_process_group()
     if threading.current_thread() is not threading.main_thread():
-        logger.warning("SIGTERM handler not installed: %s is not the main thread, which alone "
-                       "may install one; SIGTERM will not suspend this process", threading.current_thread().name)
+        logger.warning(
+            "SIGTERM handler not installed: %s is not the main thread, which alone "
+            "may install one; SIGTERM will not suspend this process",
+            threading.current_thread().name,
+        )
         return _keep
     previous = signal.getsignal(signal.SIGTERM)
     if isinstance(previous, _SuspendOnSigterm):
@@ -178,8 +182,10 @@ def overlap_from(environ: Mapping[str, str] | None = None) -> int:
     if not raw:
         return DEFAULT_OVERLAP_FROM
     if not (raw.isascii() and raw.isdigit()) or int(raw) > 1 << 20:
-        raise ValueError(f"environment variable {OVERLAP_FROM}={raw!r}: expected a number of ranks "
-                         "(0 to 1048576; 0: never overlap)")
+        raise ValueError(
+            f"environment variable {OVERLAP_FROM}={raw!r}: expected a number of ranks "
+            "(0 to 1048576; 0: never overlap)"
+        )
     return int(raw)
 
 

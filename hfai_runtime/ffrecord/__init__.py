@@ -17,9 +17,16 @@ Where the official library executes the pickle in a packed folder, leaves partia
 keeps a ~200 MB Python index per DataLoader worker (ImageNet), this one does not; see each module.
 """
 
-from .errors import (CorruptFileError, FFRecordError, IndexWarning, NotAPackedFolderError,
-                     OldFormatWarning, SampleChecksumError, SampleCountError,
-                     UnsafeMetadataError)
+from .errors import (
+    CorruptFileError,
+    FFRecordError,
+    IndexWarning,
+    NotAPackedFolderError,
+    OldFormatWarning,
+    SampleChecksumError,
+    SampleCountError,
+    UnsafeMetadataError,
+)
 from .pack import pack_folder
 from .packed_folder import PackedFolder
 from .reader import FileReader
@@ -27,7 +34,17 @@ from .sidecar import write_index
 from .writer import FileWriter
 
 __all__ = [
-    "FileWriter", "FileReader", "PackedFolder", "pack_folder", "write_index",
-    "FFRecordError", "CorruptFileError", "SampleChecksumError", "UnsafeMetadataError",
-    "NotAPackedFolderError", "SampleCountError", "OldFormatWarning", "IndexWarning",
+    "FileWriter",
+    "FileReader",
+    "PackedFolder",
+    "pack_folder",
+    "write_index",
+    "FFRecordError",
+    "CorruptFileError",
+    "SampleChecksumError",
+    "UnsafeMetadataError",
+    "NotAPackedFolderError",
+    "SampleCountError",
+    "OldFormatWarning",
+    "IndexWarning",
 ]

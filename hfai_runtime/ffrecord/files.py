@@ -14,8 +14,14 @@ import stat
 
 from .errors import FFRecordError
 
-_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
-          stat.S_IFBLK: "block device", stat.S_IFDIR: "directory", stat.S_IFLNK: "symbolic link"}
+_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symbolic link",
+}
 
 
 def kind(mode: int) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def _encode(name: str) -> bytes:
     return name.encode("utf-8", "surrogatepass")  # the pickle's own encoding of str
 
 
-def split_path(path: "str | os.PathLike[str] | None") -> list[str]:
+def split_path(path: str | os.PathLike[str] | None) -> list[str]:
     """Path components as the official reader's ``pathlib.Path(path).parts`` sees them for
     relative paths: empty and ``.`` components dropped. An absolute path gets a leading ``"/"``
     component, which matches no entry, as in the official reader."""
@@ -58,8 +58,7 @@ def _encode_all(names: list[str], fname: str) -> list[bytes]:
     encoded = _encode("\0".join(names)).split(b"\0") if names else []
     if len(encoded) != len(names):
         bad = next(n for n in names if "\0" in n)
-        raise CorruptFileError(f"{fname}: a packed-folder entry name contains a NUL character "
-                               f"(in {bad!r})")
+        raise CorruptFileError(f"{fname}: a packed-folder entry name contains a NUL character (in {bad!r})")
     return encoded
 
 
@@ -90,7 +89,7 @@ class PathIndex:
         self._prefix_bound_of = memoryview(arrays["prefix_bounds"])
 
     @classmethod
-    def from_tree(cls, tree: Tree, num_files: int, fname: str) -> "PathIndex":
+    def from_tree(cls, tree: Tree, num_files: int, fname: str) -> PathIndex:
         """The index of a decoded metadata tree, which it checks (see :class:`_Flattened`)."""
         flat = _Flattened(tree, num_files, fname)
         suffixes = _encode_all(flat.suffixes, fname)
@@ -99,17 +98,23 @@ class PathIndex:
         order = np.argsort((parents << 16) | hash16, kind="stable")  # by directory, then hash
         names, bounds = _joined(list(map(suffixes.__getitem__, order.tolist())), fname)
         prefixes, prefix_bounds = _joined(_encode_all(flat.prefixes, fname), fname)
-        return cls({
-            "first": np.concatenate([[0], np.cumsum(flat.counts)]).astype(np.int64),
-            "hash16": hash16[order].astype(np.uint16),
-            "target": np.array(flat.targets, np.int64)[order].astype(
-                np.int32 if num_files < 2**31 else np.int64),
-            "bounds": bounds.astype(np.uint32 if bounds[-1] < 2**32 else np.uint64),
-            "names": names, "prefix_bounds": prefix_bounds, "prefixes": prefixes}, fname)
+        return cls(
+            {
+                "first": np.concatenate([[0], np.cumsum(flat.counts)]).astype(np.int64),
+                "hash16": hash16[order].astype(np.uint16),
+                "target": np.array(flat.targets, np.int64)[order].astype(
+                    np.int32 if num_files < 2**31 else np.int64
+                ),
+                "bounds": bounds.astype(np.uint32 if bounds[-1] < 2**32 else np.uint64),
+                "names": names,
+                "prefix_bounds": prefix_bounds,
+                "prefixes": prefixes,
+            },
+            fname,
+        )
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], num_files: int,
-                    fname: str) -> "PathIndex":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], num_files: int, fname: str) -> PathIndex:
         """An index of saved arrays, checked to describe a tree whose files are in
         ``[0, num_files)`` and whose lookups stay inside the arrays (a crafted index file can
         misdirect lookups, as a crafted pack can, but never crash or loop)."""
@@ -141,30 +146,32 @@ class PathIndex:
         if end > cut:
             if not suffix.startswith(self._prefix_bytes[cut:end]):
                 return None
-            suffix = suffix[end - cut:]
+            suffix = suffix[end - cut :]
         h = crc32(suffix) & _HASH_MASK
         hi = self._first_of[d + 1]
         e = bisect_left(self._hash_of, h, self._first_of[d], hi)
         hash_of, bound_of, names = self._hash_of, self._bound_of, self._name_bytes
         while e < hi and hash_of[e] == h:
-            if names[bound_of[e]:bound_of[e + 1]] == suffix:
+            if names[bound_of[e] : bound_of[e + 1]] == suffix:
                 return self._target_of[e]
             e += 1
         return None
 
     def _prefix(self, d: int) -> bytes:
-        return self._prefix_bytes[self._prefix_bound_of[d]:self._prefix_bound_of[d + 1]].tobytes()
+        return self._prefix_bytes[self._prefix_bound_of[d] : self._prefix_bound_of[d + 1]].tobytes()
 
     def children(self, d: int) -> list[tuple[str, int]]:
         """``(name, target)`` of directory ``d``'s entries, sorted by name (code points)."""
         prefix = self._prefix(d)
         lo, hi = self._first_of[d], self._first_of[d + 1]
-        bounds = self._bounds[lo:hi + 1].tolist()
-        raw = self._names[bounds[0]:bounds[-1]].tobytes()
+        bounds = self._bounds[lo : hi + 1].tolist()
+        raw = self._names[bounds[0] : bounds[-1]].tobytes()
         base = bounds[0]
         try:
-            entries = [((prefix + raw[s - base:e - base]).decode("utf-8", "surrogatepass"), t)
-                       for s, e, t in zip(bounds[:-1], bounds[1:], self._target[lo:hi].tolist())]
+            entries = [
+                ((prefix + raw[s - base : e - base]).decode("utf-8", "surrogatepass"), t)
+                for s, e, t in zip(bounds[:-1], bounds[1:], self._target[lo:hi].tolist())
+            ]
         except UnicodeDecodeError as e:  # only a crafted index file: names come from str
             raise CorruptFileError(f"{self._fname}: an entry name is not UTF-8 ({e})") from None
         entries.sort()
@@ -186,9 +193,15 @@ class PathIndex:
                 stack.pop()
 
 
-_DTYPES = {"first": ("<i8",), "hash16": ("<u2",), "target": ("<i4", "<i8"),
-           "bounds": ("<u4", "<u8"), "names": ("|u1",), "prefix_bounds": ("<i8",),
-           "prefixes": ("|u1",)}
+_DTYPES = {
+    "first": ("<i8",),
+    "hash16": ("<u2",),
+    "target": ("<i4", "<i8"),
+    "bounds": ("<u4", "<u8"),
+    "names": ("|u1",),
+    "prefix_bounds": ("<i8",),
+    "prefixes": ("|u1",),
+}
 
 
 def _array_problem(a: dict[str, np.ndarray], num_files: int) -> str | None:
@@ -202,8 +215,7 @@ def _array_problem(a: dict[str, np.ndarray], num_files: int) -> str | None:
     dirs, entries = len(first) - 1, len(target)
     if dirs < 1 or first[0] != 0 or first[-1] != entries or (np.diff(first) < 0).any():
         return "index directory table is not a partition of its entries"
-    for bounds, blob, count in (("bounds", "names", entries),
-                                ("prefix_bounds", "prefixes", dirs)):
+    for bounds, blob, count in (("bounds", "names", entries), ("prefix_bounds", "prefixes", dirs)):
         b = a[bounds]
         if len(b) != count + 1 or b[0] != 0 or b[-1] != len(a[blob]) or (np.diff(b) < 0).any():
             return f"index array {bounds!r} does not partition {blob!r}"
@@ -244,15 +256,15 @@ class _Flattened:
             raise CorruptFileError(f"{self._fname}: packed-folder entry name {bad!r} is not a str")
         for bad in ("", ".", ".."):
             if dict.__contains__(node, bad):
-                raise CorruptFileError(f"{self._fname}: packed-folder entry name {bad!r} is "
-                                       "not a valid file name")
+                raise CorruptFileError(
+                    f"{self._fname}: packed-folder entry name {bad!r} is not a valid file name"
+                )
         prefix = os.path.commonprefix([min(keys), max(keys)]) if keys else ""
         self.counts.append(len(keys))
         self.prefixes.append(prefix)
-        self.suffixes.extend([k[len(prefix):] for k in keys] if prefix else keys)
+        self.suffixes.extend([k[len(prefix) :] for k in keys] if prefix else keys)
         self.hashes.extend(map(hash, keys))
-        if keys and set(map(type, values)) == {int} and min(values) >= 0 and \
-                max(values) < self._num_files:
+        if keys and set(map(type, values)) == {int} and min(values) >= 0 and max(values) < self._num_files:
             self.targets.extend(values)  # the common case: a directory of files only
             return
         for name, value in zip(keys, values):
@@ -263,8 +275,14 @@ class _Flattened:
                 self.targets.append(-1 - len(dirs))
                 dirs.append(value)
             else:
-                why = ("appears twice" if isinstance(value, dict) else
-                       f"is {value!r}, outside [0, {self._num_files})" if type(value) is int
-                       else f"is a {type(value).__name__}")
-                raise CorruptFileError(f"{self._fname}: packed-folder entry {name!r} {why}; "
-                                       "expected a file's sample index or a directory")
+                why = (
+                    "appears twice"
+                    if isinstance(value, dict)
+                    else f"is {value!r}, outside [0, {self._num_files})"
+                    if type(value) is int
+                    else f"is a {type(value).__name__}"
+                )
+                raise CorruptFileError(
+                    f"{self._fname}: packed-folder entry {name!r} {why}; "
+                    "expected a file's sample index or a directory"
+                )

@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import pickle
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Mapping, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Union
 
 from .errors import CorruptFileError, NotAPackedFolderError, UnsafeMetadataError
 
@@ -40,11 +41,11 @@ class _SafeUnpickler(pickle.Unpickler):
             return OrderedDict
         raise UnsafeMetadataError(
             f"{self._fname}: packed-folder metadata refers to {module}.{name}; only "
-            "collections.OrderedDict is allowed, so it was refused without running anything")
+            "collections.OrderedDict is allowed, so it was refused without running anything"
+        )
 
     def persistent_load(self, pid):
-        raise UnsafeMetadataError(f"{self._fname}: packed-folder metadata holds a persistent id; "
-                                  "refused")
+        raise UnsafeMetadataError(f"{self._fname}: packed-folder metadata holds a persistent id; refused")
 
 
 def encode(tree: Tree) -> bytes:
@@ -52,20 +53,22 @@ def encode(tree: Tree) -> bytes:
     return MAGIC + pickle.dumps(tree, protocol=PICKLE_PROTOCOL)
 
 
-def decode(meta: "bytes | memoryview | np.ndarray", fname: str) -> dict:
+def decode(meta: bytes | memoryview | np.ndarray, fname: str) -> dict:
     """The directory tree stored in a metadata sample, loaded without executing anything."""
     meta = memoryview(meta).cast("B")
-    if len(meta) <= len(MAGIC) or meta[:len(MAGIC)] != MAGIC:
+    if len(meta) <= len(MAGIC) or meta[: len(MAGIC)] != MAGIC:
         raise NotAPackedFolderError(
             f"{fname} is not a packed folder: its last sample is not a folder index "
-            "(a plain FFRecord file; read its samples by index)")
+            "(a plain FFRecord file; read its samples by index)"
+        )
     try:
-        tree = _SafeUnpickler(meta[len(MAGIC):], fname).load()
+        tree = _SafeUnpickler(meta[len(MAGIC) :], fname).load()
     except UnsafeMetadataError:
         raise
     except Exception as e:  # any malformed pickle: truncated, bad opcode, wrong arguments ...
         raise CorruptFileError(f"{fname}: packed-folder metadata does not decode: {e}") from e
     if not isinstance(tree, dict):
-        raise CorruptFileError(f"{fname}: packed-folder metadata is a {type(tree).__name__}, "
-                               "expected a dict of names")
+        raise CorruptFileError(
+            f"{fname}: packed-folder metadata is a {type(tree).__name__}, expected a dict of names"
+        )
     return tree

@@ -48,8 +48,7 @@ from .writer import FileWriter, temp_prefix
 #: Python's default recursion limit of 1000 (no real dataset comes near).
 MAX_DEPTH = 512
 _BATCH = 4 << 20  # files up to this size are read into one buffer and written together
-_ONLY_REGULAR = ("pack_folder packs only regular files and directories (and symbolic links "
-                 "to them)")
+_ONLY_REGULAR = "pack_folder packs only regular files and directories (and symbolic links to them)"
 
 
 @dataclass
@@ -61,24 +60,30 @@ class _Plan:
     total_bytes: int = 0
 
 
-def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False,
-                index: bool = True) -> None:
+def pack_folder(folder: PathLike, out_file: PathLike, verbose: bool = False, index: bool = True) -> None:
     """Pack every file under ``folder`` into ``out_file``; ``verbose`` shows a progress bar,
     ``index`` saves the path index beside it."""
     root = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(root):
         raise FFRecordError(f"{root}: pack_folder needs a directory")
     plan = _plan(root, os.path.abspath(os.fspath(out_file)))
-    with FileWriter(out_file, len(plan.files) + 1) as writer, \
-            tqdm(total=plan.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                 desc=f"packing {len(plan.files)} files", disable=not verbose) as progress:
+    with (
+        FileWriter(out_file, len(plan.files) + 1) as writer,
+        tqdm(
+            total=plan.total_bytes,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"packing {len(plan.files)} files",
+            disable=not verbose,
+        ) as progress,
+    ):
         _write_files(plan.files, writer, progress)
         writer.write_one(encode(plan.tree))
     if index:
         name = os.fspath(out_file)
         with FileReader(name, check_data=False) as pack:
-            save_index(PathIndex.from_tree(plan.tree, len(plan.files), name), pack,
-                       index_path(name))
+            save_index(PathIndex.from_tree(plan.tree, len(plan.files), name), pack, index_path(name))
 
 
 def _write_files(files: list[str], writer: FileWriter, progress: tqdm) -> None:
@@ -94,7 +99,7 @@ def _write_files(files: list[str], writer: FileWriter, progress: tqdm) -> None:
             if info.st_size > _BATCH:  # a large file goes alone
                 writer.write_one(_read_exactly(fd, memoryview(bytearray(info.st_size)), path))
             else:
-                _read_exactly(fd, buffer[used:used + info.st_size], path)
+                _read_exactly(fd, buffer[used : used + info.st_size], path)
                 used += info.st_size
                 lengths.append(info.st_size)
         finally:
@@ -110,8 +115,7 @@ def _read_exactly(fd: int, into: memoryview, path: str) -> memoryview:
     while got < len(into):
         n = os.readv(fd, [into[got:]])
         if n == 0:
-            raise FFRecordError(f"{path}: shrank from {len(into)} to {got} bytes while being "
-                                "packed")
+            raise FFRecordError(f"{path}: shrank from {len(into)} to {got} bytes while being packed")
         got += n
     return into
 
@@ -152,11 +156,15 @@ def _plan(root: str, out_file: str) -> _Plan:
             if stat.S_ISDIR(info.st_mode):
                 child_key = _dir_key(info)
                 if child_key in ancestors:
-                    raise FFRecordError(f"{child}: symbolic link back to a directory that "
-                                        "contains it; packing it would never end")
+                    raise FFRecordError(
+                        f"{child}: symbolic link back to a directory that "
+                        "contains it; packing it would never end"
+                    )
                 if len(stack) > MAX_DEPTH:  # ``child`` is ``len(stack)`` levels below root
-                    raise FFRecordError(f"{child}: nested more than {MAX_DEPTH} levels deep; "
-                                        f"pack_folder packs trees at most {MAX_DEPTH} levels deep")
+                    raise FFRecordError(
+                        f"{child}: nested more than {MAX_DEPTH} levels deep; "
+                        f"pack_folder packs trees at most {MAX_DEPTH} levels deep"
+                    )
                 tree[name] = OrderedDict()
                 ancestors.add(child_key)
                 stack.append((child, child_key, tree[name], iter(sorted(os.listdir(child)))))

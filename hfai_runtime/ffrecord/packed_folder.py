@@ -18,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -50,8 +50,7 @@ class PackedFolder(Reopenable):
         self._name = ", ".join(self.reader.fnames)
         try:
             if self.reader.n == 0:
-                raise NotAPackedFolderError(f"{self._name} is not a packed folder: it has no "
-                                            "samples")
+                raise NotAPackedFolderError(f"{self._name} is not a packed folder: it has no samples")
             self._index = load_index(self.reader, self.num_files()) or self._build_index()
         except BaseException:
             self.reader.close()
@@ -92,16 +91,20 @@ class PackedFolder(Reopenable):
         if target is None:
             raise FileNotFoundError(f"{os.fspath(path)!r} does not exist in {self._name}")
         if target < 0:
-            raise IsADirectoryError(f"{os.fspath(path)!r} is a directory in {self._name}, "
-                                    "not a file")
+            raise IsADirectoryError(f"{os.fspath(path)!r} is a directory in {self._name}, not a file")
         return target
 
     def size(self, path: PathLike) -> int:
         """Byte size of the file at ``path``, without reading it."""
         return self.reader.sample_size(self.index(path))
 
-    def list(self, path: PathLike | None = None, list_file: bool = True, list_dir: bool = True,
-             recursive: bool = False) -> list[str]:
+    def list(
+        self,
+        path: PathLike | None = None,
+        list_file: bool = True,
+        list_dir: bool = True,
+        recursive: bool = False,
+    ) -> list[str]:
         """Names in directory ``path`` (the root if None), sorted; with ``recursive``, every
         path below it, depth-first, relative to it (``"images/nested/blob.bin"``)."""
         target = self._index.find(split_path(path))
@@ -110,8 +113,11 @@ class PackedFolder(Reopenable):
             raise FileNotFoundError(f"{shown!r} does not exist in {self._name}")
         if target >= 0:
             raise NotADirectoryError(f"{shown!r} is a file in {self._name}, not a directory")
-        return [name for name, t in self._index.walk(-1 - target, recursive)
-                if (list_file if t >= 0 else list_dir)]
+        return [
+            name
+            for name, t in self._index.walk(-1 - target, recursive)
+            if (list_file if t >= 0 else list_dir)
+        ]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -131,8 +137,7 @@ class PackedFolder(Reopenable):
         self.reader.close()
 
     def __repr__(self) -> str:
-        return (f"PackedFolder({self._name!r}, files={self.num_files()}, "
-                f"check_data={self.check_data})")
+        return f"PackedFolder({self._name!r}, files={self.num_files()}, check_data={self.check_data})"
 
 
 def _release_freed_memory() -> None:

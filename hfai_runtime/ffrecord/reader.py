@@ -23,8 +23,9 @@ import os
 import sys
 import warnings
 from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 import numpy as np
 
@@ -79,7 +80,8 @@ class _SampleFile:
             self.size = self.stat.st_size
             if self.size < FIXED.size:
                 raise CorruptFileError(
-                    f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header")
+                    f"{fname}: {self.size} bytes is shorter than the {FIXED.size}-byte header"
+                )
             try:
                 self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                 self.data = np.frombuffer(self.map, np.uint8)
@@ -95,11 +97,11 @@ class _SampleFile:
             raise
 
     def _read_header(self, check_data: bool) -> None:
-        self.meta_crc, self.n = FIXED.unpack_from(self.data[:FIXED.size])
+        self.meta_crc, self.n = FIXED.unpack_from(self.data[: FIXED.size])
         self._check_header(self.meta_crc, check_data)
-        tables = self.data[FIXED.size:header_size(self.n)]
-        self.crcs = tables[:4 * self.n].view(CRC_DTYPE)
-        self.offsets = tables[4 * self.n:].view(OFFSET_DTYPE)
+        tables = self.data[FIXED.size : header_size(self.n)]
+        self.crcs = tables[: 4 * self.n].view(CRC_DTYPE)
+        self.offsets = tables[4 * self.n :].view(OFFSET_DTYPE)
         self._check_offsets()
         if check_data and self.n:
             self._check_last_sample()
@@ -109,39 +111,52 @@ class _SampleFile:
         if self.n < 0 or end > self.size:
             raise CorruptFileError(
                 f"{self.fname}: header declares {self.n} samples ({end} header bytes) "
-                f"but the file has {self.size} bytes: truncated or not an FFRecord file")
+                f"but the file has {self.size} bytes: truncated or not an FFRecord file"
+            )
         if meta_crc == 0:
-            warnings.warn(f"{self.fname}: metadata CRC is 0 (old-format ffrecord file); "
-                          "its header cannot be verified", OldFormatWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.fname}: metadata CRC is 0 (old-format ffrecord file); its header cannot be verified",
+                OldFormatWarning,
+                stacklevel=2,
+            )
         elif check_data and crc32(self.data[4:end]) != meta_crc:
-            raise CorruptFileError(f"{self.fname}: metadata checksum mismatch: the header "
-                                   "(sample count, CRC or offset table) is damaged")
+            raise CorruptFileError(
+                f"{self.fname}: metadata checksum mismatch: the header "
+                "(sample count, CRC or offset table) is damaged"
+            )
 
     def _check_offsets(self) -> None:
         """Offsets must start after the header, never run backwards and stay inside the file."""
         if not self.n:
             return
         if self.offsets[0] < header_size(self.n):
-            raise CorruptFileError(f"{self.fname}: sample 0 starts at {self.offsets[0]}, "
-                                   f"inside the {header_size(self.n)}-byte header")
+            raise CorruptFileError(
+                f"{self.fname}: sample 0 starts at {self.offsets[0]}, "
+                f"inside the {header_size(self.n)}-byte header"
+            )
         backwards = np.flatnonzero(self.offsets[1:] < self.offsets[:-1])
         if backwards.size:
             i = int(backwards[0]) + 1
-            raise CorruptFileError(f"{self.fname}: offset of sample {i} ({self.offsets[i]}) is "
-                                   f"before that of sample {i - 1} ({self.offsets[i - 1]})")
+            raise CorruptFileError(
+                f"{self.fname}: offset of sample {i} ({self.offsets[i]}) is "
+                f"before that of sample {i - 1} ({self.offsets[i - 1]})"
+            )
         if self.offsets[-1] > self.size:
             raise CorruptFileError(
                 f"{self.fname}: sample {self.n - 1} starts at {self.offsets[-1]}, past the end "
-                f"of the {self.size}-byte file: truncated")
+                f"of the {self.size}-byte file: truncated"
+            )
 
     def _check_last_sample(self) -> None:
         """The last sample runs to end of file: its CRC is what reveals truncation or appending."""
         last = self.n - 1
-        if crc32(self.data[self.offsets[last]:]) != self.crcs[last]:
+        if crc32(self.data[self.offsets[last] :]) != self.crcs[last]:
             raise SampleChecksumError(
                 f"{self.fname}: sample {last} (the last) fails its CRC check: the file is "
                 f"truncated or was appended to ({self.size} bytes), or that sample is damaged",
-                self.fname, [last])
+                self.fname,
+                [last],
+            )
 
     def ends(self) -> np.ndarray:
         """Where each sample ends: the next one's offset, the end of the file for the last."""
@@ -196,8 +211,7 @@ class FileReader(Reopenable):
         self._crcs = crcs
         self._starts, self._ends = starts, ends
         # memoryviews index to plain ints several times faster than numpy scalars
-        self._start_of, self._end_of, self._crc_of = (
-            memoryview(starts), memoryview(ends), memoryview(crcs))
+        self._start_of, self._end_of, self._crc_of = (memoryview(starts), memoryview(ends), memoryview(crcs))
         self._data = [f.data for f in files]
         self._spares: list[np.ndarray] = []  # see _batch_buffer
 
@@ -209,7 +223,7 @@ class FileReader(Reopenable):
         if not 0 <= i < self.n:
             raise self._index_error(i)
         part = bisect_right(self._first, i) - 1 if len(self._data) > 1 else 0
-        sample = self._data[part][self._start_of[i]:self._end_of[i]].copy()
+        sample = self._data[part][self._start_of[i] : self._end_of[i]].copy()
         if self.check_data and crc32(sample) != self._crc_of[i]:
             raise self._checksum_error([i])
         return sample
@@ -232,7 +246,7 @@ class FileReader(Reopenable):
         samples, bad, expected = [], [], self._crcs[idx].tolist()
         batch, used = self._batch_buffer(int((ends - starts).sum())), 0
         for i, p, s, e in zip(range(len(idx)), parts.tolist(), starts.tolist(), ends.tolist()):
-            sample = batch[used:used + e - s]
+            sample = batch[used : used + e - s]
             used += e - s
             sample[:] = data[p][s:e]
             if check and crc32(sample) != expected[i]:  # checked while still in cache
@@ -250,7 +264,7 @@ class FileReader(Reopenable):
         if not 0 <= i < self.n:
             raise self._index_error(i)
         part = bisect_right(self._first, i) - 1 if len(self._data) > 1 else 0
-        sample = self._data[part][self._start_of[i]:self._end_of[i]]
+        sample = self._data[part][self._start_of[i] : self._end_of[i]]
         if self.check_data and crc32(sample) != self._crc_of[i]:
             raise self._checksum_error([i])
         return sample
@@ -307,11 +321,14 @@ class FileReader(Reopenable):
 
     def _checksum_error(self, indices: list[int]) -> SampleChecksumError:
         places = [self.locate(i) for i in indices]
-        names = ", ".join(f"{i}" if len(self._fnames) == 1 else f"{i} ({f} sample {j})"
-                          for i, (f, j) in zip(indices, places))
+        names = ", ".join(
+            f"{i}" if len(self._fnames) == 1 else f"{i} ({f} sample {j})"
+            for i, (f, j) in zip(indices, places)
+        )
         fname = places[0][0]
         return SampleChecksumError(
-            f"{fname}: CRC mismatch in sample {names}: the data is damaged", fname, indices)
+            f"{fname}: CRC mismatch in sample {names}: the data is damaged", fname, indices
+        )
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -330,8 +347,12 @@ class FileReader(Reopenable):
         device, inode, size, change time (which no one can set back, unlike the mtime) and
         header CRC (which covers every sample's CRC). A file replaced by another, even one of
         the same size with its mtime restored, or rewritten in place, gets a new fingerprint."""
-        key = repr([(f.fname, f.stat.st_dev, f.stat.st_ino, f.size, f.stat.st_ctime_ns,
-                     f.meta_crc) for f in self._files])
+        key = repr(
+            [
+                (f.fname, f.stat.st_dev, f.stat.st_ino, f.size, f.stat.st_ctime_ns, f.meta_crc)
+                for f in self._files
+            ]
+        )
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
     def close(self) -> None:

@@ -51,11 +51,14 @@ def save_index(index: PathIndex, pack: FileReader, path: str) -> None:
     """Write ``index`` (of the single-file pack open in ``pack``) to ``path``, atomically."""
     size, meta_crc, samples = pack.content_ids()[0]
     arrays = index.arrays()
-    header = json.dumps({
-        "format": FORMAT, "version": VERSION,
-        "pack": {"size": size, "meta_crc": meta_crc, "samples": samples},
-        "arrays": {name: [arrays[name].dtype.str, len(arrays[name])] for name in ARRAYS},
-    }).encode()
+    header = json.dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "pack": {"size": size, "meta_crc": meta_crc, "samples": samples},
+            "arrays": {name: [arrays[name].dtype.str, len(arrays[name])] for name in ARRAYS},
+        }
+    ).encode()
     header += b" " * (-(header_size(1 + len(ARRAYS)) + len(header)) % 8)
     # Not fsynced: an index lost or emptied by a power cut is refused by its CRCs and rebuilt.
     with FileWriter(path, 1 + len(ARRAYS), durable=False) as writer:
@@ -100,23 +103,30 @@ def _arrays(saved: FileReader, pack: FileReader, path: str) -> dict[str, np.ndar
     for i, name in enumerate(ARRAYS, 1):
         dtype, length = header["arrays"][name]
         dtype = np.dtype(str(dtype))  # a type string only; checked by from_arrays
-        arrays[name] = saved.view(i)[:length * dtype.itemsize].view(dtype)
+        arrays[name] = saved.view(i)[: length * dtype.itemsize].view(dtype)
     return arrays
 
 
 def _warn_unusable(path: str, why: str) -> None:
-    warnings.warn(f"packed-folder index not used: {why}; the index is built in memory instead, "
-                  f"which is slow for large packs: 'hfai-runtime ffr index {path[:-len(SUFFIX)]}' "
-                  "rewrites it", IndexWarning, stacklevel=5)  # (the PackedFolder(...) line)
+    warnings.warn(
+        f"packed-folder index not used: {why}; the index is built in memory instead, "
+        f"which is slow for large packs: 'hfai-runtime ffr index {path[: -len(SUFFIX)]}' "
+        "rewrites it",
+        IndexWarning,
+        stacklevel=5,
+    )  # (the PackedFolder(...) line)
 
 
 def warn_missing(ffr_file: str, entries: int) -> None:
     """Say that a large pack without an index file was indexed in memory (slowly)."""
     if entries >= WARN_ENTRIES:
-        warnings.warn(f"{ffr_file}: no packed-folder index beside it ({index_path(ffr_file)}); "
-                      f"{entries} entries were indexed in memory, which is slow: "
-                      f"'hfai-runtime ffr index {ffr_file}' writes the index once",
-                      IndexWarning, stacklevel=5)
+        warnings.warn(
+            f"{ffr_file}: no packed-folder index beside it ({index_path(ffr_file)}); "
+            f"{entries} entries were indexed in memory, which is slow: "
+            f"'hfai-runtime ffr index {ffr_file}' writes the index once",
+            IndexWarning,
+            stacklevel=5,
+        )
 
 
 def write_index(ffr_file: PathLike) -> str:

@@ -59,11 +59,14 @@ def _as_bytes(data, fname: str, index: int) -> memoryview:
     try:
         view = memoryview(data)
     except TypeError:
-        raise TypeError(f"{fname}: sample {index} is a {type(data).__name__}; expected bytes, "
-                        "bytearray, memoryview or a numpy array") from None
+        raise TypeError(
+            f"{fname}: sample {index} is a {type(data).__name__}; expected bytes, "
+            "bytearray, memoryview or a numpy array"
+        ) from None
     if not view.c_contiguous:
-        raise ValueError(f"{fname}: sample {index} is not a C-contiguous buffer; "
-                         "pass numpy.ascontiguousarray(...) instead")
+        raise ValueError(
+            f"{fname}: sample {index} is not a C-contiguous buffer; pass numpy.ascontiguousarray(...) instead"
+        )
     return view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
 
@@ -83,8 +86,7 @@ class FileWriter:
         self._crcs = np.zeros(self.n, np.uint32)
         self._lengths = np.zeros(self.n, np.int64)
         target = Path(self.fname)
-        self._tmp = str(target.with_name(
-            f"{temp_prefix(target.name)}{os.getpid()}-{secrets.token_hex(4)}"))
+        self._tmp = str(target.with_name(f"{temp_prefix(target.name)}{os.getpid()}-{secrets.token_hex(4)}"))
         try:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileNotFoundError:
@@ -98,8 +100,9 @@ class FileWriter:
         if self._file is None:
             raise ValueError(f"{self.fname}: write_one() on a closed FileWriter")
         if self.count >= self.n:
-            raise SampleCountError(f"{self.fname}: sample {self.count} exceeds the "
-                                   f"{self.n} samples declared to FileWriter")
+            raise SampleCountError(
+                f"{self.fname}: sample {self.count} exceeds the {self.n} samples declared to FileWriter"
+            )
         view = _as_bytes(data, self.fname, self.count)
         self._crcs[self.count] = crc32(view)
         self._lengths[self.count] = view.nbytes
@@ -107,22 +110,26 @@ class FileWriter:
         self.count += 1
         self._wrote(view.nbytes, buffered=True)
 
-    def write_batch(self, data: memoryview, lengths: "list[int]") -> None:
+    def write_batch(self, data: memoryview, lengths: list[int]) -> None:
         """Append ``len(lengths)`` samples stored back to back in ``data`` with one system
         call, CRCs computed from ``data`` itself: no copy into a buffer (``pack_folder``
         reads files straight into ``data``)."""
         if self._file is None:
             raise ValueError(f"{self.fname}: write_batch() on a closed FileWriter")
         if self.count + len(lengths) > self.n:
-            raise SampleCountError(f"{self.fname}: {self.count + len(lengths)} samples exceed "
-                                   f"the {self.n} declared to FileWriter")
+            raise SampleCountError(
+                f"{self.fname}: {self.count + len(lengths)} samples exceed "
+                f"the {self.n} declared to FileWriter"
+            )
         view = _as_bytes(data, self.fname, self.count)
         if sum(lengths) != view.nbytes:
-            raise ValueError(f"{self.fname}: write_batch() got {view.nbytes} bytes for samples "
-                             f"of {sum(lengths)} bytes in all")
+            raise ValueError(
+                f"{self.fname}: write_batch() got {view.nbytes} bytes for samples "
+                f"of {sum(lengths)} bytes in all"
+            )
         start = 0
         for i, length in enumerate(lengths, self.count):
-            self._crcs[i] = crc32(view[start:start + length])
+            self._crcs[i] = crc32(view[start : start + length])
             self._lengths[i] = length
             start += length
         self._file.flush()
@@ -137,10 +144,10 @@ class FileWriter:
         """Start writeback of what the kernel holds once a chunk has accumulated."""
         self._end += nbytes
         in_kernel = self._end - (_WRITE_BUFFER if buffered else 0)
-        if self.durable and _sync_file_range is not None and \
-                in_kernel - self._synced >= _WRITEBACK_CHUNK:
-            _sync_file_range(self._file.fileno(), self._synced, in_kernel - self._synced,
-                             _SYNC_FILE_RANGE_WRITE)  # a failure only costs the overlap
+        if self.durable and _sync_file_range is not None and in_kernel - self._synced >= _WRITEBACK_CHUNK:
+            _sync_file_range(
+                self._file.fileno(), self._synced, in_kernel - self._synced, _SYNC_FILE_RANGE_WRITE
+            )  # a failure only costs the overlap
             self._synced = in_kernel
 
     def close(self) -> None:
@@ -149,8 +156,9 @@ class FileWriter:
             return
         if self.count != self.n:
             self.discard()
-            raise SampleCountError(f"{self.fname}: wrote {self.count} of the {self.n} declared "
-                                   "samples; the file was not created")
+            raise SampleCountError(
+                f"{self.fname}: wrote {self.count} of the {self.n} declared samples; the file was not created"
+            )
         try:
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._crcs, self._lengths), 0)
@@ -179,7 +187,7 @@ class FileWriter:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> "FileWriter":
+    def __enter__(self) -> FileWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -190,8 +198,11 @@ class FileWriter:
 
     def __del__(self) -> None:
         if getattr(self, "_file", None) is not None:
-            warnings.warn(f"{self.fname}: FileWriter garbage-collected before close(); "
-                          "the partial file was discarded", ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.fname}: FileWriter garbage-collected before close(); the partial file was discarded",
+                ResourceWarning,
+                stacklevel=2,
+            )
             self.discard()
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_PREFIX = ".tmp-"
@@ -30,13 +30,16 @@ def private_folder(path: str) -> int:
     try:
         fd = os.open(path, _DIR_FLAGS)
     except OSError as e:
-        raise PermissionError(f"{path}: the ffrecord cache folder is not a directory of its own "
-                              f"({e.strerror}); remove it") from None
+        raise PermissionError(
+            f"{path}: the ffrecord cache folder is not a directory of its own ({e.strerror}); remove it"
+        ) from None
     info = os.fstat(fd)
     if info.st_uid != os.getuid():
         os.close(fd)
-        raise PermissionError(f"{path}: the ffrecord cache folder belongs to uid {info.st_uid}, "
-                              "not to you; set FVCORE_CACHE to a folder of your own")
+        raise PermissionError(
+            f"{path}: the ffrecord cache folder belongs to uid {info.st_uid}, "
+            "not to you; set FVCORE_CACHE to a folder of your own"
+        )
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.fchmod(fd, 0o700)
     return fd
@@ -67,14 +70,15 @@ def _subfolder(parent: int, name: str, root: str) -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except OSError as e:
-        raise PermissionError(f"{root}: {name!r} in the ffrecord cache is not a plain folder "
-                              f"({e.strerror}); refusing to follow it") from None
+        raise PermissionError(
+            f"{root}: {name!r} in the ffrecord cache is not a plain folder "
+            f"({e.strerror}); refusing to follow it"
+        ) from None
 
 
 def _is_regular(folder: int, name: str) -> bool:
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=folder)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
     except OSError:  # missing, or a planted link (ELOOP): write a fresh copy
         return False
     try:
@@ -85,8 +89,9 @@ def _is_regular(folder: int, name: str) -> bool:
 
 def _write(folder: int, name: str, data: bytes) -> None:
     tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=folder)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
+    )
     try:
         with open(fd, "wb") as f:
             f.write(data)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 from iopath.common.file_io import PathHandler, get_cache_dir
 
@@ -88,7 +88,7 @@ class FFRecordPathHandler(PathHandler):
         """Split ``ffrecord://<prefix>/<member>`` into its pack and member path (``""``: root)."""
         if not path.startswith(SCHEME):
             raise ValueError(f"{path!r} is not an {SCHEME} path")
-        parts = path[len(SCHEME):].split("/")
+        parts = path[len(SCHEME) :].split("/")
         if not _NOT_NAMES.isdisjoint(parts):  # rare; skipped on the per-image path
             if ".." in parts:
                 raise ValueError(f"{path!r}: '..' is not allowed in {SCHEME} paths")
@@ -121,9 +121,9 @@ class FFRecordPathHandler(PathHandler):
         path: str,
         mode: str = "r",
         buffering: int = -1,
-        encoding: Optional[str] = None,
-        errors: Optional[str] = None,
-        newline: Optional[str] = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
         **kwargs: Any,
     ) -> IO[str] | IO[bytes]:
         """Return the member as an in-memory file; text mode decodes UTF-8 unless told otherwise."""
@@ -149,11 +149,14 @@ class FFRecordPathHandler(PathHandler):
         self._check_kwargs(kwargs)
         pack, member = self._resolve(path)
         if not member:
-            raise IsADirectoryError(errno.EISDIR, f"the root of pack {pack.ffr_file} is not a file",
-                                    path)
+            raise IsADirectoryError(errno.EISDIR, f"the root of pack {pack.ffr_file} is not a file", path)
         folder = f"{pack.prefix.replace('/', '_')}-{pack.folder.reader.fingerprint()[:16]}"
-        return materialise(os.path.join(get_cache_dir(), "ffrecord"), [folder, *member.split("/")],
-                           lambda: self._read(pack, member, path), force)
+        return materialise(
+            os.path.join(get_cache_dir(), "ffrecord"),
+            [folder, *member.split("/")],
+            lambda: self._read(pack, member, path),
+            force,
+        )
 
     def _ls(self, path: str, **kwargs: Any) -> list[str]:
         self._check_kwargs(kwargs)

@@ -45,7 +45,7 @@ class PackMountPathHandler(PathHandler):
     def _in_pack(self, path: str) -> str:
         """The ``ffrecord://`` path that stands for the local ``path``."""
         prefix = next(p for p in self._prefixes if path.startswith(p))
-        return f"{self._pack_uri}/{path[len(prefix):]}"
+        return f"{self._pack_uri}/{path[len(prefix) :]}"
 
     # -- reads: disk first, then the pack ---------------------------------------------------
 
@@ -94,7 +94,9 @@ class PackMountPathHandler(PathHandler):
     def _mv(self, src_path: str, dst_path: str, **kwargs: Any) -> bool:
         return self._disk._mv(src_path, dst_path, **kwargs)
 
-    def _copy_from_local(self, local_path: str, dst_path: str, overwrite: bool = False, **kwargs: Any) -> None:
+    def _copy_from_local(
+        self, local_path: str, dst_path: str, overwrite: bool = False, **kwargs: Any
+    ) -> None:
         self._disk._copy_from_local(local_path, dst_path, overwrite, **kwargs)
 
 

@@ -36,8 +36,8 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 from hfai_runtime.local.manifest import Replica
 
@@ -53,7 +53,7 @@ def local_command(command: Sequence[str], python: str) -> list[str]:
     """The container's command + args as a local argv (tini dropped, interpreters mapped)."""
     argv = list(command)
     if argv and os.path.basename(argv[0]) == "tini":
-        argv = argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+        argv = argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]
     if not argv:
         raise ValueError("the container's command is only 'tini --': nothing to run")
     program = os.path.basename(argv[0])
@@ -66,10 +66,12 @@ def local_command(command: Sequence[str], python: str) -> list[str]:
 
 def expand_refs(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes' ``$(VAR)`` expansion: known names replaced, ``$$`` -> ``$``, others kept."""
+
     def sub(match: re.Match) -> str:
         if match.group(0) == "$$":
             return "$"
         return env.get(match.group(1), match.group(0))
+
     return _VAR_REF.sub(sub, text)
 
 
@@ -78,11 +80,13 @@ class PathMap:
 
     def __init__(self, mapping: Mapping[str, Path]):
         # Longest first, so /data/out wins over /data.
-        self.mapping = dict(sorted(((p.rstrip("/") or "/", Path(d)) for p, d in mapping.items()),
-                                   key=lambda item: -len(item[0])))
+        self.mapping = dict(
+            sorted(
+                ((p.rstrip("/") or "/", Path(d)) for p, d in mapping.items()), key=lambda item: -len(item[0])
+            )
+        )
         alternatives = "|".join(re.escape(p) for p in self.mapping)
-        self._pattern = (re.compile(rf"(^|[=:,])({alternatives})(?=/|$|[:,])")
-                         if self.mapping else None)
+        self._pattern = re.compile(rf"(^|[=:,])({alternatives})(?=/|$|[:,])") if self.mapping else None
 
     def rewrite(self, text: str) -> str:
         if self._pattern is None:
@@ -90,8 +94,9 @@ class PathMap:
         return self._pattern.sub(lambda m: m.group(1) + str(self.mapping[m.group(2)]), text)
 
     @classmethod
-    def for_replica(cls, replica: Replica, project_dir: Path, data_dir: Path,
-                    overrides: Mapping[str, Path]) -> "PathMap":
+    def for_replica(
+        cls, replica: Replica, project_dir: Path, data_dir: Path, overrides: Mapping[str, Path]
+    ) -> PathMap:
         mapping: dict[str, Path] = {}
         if replica.working_dir:
             mapping[replica.working_dir] = project_dir
@@ -103,8 +108,9 @@ class PathMap:
         return cls(mapping)
 
 
-def process_env(replica: Replica, base: Mapping[str, str], master_port: int, paths: PathMap,
-                threads: int) -> dict[str, str]:
+def process_env(
+    replica: Replica, base: Mapping[str, str], master_port: int, paths: PathMap, threads: int
+) -> dict[str, str]:
     """The local process's environment (see the module docstring for the order and mapping);
     ``threads`` is the replica's share of the CPUs, the default ``OMP_NUM_THREADS``."""
     own = {name: paths.rewrite(value) for name, value in replica.env.items()}
@@ -117,8 +123,9 @@ def process_env(replica: Replica, base: Mapping[str, str], master_port: int, pat
     return {"OMP_NUM_THREADS": str(threads), **base, **own, "CUDA_VISIBLE_DEVICES": ""}
 
 
-def process_argv(replica: Replica, env: Mapping[str, str], paths: PathMap, python: str,
-                 args: Sequence[str] | None = None) -> list[str]:
+def process_argv(
+    replica: Replica, env: Mapping[str, str], paths: PathMap, python: str, args: Sequence[str] | None = None
+) -> list[str]:
     """The local argv: command + args (``args`` replaces the container's, as a pod spec's args
     replace an image's CMD), paths mapped, then ``$(VAR)`` expanded with ``env`` (whose values
     are already mapped: mapping after expanding could map a local path twice), then tini/python."""
@@ -146,8 +153,12 @@ def command_problem(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> s
             return f"{program!r} is not executable"
     elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         return f"{program!r} is not found on PATH"
-    if (len(argv) > 1 and _PYTHON.fullmatch(os.path.basename(program).split("-")[0])
-            and argv[1].endswith(".py") and not (cwd / argv[1]).is_file()):
+    if (
+        len(argv) > 1
+        and _PYTHON.fullmatch(os.path.basename(program).split("-")[0])
+        and argv[1].endswith(".py")
+        and not (cwd / argv[1]).is_file()
+    ):
         return f"the script {argv[1]!r} does not exist in {cwd}"
     return None
 
@@ -161,8 +172,10 @@ def subreaper() -> Iterator[bool]:
     libc = ctypes.CDLL(None, use_errno=True)
     previous = ctypes.c_int(0)
     try:
-        enabled = (libc.prctl(37, ctypes.byref(previous), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
-                   and libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+        enabled = (
+            libc.prctl(37, ctypes.byref(previous), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+            and libc.prctl(36, 1, 0, 0, 0) == 0
+        )  # PR_SET_CHILD_SUBREAPER
     except AttributeError:
         enabled = False
     try:
@@ -175,8 +188,9 @@ def subreaper() -> Iterator[bool]:
 class ProcessEngine:
     """Starts a pod's container and stops it; the runner's only way to touch processes."""
 
-    def start(self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-              marker: str) -> subprocess.Popen:
+    def start(
+        self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path, marker: str
+    ) -> subprocess.Popen:
         """Start ``replica``'s container, whose command as a local process is ``argv`` in ``cwd``
         with ``env``; its output (stdout and stderr) is ``proc.stdout``."""
         raise NotImplementedError
@@ -197,11 +211,17 @@ class ProcessEngine:
 class LocalEngine(ProcessEngine):
     """The container's command as a local process, in its own session (see the module doc)."""
 
-    def start(self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-              marker: str) -> subprocess.Popen:
+    def start(
+        self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path, marker: str
+    ) -> subprocess.Popen:
         return subprocess.Popen(
-            list(argv), cwd=cwd, env={**env, POD_MARKER: marker}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            list(argv),
+            cwd=cwd,
+            env={**env, POD_MARKER: marker},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def terminate(self, proc: subprocess.Popen) -> None:

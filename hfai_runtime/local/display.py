@@ -14,8 +14,8 @@ from rich.live import Live
 from rich.table import Table
 
 from hfai_runtime.local.runner import RunObserver
-from hfai_runtime.timeline import Event, EventKind
 from hfai_runtime.records import Record, RecordKind
+from hfai_runtime.timeline import Event, EventKind
 
 _STATES = {
     EventKind.STARTED: "running",
@@ -44,10 +44,9 @@ class LiveStatus(RunObserver):
     def __init__(self, pods: list[str], console: Console | None = None):
         self.console = console or Console()
         self.pods = {name: PodStatus() for name in pods}
-        self.live = Live(self._table(), console=self.console, refresh_per_second=4,
-                         transient=False)
+        self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
 
-    def __enter__(self) -> "LiveStatus":
+    def __enter__(self) -> LiveStatus:
         self.live.__enter__()
         return self
 
@@ -83,8 +82,11 @@ class LiveStatus(RunObserver):
         for column in ("pod", "attempt", "iteration", "loss", "state"):
             table.add_column(column, justify="right" if column in ("attempt", "loss") else "left")
         for name, s in self.pods.items():
-            iteration = "-" if s.iteration is None else (
-                f"{s.iteration}" + (f" / {s.max_iter}" if s.max_iter else ""))
+            iteration = (
+                "-"
+                if s.iteration is None
+                else (f"{s.iteration}" + (f" / {s.max_iter}" if s.max_iter else ""))
+            )
             loss = "-" if s.loss is None else f"{s.loss:.4f}"
             table.add_row(name, str(s.attempt or "-"), iteration, loss, s.state)
         return table

@@ -35,9 +35,9 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import yaml
 
@@ -61,7 +61,7 @@ class ContainerProcess(subprocess.Popen):
     container's log, its exit code the container's. Signals go to the container, not to the
     client (``signal_pod``)."""
 
-    engine: "ContainerEngine"
+    engine: ContainerEngine
     container: str
     grace_seconds: float
     shown: list[str]  # what it runs, for the timeline: <engine> run <image> <command...>
@@ -95,16 +95,14 @@ class ContainerEngine(ProcessEngine):
 
     def __post_init__(self) -> None:
         if self.program not in ENGINES:
-            raise EngineError(f"--engine: expected one of {', '.join(ENGINES)}, "
-                              f"got {self.program!r}")
+            raise EngineError(f"--engine: expected one of {', '.join(ENGINES)}, got {self.program!r}")
         if shutil.which(self.program) is None:
-            raise EngineError(f"--engine {self.program}: {self.program} is not installed "
-                              f"(not on PATH)")
+            raise EngineError(f"--engine {self.program}: {self.program} is not installed (not on PATH)")
         self.network = self.network or f"hfai-{self.job.name}-{self.run_id}"
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def __enter__(self) -> "ContainerEngine":
+    def __enter__(self) -> ContainerEngine:
         subnet = self._create_network()
         for i, replica in enumerate(self.job.replicas):
             address = str(subnet.network_address + FIRST_HOST + i)
@@ -120,8 +118,7 @@ class ContainerEngine(ProcessEngine):
 
     def close(self) -> None:
         """Remove every container of this run and its network (idempotent)."""
-        listed = self._run("ps", "--all", "--quiet", "--filter", f"label={LABEL}={self.run_id}",
-                           check=False)
+        listed = self._run("ps", "--all", "--quiet", "--filter", f"label={LABEL}={self.run_id}", check=False)
         ids = listed.split()
         if ids:
             self._run("rm", "--force", *ids, check=False)
@@ -129,8 +126,9 @@ class ContainerEngine(ProcessEngine):
 
     # -- pods -------------------------------------------------------------------------------
 
-    def start(self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-              marker: str) -> ContainerProcess:
+    def start(
+        self, replica: Replica, argv: Sequence[str], env: Mapping[str, str], cwd: Path, marker: str
+    ) -> ContainerProcess:
         """Start ``replica``'s container (attached: the returned process streams its log). It
         runs the manifest's command in the image, with the operator's environment as the
         cluster sets it; of the local process (``argv``, ``env``) only the thread count is
@@ -142,10 +140,22 @@ class ContainerEngine(ProcessEngine):
         argv = [expand_refs(word, env) for word in words]
         words_shown = list(argv)
         options = [
-            "run", "--rm", "--name", name, "--hostname", name,
-            "--label", f"{LABEL}={self.run_id}",
-            "--network", self.network, "--ip", self.addresses[replica.name],
-            "--shm-size", SHM_SIZE, "--stop-timeout", f"{max(1, round(replica.grace_seconds))}",
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--label",
+            f"{LABEL}={self.run_id}",
+            "--network",
+            self.network,
+            "--ip",
+            self.addresses[replica.name],
+            "--shm-size",
+            SHM_SIZE,
+            "--stop-timeout",
+            f"{max(1, round(replica.grace_seconds))}",
         ]
         for host, address in self.hosts.items():
             options += ["--add-host", f"{host}:{address}"]
@@ -159,9 +169,13 @@ class ContainerEngine(ProcessEngine):
             options += ["--entrypoint", argv[0]]
             argv = argv[1:]
         options += self._user_options()
-        proc = ContainerProcess([self.program, *options, self.image, *argv],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = ContainerProcess(
+            [self.program, *options, self.image, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc.engine, proc.container, proc.grace_seconds = self, name, replica.grace_seconds
         proc.shown = [self.program, "run", self.image, *words_shown]
         return proc
@@ -177,8 +191,11 @@ class ContainerEngine(ProcessEngine):
 
     def stop(self, container: str, grace_seconds: float) -> None:
         """``<engine> stop -t GRACE`` in the background (the runner's loop must not block)."""
-        subprocess.Popen([self.program, "stop", "--time", f"{max(0, round(grace_seconds))}",
-                          container], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [self.program, "stop", "--time", f"{max(0, round(grace_seconds))}", container],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self, container: str) -> None:
         self._run("kill", container, check=False)
@@ -188,8 +205,9 @@ class ContainerEngine(ProcessEngine):
     def _run(self, *args: str, check: bool = True) -> str:
         done = subprocess.run([self.program, *args], capture_output=True, text=True)
         if check and done.returncode != 0:
-            raise EngineError(f"{self.program} {' '.join(args)}: exit {done.returncode}: "
-                              f"{done.stderr.strip()}")
+            raise EngineError(
+                f"{self.program} {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}"
+            )
         return done.stdout
 
     def _create_network(self) -> ipaddress.IPv4Network:
@@ -198,9 +216,20 @@ class ContainerEngine(ProcessEngine):
         error = ""
         for _ in range(NETWORK_TRIES):
             subnet = ipaddress.ip_network(f"10.250.{secrets.randbelow(256)}.0/24")
-            done = subprocess.run([self.program, "network", "create", "--label",
-                                   f"{LABEL}={self.run_id}", "--subnet", str(subnet), self.network],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    self.program,
+                    "network",
+                    "create",
+                    "--label",
+                    f"{LABEL}={self.run_id}",
+                    "--subnet",
+                    str(subnet),
+                    self.network,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if done.returncode == 0:
                 return subnet
             error = done.stderr.strip()
@@ -257,8 +286,9 @@ def job_image(job_doc: Mapping, override: str | None) -> str:
         return override
     images = sorted(set(_images(job_doc)))
     if len(images) != 1:
-        raise EngineError(f"the manifest's containers name {len(images)} images "
-                          f"({', '.join(images)}); pass --image")
+        raise EngineError(
+            f"the manifest's containers name {len(images)} images ({', '.join(images)}); pass --image"
+        )
     return images[0]
 
 
@@ -272,14 +302,19 @@ def _images(node) -> list[str]:
 
 
 @contextlib.contextmanager
-def engine_for(program: str, job: LocalJob, manifest: Path, image: str | None, data_dir: Path,
-               mounts: Mapping[str, Path],
-               args: Sequence[str] | None = None) -> Iterator[ContainerEngine | None]:
+def engine_for(
+    program: str,
+    job: LocalJob,
+    manifest: Path,
+    image: str | None,
+    data_dir: Path,
+    mounts: Mapping[str, Path],
+    args: Sequence[str] | None = None,
+) -> Iterator[ContainerEngine | None]:
     """``run-local --engine``'s engine, made ready and cleaned up; ``None`` for ``process``."""
     if program == "process":
         yield None
         return
     doc = yaml.safe_load(manifest.read_text())
-    with ContainerEngine(job, job_image(doc, image), data_dir, mounts, program=program,
-                         args=args) as engine:
+    with ContainerEngine(job, job_image(doc, image), data_dir, mounts, program=program, args=args) as engine:
         yield engine

@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -66,13 +67,26 @@ PYTORCHJOB_API = "kubeflow.org/v1"
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 TRAINJOB_RUNTIME = "torch-distributed"
 TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
-TRAINJOB_POD_PATH = ("spec.runtimePatches[].trainingRuntimeSpec.template.spec"
-                     ".replicatedJobs[name=node].template.spec.template.spec")
+TRAINJOB_POD_PATH = (
+    "spec.runtimePatches[].trainingRuntimeSpec.template.spec"
+    ".replicatedJobs[name=node].template.spec.template.spec"
+)
 # trainjob_types.go@v2.3.0 PodSpecPatch and ContainerPatch: the fields a runtime patch may set.
-POD_PATCH_FIELDS = frozenset({
-    "affinity", "containers", "imagePullSecrets", "initContainers", "nodeSelector",
-    "schedulingGates", "securityContext", "serviceAccountName", "terminationGracePeriodSeconds",
-    "tolerations", "volumes"})
+POD_PATCH_FIELDS = frozenset(
+    {
+        "affinity",
+        "containers",
+        "imagePullSecrets",
+        "initContainers",
+        "nodeSelector",
+        "schedulingGates",
+        "securityContext",
+        "serviceAccountName",
+        "terminationGracePeriodSeconds",
+        "tolerations",
+        "volumes",
+    }
+)
 CONTAINER_PATCH_FIELDS = frozenset({"name", "env", "securityContext", "volumeMounts"})
 # k8s.io/apimachinery/pkg/util/validation/validation.go@v0.36.2: IsDNS1035Label (the PyTorchJob
 # webhook's metadata.name rule), IsDNS1123Subdomain and the HTTP path of IsDomainPrefixedPath
@@ -153,8 +167,9 @@ def _read_regular_file(path: Path) -> str:
         raise ValueError("not a regular file (a folder, FIFO, device or socket is never read)")
     with os.fdopen(fd, "rb") as f:
         if info.st_size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"{info.st_size} bytes; a job manifest is at most "
-                             f"{MAX_MANIFEST_BYTES} bytes here")
+            raise ValueError(
+                f"{info.st_size} bytes; a job manifest is at most {MAX_MANIFEST_BYTES} bytes here"
+            )
         return f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
 
 
@@ -192,8 +207,11 @@ def _capped(doc: Mapping[str, Any], keys: tuple[str, ...], cap: int | None) -> M
     if not isinstance(parent, Mapping):
         return doc  # the validation below names the missing section
     value = parent.get(keys[-1])
-    number = value if isinstance(value, int) and not isinstance(value, bool) else (
-        int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None)
+    number = (
+        value
+        if isinstance(value, int) and not isinstance(value, bool)
+        else (int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None)
+    )
     if number is not None and number <= cap:
         return doc
     capped = cap if keys[-1] == "numProcPerNode" else str(cap)
@@ -211,8 +229,10 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
     name = _name(doc)
     if not _DNS1035_LABEL.fullmatch(name) or len(name) > 63:
         # pkg/webhooks/pytorch/pytorchjob_webhook.go@v1.9.4 validatePyTorchJob
-        raise ValueError(f"metadata.name: expected a DNS-1035 label (lower-case letters, digits "
-                         f"and '-', starting with a letter, at most 63), got {name!r}")
+        raise ValueError(
+            f"metadata.name: expected a DNS-1035 label (lower-case letters, digits "
+            f"and '-', starting with a letter, at most 63), got {name!r}"
+        )
     spec = _mapping(doc.get("spec"), "spec")
     specs = pytorchjob_replica_specs(doc)
     if "Master" not in specs:
@@ -230,27 +250,34 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         pod = _mapping(template.get("spec"), f"{path}.template.spec")
         container = _container(pod, PYTORCHJOB_CONTAINER, f"{path}.template.spec")
         if not container.get("image"):
-            raise ValueError(f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}].image: "
-                             f"required (the operator's webhook refuses a container without one)")
+            raise ValueError(
+                f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}].image: "
+                f"required (the operator's webhook refuses a container without one)"
+            )
         for index in range(count):
-            replicas.append(_replica(
-                doc, rtype, index, container, pod, policy,
-                pod_path=f"{path}.template.spec",
-                container_path=f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}]",
-            ))
+            replicas.append(
+                _replica(
+                    doc,
+                    rtype,
+                    index,
+                    container,
+                    pod,
+                    policy,
+                    pod_path=f"{path}.template.spec",
+                    container_path=f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}]",
+                )
+            )
     run_policy = _mapping(spec.get("runPolicy") or {}, "spec.runPolicy")
     clean = run_policy.get("cleanPodPolicy", CleanPodPolicy.NONE.value)
     if clean not in {p.value for p in CleanPodPolicy}:
-        raise ValueError(f"spec.runPolicy.cleanPodPolicy: expected All, Running or None, "
-                         f"got {clean!r}")
+        raise ValueError(f"spec.runPolicy.cleanPodPolicy: expected All, Running or None, got {clean!r}")
     return LocalJob(
         kind="PyTorchJob",
         name=name,
         replicas=tuple(replicas),
         backoff_limit=_optional_int(run_policy, "backoffLimit", "spec.runPolicy"),
         suspend=_optional_bool(run_policy, "suspend", "spec.runPolicy"),
-        active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds",
-                                              "spec.runPolicy"),
+        active_deadline_seconds=_optional_int(run_policy, "activeDeadlineSeconds", "spec.runPolicy"),
         clean_pod_policy=CleanPodPolicy(clean),
         procs_per_node=str(spec.get("nprocPerNode", "auto")),
         procs_per_node_path="spec.nprocPerNode",
@@ -265,12 +292,16 @@ def _webhook_replicas(rspec: Mapping[str, Any], rtype: str, path: str) -> None:
     replicas = rspec.get("replicas")
     if rtype == "Master" and replicas != 1:
         stated = "not stated" if replicas is None else f"got {replicas!r}"
-        raise ValueError(f"{path}.replicas: expected 1, {stated} (the operator's webhook "
-                         f"requires it)")
-    if rtype == "Worker" and replicas is not None and not (
-            isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1):
-        raise ValueError(f"{path}.replicas: expected at least 1, got {replicas!r} (the "
-                         f"operator's webhook refuses fewer; drop Worker for a one-pod job)")
+        raise ValueError(f"{path}.replicas: expected 1, {stated} (the operator's webhook requires it)")
+    if (
+        rtype == "Worker"
+        and replicas is not None
+        and not (isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1)
+    ):
+        raise ValueError(
+            f"{path}.replicas: expected at least 1, got {replicas!r} (the "
+            f"operator's webhook refuses fewer; drop Worker for a one-pod job)"
+        )
 
 
 def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
@@ -295,8 +326,16 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         "env": list(trainer.get("env") or []),
     }
     replicas = tuple(
-        _replica(doc, TRAINJOB_REPLICATED_JOB, i, container, pod, RestartPolicy.ON_FAILURE,
-                 pod_path=TRAINJOB_POD_PATH, container_path="spec.trainer")
+        _replica(
+            doc,
+            TRAINJOB_REPLICATED_JOB,
+            i,
+            container,
+            pod,
+            RestartPolicy.ON_FAILURE,
+            pod_path=TRAINJOB_POD_PATH,
+            container_path="spec.trainer",
+        )
         for i in range(nodes)
     )
     return LocalJob(
@@ -329,12 +368,15 @@ def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
         for j, rjob in enumerate(jobs.get("replicatedJobs") or []):
             rpath = f"{base}.trainingRuntimeSpec.template.spec.replicatedJobs[{j}]"
             if rjob.get("name") != TRAINJOB_REPLICATED_JOB:
-                raise ValueError(f"{rpath}.name: expected {TRAINJOB_REPLICATED_JOB!r} (the "
-                                 f"webhook refuses replicated jobs the runtime does not have), "
-                                 f"got {rjob.get('name')!r}")
+                raise ValueError(
+                    f"{rpath}.name: expected {TRAINJOB_REPLICATED_JOB!r} (the "
+                    f"webhook refuses replicated jobs the runtime does not have), "
+                    f"got {rjob.get('name')!r}"
+                )
             job_spec = (rjob.get("template") or {}).get("spec") or {}
-            patched = _mapping((job_spec.get("template") or {}).get("spec") or {},
-                               f"{rpath}.template.spec.template.spec")
+            patched = _mapping(
+                (job_spec.get("template") or {}).get("spec") or {}, f"{rpath}.template.spec.template.spec"
+            )
             _check_pod_patch(patched, f"{rpath}.template.spec.template.spec")
             pod.update(patched)
     return pod
@@ -343,37 +385,54 @@ def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
 def _check_manager(manager: Any, path: str) -> None:
     """``IsDomainPrefixedPath``: ``<DNS-1123 subdomain>/<HTTP path>``, e.g. ``example.com/det``."""
     host, sep, rest = manager.partition("/") if isinstance(manager, str) else ("", "", "")
-    if not (sep and _DNS1123_SUBDOMAIN.fullmatch(host) and len(host) <= 253
-            and _HTTP_PATH.fullmatch(rest)):
-        raise ValueError(f"{path}: expected a domain-prefixed path such as "
-                         f"'example.com/d2-hfai-template' (the TrainJob webhook refuses others), "
-                         f"got {manager!r}")
+    if not (sep and _DNS1123_SUBDOMAIN.fullmatch(host) and len(host) <= 253 and _HTTP_PATH.fullmatch(rest)):
+        raise ValueError(
+            f"{path}: expected a domain-prefixed path such as "
+            f"'example.com/d2-hfai-template' (the TrainJob webhook refuses others), "
+            f"got {manager!r}"
+        )
 
 
 def _check_pod_patch(pod: Mapping[str, Any], path: str) -> None:
     for key in pod:
         if key not in POD_PATCH_FIELDS:
-            raise ValueError(f"{path}.{key}: a runtime patch cannot set it (a pod patch has only "
-                             f"{', '.join(sorted(POD_PATCH_FIELDS))})")
+            raise ValueError(
+                f"{path}.{key}: a runtime patch cannot set it (a pod patch has only "
+                f"{', '.join(sorted(POD_PATCH_FIELDS))})"
+            )
     for kind in ("containers", "initContainers"):
         for k, container in enumerate(pod.get(kind) or []):
             cpath = f"{path}.{kind}[{k}]"
             container = _mapping(container, cpath)
             for key in container:
                 if key not in CONTAINER_PATCH_FIELDS:
-                    raise ValueError(f"{cpath}.{key}: a runtime patch cannot set it (a container "
-                                     f"patch has only {', '.join(sorted(CONTAINER_PATCH_FIELDS))})")
+                    raise ValueError(
+                        f"{cpath}.{key}: a runtime patch cannot set it (a container "
+                        f"patch has only {', '.join(sorted(CONTAINER_PATCH_FIELDS))})"
+                    )
             if kind == "containers" and container.get("name") != TRAINJOB_CONTAINER:
-                raise ValueError(f"{cpath}.name: expected {TRAINJOB_CONTAINER!r}, the runtime's "
-                                 f"only container, got {container.get('name')!r}")
+                raise ValueError(
+                    f"{cpath}.name: expected {TRAINJOB_CONTAINER!r}, the runtime's "
+                    f"only container, got {container.get('name')!r}"
+                )
             if container.get("env") and container.get("name") == TRAINJOB_CONTAINER:
-                raise ValueError(f"{cpath}.env: the webhook refuses env for the "
-                                 f"{TRAINJOB_CONTAINER!r} container in a patch; use "
-                                 f"spec.trainer.env")
+                raise ValueError(
+                    f"{cpath}.env: the webhook refuses env for the "
+                    f"{TRAINJOB_CONTAINER!r} container in a patch; use "
+                    f"spec.trainer.env"
+                )
 
 
-def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[str, Any],
-             pod: Mapping[str, Any], policy: str, pod_path: str, container_path: str) -> Replica:
+def _replica(
+    doc: Mapping[str, Any],
+    rtype: str,
+    index: int,
+    container: Mapping[str, Any],
+    pod: Mapping[str, Any],
+    policy: str,
+    pod_path: str,
+    container_path: str,
+) -> Replica:
     """Replica ``rtype``-``index``: its container's command, env (own + injected), policy, grace."""
     command = _strings(container.get("command"), f"{container_path}.command", required=True)
     if command and not command[0].strip():
@@ -387,9 +446,19 @@ def _replica(doc: Mapping[str, Any], rtype: str, index: int, container: Mapping[
         for m in container.get("volumeMounts") or []
         if isinstance(m, Mapping) and m.get("mountPath")
     )
-    return Replica(f"{rtype.lower()}-{index}", rtype, index, tuple(command), tuple(args), env,
-                   policy, float(grace), str(container.get("workingDir") or ""), mounts,
-                   container_path)
+    return Replica(
+        f"{rtype.lower()}-{index}",
+        rtype,
+        index,
+        tuple(command),
+        tuple(args),
+        env,
+        policy,
+        float(grace),
+        str(container.get("workingDir") or ""),
+        mounts,
+        container_path,
+    )
 
 
 def _restart_policy(spec: Mapping[str, Any], path: str) -> RestartPolicy:
@@ -398,8 +467,10 @@ def _restart_policy(spec: Mapping[str, Any], path: str) -> RestartPolicy:
     try:
         return RestartPolicy(policy)
     except ValueError:
-        raise ValueError(f"{path}.restartPolicy: expected one of "
-                         f"{', '.join(p.value for p in RestartPolicy)}, got {policy!r}") from None
+        raise ValueError(
+            f"{path}.restartPolicy: expected one of "
+            f"{', '.join(p.value for p in RestartPolicy)}, got {policy!r}"
+        ) from None
 
 
 def _container(pod: Mapping[str, Any], name: str, path: str, required: bool = True) -> dict:
@@ -425,15 +496,15 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
             raise ValueError(f"{path}[{i}].name: expected a string")
         if "valueFrom" in item:
-            raise ValueError(f"{path}[{i}].valueFrom: not available locally "
-                             f"({item['name']}); use value")
+            raise ValueError(f"{path}[{i}].valueFrom: not available locally ({item['name']}); use value")
         value = item.get("value", "")
         if not isinstance(value, str):
-            raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} "
-                             f"(quote it in YAML)")
+            raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} (quote it in YAML)")
         if "\0" in value or "\0" in item["name"]:
-            raise ValueError(f"{path}[{i}] ({item['name']!r}): contains a NUL character, which "
-                             f"no process environment can hold")
+            raise ValueError(
+                f"{path}[{i}] ({item['name']!r}): contains a NUL character, which "
+                f"no process environment can hold"
+            )
         out[item["name"]] = value
     return out
 
@@ -441,8 +512,7 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
 def _strings(value: Any, path: str, required: bool) -> list[str]:
     if value is None and not required:
         return []
-    if (not isinstance(value, list) or (required and not value)
-            or not all(isinstance(v, str) for v in value)):
+    if not isinstance(value, list) or (required and not value) or not all(isinstance(v, str) for v in value):
         why = " (there is no image here to take an entrypoint from)" if required else ""
         raise ValueError(f"{path}: expected a list of strings{why}, got {value!r}")
     for i, word in enumerate(value):
@@ -466,12 +536,10 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 
 def _expect_equal(doc: Mapping[str, Any], key: str, expected: str) -> None:
     if doc.get(key) != expected:
-        raise ValueError(f"{key}: expected {expected!r} for kind {doc.get('kind')}, "
-                         f"got {doc.get(key)!r}")
+        raise ValueError(f"{key}: expected {expected!r} for kind {doc.get('kind')}, got {doc.get(key)!r}")
 
 
-def _optional_int(obj: Mapping[str, Any], key: str, path: str,
-                  default: int | None = None) -> int | None:
+def _optional_int(obj: Mapping[str, Any], key: str, path: str, default: int | None = None) -> int | None:
     """``obj[key]``, a non-negative integer, or ``default`` when unset (or null, as the API
     server treats it)."""
     value = obj.get(key)

@@ -29,7 +29,8 @@ modelled here and are refused with a :class:`ValueError` naming the field.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 PYTORCHJOB_PORT_NAME = "pytorchjob-port"
 PYTORCHJOB_CONTAINER = "pytorch"
@@ -107,8 +108,7 @@ def _pytorchjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> di
     specs = pytorchjob_replica_specs(job)
     rtype = next((t for t in specs if t.lower() == replica_type.lower()), None)
     if rtype is None:
-        raise ValueError(f"spec.pytorchReplicaSpecs.{replica_type}: no such replica type "
-                         f"in the job")
+        raise ValueError(f"spec.pytorchReplicaSpecs.{replica_type}: no such replica type in the job")
     pods = sum(replica_count(s, f"spec.pytorchReplicaSpecs.{t}") for t, s in specs.items())
     nproc = str(spec.get("nprocPerNode", "auto"))
 
@@ -159,8 +159,10 @@ def trainjob_nproc_per_node(trainer: Mapping[str, Any]) -> str:
     explicit = trainer.get("numProcPerNode")
     if explicit is not None:
         if not isinstance(explicit, int) or isinstance(explicit, bool) or explicit < 1:
-            raise ValueError(f"spec.trainer.numProcPerNode: expected a positive integer (v2.3.0 "
-                             f"has no string form; leave it unset for auto), got {explicit!r}")
+            raise ValueError(
+                f"spec.trainer.numProcPerNode: expected a positive integer (v2.3.0 "
+                f"has no string form; leave it unset for auto), got {explicit!r}"
+            )
         return str(explicit)
     resources = trainer.get("resourcesPerNode") or {}
     if not isinstance(resources, Mapping):

@@ -51,9 +51,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO
 
 from hfai_runtime.local.container import (
     LocalEngine,
@@ -65,8 +66,8 @@ from hfai_runtime.local.container import (
     process_env,
 )
 from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
-from hfai_runtime.timeline import Event, EventKind, JobCondition, write_events
 from hfai_runtime.records import Record, RecordKind, parse_record
+from hfai_runtime.timeline import Event, EventKind, JobCondition, write_events
 
 TICK_SECONDS = 0.05
 EOF_WAIT_SECONDS = 2.0  # how long to wait for a dead replica's log pipe to close
@@ -109,10 +110,10 @@ class At:
     after_training: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "At":
+    def parse(cls, text: str) -> At:
         """``"12.5"`` or ``"train+3"``; ValueError otherwise."""
         after_training = text.startswith("train+")
-        number = text[len("train+"):] if after_training else text
+        number = text[len("train+") :] if after_training else text
         try:
             seconds = float(number)
         except ValueError:
@@ -214,8 +215,11 @@ class LocalRunner:
         if self.options.logs_dir is not None:
             self.options.logs_dir.mkdir(parents=True, exist_ok=True)
         if self.job.suspend:
-            self._event("", EventKind.RESUMED, "runPolicy.suspend is true in the manifest: "
-                                               "admitting the job at once, as Kueue would")
+            self._event(
+                "",
+                EventKind.RESUMED,
+                "runPolicy.suspend is true in the manifest: admitting the job at once, as Kueue would",
+            )
         try:
             for replica in self.job.replicas:
                 self._start(replica)
@@ -243,8 +247,11 @@ class LocalRunner:
         if self.suspend_at is not None and self._due(self.suspend_at, now) and self.outcome is None:
             self.suspend_at = None
             self.resume_at = now + self.options.resume_after
-            self._event("", EventKind.SUSPENDED, "runPolicy.suspend: true -- every pod is deleted "
-                                                 "(SIGTERM, SIGKILL after the grace period)")
+            self._event(
+                "",
+                EventKind.SUSPENDED,
+                "runPolicy.suspend: true -- every pod is deleted (SIGTERM, SIGKILL after the grace period)",
+            )
             for pod in self.pods.values():
                 self._terminate(pod)
         if self.resume_at is not None and not self.pods and now >= self.resume_at:
@@ -252,13 +259,16 @@ class LocalRunner:
             self.finished.clear()
             self.restart_counts = dict.fromkeys(self.restart_counts, 0)  # new pods
             self.active_since = now  # job.go@v1.9.4: status.startTime = now on resume
-            self._event("", EventKind.RESUMED, "runPolicy.suspend: false -- every replica "
-                                               "starts again")
+            self._event("", EventKind.RESUMED, "runPolicy.suspend: false -- every replica starts again")
             for replica in self.job.replicas:
                 self._start(replica)
         deadline = self.job.active_deadline_seconds
-        if (deadline is not None and self.outcome is None and self.resume_at is None
-                and now - self.active_since >= deadline):
+        if (
+            deadline is not None
+            and self.outcome is None
+            and self.resume_at is None
+            and now - self.active_since >= deadline
+        ):
             self._deadline_exceeded(deadline)
 
     def _due(self, at: At, now: float) -> bool:
@@ -277,14 +287,16 @@ class LocalRunner:
         proc = opts.engine.start(replica, argv, env, opts.project_dir, marker)
         log = None
         if opts.logs_dir is not None:
-            log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w",
-                       encoding="utf-8")
+            log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w", encoding="utf-8")
         pod = _Pod(replica, proc, attempt, marker, log)
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
-        self._event(replica.name, EventKind.STARTED,
-                    f"attempt {attempt}, pid {proc.pid}: {opts.engine.describe(proc, argv)}",
-                    attempt)
+        self._event(
+            replica.name,
+            EventKind.STARTED,
+            f"attempt {attempt}, pid {proc.pid}: {opts.engine.describe(proc, argv)}",
+            attempt,
+        )
 
     def _terminate(self, pod: _Pod) -> None:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
@@ -302,9 +314,12 @@ class LocalRunner:
             if pod.term_sent is not None and not pod.killed and now - pod.term_sent >= grace:
                 pod.killed = True
                 self.options.engine.kill_all(pod.proc, pod.marker)
-                self._event(pod.replica.name, EventKind.KILLED,
-                            f"SIGKILL: killed after grace period (still running {grace:g} s "
-                            f"after SIGTERM; terminationGracePeriodSeconds)")
+                self._event(
+                    pod.replica.name,
+                    EventKind.KILLED,
+                    f"SIGKILL: killed after grace period (still running {grace:g} s "
+                    f"after SIGTERM; terminationGracePeriodSeconds)",
+                )
 
     def _reap(self, now: float) -> None:
         for name, pod in list(self.pods.items()):
@@ -345,32 +360,38 @@ class LocalRunner:
         cause = f"{replica.name} exited with code {code} under restartPolicy {policy.value}"
         limit = self.job.backoff_limit
         if limit == 0:
-            self._backoff_exceeded(f"{cause}; backoffLimit 0 fails the job on its first failed "
-                                   f"pod")
+            self._backoff_exceeded(f"{cause}; backoffLimit 0 fails the job on its first failed pod")
             return
         retryable = policy in (RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE) or (
-            policy == RestartPolicy.EXIT_CODE and code >= 128)
+            policy == RestartPolicy.EXIT_CODE and code >= 128
+        )
         if not retryable:
-            why = "codes 1-127 are permanent" if policy == RestartPolicy.EXIT_CODE \
-                else "it never restarts"
+            why = "codes 1-127 are permanent" if policy == RestartPolicy.EXIT_CODE else "it never restarts"
             self._replica_failed(replica, f"{cause} ({why})")
             return
         if policy == RestartPolicy.EXIT_CODE:
-            self._event(replica.name, EventKind.RESTARTING,
-                        f"exit code {code} (>= 128) under restartPolicy ExitCode: the operator "
-                        f"recreates the pod (not counted in backoffLimit)")
+            self._event(
+                replica.name,
+                EventKind.RESTARTING,
+                f"exit code {code} (>= 128) under restartPolicy ExitCode: the operator "
+                f"recreates the pod (not counted in backoffLimit)",
+            )
             self.restart_counts[replica.name] = 0
         else:
             self.restart_counts[replica.name] += 1
             restarts = sum(self.restart_counts.values())
             if limit is not None and restarts >= limit:
-                self._backoff_exceeded(f"{cause}; {restarts} container restart(s) reached the "
-                                       f"job's backoff limit ({limit})")
+                self._backoff_exceeded(
+                    f"{cause}; {restarts} container restart(s) reached the job's backoff limit ({limit})"
+                )
                 return
-            self._event(replica.name, EventKind.RESTARTING,
-                        f"exit code {code} under restartPolicy {policy.value}: the kubelet "
-                        f"restarts the container (restarts {restarts}, backoffLimit "
-                        f"{'unset' if limit is None else limit})")
+            self._event(
+                replica.name,
+                EventKind.RESTARTING,
+                f"exit code {code} under restartPolicy {policy.value}: the kubelet "
+                f"restarts the container (restarts {restarts}, backoffLimit "
+                f"{'unset' if limit is None else limit})",
+            )
         self._start(replica)
 
     def _job_succeeded(self) -> bool:
@@ -381,42 +402,61 @@ class LocalRunner:
     def _succeed(self) -> None:
         name = self.job.name
         if self.job.kind == "PyTorchJob":  # pytorchjob_controller.go@v1.9.4 UpdateJobStatus
-            self._finish(JobCondition.SUCCEEDED, "PyTorchJobSucceeded",
-                         f"PyTorchJob {name} is successfully completed.", "master-0 exited 0")
+            self._finish(
+                JobCondition.SUCCEEDED,
+                "PyTorchJobSucceeded",
+                f"PyTorchJob {name} is successfully completed.",
+                "master-0 exited 0",
+            )
         else:  # jobset_controller.go@v0.12.0 makeCompletedConditionsOpts
-            self._finish(JobCondition.COMPLETE, "AllJobsCompleted",
-                         "jobset completed successfully", "every node exited 0")
+            self._finish(
+                JobCondition.COMPLETE,
+                "AllJobsCompleted",
+                "jobset completed successfully",
+                "every node exited 0",
+            )
 
     def _replica_failed(self, replica: Replica, cause: str) -> None:
         name, rtype = self.job.name, replica.replica_type
         if self.job.kind == "TrainJob":
             self._jobset_failed(cause)
         elif replica.restart_policy == RestartPolicy.EXIT_CODE:  # pod.go@v1.9.4 ReconcilePods
-            self._fail("PyTorchJobFailed",
-                       f'job "{name}" is failing because "{rtype}" replica(s) failed.', cause)
+            self._fail(
+                "PyTorchJobFailed", f'job "{name}" is failing because "{rtype}" replica(s) failed.', cause
+            )
         else:  # Never: pytorchjob_controller.go@v1.9.4 UpdateJobStatus
-            self._fail("PyTorchJobFailed",
-                       f"PyTorchJob {name} is failed because 1 {rtype} replica(s) failed.", cause)
+            self._fail(
+                "PyTorchJobFailed", f"PyTorchJob {name} is failed because 1 {rtype} replica(s) failed.", cause
+            )
 
     def _backoff_exceeded(self, cause: str) -> None:
         if self.job.kind == "TrainJob":  # the node Job fails, and with it the JobSet
             self._jobset_failed(cause)
         else:  # job.go@v1.9.4 ReconcileJobs
-            self._fail("PyTorchJobFailed", f"Job {self.job.name} has failed because it has "
-                                           f"reached the specified backoff limit", cause)
+            self._fail(
+                "PyTorchJobFailed",
+                f"Job {self.job.name} has failed because it has reached the specified backoff limit",
+                cause,
+            )
 
     def _deadline_exceeded(self, deadline: float) -> None:
         cause = f"active for {deadline:g} s since it started or last resumed"
         if self.job.kind == "TrainJob":  # trainjob_types.go@v2.3.0 TrainJobDeadlineExceededReason
             self._fail("DeadlineExceeded", "TrainJob exceeded its activeDeadlineSeconds", cause)
         else:  # job.go@v1.9.4 ReconcileJobs, core/job.go PastActiveDeadline
-            self._fail("PyTorchJobFailed", f"Job {self.job.name} has failed because it was "
-                                           f"active longer than specified deadline", cause)
+            self._fail(
+                "PyTorchJobFailed",
+                f"Job {self.job.name} has failed because it was active longer than specified deadline",
+                cause,
+            )
 
     def _jobset_failed(self, cause: str) -> None:
         # failure_policy.go@v0.12.0: no failurePolicy -> FailedJobs, naming the first failed Job.
-        self._fail("FailedJobs", f"jobset failed due to one or more job failures (first failed "
-                                 f"job: {self.job.name}-node-0)", cause)
+        self._fail(
+            "FailedJobs",
+            f"jobset failed due to one or more job failures (first failed job: {self.job.name}-node-0)",
+            cause,
+        )
 
     def _fail(self, reason: str, message: str, cause: str) -> None:
         self._finish(JobCondition.FAILED, reason, message, cause)
@@ -432,14 +472,20 @@ class LocalRunner:
             if pod.exited_at is not None:
                 continue
             if at_once:
-                self._event(pod.replica.name, EventKind.STOPPING,
-                            f"the job is {condition.value}: cleanPodPolicy "
-                            f"{self.job.clean_pod_policy.value} deletes the pod")
+                self._event(
+                    pod.replica.name,
+                    EventKind.STOPPING,
+                    f"the job is {condition.value}: cleanPodPolicy "
+                    f"{self.job.clean_pod_policy.value} deletes the pod",
+                )
                 self._terminate(pod)
             else:
-                self._event(pod.replica.name, EventKind.STOPPING,
-                            f"the job is {condition.value}: cleanPodPolicy None leaves the pod "
-                            f"running; deleted here after {pod.replica.grace_seconds:g} s")
+                self._event(
+                    pod.replica.name,
+                    EventKind.STOPPING,
+                    f"the job is {condition.value}: cleanPodPolicy None leaves the pod "
+                    f"running; deleted here after {pod.replica.grace_seconds:g} s",
+                )
                 pod.term_at = self._now() + pod.replica.grace_seconds
 
     def _preempt(self, name: str, at: At) -> None:
@@ -447,8 +493,11 @@ class LocalRunner:
         if pod is None or pod.exited_at is not None or pod.term_sent is not None:
             self._event(name, EventKind.PREEMPTED, f"at {at}: not running, nothing to preempt")
             return
-        self._event(name, EventKind.PREEMPTED, f"SIGTERM (node preemption); SIGKILL in "
-                                               f"{pod.replica.grace_seconds:g} s unless it exits")
+        self._event(
+            name,
+            EventKind.PREEMPTED,
+            f"SIGTERM (node preemption); SIGKILL in {pod.replica.grace_seconds:g} s unless it exits",
+        )
         self._terminate(pod)
 
     # -- output -----------------------------------------------------------------------------
@@ -495,8 +544,9 @@ class LocalRunner:
         self.observer.on_event(event)
 
 
-def pod_process(replica: Replica, options: RunOptions, master_port: int,
-                threads: int) -> tuple[list[str], dict[str, str], PathMap]:
+def pod_process(
+    replica: Replica, options: RunOptions, master_port: int, threads: int
+) -> tuple[list[str], dict[str, str], PathMap]:
     """The argv and environment that start ``replica`` here, and its path map."""
     paths = _path_map(replica, options)
     env = process_env(replica, os.environ, master_port, paths, threads)
@@ -505,8 +555,9 @@ def pod_process(replica: Replica, options: RunOptions, master_port: int,
 
 
 def _path_map(replica: Replica, options: RunOptions) -> PathMap:
-    return PathMap.for_replica(replica, options.project_dir,
-                               options.data_dir or options.project_dir, options.mounts)
+    return PathMap.for_replica(
+        replica, options.project_dir, options.data_dir or options.project_dir, options.mounts
+    )
 
 
 def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) -> list[str]:
@@ -524,20 +575,27 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
             problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
     paths = _path_map(job.replicas[0], options)
     data_dir = options.data_dir or options.project_dir
-    wanted = [(f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
-              for var in DATASET_VARS if var in job.replicas[0].env]
+    wanted = [
+        (f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
+        for var in DATASET_VARS
+        if var in job.replicas[0].env
+    ]
     wanted += [(f"--require {path}", path) for path in required]
     for what, path in wanted:
         local = options.project_dir / paths.rewrite(path)  # relative: the pod's working folder
         if not local.exists():
-            problems.append(f"{what}: {local} (under --data-dir {data_dir}) does not exist; "
-                            f"put the dataset there first")
+            problems.append(
+                f"{what}: {local} (under --data-dir {data_dir}) does not exist; put the dataset there first"
+            )
     return problems
 
 
-def run_job(job: LocalJob, options: RunOptions,
-            write: Callable[[str], None] | None = print,
-            observer: RunObserver | None = None) -> JobResult:
+def run_job(
+    job: LocalJob,
+    options: RunOptions,
+    write: Callable[[str], None] | None = print,
+    observer: RunObserver | None = None,
+) -> JobResult:
     """Run ``job`` locally until it succeeds or fails; see :class:`LocalRunner`. Progress goes
     to ``observer``, or else as prefixed lines to ``write`` (``None``: nowhere)."""
     if observer is None and write is not None:

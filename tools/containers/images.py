@@ -59,8 +59,13 @@ def image_exists(tag: str) -> bool:
 def clean_checkout(dest: Path, repo: Path = REPO) -> Path:
     """What a clone of ``repo`` would hold (its tracked and not-ignored files), copied to
     ``dest``."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=repo, check=True, capture_output=True, text=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for name in filter(None, files.split("\0")):
         source = repo / name
         if source.is_file():
@@ -74,9 +79,14 @@ def base_tag(checkout: Path, name: str = "localhost/d2-hfai-base") -> str:
     built from the same inputs, so a later session may reuse it instead of building again."""
     digest = hashlib.sha256()
     tools = checkout / "tools" / "containers"
-    inputs = [checkout / "Dockerfile.cpu", checkout / "pyproject.toml", checkout / "README.md",
-              *sorted(tools.glob("*.sh")), tools / "debian-python.txt",
-              *sorted((checkout / "hfai_runtime").rglob("*.py"))]
+    inputs = [
+        checkout / "Dockerfile.cpu",
+        checkout / "pyproject.toml",
+        checkout / "README.md",
+        *sorted(tools.glob("*.sh")),
+        tools / "debian-python.txt",
+        *sorted((checkout / "hfai_runtime").rglob("*.py")),
+    ]
     for path in inputs:
         digest.update(str(path.relative_to(checkout)).encode() + b"\0" + path.read_bytes())
     return f"{name}:cpu-{digest.hexdigest()[:12]}"
@@ -88,23 +98,39 @@ def build_base_image(checkout: Path, tag: str) -> float:
     start = time.monotonic()
     if image_exists(tag):
         return 0.0
-    subprocess.run([checkout / "tools/containers/make_base_image.sh", DEBIAN_BASE], check=True,
-                   capture_output=True)
-    subprocess.run([checkout / "tools/containers/make_wheelhouse.sh", "3.13"], check=True,
-                   capture_output=True, env={**os.environ, "PIP": f"{sys.executable} -m pip"})
+    subprocess.run(
+        [checkout / "tools/containers/make_base_image.sh", DEBIAN_BASE], check=True, capture_output=True
+    )
+    subprocess.run(
+        [checkout / "tools/containers/make_wheelhouse.sh", "3.13"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP": f"{sys.executable} -m pip"},
+    )
     shutil.copy2(DETECTRON2_TARBALL, checkout / "tools/containers/inputs/detectron2.tar.gz")
-    podman("build", "--format", "docker", "--file", str(checkout / "Dockerfile.cpu"),
-           "--build-arg", f"BASE_IMAGE={DEBIAN_BASE}",
-           "--build-arg", f"DEBIAN_PYTHON={' '.join(DEBIAN_PYTHON)}",
-           "--build-arg", "TORCH_PACKAGES=", "--tag", tag, str(checkout))
+    podman(
+        "build",
+        "--format",
+        "docker",
+        "--file",
+        str(checkout / "Dockerfile.cpu"),
+        "--build-arg",
+        f"BASE_IMAGE={DEBIAN_BASE}",
+        "--build-arg",
+        f"DEBIAN_PYTHON={' '.join(DEBIAN_PYTHON)}",
+        "--build-arg",
+        "TORCH_PACKAGES=",
+        "--tag",
+        tag,
+        str(checkout),
+    )
     return time.monotonic() - start
 
 
 def build_project_image(project: Path, base: str, tag: str) -> float:
     """A rendered project's image FROM ``base``; returns seconds."""
     start = time.monotonic()
-    podman("build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}", "--tag", tag,
-           str(project))
+    podman("build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}", "--tag", tag, str(project))
     return time.monotonic() - start
 
 
@@ -117,7 +143,12 @@ def pvc_with_synthetic_coco(pvc: Path, work: Path) -> Path:
     datasets = pvc / "datasets"
     categories = coco_thing_categories()
     for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
-        write_coco_split(work / "coco" / split, datasets / "coco" / "annotations" /
-                         f"instances_{split}.json", count, categories=categories, seed=seed)
+        write_coco_split(
+            work / "coco" / split,
+            datasets / "coco" / "annotations" / f"instances_{split}.json",
+            count,
+            categories=categories,
+            seed=seed,
+        )
     pack_folder(work / "coco", datasets / "coco" / "coco.ffr")
     return pvc

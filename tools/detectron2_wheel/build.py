@@ -72,8 +72,17 @@ def build(out: Path, sdist: Path | None) -> Path:
         (src / "setup.cfg").unlink(missing_ok=True)
         shutil.rmtree(src / "pb1_detectron2.egg-info", ignore_errors=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-             "-w", str(out), str(src)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(out),
+                str(src),
+            ],
             check=True,
         )
     wheels = sorted(out.glob("detectron2-0.6-*.whl"))

@@ -20,8 +20,7 @@ setup(
     author="FAIR",
     url="https://github.com/facebookresearch/detectron2",
     description="detectron2 0.6, pure-Python CPU build (compiled ops raise a clear error)",
-    packages=find_packages(exclude=("configs", "tests*", "tools*", "projects*"))
-    + list(PROJECTS),
+    packages=find_packages(exclude=("configs", "tests*", "tools*", "projects*")) + list(PROJECTS),
     package_dir=PROJECTS,
     package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
     python_requires=">=3.8",
