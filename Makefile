@@ -2,7 +2,7 @@
 PYTHON := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env demo test bench
+.PHONY: env demo test lint bench
 
 env:
 	@./tools/bootstrap.sh
@@ -10,8 +10,12 @@ env:
 demo: env
 	$(PYTHON) tools/demo.py
 
-test: env
+test: env lint
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+lint: env
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 bench: env
 	$(PYTHON) -m bench
