@@ -22,11 +22,12 @@ mkdir -p "$out"
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
     "isal>=1.6" "tqdm>=4.60" pycocotools "iopath==0.1.9" portalocker \
     yacs termcolor tabulate cloudpickle "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging
-# tensorboard (detectron2's writers) with its dependencies, resolved for the image's Python.
+# tensorboard (detectron2's writers) and shapely (the LSJ recipes' polygon crop) with their
+# dependencies, resolved for the image's Python.
 "${pip[@]}" download --quiet --dest "$out" --only-binary=:all: \
     --python-version "$pyver" --implementation cp \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-    tensorboard
+    tensorboard "shapely>=2"
 # sdist-only pure-Python packages.
 "${pip[@]}" wheel --quiet --wheel-dir "$out" --no-deps \
     "fvcore==0.1.5.post20221221" "antlr4-python3-runtime==4.9.3"
