@@ -212,3 +212,19 @@ def test_a_suspend_right_after_a_start_leaves_the_metric_printer_a_step_time():
             hook._give_writers_a_step_time(0.5),
         )
     )
+
+
+def test_the_hook_puts_back_the_sigterm_handler_it_replaced(sigterm_untouched):
+    """Used without ``launch_from_env`` (e.g. under torchrun), ``SuspendCheckpointer`` installs
+    the suspend handler itself and restores the one it found when training ends."""
+    from hfai_runtime.detectron2.checkpoint import SuspendCheckpointer
+
+    def mine(signum, frame):
+        pass
+
+    signal.signal(signal.SIGTERM, mine)
+    hook = SuspendCheckpointer.__new__(SuspendCheckpointer)
+    hook._restore_sigterm = suspend.install_sigterm_handler()
+    assert signal.getsignal(signal.SIGTERM) is not mine
+    hook.after_train()
+    assert signal.getsignal(signal.SIGTERM) is mine

@@ -67,7 +67,9 @@ class SuspendCheckpointer(HookBase):
         self.checkpointer = checkpointer
         log_to_stdout(comm.get_rank())
         make_saves_atomic(checkpointer)
-        install_sigterm_handler()
+        # Put back after training whatever SIGTERM handler was there (a no-op under
+        # launch_from_env, which installed the handler first and restores it itself).
+        self._restore_sigterm = install_sigterm_handler()
         self._resume = ExactResume() if exact_resume else None
         self._exit_code = suspend_exit_code()
         self._grace_s = grace_period_seconds()
@@ -89,6 +91,9 @@ class SuspendCheckpointer(HookBase):
             max_iter=self.trainer.max_iter,
             rank=comm.get_rank(),
         )
+
+    def after_train(self) -> None:
+        self._restore_sigterm()
 
     def before_step(self) -> None:
         if self._resume is not None:
