@@ -714,3 +714,23 @@ def test_cli_exit_2_for_unreadable_input(tmp_path, capsys, content, reason) -> N
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith(f"hfai-runtime check: {path}: ")
+
+
+def test_names_are_matched_whole():
+    """Go's regexp ``$`` does not match before a trailing newline; Python's does. Names, label
+    values and domain-prefixed paths are matched whole, so a trailing newline is refused."""
+    from hfai_runtime.check.names import (
+        dns1035_label_error,
+        dns1123_subdomain_error,
+        domain_prefixed_path_error,
+        label_value_error,
+    )
+
+    for check, good in [
+        (dns1035_label_error, "det"),
+        (dns1123_subdomain_error, "example.com"),
+        (domain_prefixed_path_error, "example.com/det"),
+        (label_value_error, "team-a"),
+    ]:
+        assert check(good) is None
+        assert check(good + "\n") is not None, check.__name__

@@ -24,6 +24,7 @@ import yaml
 from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import ANSWER_SETS, REPO, git, load_job, module_constants, render, template_repo
 
+from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.distributed.env import DistEnv
 from hfai_runtime.local.operator_env import injected_env
 
@@ -369,10 +370,6 @@ def test_copier_update_applies_a_template_change(tmp_path):
 # Admission beyond the schema: the rules a cluster applies that the CRD does not state
 # ----------------------------------------------------------------------------------------------
 
-#: k8s.io/apimachinery pkg/util/validation/validation.go: IsDNS1123Subdomain and httpPathFmt,
-#: the two halves of IsDomainPrefixedPath.
-DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
 #: What a TrainJob's runtimePatches may set on the pod and its containers
 #: (kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go@v2.3.0); env is refused on
 #: the trainer's own container ("node"), which takes it from spec.trainer.env.
@@ -396,16 +393,8 @@ INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10"}
 
 
 def is_domain_prefixed_path(value: str) -> bool:
-    """apimachinery's IsDomainPrefixedPath: ``host/path``, host a DNS-1123 subdomain (<= 253)."""
-    host, slash, path = value.partition("/")
-    return bool(
-        slash
-        and host
-        and path
-        and len(host) <= 253
-        and DNS1123_SUBDOMAIN.fullmatch(host)
-        and HTTP_PATH.fullmatch(path)
-    )
+    """apimachinery's IsDomainPrefixedPath, as ``hfai-runtime check`` implements it."""
+    return domain_prefixed_path_error(value) is None
 
 
 def test_domain_prefixed_path_rule_is_not_vacuous():

@@ -2,7 +2,8 @@
 
 ``pkg/util/validation/validation.go`` and ``pkg/api/validate/content/kube.go``@v0.36.2 (the
 apimachinery Trainer v2.3.0 builds with). Each function returns why a value is refused, or
-``None`` when it is accepted.
+``None`` when it is accepted. Patterns are matched whole (``fullmatch``): Go's regexp ``$`` does
+not match before a trailing newline, Python's does.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import re
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_HTTP_PATH = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
 def dns1035_label_error(value: str) -> str | None:
     """``IsDNS1035Label``: at most 63 lower-case alphanumerics or '-', a letter first."""
-    if len(value) <= 63 and _DNS1035_LABEL.match(value):
+    if len(value) <= 63 and _DNS1035_LABEL.fullmatch(value):
         return None
     return (
         "must be a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting "
@@ -28,7 +29,7 @@ def dns1035_label_error(value: str) -> str | None:
 
 def dns1123_subdomain_error(value: str) -> str | None:
     """``IsDNS1123Subdomain``: at most 253 characters of dot-separated DNS-1123 labels."""
-    if len(value) <= 253 and _DNS1123_SUBDOMAIN.match(value):
+    if len(value) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(value):
         return None
     return f"{value!r} must be a lowercase RFC 1123 subdomain (such as example.com)"
 
@@ -43,7 +44,7 @@ def domain_prefixed_path_error(value: str) -> str | None:
     error = dns1123_subdomain_error(host)
     if error:
         return f"the part before the first '/': {error}"
-    if not _HTTP_PATH.match(path):
+    if not _HTTP_PATH.fullmatch(path):
         return f"{path!r} after the first '/' has characters not allowed in an HTTP path"
     return None
 
@@ -57,7 +58,7 @@ def label_key_error(key: str) -> str | None:
         error = "is empty" if not prefix else dns1123_subdomain_error(prefix)
         if error:
             return f"prefix part {error}"
-    if len(name) > 63 or not _LABEL_NAME.match(name):
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         return (
             "name part must be at most 63 alphanumerics, '-', '_' or '.', starting and "
             "ending with an alphanumeric"
@@ -67,7 +68,7 @@ def label_key_error(key: str) -> str | None:
 
 def label_value_error(value: str) -> str | None:
     """``IsLabelValue``: empty, or at most 63 alphanumerics, '-', '_' or '.', alphanumeric ends."""
-    if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
+    if value == "" or (len(value) <= 63 and _LABEL_NAME.fullmatch(value)):
         return None
     return (
         "must be empty or at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"

@@ -22,7 +22,6 @@ on the ``node`` container.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from hfai_runtime.check.names import dns1035_label_error, domain_prefixed_path_error
 from hfai_runtime.local.operator_env import (
     PYTORCHJOB_CONTAINER,
     TRAINJOB_CONTAINER,
@@ -88,12 +88,6 @@ POD_PATCH_FIELDS = frozenset(
     }
 )
 CONTAINER_PATCH_FIELDS = frozenset({"name", "env", "securityContext", "volumeMounts"})
-# k8s.io/apimachinery/pkg/util/validation/validation.go@v0.36.2: IsDNS1035Label (the PyTorchJob
-# webhook's metadata.name rule), IsDNS1123Subdomain and the HTTP path of IsDomainPrefixedPath
-# (the TrainJob webhook's runtimePatches[].manager rule, plugins/jobset/jobset.go@v2.3.0).
-_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
 
 
 @dataclass(frozen=True)
@@ -227,7 +221,7 @@ def _with(doc: Mapping[str, Any], keys: tuple[str, ...], value: Any) -> dict[str
 
 def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
     name = _name(doc)
-    if not _DNS1035_LABEL.fullmatch(name) or len(name) > 63:
+    if dns1035_label_error(name):
         # pkg/webhooks/pytorch/pytorchjob_webhook.go@v1.9.4 validatePyTorchJob
         raise ValueError(
             f"metadata.name: expected a DNS-1035 label (lower-case letters, digits "
@@ -383,9 +377,9 @@ def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_manager(manager: Any, path: str) -> None:
-    """``IsDomainPrefixedPath``: ``<DNS-1123 subdomain>/<HTTP path>``, e.g. ``example.com/det``."""
-    host, sep, rest = manager.partition("/") if isinstance(manager, str) else ("", "", "")
-    if not (sep and _DNS1123_SUBDOMAIN.fullmatch(host) and len(host) <= 253 and _HTTP_PATH.fullmatch(rest)):
+    """The TrainJob webhook's ``runtimePatches[].manager`` rule (plugins/jobset/jobset.go@v2.3.0):
+    apimachinery's ``IsDomainPrefixedPath``, e.g. ``example.com/det``."""
+    if not isinstance(manager, str) or domain_prefixed_path_error(manager):
         raise ValueError(
             f"{path}: expected a domain-prefixed path such as "
             f"'example.com/d2-hfai-template' (the TrainJob webhook refuses others), "
