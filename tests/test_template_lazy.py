@@ -65,6 +65,7 @@ def test_lazy_project_layout(lazy_projects):
     assert sorted(p.name for p in (project / "tests").iterdir()) == [
         "conftest.py",
         "test_config.py",
+        "test_manifests.py",
         "test_smoke.py",
     ]
     assert not (project / "_lazy").exists()
