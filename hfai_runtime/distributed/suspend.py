@@ -148,7 +148,9 @@ def _start(local: bool, flag: torch.Tensor) -> dist.Work:
     """
     if "options" not in _agreement:
         options = dist.AllreduceOptions()
-        options.reduceOp, options.asyncOp = dist.ReduceOp.MAX, True
+        options.reduceOp = dist.ReduceOp.MAX
+        if hasattr(options, "asyncOp"):  # torch >= 2.7; before it, a group's ops are all async
+            options.asyncOp = True
         _agreement["options"] = options
     flag.fill_(int(local))
     return _agreement_group().allreduce([flag], _agreement["options"])
