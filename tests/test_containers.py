@@ -207,6 +207,7 @@ metadata: {{name: stubborn}}
 spec:
   pytorchReplicaSpecs:
     Master:
+      replicas: 1
       restartPolicy: ExitCode
       template:
         spec:
