@@ -212,7 +212,11 @@ def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, mon
     assert len(ports) == 1 and ports != {"23456"}  # one free port, shared by both replicas
 
 
-def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path):
+def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path, monkeypatch):
+    # A job-placement variable around run-local (a torchrun shell, an earlier in-process launch)
+    # must not reach the pods: only the operator's do.
+    monkeypatch.setenv("RANK", "7")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "outer")
     doc = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",

@@ -108,11 +108,26 @@ class PathMap:
         return cls(mapping)
 
 
+#: Where a process sits in a job: a pod gets these from the operator only, never from the
+#: machine that submitted it (a torchrun or test environment around run-local must not leak in).
+JOB_PLACEMENT_VARS = frozenset(
+    {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"}
+)
+JOB_PLACEMENT_PREFIXES = ("PET_", "TORCHELASTIC_")
+
+
 def process_env(
     replica: Replica, base: Mapping[str, str], master_port: int, paths: PathMap, threads: int
 ) -> dict[str, str]:
     """The local process's environment (see the module docstring for the order and mapping);
-    ``threads`` is the replica's share of the CPUs, the default ``OMP_NUM_THREADS``."""
+    ``threads`` is the replica's share of the CPUs, the default ``OMP_NUM_THREADS``. ``base``'s
+    job-placement variables (:data:`JOB_PLACEMENT_VARS`, ``PET_*``, ``TORCHELASTIC_*``) are left
+    out: only the operator's reach the pod."""
+    base = {
+        name: value
+        for name, value in base.items()
+        if name not in JOB_PLACEMENT_VARS and not name.startswith(JOB_PLACEMENT_PREFIXES)
+    }
     own = {name: paths.rewrite(value) for name, value in replica.env.items()}
     for name in MASTER_ADDR_VARS:
         if name in own:
