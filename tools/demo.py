@@ -127,7 +127,10 @@ def run_job(
     if quiet:
         cmd.append("--quiet")
     show(cmd, cwd=project)
-    return subprocess.run([str(c) for c in cmd], cwd=project).returncode
+    # One progress record per iteration (the runtime's default is every 20th): the picture's
+    # loss curves and the per-attempt iterations are read from them.
+    env = {**os.environ, "HFAI_PROGRESS_EVERY": "1"}
+    return subprocess.run([str(c) for c in cmd], cwd=project, env=env).returncode
 
 
 def reference_run(project: Path, pvc: Path, work: Path, cached: Path, max_iter: int) -> Path:
