@@ -67,7 +67,15 @@ def matrix(data, matrix_root) -> dict[tuple[str, int], dict]:
         out = root / f"{layout}-w{workers}"
         ref = [] if out == first else ["--ref-dir", str(first)]
         results[(layout, workers)] = _launch(data, out, layout, workers, *ref)
+        if out != first:  # compared already; the reference world's stay for later worlds
+            _drop_checkpoints(out)
     return results
+
+
+def _drop_checkpoints(out: Path) -> None:
+    """Each world writes a few hundred MB of checkpoints; keep the results, not the weights."""
+    for checkpoint in out.rglob("*.pth"):
+        checkpoint.unlink()
 
 
 @pytest.mark.parametrize("source", SOURCES)
