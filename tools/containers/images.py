@@ -22,7 +22,7 @@ REPO = HERE.parent.parent
 CONTAINERS_CONF = HERE / "containers.conf"
 DEBIAN_BASE = "local/debian:trixie"
 DEBIAN_PYTHON = (HERE / "debian-python.txt").read_text().split()
-# The vendored source of the detectron2 commit the images pin: ../shared beside the checkout, or
+# The vendored source of the detectron2 commit the images pin: the "shared" folder beside the checkout, or
 # the folder D2_HFAI_SHARED names (a checkout elsewhere, e.g. a git worktree).
 SHARED = Path(os.environ.get("D2_HFAI_SHARED") or REPO.parent / "shared")
 DETECTRON2_TARBALL = SHARED / "vendor" / "detectron2-e0ec4e1.tar.gz"
