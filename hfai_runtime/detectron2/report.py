@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from hfai_runtime.distributed.suspend import whole_number_setting
 from hfai_runtime.records import RecordKind, format_record
 
 logger = logging.getLogger(__name__)
@@ -26,16 +26,9 @@ DEFAULT_PROGRESS_EVERY = 20
 
 def progress_every(environ: Mapping[str, str] | None = None) -> int:
     """``HFAI_PROGRESS_EVERY``: a whole number of iterations, default 20; 0 disables."""
-    env = os.environ if environ is None else environ
-    raw = env.get(PROGRESS_EVERY, "").strip()
-    if not raw:
-        return DEFAULT_PROGRESS_EVERY
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > 10**9:
-        raise ValueError(
-            f"environment variable {PROGRESS_EVERY}={raw!r}: expected a number of iterations "
-            "(0 to 1000000000; 0 turns progress records off)"
-        )
-    return int(raw)
+    return whole_number_setting(
+        PROGRESS_EVERY, DEFAULT_PROGRESS_EVERY, 10**9, "iterations", "no progress records", environ
+    )
 
 
 def emit(kind: RecordKind, **fields: Any) -> None:

@@ -179,14 +179,24 @@ DEFAULT_OVERLAP_FROM = 16
 
 def overlap_from(environ: Mapping[str, str] | None = None) -> int:
     """``HFAI_SUSPEND_OVERLAP_FROM``: a number of ranks, default 16; 0 never overlaps."""
+    return whole_number_setting(
+        OVERLAP_FROM, DEFAULT_OVERLAP_FROM, 1 << 20, "ranks", "never overlap", environ
+    )
+
+
+def whole_number_setting(
+    name: str, default: int, maximum: int, unit: str, zero: str, environ: Mapping[str, str] | None = None
+) -> int:
+    """The environment variable ``name`` as a number of ``unit`` from 0 to ``maximum`` in ASCII
+    digits (``zero`` says what 0 means), ``default`` when unset or empty; anything else is a
+    ``ValueError`` naming the variable."""
     env = os.environ if environ is None else environ
-    raw = env.get(OVERLAP_FROM, "").strip()
+    raw = env.get(name, "").strip()
     if not raw:
-        return DEFAULT_OVERLAP_FROM
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1 << 20:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
         raise ValueError(
-            f"environment variable {OVERLAP_FROM}={raw!r}: expected a number of ranks "
-            "(0 to 1048576; 0: never overlap)"
+            f"environment variable {name}={raw!r}: expected a number of {unit} (0 to {maximum}; 0: {zero})"
         )
     return int(raw)
 
