@@ -26,6 +26,9 @@ from _template_render import ANSWER_SETS, REPO, git, load_job, module_constants,
 
 from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.distributed.env import DistEnv
+
+# What a TrainJob's runtimePatches may set (trainjob_types.go@v2.3.0), as run-local enforces it.
+from hfai_runtime.local.manifest import CONTAINER_PATCH_FIELDS, POD_PATCH_FIELDS
 from hfai_runtime.local.operator_env import injected_env
 
 
@@ -370,23 +373,6 @@ def test_copier_update_applies_a_template_change(tmp_path):
 # Admission beyond the schema: the rules a cluster applies that the CRD does not state
 # ----------------------------------------------------------------------------------------------
 
-#: What a TrainJob's runtimePatches may set on the pod and its containers
-#: (kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go@v2.3.0); env is refused on
-#: the trainer's own container ("node"), which takes it from spec.trainer.env.
-RUNTIME_PATCH_POD_FIELDS = {
-    "affinity",
-    "containers",
-    "imagePullSecrets",
-    "initContainers",
-    "nodeSelector",
-    "schedulingGates",
-    "securityContext",
-    "serviceAccountName",
-    "terminationGracePeriodSeconds",
-    "tolerations",
-    "volumes",
-}
-RUNTIME_PATCH_CONTAINER_FIELDS = {"name", "env", "securityContext", "volumeMounts"}
 #: training-operator v1.9 pkg/controller.v1/pytorch/initcontainer.go: the init container every
 #: PyTorchJob Worker gets; alpine runs as root and the operator sets no securityContext.
 INIT_PYTORCH = {"name": "init-pytorch", "image": "alpine:3.10"}
@@ -409,9 +395,9 @@ def test_trainjob_runtime_patches_pass_the_trainer_webhook(projects):
         assert is_domain_prefixed_path(patch["manager"]), patch["manager"]
         for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
             pod = rjob["template"]["spec"]["template"]["spec"]
-            assert set(pod) <= RUNTIME_PATCH_POD_FIELDS, set(pod) - RUNTIME_PATCH_POD_FIELDS
+            assert set(pod) <= POD_PATCH_FIELDS, set(pod) - POD_PATCH_FIELDS
             for container in pod.get("containers", []):
-                assert set(container) <= RUNTIME_PATCH_CONTAINER_FIELDS, container
+                assert set(container) <= CONTAINER_PATCH_FIELDS, container
                 assert container["name"] != "node" or "env" not in container
 
 
