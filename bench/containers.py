@@ -25,6 +25,7 @@ import copier
 from hfai_runtime.local.engine import ContainerEngine
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, JobResult, RunOptions, run_job
+from hfai_runtime.synthetic import packed_coco_pvc
 from tools.containers import images
 
 PROJECT = "localhost/d2-hfai-project:bench"
@@ -101,7 +102,7 @@ def main() -> None:
         project = render_project(work / "project")
         seconds = images.build_project_image(project, base, PROJECT)
         print(f"project image built in {seconds:.1f} s")
-        pvc = images.pvc_with_synthetic_coco(work / "pvc", work / "source")
+        pvc = packed_coco_pvc(work / "pvc", work / "source")
         local = timings(run(project, pvc, None))
         job = load_job(project / "k8s" / "job.yaml")
         with ContainerEngine(job, PROJECT, pvc) as engine:

@@ -131,3 +131,24 @@ def make_coco_tree(
             seed=split_seed,
         )
     return root
+
+
+def packed_coco_pvc(pvc: str | os.PathLike, work: str | os.PathLike) -> Path:
+    """A "PVC" folder holding a small synthetic COCO (COCO's 80 categories) in HFAI's layout, as
+    the template's job reads it: ``datasets/coco/coco.ffr`` packs the images (made under
+    ``work``), the annotations lie beside it in ``datasets/coco/annotations/``."""
+    from hfai_runtime.ffrecord import pack_folder
+
+    pvc, work = Path(pvc), Path(work)
+    datasets = pvc / "datasets"
+    categories = coco_thing_categories()
+    for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
+        write_coco_split(
+            work / "coco" / split,
+            datasets / "coco" / "annotations" / f"instances_{split}.json",
+            count,
+            categories=categories,
+            seed=seed,
+        )
+    pack_folder(work / "coco", datasets / "coco" / "coco.ffr")
+    return pvc

@@ -31,6 +31,7 @@ from _template_render import ANSWER_SETS, render, template_repo
 from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_image, pod_names
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
+from hfai_runtime.synthetic import packed_coco_pvc
 from tools.containers import images
 
 REASON = images.unavailable() or (
@@ -131,7 +132,7 @@ def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
 def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path):
     job = load_job(project / "k8s" / "job.yaml")
     storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
-    pvc = images.pvc_with_synthetic_coco(tmp_path / "pvc", tmp_path / "source")
+    pvc = packed_coco_pvc(tmp_path / "pvc", tmp_path / "source")
     before = leftovers()
     lines: list[str] = []
     seen: dict[str, str] = {}

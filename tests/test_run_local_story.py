@@ -12,13 +12,12 @@ at iteration N + 1 and the job succeeded, with its final evaluation.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from _template_render import render, template_repo
 
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
+from hfai_runtime.synthetic import packed_coco_pvc
 
 pytestmark = pytest.mark.slow
 
@@ -27,30 +26,12 @@ MAX_ITER = 12
 PREEMPT_AFTER_TRAINING_S = 2.0
 
 
-def pack_synthetic_coco(datasets: Path, work: Path) -> None:
-    """HFAI's layout under ``datasets``: coco/coco.ffr packs the images, annotations beside it."""
-    from hfai_runtime.ffrecord import pack_folder
-    from hfai_runtime.synthetic import coco_thing_categories, write_coco_split
-
-    categories = coco_thing_categories()
-    for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
-        write_coco_split(
-            work / "coco" / split,
-            datasets / "coco" / "annotations" / f"instances_{split}.json",
-            count,
-            categories=categories,
-            seed=seed,
-        )
-    pack_folder(work / "coco", datasets / "coco" / "coco.ffr")
-
-
 def test_a_preempted_replica_stops_every_rank_and_the_job_resumes(tmp_path):
     project = render(template_repo(tmp_path / "template"), tmp_path / "project", ANSWERS)
     job = load_job(project / "k8s" / "job.yaml")
     assert [r.name for r in job.replicas] == ["master-0", "worker-0"]
     storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
-    pvc = tmp_path / "pvc"
-    pack_synthetic_coco(pvc / "datasets", tmp_path / "source")
+    pvc = packed_coco_pvc(tmp_path / "pvc", tmp_path / "source")
 
     lines: list[str] = []
     options = RunOptions(

@@ -132,23 +132,3 @@ def build_project_image(project: Path, base: str, tag: str) -> float:
     start = time.monotonic()
     podman("build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}", "--tag", tag, str(project))
     return time.monotonic() - start
-
-
-def pvc_with_synthetic_coco(pvc: Path, work: Path) -> Path:
-    """A "PVC" folder holding a small synthetic COCO in HFAI's layout, as the template's job reads
-    it: ``datasets/coco/coco.ffr`` packs the images, the annotations lie beside it."""
-    from hfai_runtime.ffrecord import pack_folder
-    from hfai_runtime.synthetic import coco_thing_categories, write_coco_split
-
-    datasets = pvc / "datasets"
-    categories = coco_thing_categories()
-    for seed, (split, count) in enumerate((("train2017", 16), ("val2017", 4))):
-        write_coco_split(
-            work / "coco" / split,
-            datasets / "coco" / "annotations" / f"instances_{split}.json",
-            count,
-            categories=categories,
-            seed=seed,
-        )
-    pack_folder(work / "coco", datasets / "coco" / "coco.ffr")
-    return pvc
