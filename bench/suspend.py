@@ -8,7 +8,7 @@
    (reduce-scatter, then all-gather: gloo/allreduce.cc, ``ring``), so blocking costs
    2 (P - 1) x per-hop latency every step; overlapped, the same time is hidden behind a step
    and only what exceeds the step shows.
-3. SIGTERM -> exit of the tiny detectron2 job of the tests (tests/_dist_train.py: Faster R-CNN
+3. SIGTERM -> exit of the tiny detectron2 job (tools/tiny_train.py: Faster R-CNN
    R18, 64 px, 1 machine x 2 processes on CPU), signalled (rank 1) at a random moment; the time
    is split into waiting for the step(s), saving, and teardown, from the SUSPENDED record the
    signalled rank writes (:mod:`hfai_runtime.records`). Target: teardown <= 0.5 s.
@@ -172,7 +172,7 @@ def suspend_phases(data: Path, work: Path, rng: random.Random) -> dict[str, floa
     log = work / f"{out.name}.log"
     with open(log, "wb") as handle:
         launcher = subprocess.Popen(
-            [sys.executable, "tests/_dist_train.py", "--data", str(data), "--out", str(out)],
+            [sys.executable, "tools/tiny_train.py", "--data", str(data), "--out", str(out)],
             cwd=REPO,
             env=_job_env(),
             stdout=handle,

@@ -118,8 +118,13 @@ def make_coco_tree(
     categories: Sequence[tuple[int, str]] = DEFAULT_CATEGORIES,
     image_size: int = 64,
     seed: int = 0,
+    landscape_every_other: bool = False,
 ) -> Path:
-    """Create ``root/{train2017,val2017,annotations}`` in COCO's layout and return ``root``."""
+    """Create ``root/{train2017,val2017,annotations}`` in COCO's layout and return ``root``.
+
+    With ``landscape_every_other``, the even-numbered training images are squashed to 3/4 of
+    their height, so detectron2's aspect-ratio grouping holds samples back across steps, which
+    is what a resumed data stream must reproduce."""
     root = Path(root)
     for split, count, split_seed in (("train2017", num_train, seed), ("val2017", num_val, seed + 1)):
         write_coco_split(
@@ -130,7 +135,31 @@ def make_coco_tree(
             image_size=image_size,
             seed=split_seed,
         )
+    if landscape_every_other:
+        _squash_even_images(root / "train2017", root / "annotations" / "instances_train2017.json")
     return root
+
+
+def _squash_even_images(image_dir: Path, json_path: Path) -> None:
+    """Scale the even-numbered images of a split, and their annotations, to 3/4 height."""
+    from PIL import Image
+
+    coco = json.loads(json_path.read_text())
+    squashed = {img["id"] for img in coco["images"] if img["id"] % 2 == 0}
+    for img in coco["images"]:
+        if img["id"] in squashed:
+            path = image_dir / img["file_name"]
+            Image.open(path).resize((img["width"], img["height"] * 3 // 4)).save(path)
+            img["height"] = img["height"] * 3 // 4
+    for ann in coco["annotations"]:
+        if ann["image_id"] in squashed:
+            ann["bbox"][1::2] = [v * 0.75 for v in ann["bbox"][1::2]]
+            ann["segmentation"] = [
+                [v * 0.75 if i % 2 else v for i, v in enumerate(poly)] for poly in ann["segmentation"]
+            ]
+            ann["area"] *= 0.75
+    text = json.dumps(coco).encode()
+    atomic_write(json_path, lambda f: f.write(text))
 
 
 def packed_coco_pvc(pvc: str | os.PathLike, work: str | os.PathLike) -> Path:

@@ -30,6 +30,16 @@ def projects(template_src, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory) -> Path:
+    """The synthetic COCO tree ``tools/tiny_train.py`` trains on (12 train, 4 val, 64 px, half of
+    the training images landscape). Shared by the session: no test writes into it."""
+    from hfai_runtime.synthetic import make_coco_tree
+
+    root = tmp_path_factory.mktemp("tiny_coco")
+    return make_coco_tree(root, num_train=12, num_val=4, image_size=64, seed=3, landscape_every_other=True)
+
+
+@pytest.fixture(scope="session")
 def golden_ffrecord() -> Path:
     """Files written by the official HFAiLab ffrecord library (see its README for provenance)."""
     return DATA / "ffrecord"

@@ -4,7 +4,7 @@ The user's folder holds only ``datasets/coco/coco.ffr`` (packed from ``coco/``) 
 ``datasets/coco/annotations/`` copied beside it. One ``register_ffrecord_handler`` call, before or
 after ``import detectron2``, and detectron2's builtin ``coco_2017_train``/``coco_2017_val`` train
 a real (tiny) Mask R-CNN and evaluate it, reading every image from the pack in forked DataLoader
-workers. Each run is a fresh process (``tests/_coco_recipe_job.py``), because detectron2 reads
+workers. Each run is a fresh process (``tests/scripts/coco_recipe_job.py``), because detectron2 reads
 ``DETECTRON2_DATASETS`` once, at import.
 """
 
@@ -59,7 +59,7 @@ def _run_job(workdir: Path, order: str, datasets_root: str) -> dict:
     }
     out = workdir / f"output-{order}"
     proc = subprocess.run(
-        [sys.executable, str(HERE / "_coco_recipe_job.py"), order, str(TINY_CONFIG), str(out)],
+        [sys.executable, str(HERE / "scripts" / "coco_recipe_job.py"), order, str(TINY_CONFIG), str(out)],
         cwd=workdir,
         env=env,
         capture_output=True,

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import yaml
 
-TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
+TRAINER = str(Path(__file__).parent / "scripts" / "runlocal_trainer.py")
 
 
 def job(

@@ -1,5 +1,5 @@
 """launch_from_env on CPU over gloo: topologies from PyTorchJob's env, SIGTERM relay, exit codes,
-bad environments. Each job is real processes on loopback (tests/_dist_main.py)."""
+bad environments. Each job is real processes on loopback (tests/scripts/launch_main.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from _dist_util import (
 from hfai_runtime.distributed.rendezvous import free_port
 from hfai_runtime.distributed.spawn import job_exit_code
 
-MAIN = "tests/_dist_main.py"
+MAIN = "tests/scripts/launch_main.py"
 
 
 def _launch(topology: str, mode: str, tmp_path, **extra: str):
@@ -128,7 +128,7 @@ def test_without_omp_num_threads_the_processes_of_a_machine_share_its_cpus(tmp_p
 
 def _fake_gpu_job(envs: list[dict[str, str]], tmp_path) -> list[dict]:
     procs = [
-        start(["tests/_dist_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
+        start(["tests/scripts/launch_fake_gpu.py", str(tmp_path)], env, tmp_path / f"launcher{i}.log")
         for i, env in enumerate(envs)
     ]
     assert wait_all(procs, 120) == [0] * len(procs), _logs(tmp_path)
@@ -137,7 +137,7 @@ def _fake_gpu_job(envs: list[dict[str, str]], tmp_path) -> list[dict]:
 
 @pytest.mark.parametrize("topology, world", [("1x2", 2), ("trainjob-2x1", 4)])
 def test_gpu_path_asks_for_nccl_with_one_device_per_local_rank(topology, world, tmp_path):
-    """The NCCL branch run on CPU, faked at the device (tests/_dist_fake_gpu.py): 2 visible GPUs,
+    """The NCCL branch run on CPU, faked at the device (tests/scripts/launch_fake_gpu.py): 2 visible GPUs,
     so nprocPerNode 'auto' spawns 2 per machine; each rank sets its device before joining."""
     envs = [{k: v for k, v in env.items() if k != "OMP_NUM_THREADS"} for env in topology_envs(topology)]
     records = _fake_gpu_job(envs, tmp_path)

@@ -3,7 +3,7 @@ RetinaNet) and FCOS, at 1 machine x 2 processes and 2 machines x 1 process, with
 ``DATALOADER.NUM_WORKERS`` 0 and 2, resumed from a suspend and from a periodic checkpoint: the
 final weights are bit-identical to an uninterrupted run's, on real detectron2 over gloo.
 
-Each world is launched once and runs all its trainers in turn (tests/_resume_matrix.py); the
+Each world is launched once and runs all its trainers in turn (tests/scripts/resume_matrix.py); the
 first one's uninterrupted runs are the reference for all (so the layout and the number of
 DataLoader workers must not change the result either). One more case resumes in a fresh
 launch, as a real preemption does.
@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all
 
 pytestmark = pytest.mark.slow
@@ -28,7 +27,7 @@ SOURCES = ("suspend", "periodic")
 def _launch(data: Path, out: Path, layout: str, workers: int, *extra: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     args = [
-        "tests/_resume_matrix.py",
+        "tests/scripts/resume_matrix.py",
         "--data",
         str(data),
         "--out",
@@ -45,11 +44,6 @@ def _launch(data: Path, out: Path, layout: str, workers: int, *extra: str) -> di
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_data(tmp_path_factory.mktemp("matrix_data"))
-
-
-@pytest.fixture(scope="module")
 def matrix_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("matrix")
 
@@ -60,13 +54,13 @@ def _reference(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def matrix(data, matrix_root) -> dict[tuple[str, int], dict]:
+def matrix(tiny_coco, matrix_root) -> dict[tuple[str, int], dict]:
     root, first = matrix_root, _reference(matrix_root)
     results = {}
     for layout, workers in WORLDS:
         out = root / f"{layout}-w{workers}"
         ref = [] if out == first else ["--ref-dir", str(first)]
-        results[(layout, workers)] = _launch(data, out, layout, workers, *ref)
+        results[(layout, workers)] = _launch(tiny_coco, out, layout, workers, *ref)
         if out != first:  # compared already; the reference world's stay for later worlds
             _drop_checkpoints(out)
     return results
@@ -109,11 +103,11 @@ def test_two_stage_detectors_save_no_attributes(matrix):
         assert results["mask_rcnn"]["model_attributes"] == results["faster_rcnn"]["model_attributes"] == {}
 
 
-def test_resume_in_a_fresh_launch_is_bit_identical(data, matrix, matrix_root, tmp_path):
+def test_resume_in_a_fresh_launch_is_bit_identical(tiny_coco, matrix, matrix_root, tmp_path):
     """RetinaNet suspended, then resumed by a new launch (new processes, cold TorchScript)."""
     ref = ["--ref-dir", str(_reference(matrix_root)), "--models", "retinanet"]
-    _launch(data, tmp_path / "interrupt", "1x2", 0, *ref, "--phases", "interrupt")
+    _launch(tiny_coco, tmp_path / "interrupt", "1x2", 0, *ref, "--phases", "interrupt")
     (tmp_path / "interrupt" / "results.interrupt.json").rename(tmp_path / "first.json")
-    results = _launch(data, tmp_path / "interrupt", "1x2", 0, *ref, "--phases", "resume")
+    results = _launch(tiny_coco, tmp_path / "interrupt", "1x2", 0, *ref, "--phases", "resume")
     assert results["retinanet"]["suspend"]["different"] == []
     assert results["retinanet"]["suspend"]["trained_after_resume"]

@@ -10,20 +10,19 @@ import itertools
 
 import pytest
 import torch
-from _dist_train import prepare_data
 
 BATCHES, BATCH = 9, 2
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(tiny_coco):
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, build_detection_train_loader
     from detectron2.data.datasets import register_coco_instances
 
     from hfai_runtime.detectron2.resume import _Source
 
-    root = prepare_data(tmp_path_factory.mktemp("stream_data"))
+    root = tiny_coco
     name = "resume_stream_train"
     register_coco_instances(
         name, {}, str(root / "annotations" / "instances_train2017.json"), str(root / "train2017")

@@ -1,6 +1,6 @@
 """``hfai-runtime run-local``: real local processes under the operator's rules.
 
-The container command is ``tini -- python tests/_runlocal_trainer.py ...``, a few-line stand-in
+The container command is ``tini -- python tests/scripts/runlocal_trainer.py ...``, a few-line stand-in
 for train_net.py (checkpoint file, SIGTERM flag, exit 143), so each run takes about a second;
 the real detectron2 story is in test_run_local_story.py.
 """
@@ -19,7 +19,7 @@ from hfai_runtime.local.manifest import load_job, parse_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 from hfai_runtime.timeline import read_events
 
-TRAINER = str(Path(__file__).with_name("_runlocal_trainer.py"))
+TRAINER = str(Path(__file__).parent / "scripts" / "runlocal_trainer.py")
 
 
 def container(args: list[str], name: str = "pytorch") -> dict:

@@ -13,7 +13,6 @@ import time
 import psutil
 import pytest
 import torch
-from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
 
 from hfai_runtime.records import RecordKind, parse_record
@@ -24,13 +23,8 @@ TRIALS_PER_TOPOLOGY = 5  # ten trials in all
 TRIAL_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return prepare_data(tmp_path_factory.mktemp("suspend_data"))
-
-
 def _launch(topology: str, data, out, *extra: str, **env: str):
-    args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), *extra]
+    args = ["tools/tiny_train.py", "--data", str(data), "--out", str(out), *extra]
     return [
         start(args, launcher_env, out.parent / f"{out.name}.launcher{i}.log")
         for i, launcher_env in enumerate(topology_envs(topology, **env))
@@ -84,12 +78,12 @@ def _logs(out) -> str:
 
 
 @pytest.mark.parametrize("topology", ["2x1", "1x2"])
-def test_sigterm_to_any_one_process_at_random_moments(topology, data, tmp_path):
+def test_sigterm_to_any_one_process_at_random_moments(topology, tiny_coco, tmp_path):
     rng = random.Random()
     for trial in range(TRIALS_PER_TOPOLOGY):
         out = tmp_path / f"trial{trial}"
         out.mkdir()
-        launchers = _launch(topology, data, out)
+        launchers = _launch(topology, tiny_coco, out)
         wait_for(
             lambda: _started(out) or any(p.poll() is not None for p in launchers),
             TRIAL_TIMEOUT_S,
@@ -104,22 +98,22 @@ def test_sigterm_to_any_one_process_at_random_moments(topology, data, tmp_path):
         _check_one_suspend(out, _logs(out))
 
 
-def test_sigterm_while_workers_import_still_suspends(data, tmp_path):
+def test_sigterm_while_workers_import_still_suspends(tiny_coco, tmp_path):
     """SIGTERM relayed before the workers installed their handler waits for it (blocked)."""
     out = tmp_path / "early"
     out.mkdir()
-    [launcher] = _launch("1x2", data, out)
+    [launcher] = _launch("1x2", tiny_coco, out)
     wait_for(lambda: len(_workers(launcher)) == 2, 60, "the workers to be spawned")
     launcher.send_signal(signal.SIGTERM)
     assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
     assert _check_one_suspend(out, _logs(out)) == 0
 
 
-def test_sigterm_during_evaluation_suspends_after_it(data, tmp_path):
+def test_sigterm_during_evaluation_suspends_after_it(tiny_coco, tmp_path):
     """SIGTERM to the whole process group (DataLoader workers included) mid-evaluation."""
     out = tmp_path / "eval"
     out.mkdir()
-    [launcher] = _launch("1x2", data, out, "--eval-period", "3", "--workers", "2")
+    [launcher] = _launch("1x2", tiny_coco, out, "--eval-period", "3", "--workers", "2")
     wait_for(lambda: (out / "eval_started").exists(), TRIAL_TIMEOUT_S, "the evaluation to start")
     os.killpg(launcher.pid, signal.SIGTERM)
     assert wait_all([launcher], TRIAL_TIMEOUT_S) == [143], _logs(out)[-3000:]
@@ -128,13 +122,13 @@ def test_sigterm_during_evaluation_suspends_after_it(data, tmp_path):
     assert {p.read_text() for p in out.glob("eval_end_pending.rank*")} == {"true"}
 
 
-def test_sigterm_while_data_loader_is_busy(data, tmp_path):
+def test_sigterm_while_data_loader_is_busy(tiny_coco, tmp_path):
     """Slow mapping in 2 DataLoader workers; SIGTERM to every process of the job. A grace
     period shorter than step + save is warned about."""
     out = tmp_path / "busy"
     out.mkdir()
     [launcher] = _launch(
-        "1x2", data, out, "--slow-mapper", "0.4", "--workers", "2", HFAI_GRACE_PERIOD_SECONDS="1"
+        "1x2", tiny_coco, out, "--slow-mapper", "0.4", "--workers", "2", HFAI_GRACE_PERIOD_SECONDS="1"
     )
     wait_for(lambda: _started(out), TRIAL_TIMEOUT_S, "training to start")
     os.killpg(launcher.pid, signal.SIGTERM)
@@ -143,14 +137,14 @@ def test_sigterm_while_data_loader_is_busy(data, tmp_path):
     assert "close to the grace period HFAI_GRACE_PERIOD_SECONDS=1 s" in _logs(out)
 
 
-def test_every_rank_says_on_stdout_where_it_stopped(data, tmp_path):
+def test_every_rank_says_on_stdout_where_it_stopped(tiny_coco, tmp_path):
     """Each pod's log says why it exited, once per rank, on stdout -- a record for tools and a
     line for people -- though the training script sets up no logger of the runtime (train_net.py
     does not). It also says when training started and, on rank 0, how far it got. The agreement
     overlaps the next step here (as from 16 ranks on by default): the grace warning counts 2 steps."""
     out = tmp_path / "said"
     out.mkdir()
-    args = ["tests/_dist_train.py", "--data", str(data), "--out", str(out), "--sigterm-at", "1"]
+    args = ["tools/tiny_train.py", "--data", str(tiny_coco), "--out", str(out), "--sigterm-at", "1"]
     launchers = [
         start(args, env, tmp_path / f"stdout{i}.log", tmp_path / f"stderr{i}.log")
         for i, env in enumerate(

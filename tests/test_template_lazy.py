@@ -26,14 +26,13 @@ from pathlib import Path
 import copier
 import pytest
 import torch
-from _dist_train import prepare_data
 from _dist_util import start, topology_envs, wait_all, wait_for
 from _template_render import ANSWER_SETS as YACS_ANSWER_SETS
 from _template_render import REPO, git, render
 from detectron2.config import LazyConfig
 from detectron2.engine import AMPTrainer
 
-#: The custom-dataset answers; the images and annotations are _dist_train's synthetic ones.
+#: The custom-dataset answers; the images and annotations are the tiny_coco fixture's.
 CUSTOM = {
     "config_system": "lazy",
     "dataset": "custom",
@@ -109,9 +108,9 @@ def test_generated_lazy_project_tests_pass(lazy_projects, name):
 
 
 @pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory) -> Path:
+def datasets_root(tiny_coco, tmp_path_factory) -> Path:
     """$DETECTRON2_DATASETS for the custom project: the pack and the annotations beside it."""
-    source = prepare_data(tmp_path_factory.mktemp("shapes_src"))
+    source = tiny_coco
     root = tmp_path_factory.mktemp("datasets")
     (root / "shapes").mkdir()
     subprocess.run(

@@ -1,6 +1,6 @@
 """A user's training script in HFAI's style, run by ``test_coco_recipe.py`` in a subprocess.
 
-``python _coco_recipe_job.py before|after|custom <tiny-config> <output-dir>``, from the folder
+``python tests/scripts/coco_recipe_job.py before|after|custom <tiny-config> <output-dir>``, from the folder
 that holds ``datasets/coco/{coco.ffr,annotations}`` (and ``packs/mine.ffr`` for ``custom``):
 
 * ``before`` -- ``register_ffrecord_handler`` before ``import detectron2``, as HFAI documents;

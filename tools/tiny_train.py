@@ -1,6 +1,9 @@
-"""Test helper: a real, tiny detectron2 training job run the way train_net.py runs it.
+"""A real, tiny detectron2 training job run the way train_net.py runs it, with probes.
 
-    python tests/_dist_train.py --data DIR --out DIR [--max-iter N] [--workers N] ...
+    python tools/tiny_train.py --data DIR --out DIR [--max-iter N] [--workers N] ...
+
+Run by the suspend and resume tests and by ``bench.suspend``; DIR holds a synthetic COCO tree
+(``hfai_runtime.synthetic.make_coco_tree``; the tests pass ``landscape_every_other=True``).
 
 Faster R-CNN R18-FPN on 64-px synthetic COCO images (half of them landscape, so aspect-ratio
 grouping holds samples back), random flip and multi-scale resize on, launched by
@@ -27,32 +30,6 @@ from pathlib import Path
 
 #: Data set sizes: small enough to build in a second, large enough to wrap around epochs.
 NUM_TRAIN, NUM_VAL = 12, 4
-
-
-def prepare_data(root: Path) -> Path:
-    """A synthetic COCO tree whose even-numbered training images are squashed to 64x48."""
-    from PIL import Image
-
-    from hfai_runtime.synthetic import make_coco_tree
-
-    make_coco_tree(root, num_train=NUM_TRAIN, num_val=NUM_VAL, image_size=64, seed=3)
-    json_path = root / "annotations" / "instances_train2017.json"
-    coco = json.loads(json_path.read_text())
-    squashed = {img["id"] for img in coco["images"] if img["id"] % 2 == 0}
-    for img in coco["images"]:
-        if img["id"] in squashed:
-            path = root / "train2017" / img["file_name"]
-            Image.open(path).resize((64, 48)).save(path)
-            img["height"] = 48
-    for ann in coco["annotations"]:
-        if ann["image_id"] in squashed:
-            ann["bbox"][1::2] = [v * 0.75 for v in ann["bbox"][1::2]]
-            ann["segmentation"] = [
-                [v * 0.75 if i % 2 else v for i, v in enumerate(poly)] for poly in ann["segmentation"]
-            ]
-            ann["area"] *= 0.75
-    json_path.write_text(json.dumps(coco))
-    return root
 
 
 class SlowMapper:

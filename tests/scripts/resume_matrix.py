@@ -1,6 +1,6 @@
 """Test helper: the exact-resume matrix for one world, in one launch.
 
-    python tests/_resume_matrix.py --data DIR --out DIR --workers N [--ref-dir DIR] [--models a,b,...]
+    python tests/scripts/resume_matrix.py --data DIR --out DIR --workers N [--ref-dir DIR] [--models a,b,...]
                                    [--phases ref,interrupt,resume,periodic]
 
 Launched by ``launch_from_env`` from the environment (the test picks the layout). For each model

@@ -1,6 +1,6 @@
 """Test helper: ``launch_from_env``'s GPU path on a machine without GPUs, up to the process group.
 
-    python tests/_dist_fake_gpu.py OUT_DIR
+    python tests/scripts/launch_fake_gpu.py OUT_DIR
 
 NCCL cannot run without GPUs, yet the code that chooses it, sets each rank's device and joins
 the rendezvous runs only when GPUs are visible -- a name used before a local import hid there

@@ -1,6 +1,6 @@
 """Test helper: ``launch_from_env`` around a tiny main (no model) that does what argv says.
 
-    python tests/_dist_main.py MODE OUT_DIR [CONNECT_TIMEOUT_S]
+    python tests/scripts/launch_main.py MODE OUT_DIR [CONNECT_TIMEOUT_S]
 
 MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_model, write
 ``OUT_DIR/rank<N>.json``), ``fail`` (rank 1 exits 3), ``sigkill`` (rank 1 kills itself),
