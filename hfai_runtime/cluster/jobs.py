@@ -18,16 +18,18 @@ from hfai_runtime.cluster.kinds import KINDS, JobKind
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 
-def get_job(cluster: Cluster, kind: JobKind, name: str) -> dict:
+def _job_call(cluster: Cluster, kind: JobKind, verb: str, method: str, name: str, *args: Any, **kwargs: Any):
+    """``CustomObjectsApi.<method>`` on the job ``name`` of ``kind`` in the cluster's namespace."""
     return cluster.call(
-        f"get {kind.describe(name)}",
-        cluster.custom().get_namespaced_custom_object,
-        kind.group,
-        kind.version,
-        cluster.namespace,
-        kind.plural,
-        name,
+        f"{verb} {kind.describe(name)}",
+        getattr(cluster.custom(), method),
+        *(kind.group, kind.version, cluster.namespace, kind.plural, name, *args),
+        **kwargs,
     )
+
+
+def get_job(cluster: Cluster, kind: JobKind, name: str) -> dict:
+    return _job_call(cluster, kind, "get", "get_namespaced_custom_object", name)
 
 
 def find_job(cluster: Cluster, name: str, kind: JobKind | None = None) -> tuple[JobKind, dict]:
@@ -63,13 +65,11 @@ def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any], forc
     refused unless ``force`` (``kubectl apply --server-side --force-conflicts``).
     """
     name = manifest["metadata"]["name"]
-    return cluster.call(
-        f"apply {kind.describe(name)}",
-        cluster.custom().patch_namespaced_custom_object,
-        kind.group,
-        kind.version,
-        cluster.namespace,
-        kind.plural,
+    return _job_call(
+        cluster,
+        kind,
+        "apply",
+        "patch_namespaced_custom_object",
         name,
         dict(manifest),
         field_manager=FIELD_MANAGER,
@@ -106,16 +106,7 @@ def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspe
     if kind.suspended(job) == suspend:
         state = "suspended" if suspend else "not suspended"
         return f"{kind.describe(name)}: already {state}"
-    cluster.call(
-        f"patch {kind.describe(name)}",
-        cluster.custom().patch_namespaced_custom_object,
-        kind.group,
-        kind.version,
-        cluster.namespace,
-        kind.plural,
-        name,
-        kind.suspend_patch(suspend),
-    )
+    _job_call(cluster, kind, "patch", "patch_namespaced_custom_object", name, kind.suspend_patch(suspend))
     effect = (
         "the operator deletes every pod (SIGTERM, then the grace period)"
         if suspend

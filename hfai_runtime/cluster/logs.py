@@ -54,30 +54,27 @@ def read_log(
     cluster: Cluster, pod: str, container: str, previous: bool = False, timestamps: bool = False
 ) -> str:
     """The log of ``container`` in ``pod`` (``previous``: of its previous run)."""
-    response = cluster.call(
-        f"read the {'previous ' if previous else ''}log of pod {pod}",
+    what = f"read the {'previous ' if previous else ''}log of pod {pod}"
+    response = _log_request(cluster, what, pod, container, previous=previous, timestamps=timestamps)
+    return response.data.decode("utf-8", "replace")
+
+
+def _log_request(cluster: Cluster, what: str, pod: str, container: str, **params: Any):
+    """The unread response of ``GET .../pods/<pod>/log?container=...&<params>``."""
+    return cluster.call(
+        what,
         cluster.core().read_namespaced_pod_log,
         pod,
         cluster.namespace,
         container=container,
-        previous=previous,
-        timestamps=timestamps,
         _preload_content=False,
+        **params,
     )
-    return response.data.decode("utf-8", "replace")
 
 
 def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
     """The log's lines as the kubelet writes them, until the container ends."""
-    response = cluster.call(
-        f"follow the log of pod {pod}",
-        cluster.core().read_namespaced_pod_log,
-        pod,
-        cluster.namespace,
-        container=container,
-        follow=True,
-        _preload_content=False,
-    )
+    response = _log_request(cluster, f"follow the log of pod {pod}", pod, container, follow=True)
     from urllib3.exceptions import HTTPError
 
     try:
