@@ -210,7 +210,7 @@ def _leave_process_groups() -> None:
     reference goes. One still referenced at interpreter exit is freed during finalization, where
     a gloo thread releasing the last collective's tensor cannot take the GIL any more: the
     process aborts ("terminate called without an active exception", -6) instead of exiting
-    with its code -- seen once in ~40 suspends of a rank that runs in the launcher's process.
+    with its code -- intermittently, for a rank that runs in the launcher's own process.
     (References this cannot drop: see the module-level ``torch.distributed.nn`` import; a
     user's own groups.)
     """
