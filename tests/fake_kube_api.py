@@ -407,56 +407,19 @@ def condition(ctype: str, status: str, reason: str, message: str, at: str) -> di
     }
 
 
-def pod(
-    job: str,
-    replica_type: str,
-    index: int,
-    uid: str,
-    phase: str,
-    *,
-    namespace: str = "team-a",
-    state: dict | None = None,
-    created: str,
-    restarts: int = 0,
-    last_state: dict | None = None,
-) -> dict:
-    """A PyTorchJob's pod, named and labelled as the Training Operator v1.9.4 does it.
-    ``state``/``last_state`` are ``{"running": {...}}``, ``{"terminated": {...}}`` or
-    ``{"waiting": {...}}`` with the client model's field names."""
+def pod(job: str, replica_type: str, index: int, uid: str, phase: str, **status: Any) -> dict:
+    """A PyTorchJob's pod, named and labelled as the Training Operator v1.9.4 does it
+    (``status``: :func:`_pod`'s keywords)."""
     labels = {
         "training.kubeflow.org/job-name": job,
         "training.kubeflow.org/operator-name": "pytorchjob-controller",
         "training.kubeflow.org/replica-type": replica_type,
         "training.kubeflow.org/replica-index": str(index),
     }
-    return _pod(
-        f"{job}-{replica_type}-{index}",
-        namespace,
-        uid,
-        created,
-        labels,
-        {},
-        "pytorch",
-        phase,
-        state,
-        last_state,
-        restarts,
-    )
+    return _pod(f"{job}-{replica_type}-{index}", uid, labels, {}, "pytorch", phase, **status)
 
 
-def trainjob_pod(
-    job: str,
-    index: int,
-    suffix: str,
-    uid: str,
-    phase: str,
-    *,
-    namespace: str = "team-a",
-    state: dict | None = None,
-    created: str,
-    restarts: int = 0,
-    last_state: dict | None = None,
-) -> dict:
+def trainjob_pod(job: str, index: int, suffix: str, uid: str, phase: str, **status: Any) -> dict:
     """A TrainJob's pod: JobSet ``<job>``, replicated job ``node``, an Indexed Job's pod
     ``<job>-node-0-<index>-<suffix>`` with the completion index label and annotation."""
     labels = {
@@ -466,34 +429,25 @@ def trainjob_pod(
         "batch.kubernetes.io/job-completion-index": str(index),
     }
     annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
-    return _pod(
-        f"{job}-node-0-{index}-{suffix}",
-        namespace,
-        uid,
-        created,
-        labels,
-        annotations,
-        "node",
-        phase,
-        state,
-        last_state,
-        restarts,
-    )
+    return _pod(f"{job}-node-0-{index}-{suffix}", uid, labels, annotations, "node", phase, **status)
 
 
 def _pod(
     name: str,
-    namespace: str,
     uid: str,
-    created: str,
     labels: dict,
     annotations: dict,
     container: str,
     phase: str,
-    state: dict | None,
-    last_state: dict | None,
-    restarts: int,
+    *,
+    created: str,
+    namespace: str = "team-a",
+    state: dict | None = None,
+    last_state: dict | None = None,
+    restarts: int = 0,
 ) -> dict:
+    """The pod as the API server serves it; ``state``/``last_state`` are ``{"running": {...}}``,
+    ``{"terminated": {...}}`` or ``{"waiting": {...}}`` with the client model's field names."""
     image = "registry.example/demo:1"
     status = client.V1ContainerStatus(
         name=container,

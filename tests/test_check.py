@@ -33,28 +33,30 @@ RESOURCES = {
 SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
 
 
-def _replica(replicas: int) -> dict:
+def _pod_spec(**container) -> dict:
+    """The pod fields the template writes, around one ``container`` with ``/dev/shm`` mounted."""
     return {
-        "replicas": replicas,
-        "restartPolicy": "ExitCode",
-        "template": {
-            "spec": {
-                "terminationGracePeriodSeconds": 120,
-                "securityContext": dict(POD_SECURITY),
-                "volumes": [copy.deepcopy(SHM)],
-                "containers": [
-                    {
-                        "name": "pytorch",
-                        "image": "registry.example.com/d2:0.1.0",
-                        "command": ["tini", "--", "python", "train_net.py"],
-                        "resources": copy.deepcopy(RESOURCES),
-                        "securityContext": {"allowPrivilegeEscalation": False},
-                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-                    }
-                ],
+        "terminationGracePeriodSeconds": 120,
+        "securityContext": dict(POD_SECURITY),
+        "volumes": [copy.deepcopy(SHM)],
+        "containers": [
+            {
+                **container,
+                "securityContext": {"allowPrivilegeEscalation": False},
+                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
             }
-        },
+        ],
     }
+
+
+def _replica(replicas: int) -> dict:
+    container = {
+        "name": "pytorch",
+        "image": "registry.example.com/d2:0.1.0",
+        "command": ["tini", "--", "python", "train_net.py"],
+        "resources": copy.deepcopy(RESOURCES),
+    }
+    return {"replicas": replicas, "restartPolicy": "ExitCode", "template": {"spec": _pod_spec(**container)}}
 
 
 GOOD_PYTORCHJOB = {
@@ -91,28 +93,7 @@ GOOD_TRAINJOB = {
                             "replicatedJobs": [
                                 {
                                     "name": "node",
-                                    "template": {
-                                        "spec": {
-                                            "template": {
-                                                "spec": {
-                                                    "terminationGracePeriodSeconds": 120,
-                                                    "securityContext": dict(POD_SECURITY),
-                                                    "volumes": [copy.deepcopy(SHM)],
-                                                    "containers": [
-                                                        {
-                                                            "name": "node",
-                                                            "securityContext": {
-                                                                "allowPrivilegeEscalation": False
-                                                            },
-                                                            "volumeMounts": [
-                                                                {"name": "dshm", "mountPath": "/dev/shm"}
-                                                            ],
-                                                        }
-                                                    ],
-                                                }
-                                            }
-                                        }
-                                    },
+                                    "template": {"spec": {"template": {"spec": _pod_spec(name="node")}}},
                                 }
                             ]
                         }
@@ -198,6 +179,16 @@ def _all(*mutations: Callable[[dict], None]) -> Callable[[dict], None]:
     return lambda doc: [mutate(doc) for mutate in mutations]
 
 
+def _bad_value(case_id: str, path: str, value, rule: str) -> tuple:
+    """A case that sets ``path`` to ``value`` and expects ``rule`` to name ``path``."""
+    return (case_id, _set(path, value), [(path, rule)])
+
+
+def _bad_missing(case_id: str, path: str, rule: str) -> tuple:
+    """A case that deletes ``path`` and expects ``rule`` to name it."""
+    return (case_id, _delete(path), [(path, rule)])
+
+
 def _problems(doc: dict, *others: dict) -> list[tuple[str, str]]:
     return [
         (p.field, p.rule)
@@ -208,14 +199,10 @@ def _problems(doc: dict, *others: dict) -> list[tuple[str, str]]:
 
 # (id, good manifest, mutation, [(field, rule)] expected, exactly)
 BAD_PYTORCHJOBS = [
-    (
-        "unknown-field",
-        _set(f"{W_POD}.terminationGracePeriod", 30),
-        [(f"{W_POD}.terminationGracePeriod", "schema/unknown-field")],
-    ),
-    ("wrong-type", _set(f"{WORKER}.replicas", "three"), [(f"{WORKER}.replicas", "schema/type")]),
-    ("no-name", _delete("metadata.name"), [("metadata.name", "schema/required")]),
-    ("name-not-dns1035", _set("metadata.name", "D2_job"), [("metadata.name", "pytorchjob-webhook/name")]),
+    _bad_value("unknown-field", f"{W_POD}.terminationGracePeriod", 30, "schema/unknown-field"),
+    _bad_value("wrong-type", f"{WORKER}.replicas", "three", "schema/type"),
+    _bad_missing("no-name", "metadata.name", "schema/required"),
+    _bad_value("name-not-dns1035", "metadata.name", "D2_job", "pytorchjob-webhook/name"),
     (
         "replica-key",
         lambda d: d["spec"]["pytorchReplicaSpecs"].update(
@@ -223,31 +210,15 @@ BAD_PYTORCHJOBS = [
         ),
         [("spec.pytorchReplicaSpecs.Chief", "pytorchjob-webhook/replica-type")],
     ),
-    (
-        "master-replicas-unstated",
-        _delete(f"{MASTER}.replicas"),
-        [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")],
-    ),
-    (
-        "master-replicas-2",
-        _set(f"{MASTER}.replicas", 2),
-        [(f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas")],
-    ),
-    (
-        "worker-replicas-0",
-        _set(f"{WORKER}.replicas", 0),
-        [(f"{WORKER}.replicas", "pytorchjob-webhook/worker-replicas")],
-    ),
+    _bad_missing("master-replicas-unstated", f"{MASTER}.replicas", "pytorchjob-webhook/master-replicas"),
+    _bad_value("master-replicas-2", f"{MASTER}.replicas", 2, "pytorchjob-webhook/master-replicas"),
+    _bad_value("worker-replicas-0", f"{WORKER}.replicas", 0, "pytorchjob-webhook/worker-replicas"),
     (
         "no-pytorch-container",
         _set(f"{W_POD}.containers[0].name", "main"),
         [(f"{W_POD}.containers", "pytorchjob-webhook/container-name")],
     ),
-    (
-        "no-image",
-        _delete(f"{M_POD}.containers[0].image"),
-        [(f"{M_POD}.containers[0].image", "pytorchjob-webhook/image")],
-    ),
+    _bad_missing("no-image", f"{M_POD}.containers[0].image", "pytorchjob-webhook/image"),
     (
         "no-containers",
         _set(f"{M_POD}.containers", []),
@@ -266,27 +237,11 @@ BAD_PYTORCHJOBS = [
         _set("spec.elasticPolicy", {"nProcPerNode": 4}),
         [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")],
     ),
-    (
-        "restart-policy",
-        _set(f"{WORKER}.restartPolicy", "Sometimes"),
-        [(f"{WORKER}.restartPolicy", "apiserver/restart-policy")],
-    ),
-    (
-        "label-value-too-long",
-        _set("metadata.labels.app", "d2-" + "x" * 61),
-        [("metadata.labels.app", "apiserver/label")],
-    ),
-    (
-        "label-key",
-        _set("metadata.labels[-bad-/key]", "v"),
-        [("metadata.labels[-bad-/key]", "apiserver/label")],
-    ),
-    ("label-not-a-string", _set("metadata.labels.version", 1), [("metadata.labels.version", "schema/type")]),
-    (
-        "managed-by",
-        _set("spec.runPolicy.managedBy", "example.com/mine"),
-        [("spec.runPolicy.managedBy", "pytorchjob-webhook/managed-by")],
-    ),
+    _bad_value("restart-policy", f"{WORKER}.restartPolicy", "Sometimes", "apiserver/restart-policy"),
+    _bad_value("label-value-too-long", "metadata.labels.app", "d2-" + "x" * 61, "apiserver/label"),
+    _bad_value("label-key", "metadata.labels[-bad-/key]", "v", "apiserver/label"),
+    _bad_value("label-not-a-string", "metadata.labels.version", 1, "schema/type"),
+    _bad_value("managed-by", "spec.runPolicy.managedBy", "example.com/mine", "pytorchjob-webhook/managed-by"),
     # The template's bug (issue item 3): pod-level runAsNonRoot without runAsUser. Only Workers
     # get the root init container init-pytorch, so only the Worker is refused.
     (
@@ -294,20 +249,19 @@ BAD_PYTORCHJOBS = [
         _all(_delete(f"{M_POD}.securityContext.runAsUser"), _delete(f"{W_POD}.securityContext.runAsUser")),
         [(f"{W_POD}.securityContext.runAsNonRoot", "kubelet/run-as-non-root")],
     ),
-    (
-        "run-as-user-0",
-        _set(f"{M_POD}.containers[0].securityContext.runAsUser", 0),
-        [(f"{M_POD}.containers[0].securityContext.runAsUser", "kubelet/run-as-non-root")],
+    _bad_value(
+        "run-as-user-0", f"{M_POD}.containers[0].securityContext.runAsUser", 0, "kubelet/run-as-non-root"
     ),
-    (
+    _bad_missing(
         "gpu-request-without-limit",
-        _delete(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]"),
-        [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+        f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]",
+        "apiserver/extended-resource-limit",
     ),
-    (
+    _bad_value(
         "gpu-request-not-limit",
-        _set(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]", 2),
-        [(f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+        f"{W_POD}.containers[0].resources.requests[nvidia.com/gpu]",
+        2,
+        "apiserver/extended-resource-limit",
     ),
     (
         "half-a-gpu",
@@ -317,75 +271,46 @@ BAD_PYTORCHJOBS = [
         ),
         [(f"{W_POD}.containers[0].resources.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
     ),
-    (
+    _bad_value(
         "cpu-request-above-limit",
-        _set(f"{M_POD}.containers[0].resources.requests.cpu", "32"),
-        [(f"{M_POD}.containers[0].resources.requests.cpu", "apiserver/request-above-limit")],
+        f"{M_POD}.containers[0].resources.requests.cpu",
+        "32",
+        "apiserver/request-above-limit",
     ),
-    (
-        "best-effort",
-        _delete(f"{M_POD}.containers[0].resources"),
-        [(f"{M_POD}.containers[0].resources", "qos/requests-and-limits")],
-    ),
+    _bad_missing("best-effort", f"{M_POD}.containers[0].resources", "qos/requests-and-limits"),
     (
         "no-memory-limit",
         _delete(f"{W_POD}.containers[0].resources.limits.memory"),
         [(f"{W_POD}.containers[0].resources", "qos/requests-and-limits")],
     ),
-    (
-        "shm-fills-memory-limit",
-        _set(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "64Gi"),
-        [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
-    ),
-    (
-        "shm-unbounded",
-        _delete(f"{W_POD}.volumes[0].emptyDir.sizeLimit"),
-        [(f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
-    ),
+    _bad_value("shm-fills-memory-limit", f"{W_POD}.volumes[0].emptyDir.sizeLimit", "64Gi", "qos/shm-memory"),
+    _bad_missing("shm-unbounded", f"{W_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory"),
     ("unknown-version", _set("apiVersion", "kubeflow.org/v2"), [("kind", "kind/unknown")]),
 ]
 
 BAD_TRAINJOBS = [
     # The template's bug (issue item 2): a manager that is not a domain-prefixed path.
-    (
-        "manager-not-domain-prefixed",
-        _set(f"{PATCH}.manager", "d2-hfai-template"),
-        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
+    _bad_value(
+        "manager-not-domain-prefixed", f"{PATCH}.manager", "d2-hfai-template", "trainjob-webhook/manager"
     ),
-    (
-        "manager-host-not-rfc1123",
-        _set(f"{PATCH}.manager", "Example.com/d2"),
-        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
+    _bad_value("manager-host-not-rfc1123", f"{PATCH}.manager", "Example.com/d2", "trainjob-webhook/manager"),
+    _bad_value(
+        "manager-path-chars", f"{PATCH}.manager", "example.com/d2 template", "trainjob-webhook/manager"
     ),
-    (
-        "manager-path-chars",
-        _set(f"{PATCH}.manager", "example.com/d2 template"),
-        [(f"{PATCH}.manager", "trainjob-webhook/manager")],
-    ),
-    (
-        "patch-restart-policy",
-        _set(f"{PATCH_POD}.restartPolicy", "Never"),
-        [(f"{PATCH_POD}.restartPolicy", "schema/unknown-field")],
-    ),
-    (
-        "patch-container-image",
-        _set(f"{PATCH_POD}.containers[0].image", "x:1"),
-        [(f"{PATCH_POD}.containers[0].image", "schema/unknown-field")],
-    ),
-    (
+    _bad_value("patch-restart-policy", f"{PATCH_POD}.restartPolicy", "Never", "schema/unknown-field"),
+    _bad_value("patch-container-image", f"{PATCH_POD}.containers[0].image", "x:1", "schema/unknown-field"),
+    _bad_value(
         "patch-node-env",
-        _set(f"{PATCH_POD}.containers[0].env", [{"name": "A", "value": "1"}]),
-        [(f"{PATCH_POD}.containers[0].env", "trainjob-webhook/patch-env")],
+        f"{PATCH_POD}.containers[0].env",
+        [{"name": "A", "value": "1"}],
+        "trainjob-webhook/patch-env",
     ),
-    (
-        "patch-unknown-job",
-        _set(f"{PATCH_JOB}.name", "launcher"),
-        [(f"{PATCH_JOB}.name", "trainjob-webhook/patch-job")],
-    ),
-    (
+    _bad_value("patch-unknown-job", f"{PATCH_JOB}.name", "launcher", "trainjob-webhook/patch-job"),
+    _bad_value(
         "patch-unknown-container",
-        _set(f"{PATCH_POD}.containers[0].name", "sidecar"),
-        [(f"{PATCH_POD}.containers[0].name", "trainjob-webhook/patch-container")],
+        f"{PATCH_POD}.containers[0].name",
+        "sidecar",
+        "trainjob-webhook/patch-container",
     ),
     (
         "reserved-env",
@@ -398,36 +323,22 @@ BAD_TRAINJOBS = [
         [("spec.runtimePatches[1]", "schema/duplicate")],
     ),
     # x-kubernetes-validations rules of the TrainJob CRD, evaluated by cel-python.
-    (
-        "cel-managed-by",
-        _set("spec.managedBy", "example.com/controller"),
-        [("spec.managedBy", "crd/x-kubernetes-validations")],
-    ),
+    _bad_value("cel-managed-by", "spec.managedBy", "example.com/controller", "crd/x-kubernetes-validations"),
     ("cel-name-rfc1035", _set("metadata.name", "9-lives"), [("", "crd/x-kubernetes-validations")]),
     (
         "cel-storage-uri",
         _set("spec.initializer", {"dataset": {"storageUri": "no-scheme"}}),
         [("spec.initializer.dataset.storageUri", "crd/x-kubernetes-validations")],
     ),
-    (
+    _bad_missing(
         "gpu-request-without-limit",
-        _delete("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]"),
-        [("spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]", "apiserver/extended-resource-limit")],
+        "spec.trainer.resourcesPerNode.limits[nvidia.com/gpu]",
+        "apiserver/extended-resource-limit",
     ),
-    (
-        "best-effort",
-        _delete("spec.trainer.resourcesPerNode"),
-        [("spec.trainer.resourcesPerNode", "qos/requests-and-limits")],
-    ),
-    (
-        "run-as-user-0",
-        _set(f"{PATCH_POD}.securityContext.runAsUser", 0),
-        [(f"{PATCH_POD}.securityContext.runAsUser", "kubelet/run-as-non-root")],
-    ),
-    (
-        "shm-fills-memory-limit",
-        _set(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "80Gi"),
-        [(f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "qos/shm-memory")],
+    _bad_missing("best-effort", "spec.trainer.resourcesPerNode", "qos/requests-and-limits"),
+    _bad_value("run-as-user-0", f"{PATCH_POD}.securityContext.runAsUser", 0, "kubelet/run-as-non-root"),
+    _bad_value(
+        "shm-fills-memory-limit", f"{PATCH_POD}.volumes[0].emptyDir.sizeLimit", "80Gi", "qos/shm-memory"
     ),
 ]
 
@@ -453,20 +364,16 @@ def test_good_manifests_pass() -> None:
     assert check_documents([single_node]) == []
 
 
-@pytest.mark.parametrize(
-    "mutate, expected", [case[1:] for case in BAD_PYTORCHJOBS], ids=[case[0] for case in BAD_PYTORCHJOBS]
-)
-def test_bad_pytorchjob(mutate, expected) -> None:
-    doc = copy.deepcopy(GOOD_PYTORCHJOB)
-    mutate(doc)
-    assert _problems(doc) == expected
+BAD_CASES = [
+    pytest.param(good, mutate, expected, id=f"{good['kind']}-{case_id}")
+    for good, cases in ((GOOD_PYTORCHJOB, BAD_PYTORCHJOBS), (GOOD_TRAINJOB, BAD_TRAINJOBS))
+    for case_id, mutate, expected in cases
+]
 
 
-@pytest.mark.parametrize(
-    "mutate, expected", [case[1:] for case in BAD_TRAINJOBS], ids=[case[0] for case in BAD_TRAINJOBS]
-)
-def test_bad_trainjob(mutate, expected) -> None:
-    doc = copy.deepcopy(GOOD_TRAINJOB)
+@pytest.mark.parametrize("good, mutate, expected", BAD_CASES)
+def test_bad_manifest(good, mutate, expected) -> None:
+    doc = copy.deepcopy(good)
     mutate(doc)
     assert _problems(doc) == expected
 
