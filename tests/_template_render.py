@@ -99,6 +99,14 @@ def render(src: Path, dst: Path, answers: Mapping[str, Any], vcs_ref: str | None
     return dst
 
 
+def smoke_args(output_dir: str, max_iter: int) -> list[str]:
+    """A rendered train_net.py's arguments for a short run of its smoke config (one loader worker)."""
+    return [
+        *("--config-file", "configs/smoke_cpu.yaml", "OUTPUT_DIR", output_dir),
+        *("SOLVER.MAX_ITER", str(max_iter), "DATALOADER.NUM_WORKERS", "1"),
+    ]
+
+
 def load_job(project: Path) -> dict:
     """The rendered ``k8s/job.yaml`` as a dict."""
     return yaml.safe_load((project / "k8s" / "job.yaml").read_text())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _template_render import ANSWER_SETS, render, template_repo
+from _template_render import ANSWER_SETS, render, smoke_args, template_repo
 
 from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_image, pod_names
 from hfai_runtime.local.manifest import load_job
@@ -148,16 +148,7 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
                     "users": sorted({r[1] for r in rows}),
                 }
 
-    args = [
-        "--config-file",
-        "configs/smoke_cpu.yaml",
-        "OUTPUT_DIR",
-        f"{storage}/output/story",
-        "SOLVER.MAX_ITER",
-        str(MAX_ITER),
-        "DATALOADER.NUM_WORKERS",
-        "1",
-    ]
+    args = smoke_args(f"{storage}/output/story", MAX_ITER)
     with ContainerEngine(job, PROJECT, pvc, args=args) as engine:
         options = RunOptions(
             project_dir=project,

@@ -13,7 +13,7 @@ at iteration N + 1 and the job succeeded, with its final evaluation.
 from __future__ import annotations
 
 import pytest
-from _template_render import render, template_repo
+from _template_render import render, smoke_args, template_repo
 
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
@@ -37,16 +37,7 @@ def test_a_preempted_replica_stops_every_rank_and_the_job_resumes(tmp_path):
     options = RunOptions(
         project_dir=project,
         data_dir=pvc,
-        args=[
-            "--config-file",
-            "configs/smoke_cpu.yaml",
-            "OUTPUT_DIR",
-            f"{storage}/output/story",
-            "SOLVER.MAX_ITER",
-            str(MAX_ITER),
-            "DATALOADER.NUM_WORKERS",
-            "1",
-        ],
+        args=smoke_args(f"{storage}/output/story", MAX_ITER),
         preempt=[("worker-0", At(PREEMPT_AFTER_TRAINING_S, after_training=True))],
     )
     result = run_job(job, options, lines.append)
