@@ -11,12 +11,19 @@ from __future__ import annotations
 import datetime
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
-from _template_render import CHANGELOG, REPO, RELEASE_HEADING, changelog_headings, newest_release, template_repo
+from _template_render import (
+    CHANGELOG,
+    RELEASE_HEADING,
+    REPO,
+    changelog_headings,
+    newest_release,
+    template_repo,
+)
 from packaging.version import Version
 
 import hfai_runtime
