@@ -16,9 +16,11 @@ local rehearsal the project's README writes out in full, by test_template_rehear
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -122,6 +124,7 @@ def container_build(block: str, base: str | None, reason: str | None) -> list[Su
     container engine both are skipped, for the reason given."""
     if base is None:
         why = f"no container engine: {reason}"
+        warnings.warn(f"the quick start's docker build and push are skipped: {why}", stacklevel=2)
         return [
             Substitution("docker build", ": docker build", why),
             Substitution("docker push", ": docker push", why),
@@ -177,8 +180,6 @@ def run_bash(script: str, cwd: Path, env: dict[str, str], timeout: float) -> str
 def shell_env(kubeconfig: Path) -> dict[str, str]:
     """This environment's commands first on PATH (what the pip line installs), the fake
     cluster's kubeconfig, a git identity (CI machines may have none), podman's settings."""
-    import os
-
     images.use_engine_settings()
     identity = {
         f"GIT_{who}_{what}": value
@@ -251,6 +252,11 @@ def operator_starts_the_pod(fake: FakeKubeAPI, job: dict) -> str:
     return line
 
 
+def built_image(project: Path) -> str:
+    """The image step 3 builds: ``REGISTRY/<slug>:<short commit>``, with the registry here."""
+    return f"localhost/{project.name}:{git(project, 'rev-parse', '--short', 'HEAD').strip()}"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # builds the CPU base image when no session has yet
 def test_readme_quick_start_runs(tmp_path):
@@ -260,33 +266,33 @@ def test_readme_quick_start_runs(tmp_path):
     base = None if reason else images.cpu_base_image(tmp_path / "checkout")[0]
     template = template_repo(tmp_path / "template")
     data, work = tmp_path / "data", tmp_path / "work"
+    project = work / qs.slug
     work.mkdir()
-    with FakeKubeAPI(Frame()) as fake:
-        env = shell_env(fake.kubeconfig(tmp_path, namespace="default"))
-        run_bash(f"hfai-runtime synth-coco {data / 'coco'} --coco-categories", tmp_path, env, 120)
-        script = qs.block
-        for substitution in substitutions(qs, template, data) + container_build(qs.block, base, reason):
-            script = substitution.apply(script)
-        run_bash(script, work, env, 600)
+    try:
+        with FakeKubeAPI(Frame()) as fake:
+            env = shell_env(fake.kubeconfig(tmp_path, namespace="default"))
+            run_bash(f"hfai-runtime synth-coco {data / 'coco'} --coco-categories", tmp_path, env, 120)
+            script = qs.block
+            for substitution in substitutions(qs, template, data) + container_build(qs.block, base, reason):
+                script = substitution.apply(script)
+            run_bash(script, work, env, 600)
 
-        project = work / qs.slug
-        job = load_job(project)
-        commit = git(project, "rev-parse", "--short", "HEAD").strip()
-        image = f"localhost/{qs.slug}:{commit}"
-        # The image built is the one k8s/job.yaml runs, and the job reached the cluster as rendered.
-        for replica in job["spec"]["pytorchReplicaSpecs"].values():
-            assert replica["template"]["spec"]["containers"][0]["image"] == image
-        [applied] = fake.patches("pytorchjobs")
-        assert applied.body == job and job["metadata"]["name"] == qs.slug
+            # The image built is the one k8s/job.yaml runs, and the job reached the cluster as rendered.
+            job = load_job(project)
+            for replica in job["spec"]["pytorchReplicaSpecs"].values():
+                assert replica["template"]["spec"]["containers"][0]["image"] == built_image(project)
+            [applied] = fake.patches("pytorchjobs")
+            assert applied.body == job and job["metadata"]["name"] == qs.slug
 
-        started = operator_starts_the_pod(fake, job)
-        follow_up = "\n".join(f"hfai-runtime job {action} {qs.job_name}" for action in qs.job_actions)
-        out = run_bash(follow_up, project, env, 120)
-        assert f"[master-0] {started}" in out, "job logs shows the pod's log"
-        suspends = [p.body["spec"]["runPolicy"]["suspend"] for p in fake.patches("pytorchjobs")[1:]]
-        assert suspends == [True, False], "job suspend, then job resume"
-    if base is not None:
-        images.podman("rmi", image)
+            started = operator_starts_the_pod(fake, job)
+            follow_up = "\n".join(f"hfai-runtime job {action} {qs.job_name}" for action in qs.job_actions)
+            out = run_bash(follow_up, project, env, 120)
+            assert f"[master-0] {started}" in out, "job logs shows the pod's log"
+            suspends = [p.body["spec"]["runPolicy"]["suspend"] for p in fake.patches("pytorchjobs")[1:]]
+            assert suspends == [True, False], "job suspend, then job resume"
+    finally:
+        if base is not None and (project / ".git").is_dir():
+            images.podman("rmi", "--ignore", built_image(project))
 
     # The pack is where train_net.py reads it: the builtin coco_2017_train's annotations are
     # read from beside the pack, and its first image, not on disk, comes back intact from it.
@@ -295,5 +301,5 @@ def test_readme_quick_start_runs(tmp_path):
     assert name.startswith("datasets/coco/train2017/") and not (project / name).exists()
     source = data / "coco" / "train2017" / name.rsplit("/", 1)[1]
     assert np.array_equal(pixels, np.asarray(Image.open(source).convert("RGB")))
-    # run-local: the project's README gives the command with its CPU-sized arguments.
+    # run-local: the project's README gives the command, with its CPU-sized arguments.
     assert qs.run_local in (project / "README.md").read_text()
