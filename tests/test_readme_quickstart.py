@@ -118,7 +118,7 @@ def installed_requirement(block: str) -> Substitution:
     return Substitution(line[0], ": pip install checked by the test", "no network; this environment has it")
 
 
-def container_build(block: str, base: str | None, reason: str | None) -> list[Substitution]:
+def container_build(base: str | None, reason: str | None) -> list[Substitution]:
     """``docker build`` and ``docker push`` → podman, FROM the CPU base image: no Docker daemon
     and no registry here. The push becomes a check that the image to push exists; without a
     container engine both are skipped, for the reason given."""
@@ -273,7 +273,7 @@ def test_readme_quick_start_runs(tmp_path):
             env = shell_env(fake.kubeconfig(tmp_path, namespace="default"))
             run_bash(f"hfai-runtime synth-coco {data / 'coco'} --coco-categories", tmp_path, env, 120)
             script = qs.block
-            for substitution in substitutions(qs, template, data) + container_build(qs.block, base, reason):
+            for substitution in substitutions(qs, template, data) + container_build(base, reason):
                 script = substitution.apply(script)
             run_bash(script, work, env, 600)
 
