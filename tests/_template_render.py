@@ -8,6 +8,7 @@ and ``template/`` (what ``copier copy gh:org/d2-hfai-template`` would fetch).
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -18,6 +19,11 @@ import copier
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+CHANGELOG = REPO / "CHANGELOG.md"
+#: A release's heading in CHANGELOG.md: ``## vX.Y.Z — YYYY-MM-DD`` (the tag, then its date).
+RELEASE_HEADING = re.compile(
+    r"^## (?P<tag>v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)) — (?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})$"
+)
 
 #: The answer sets the tests render: the defaults and one per flavour of what users change.
 ANSWER_SETS: dict[str, dict[str, Any]] = {
@@ -77,8 +83,23 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-def template_repo(dest: Path, tag: str = "v0.1.0") -> Path:
-    """A git repository at ``dest`` with this checkout's ``copier.yml`` and ``template/``, tagged."""
+def changelog_headings(text: str) -> list[str]:
+    """The ``## `` headings of a CHANGELOG, in order (releases, and an ``Unreleased`` one)."""
+    return [line for line in text.splitlines() if line.startswith("## ")]
+
+
+def newest_release() -> str:
+    """The tag of the newest release CHANGELOG.md names (its first release heading): what the
+    template's newest tag is, so tests render from a copy tagged as users' projects are."""
+    for heading in changelog_headings(CHANGELOG.read_text()):
+        if match := RELEASE_HEADING.match(heading):
+            return match["tag"]
+    raise ValueError(f"{CHANGELOG}: no release heading like '## v0.1.0 — 2026-11-30'")
+
+
+def template_repo(dest: Path, tag: str | None = None) -> Path:
+    """A git repository at ``dest`` with this checkout's ``copier.yml`` and ``template/``,
+    tagged ``tag`` (default: the newest release in CHANGELOG.md)."""
     dest.mkdir(parents=True)
     shutil.copy2(REPO / "copier.yml", dest / "copier.yml")
     shutil.copytree(
@@ -87,7 +108,7 @@ def template_repo(dest: Path, tag: str = "v0.1.0") -> Path:
     git(dest, "init", "-q")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "template")
-    git(dest, "tag", tag)
+    git(dest, "tag", tag or newest_release())
     return dest
 
 

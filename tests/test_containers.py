@@ -34,11 +34,7 @@ from hfai_runtime.local.runner import At, RunOptions, run_job
 from hfai_runtime.synthetic import packed_coco_pvc
 from tools.containers import images
 
-REASON = images.unavailable() or (
-    None
-    if images.DETECTRON2_TARBALL.exists()
-    else f"{images.DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)"
-)
+REASON = images.base_unavailable()
 needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 #: The first of those tests builds the CPU base image (Debian packages, detectron2's C++ build).
 BUILD_TIMEOUT_S = 1800
@@ -67,12 +63,8 @@ def report(request, what: str, seconds: float) -> None:
 
 @pytest.fixture(scope="session")
 def base_image(request, tmp_path_factory) -> str:
-    images.use_engine_settings()
-    checkout = images.clean_checkout(tmp_path_factory.mktemp("checkout"))
-    tag = images.base_tag(checkout)
-    report(
-        request, f"the CPU base image build ({tag}; 0: it existed)", images.build_base_image(checkout, tag)
-    )
+    tag, seconds = images.cpu_base_image(tmp_path_factory.mktemp("checkout"))
+    report(request, f"the CPU base image build ({tag}; 0: it existed)", seconds)
     return tag
 
 

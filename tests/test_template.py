@@ -22,7 +22,16 @@ import kubernetes_validate
 import pytest
 import yaml
 from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
-from _template_render import ANSWER_SETS, REPO, git, load_job, module_constants, render, template_repo
+from _template_render import (
+    ANSWER_SETS,
+    REPO,
+    git,
+    load_job,
+    module_constants,
+    newest_release,
+    render,
+    template_repo,
+)
 
 from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.distributed.env import DistEnv
@@ -72,7 +81,7 @@ def test_render_writes_the_project(projects, name):
     ):
         assert (project / path).is_file(), f"{name}: {path} not rendered"
     answers = answers_of(project)
-    assert answers["_commit"] == "v0.1.0"
+    assert answers["_commit"] == newest_release(), "the template copy is tagged as the newest release"
     for key, value in ANSWER_SETS[name].items():
         assert answers[key] == value, f"{name}: answer {key} not recorded"
     assert not list(project.rglob("*.jinja")), "template suffixes must not leak into the project"

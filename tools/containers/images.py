@@ -38,6 +38,15 @@ def unavailable() -> str | None:
     return None
 
 
+def base_unavailable() -> str | None:
+    """Why the CPU base image cannot be built here (None: it can)."""
+    if reason := unavailable():
+        return reason
+    if not DETECTRON2_TARBALL.exists():
+        return f"{DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)"
+    return None
+
+
 def use_engine_settings() -> None:
     """Point podman (this process and its children) at ``containers.conf``."""
     os.environ["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
@@ -125,6 +134,15 @@ def build_base_image(checkout: Path, tag: str) -> float:
         str(checkout),
     )
     return time.monotonic() - start
+
+
+def cpu_base_image(workdir: Path) -> tuple[str, float]:
+    """This checkout's CPU base image: built from a clean copy of it made in ``workdir``, unless
+    an image of the same inputs exists. Returns its tag and the seconds the build took."""
+    use_engine_settings()
+    checkout = clean_checkout(workdir)
+    tag = base_tag(checkout)
+    return tag, build_base_image(checkout, tag)
 
 
 def build_project_image(project: Path, base: str, tag: str) -> float:
