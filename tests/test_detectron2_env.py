@@ -34,7 +34,12 @@ def test_the_detectron2_under_test_is_imported_here_and_by_launched_processes(de
 
     here = [detectron2.__file__, importlib.metadata.version("detectron2")]
     child = subprocess.run(
-        [sys.executable, "-c", _WHERE], env=dict(os.environ), cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _WHERE],
+        env=dict(os.environ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(child.stdout) == here and here[1] == detectron2_version
     from_environment = Path(detectron2.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
@@ -129,7 +134,10 @@ def test_wheel_builder_refuses_an_sdist_with_cpp_sources(tmp_path):
     builder = _load_wheel_builder()
     sdist = tmp_path / "sdist.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
-        for name, payload in [("__init__.py", b'__version__ = "0.6"\n'), ("layers/csrc/nms_rotated.cpp", b"//")]:
+        for name, payload in [
+            ("__init__.py", b'__version__ = "0.6"\n'),
+            ("layers/csrc/nms_rotated.cpp", b"//"),
+        ]:
             info = tarfile.TarInfo(f"pb1-detectron2-0.6/detectron2/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))

@@ -126,7 +126,17 @@ def build(out: Path, sdist: Path | None = None, source: Path | None = None) -> P
         shutil.copy(HERE / "_C.py", src / "detectron2" / "_C.py")
         (src / "setup.cfg").unlink(missing_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(out),
+                str(src),
+            ],
             check=True,
             env={**os.environ, "D2_WHEEL_VERSION": version},
         )
