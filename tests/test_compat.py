@@ -16,6 +16,8 @@ from detectron2.engine.train_loop import TrainerBase
 
 from hfai_runtime.detectron2 import _compat
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 
 def test_training_sampler_stream_shard_and_seed():
     sampler = TrainingSampler(10, shuffle=True, seed=3)

@@ -136,6 +136,7 @@ def test_two_stage_detectors_save_no_attributes(world, layout, workers):
     assert results["mask_rcnn"]["model_attributes"] == results["faster_rcnn"]["model_attributes"] == {}
 
 
+@pytest.mark.detectron2
 def test_resume_in_a_fresh_launch_is_bit_identical(data, world, matrix_root, tmp_path):
     """RetinaNet suspended, then resumed by a new launch (new processes, cold TorchScript)."""
     world(*WORLDS[0])

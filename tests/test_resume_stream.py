@@ -12,6 +12,8 @@ import pytest
 import torch
 from _dist_train import prepare_data
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 BATCHES, BATCH = 9, 2
 
 
