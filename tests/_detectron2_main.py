@@ -18,8 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tools.containers.images import DETECTRON2_TARBALL
-
 REPO = Path(__file__).resolve().parent.parent
 WHEEL_TOOLS = REPO / "tools" / "detectron2_wheel"
 COMMIT = "e0ec4e1"
@@ -28,12 +26,20 @@ VERSION = f"0.6+{COMMIT}"
 VERSIONS = {"0.6": "0.6", COMMIT: VERSION}
 
 
+def _tarball() -> Path:
+    """The vendored source the container images compile, found as they find it (imported only
+    for the second pass: the ``tools`` folder is importable under ``python -m pytest``)."""
+    from tools.containers.images import DETECTRON2_TARBALL
+
+    return DETECTRON2_TARBALL
+
+
 def unavailable() -> str | None:
     """Why the second detectron2 cannot be built here (None: it can)."""
-    if DETECTRON2_TARBALL.is_file():
+    if _tarball().is_file():
         return None
     return (
-        f"detectron2 {COMMIT}'s source is absent: {DETECTRON2_TARBALL} (the folder D2_HFAI_SHARED "
+        f"detectron2 {COMMIT}'s source is absent: {_tarball()} (the folder D2_HFAI_SHARED "
         "names, by default the 'shared' folder beside the checkout, holds vendor/detectron2-e0ec4e1.tar.gz)"
     )
 
@@ -47,7 +53,7 @@ def _cache() -> Path:
 
 def _key() -> str:
     digest = hashlib.sha256(sys.version.encode())
-    for path in [*sorted(WHEEL_TOOLS.glob("*.py")), DETECTRON2_TARBALL]:
+    for path in [*sorted(WHEEL_TOOLS.glob("*.py")), _tarball()]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -66,7 +72,7 @@ def installed() -> Path:
 
 def _build(target: Path) -> None:
     with tempfile.TemporaryDirectory() as wheels:
-        args = ["--out", wheels, "--source", str(DETECTRON2_TARBALL), "--install", str(target)]
+        args = ["--out", wheels, "--source", str(_tarball()), "--install", str(target)]
         result = subprocess.run(
             [sys.executable, str(WHEEL_TOOLS / "build.py"), *args], capture_output=True, text=True
         )
