@@ -46,6 +46,24 @@ def test_the_detectron2_under_test_is_imported_here_and_by_launched_processes(de
     assert from_environment == (detectron2_version == "0.6"), here
 
 
+def test_second_pass_without_the_source_skips_naming_what_it_needs(tmp_path):
+    """Where detectron2 main's source tarball is absent, the second pass skips, saying where it
+    looked and which variable moves it (and exits 0: nothing failed, nothing went uncollected)."""
+    env = {
+        **os.environ,
+        "D2_HFAI_SHARED": str(tmp_path / "nowhere"),
+        "D2_HFAI_CACHE": str(tmp_path / "cache"),
+    }
+    args = ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "detectron2", "--detectron2=e0ec4e1"]
+    result = subprocess.run(
+        [sys.executable, *args, "tests/test_compat.py"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "passed" not in result.stdout and " skipped" in result.stdout, result.stdout[-3000:]
+    assert f"{tmp_path / 'nowhere'}/vendor/detectron2-e0ec4e1.tar.gz" in result.stdout
+    assert "D2_HFAI_SHARED" in result.stdout and not (tmp_path / "cache").exists()
+
+
 def test_model_zoo_configs_ship_with_the_package(detectron2_version):
     from detectron2 import model_zoo
 
