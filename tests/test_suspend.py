@@ -83,7 +83,7 @@ def _logs(out) -> str:
     )
 
 
-# 2x1 also runs against detectron2 main (make test's second pass; its other tests run 1x2).
+# 2x1 also runs against detectron2 main (make test's second pass).
 @pytest.mark.parametrize("topology", [pytest.param("2x1", marks=pytest.mark.detectron2), "1x2"])
 def test_sigterm_to_any_one_process_at_random_moments(topology, data, tmp_path):
     rng = random.Random()
