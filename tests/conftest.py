@@ -1,20 +1,60 @@
-"""Shared fixtures. Test data lives in the repository (``tests/data``), with its provenance."""
+"""Shared fixtures and the ``--detectron2`` option. Test data lives in the repository
+(``tests/data``), with its provenance."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import _detectron2_main
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 #: The Kubernetes CRDs ship inside the package (``hfai-runtime check`` validates against them).
 CRDS = REPO / "hfai_runtime" / "check" / "crds"
+_UNAVAILABLE = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--detectron2",
+        choices=tuple(_detectron2_main.VERSIONS),
+        default="0.6",
+        help="the detectron2 to test against: the environment's 0.6, or main @ e0ec4e1 (what the "
+        "CUDA image compiles) built from its vendored source; run with -m detectron2",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Swap in detectron2 main before any test module imports detectron2."""
+    if config.getoption("detectron2") == "0.6":
+        return
+    reason = _detectron2_main.unavailable()
+    if reason is not None:
+        config.stash[_UNAVAILABLE] = reason
+        return
+    try:
+        _detectron2_main.activate(_detectron2_main.installed())
+    except RuntimeError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = config.stash.get(_UNAVAILABLE, None)
+    if reason is not None:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def detectron2_version(request) -> str:
+    """The version of the detectron2 under test: ``0.6`` or ``0.6+e0ec4e1``."""
+    return _detectron2_main.VERSIONS[request.config.getoption("detectron2")]
 
 
 @pytest.fixture(scope="session")
 def template_src(tmp_path_factory) -> Path:
-    """The template as a tagged (v0.1.0) git repository."""
+    """The template as a git repository tagged with the CHANGELOG's newest release."""
     from _template_render import template_repo
 
     return template_repo(tmp_path_factory.mktemp("template") / "repo")

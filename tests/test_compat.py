@@ -16,6 +16,8 @@ from detectron2.engine.train_loop import TrainerBase
 
 from hfai_runtime.detectron2 import _compat
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 
 def test_training_sampler_stream_shard_and_seed():
     sampler = TrainingSampler(10, shuffle=True, seed=3)
@@ -141,6 +143,16 @@ def test_with_mixin_keeps_the_checkpointers_own_class(tmp_path):
         assert isinstance(checkpointer, cls) and isinstance(checkpointer, Mixin)
         assert type(checkpointer).__mro__[1:3] == (Mixin, cls)
         assert checkpointer.save("x") == ("mixin", "Checkpointer.save")
+
+
+def test_a_failed_load_does_not_block_the_next(tmp_path):
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(1, 1), str(tmp_path))
+    checkpointer.save("good")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="zip archive|pickle|load"):
+        checkpointer.load(str(tmp_path / "bad.pth"))
+    _compat.end_failed_load(checkpointer)
+    assert checkpointer.load(str(tmp_path / "good.pth")) == {}  # every saved key was restored
 
 
 @pytest.fixture

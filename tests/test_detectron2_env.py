@@ -1,9 +1,15 @@
-"""The environment the bootstrap builds: real detectron2 0.6 that trains on CPU, offline."""
+"""The environment the bootstrap builds: real detectron2 0.6 that trains on CPU, offline; and
+the second pass's detectron2 main @ e0ec4e1 (``--detectron2=e0ec4e1``), built the same way."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -12,18 +18,60 @@ import torch
 
 from hfai_runtime.synthetic import make_coco_tree
 
+pytestmark = pytest.mark.detectron2
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "configs" / "mask_rcnn_cpu_tiny.yaml"
 ZOO_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 
 
-def test_model_zoo_configs_ship_with_the_package():
+_WHERE = "import detectron2, importlib.metadata as m, json; print(json.dumps([detectron2.__file__, m.version('detectron2')]))"
+
+
+def test_the_detectron2_under_test_is_imported_here_and_by_launched_processes(detectron2_version):
+    """The second pass really swaps detectron2: in this process and in a child started as the
+    tests start jobs (this environment, ``sys.executable``), whose own children inherit it."""
+    import detectron2
+
+    here = [detectron2.__file__, importlib.metadata.version("detectron2")]
+    child = subprocess.run(
+        [sys.executable, "-c", _WHERE],
+        env=dict(os.environ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(child.stdout) == here and here[1] == detectron2_version
+    from_environment = Path(detectron2.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
+    assert from_environment == (detectron2_version == "0.6"), here
+
+
+def test_second_pass_without_the_source_skips_naming_what_it_needs(tmp_path):
+    """Where detectron2 main's source tarball is absent, the second pass skips, saying where it
+    looked and which variable moves it (and exits 0: nothing failed, nothing went uncollected)."""
+    env = {
+        **os.environ,
+        "D2_HFAI_SHARED": str(tmp_path / "nowhere"),
+        "D2_HFAI_CACHE": str(tmp_path / "cache"),
+    }
+    args = ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "detectron2", "--detectron2=e0ec4e1"]
+    result = subprocess.run(
+        [sys.executable, *args, "tests/test_compat.py"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "passed" not in result.stdout and " skipped" in result.stdout, result.stdout[-3000:]
+    assert f"{tmp_path / 'nowhere'}/vendor/detectron2-e0ec4e1.tar.gz" in result.stdout
+    assert "D2_HFAI_SHARED" in result.stdout and not (tmp_path / "cache").exists()
+
+
+def test_model_zoo_configs_ship_with_the_package(detectron2_version):
     from detectron2 import model_zoo
 
     configs = Path(model_zoo.get_config_file(ZOO_CONFIG)).parents[1]
     files = [p for p in configs.rglob("*") if p.suffix in {".yaml", ".py"}]
-    # v0.6 ships 128 model-zoo configs; the sdist's own setup.py packaged none of them.
-    assert len(files) == 128
+    # v0.6 ships 128 model-zoo configs (the sdist's own setup.py packaged none of them); main @
+    # e0ec4e1 has 130 in its top-level configs/ folder, which the wheel moves into the package.
+    assert len(files) == {"0.6": 128, "0.6+e0ec4e1": 130}[detectron2_version]
     cfg = model_zoo.get_config(ZOO_CONFIG)
     assert cfg.MODEL.MASK_ON and cfg.MODEL.RESNETS.DEPTH == 50
 
@@ -90,24 +138,30 @@ def _load_wheel_builder():
     return module
 
 
-def test_wheel_builder_refuses_a_changed_sdist(tmp_path):
+@pytest.mark.parametrize("prepare, expected", [("prepare_sdist", "5d2e9e51"), ("prepare_source", "11090227")])
+def test_wheel_builder_refuses_a_changed_archive(tmp_path, prepare, expected):
     builder = _load_wheel_builder()
-    fake = tmp_path / "pb1-detectron2-0.6.tar.gz"
-    fake.write_bytes(b"not the reviewed sdist")
-    with pytest.raises(SystemExit, match="sha256 .* expected 5d2e9e51"):
-        builder.check_sdist(fake)
+    fake = tmp_path / "detectron2.tar.gz"
+    fake.write_bytes(b"not the reviewed archive")
+    with pytest.raises(SystemExit, match=f"sha256 .* expected {expected}"):
+        getattr(builder, prepare)(fake, tmp_path / "src")
+    assert not (tmp_path / "src").exists()
 
 
 def test_wheel_builder_refuses_an_sdist_with_cpp_sources(tmp_path):
     builder = _load_wheel_builder()
     sdist = tmp_path / "sdist.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
-        payload = b"// a compiled op"
-        info = tarfile.TarInfo("pb1-detectron2-0.6/detectron2/layers/csrc/nms_rotated.cpp")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    with pytest.raises(SystemExit, match="ships C\\+\\+ sources"):
-        builder.unpack(sdist, tmp_path / "src")
+        for name, payload in [
+            ("__init__.py", b'__version__ = "0.6"\n'),
+            ("layers/csrc/nms_rotated.cpp", b"//"),
+        ]:
+            info = tarfile.TarInfo(f"pb1-detectron2-0.6/detectron2/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    src = builder.unpack(sdist, tmp_path / "src", "pb1-detectron2-0.6")
+    with pytest.raises(SystemExit, match="ships C\\+\\+ sources .*nms_rotated.cpp"):
+        builder.refuse_compiled(src)
 
 
 def test_environment_report_describes_the_cpu_build():

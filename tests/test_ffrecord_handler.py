@@ -14,6 +14,8 @@ from iopath.common.file_io import PathManager
 
 from hfai_runtime.io import FFRecordPathHandler, PackMountPathHandler
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -21,6 +21,8 @@ import torch
 from hfai_runtime.atomic import is_temporary
 from hfai_runtime.detectron2.atomic_checkpointer import AtomicCheckpointer, CheckpointRefused
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 
 class Progress:
     """The trainer's part of a checkpoint: the iteration."""

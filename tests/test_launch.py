@@ -71,6 +71,7 @@ JOINED = {
 SOURCES = {"2x1": "pytorchjob", "1x2": "pytorchjob", "hfai-2x1": "hfai", "trainjob-2x1": "trainjob"}
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize("topology", ["2x1", "1x2", "hfai-2x1", "trainjob-2x1"])
 def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
     procs = _launch(topology, "report", tmp_path)
@@ -83,6 +84,7 @@ def test_ranks_join_and_ddp_wraps_a_cpu_model(topology, tmp_path):
         assert f"from the {SOURCES[topology]} environment" in line, line
 
 
+@pytest.mark.detectron2
 def test_under_torchrun_nothing_is_spawned_again(tmp_path):
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2"]
     proc = subprocess.Popen(
@@ -97,6 +99,7 @@ def test_under_torchrun_nothing_is_spawned_again(tmp_path):
     _check_no_threads_left(tmp_path, 2)  # each worker runs its rank in the launcher's process
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize("topology", ["2x1", "1x2"])
 def test_sigterm_to_one_launcher_suspends_every_rank(topology, tmp_path):
     procs = _launch(topology, "suspend", tmp_path, HFAI_SUSPEND_EXIT_CODE="99")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 
 from hfai_runtime.detectron2.model_state import AttributeState
+
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
 
 
 class Head(torch.nn.Module):

@@ -11,6 +11,8 @@ import itertools
 import pytest
 import torch
 
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
+
 BATCHES, BATCH = 9, 2
 
 

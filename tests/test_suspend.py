@@ -77,7 +77,8 @@ def _logs(out) -> str:
     )
 
 
-@pytest.mark.parametrize("topology", ["2x1", "1x2"])
+# 2x1 also runs against detectron2 main (make test's second pass).
+@pytest.mark.parametrize("topology", [pytest.param("2x1", marks=pytest.mark.detectron2), "1x2"])
 def test_sigterm_to_any_one_process_at_random_moments(topology, tiny_coco, tmp_path):
     rng = random.Random()
     for trial in range(TRIALS_PER_TOPOLOGY):
@@ -109,6 +110,7 @@ def test_sigterm_while_workers_import_still_suspends(tiny_coco, tmp_path):
     assert _check_one_suspend(out, _logs(out)) == 0
 
 
+@pytest.mark.detectron2
 def test_sigterm_during_evaluation_suspends_after_it(tiny_coco, tmp_path):
     """SIGTERM to the whole process group (DataLoader workers included) mid-evaluation."""
     out = tmp_path / "eval"
@@ -122,6 +124,7 @@ def test_sigterm_during_evaluation_suspends_after_it(tiny_coco, tmp_path):
     assert {p.read_text() for p in out.glob("eval_end_pending.rank*")} == {"true"}
 
 
+@pytest.mark.detectron2
 def test_sigterm_while_data_loader_is_busy(tiny_coco, tmp_path):
     """Slow mapping in 2 DataLoader workers; SIGTERM to every process of the job. A grace
     period shorter than step + save is warned about."""
@@ -137,6 +140,7 @@ def test_sigterm_while_data_loader_is_busy(tiny_coco, tmp_path):
     assert "close to the grace period HFAI_GRACE_PERIOD_SECONDS=1 s" in _logs(out)
 
 
+@pytest.mark.detectron2
 def test_every_rank_says_on_stdout_where_it_stopped(tiny_coco, tmp_path):
     """Each pod's log says why it exited, once per rank, on stdout -- a record for tools and a
     line for people -- though the training script sets up no logger of the runtime (train_net.py

@@ -8,10 +8,13 @@ import random
 import time
 
 import _dist_saver
+import pytest
 import torch
 from _dist_util import wait_for
 
 from hfai_runtime.atomic import is_temporary
+
+pytestmark = pytest.mark.detectron2  # also run against detectron2 main (make test)
 
 KILLS_DURING_SAVE = 20  # kills that must land while a checkpoint is being written
 MAX_TRIALS = 60

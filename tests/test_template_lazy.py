@@ -212,7 +212,8 @@ def _check_resumed_exactly(project: Path, data: Path, out: Path, topology: str, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("topology", ["1x2", "2x1"])
+# 1x2 also runs against detectron2 main (make test's second pass).
+@pytest.mark.parametrize("topology", [pytest.param("1x2", marks=pytest.mark.detectron2), "2x1"])
 def test_lazy_suspend_resumes_bit_identically(
     topology, lazy_projects, datasets_root, uninterrupted, tmp_path
 ):
@@ -246,6 +247,7 @@ def test_lazy_periodic_checkpoint_resumes_bit_identically(
 # --- AMP ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.detectron2
 def test_amp_grad_scaler_is_saved_and_restored(lazy_projects, datasets_root, tmp_path, monkeypatch):
     """With ``train.amp.enabled`` the generated build_trainer makes an ``AMPTrainer``; its
     checkpointer saves the trainer's state, grad scaler included, and resume_or_load restores it.

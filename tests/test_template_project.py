@@ -19,7 +19,11 @@ SMOKE = ("defaults", "custom")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize(
+    "name",
+    # The smoke tests also run against detectron2 main (make test's second pass).
+    [pytest.param(name, marks=pytest.mark.detectron2 if name in SMOKE else ()) for name in ANSWER_SETS],
+)
 def test_generated_project_tests_pass(projects, name):
     select = [] if name in SMOKE else ["-m", "not smoke"]
     result = subprocess.run(

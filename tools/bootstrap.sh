@@ -43,7 +43,7 @@ rm -rf "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 step 1/4 "virtual environment ($("$python" --version))" "$python" -m venv "$venv"
 step 1/4 "pip, setuptools<82, wheel" "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
-# torch: these exact releases install from this machine's local disk; others download GBs.
+# torch and torchvision: the releases the suite is tested with (pinned; a CUDA build, GBs).
 step 2/4 "torch 2.14.1, torchvision 0.29.1" "${pip[@]}" install torch==2.14.1 torchvision==0.29.1
 
 wheels="$cache/detectron2-wheel-$(cat tools/detectron2_wheel/*.py | sha256sum | cut -c1-16)"

@@ -17,8 +17,9 @@ import torch.distributed as dist
 from detectron2.engine.train_loop import HookBase, TrainerBase
 from detectron2.utils import comm
 
-#: The releases these accesses were checked against: detectron2 0.6 (tests) and main @ e0ec4e1
-#: (the CUDA image; same names, read in its source), fvcore 0.1.5.post20221221.
+#: The releases these accesses were checked against: detectron2 0.6 and main @ e0ec4e1 (what the
+#: CUDA image compiles; ``make test`` runs tests/test_compat.py against both), fvcore
+#: 0.1.5.post20221221.
 CHECKED_AGAINST = {"detectron2": ("0.6", "main@e0ec4e1"), "fvcore": ("0.1.5.post20221221",)}
 
 
@@ -77,12 +78,13 @@ def inner_trainer_unsaved(trainer: Any) -> Any:
 
 
 def replace_data_loader(inner: Any, loader: Any) -> None:
-    """Make ``inner`` (a ``SimpleTrainer``) take its next batches from ``loader``."""
+    """Make ``inner`` (a ``SimpleTrainer``) take its next batches from ``loader``: its public
+    ``reset_data_loader`` after 0.6 (train_loop.py@e0ec4e1), by hand in 0.6, which has none."""
+    if hasattr(inner, "reset_data_loader"):
+        inner.reset_data_loader(lambda: loader)
+        return
     inner.data_loader = loader
-    if hasattr(inner, "_data_loader_iter_obj"):  # detectron2 after 0.6 iterates lazily
-        inner._data_loader_iter_obj = None
-    else:
-        inner._data_loader_iter = iter(loader)
+    inner._data_loader_iter = iter(loader)
 
 
 def run_hook_first(trainer: Any, hook: HookBase) -> None:
@@ -126,6 +128,18 @@ def let_create_ddp_model_use(ddp_class: type) -> None:
     from detectron2.engine import defaults
 
     defaults.DistributedDataParallel = ddp_class
+
+
+# --- detectron2.checkpoint.DetectionCheckpointer (detection_checkpoint.py@e0ec4e1) -----------
+
+
+def end_failed_load(checkpointer: Any) -> None:
+    """Let ``checkpointer`` load again after a ``load`` that raised. After 0.6,
+    ``DetectionCheckpointer.load`` keeps the URL being loaded in ``_parsed_url_during_load``,
+    asserts on entry that it is None and resets it only when the load returns: one failed load
+    would make every later one fail that assertion. 0.6 has no such attribute."""
+    if getattr(checkpointer, "_parsed_url_during_load", None) is not None:
+        checkpointer._parsed_url_during_load = None
 
 
 # --- fvcore.common.checkpoint.Checkpointer (checkpoint.py@0.1.5.post20221221) -----------------

@@ -27,7 +27,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import Checkpointer
 
 from hfai_runtime.atomic import atomic_write, is_temporary, remove_stale_temporaries
-from hfai_runtime.detectron2._compat import with_mixin
+from hfai_runtime.detectron2._compat import end_failed_load, with_mixin
 
 #: fvcore's name for the file that names the checkpoint to resume from.
 TAG_FILE = "last_checkpoint"
@@ -133,6 +133,9 @@ class AtomicSaves:
         self._checking_resumable = True
         try:
             return self.load(path)
+        except UnusableCheckpoint:
+            end_failed_load(self)  # the next candidate is loaded by the same checkpointer
+            raise
         finally:
             self._checking_resumable = False
 

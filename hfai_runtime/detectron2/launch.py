@@ -216,10 +216,9 @@ def _leave_process_groups() -> None:
     """
     if not dist.is_initialized():
         return
-    from detectron2.utils import comm
+    from hfai_runtime.detectron2 import _compat
 
-    comm._LOCAL_PROCESS_GROUP = None
-    comm._get_global_gloo_group.cache_clear()
+    _compat.forget_process_groups()
     release_agreement_group()
     dist.destroy_process_group()
     gc.collect()  # a trainer in a reference cycle holds DDP, which holds the world group
@@ -256,6 +255,8 @@ def _join(plan: _Plan, rank: int, local_rank: int) -> None:
     """Set up what detectron2's ``_distributed_worker`` sets up, without its CUDA assertions."""
     from detectron2.utils import comm
 
+    from hfai_runtime.detectron2 import _compat
+
     if plan.backend == "nccl":
         torch.cuda.set_device(local_rank)
     if plan.procs_per_machine > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -279,12 +280,10 @@ def _join(plan: _Plan, rank: int, local_rank: int) -> None:
             connect_timeout=plan.connect_timeout,
             timeout=plan.timeout,
         )
-    for machine in range(plan.env.num_machines):
-        ranks = list(range(machine * plan.procs_per_machine, (machine + 1) * plan.procs_per_machine))
-        group = dist.new_group(ranks)
-        if machine == plan.env.machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    _let_ddp_wrap_cpu_models()
+    _compat.create_local_process_group(plan.procs_per_machine)  # ranks are numbered machine by machine
+    # detectron2's create_ddp_model always passes device_ids=[local_rank], which DDP rejects for
+    # a CPU model: it wraps models in _CpuTolerantDDP instead, however it was imported.
+    _compat.let_create_ddp_model_use(_CpuTolerantDDP)
     comm.synchronize()
 
 
@@ -296,12 +295,3 @@ class _CpuTolerantDDP(DistributedDataParallel):
             kwargs.pop("device_ids", None)
             kwargs.pop("output_device", None)
         super().__init__(module, *args, **kwargs)
-
-
-def _let_ddp_wrap_cpu_models() -> None:
-    """detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which DDP
-    rejects for a CPU model. Patch the DDP class it looks up in its module's globals, so that
-    ``create_ddp_model`` works however it was imported."""
-    from detectron2.engine import defaults
-
-    defaults.DistributedDataParallel = _CpuTolerantDDP

@@ -1,6 +1,7 @@
 """Stand-in for detectron2's compiled extension in the pure-Python CPU build.
 
-This wheel is built from the PyPI sdist ``pb1-detectron2==0.6``, which ships no C++ sources.
+This wheel is built from the PyPI sdist ``pb1-detectron2==0.6``, which ships no C++ sources, or
+from a main checkout whose C++ sources were dropped (tools/detectron2_wheel/build.py).
 Everything that detection training needs is pure PyTorch; only the ops below are compiled.
 Using one raises :class:`CompiledOpUnavailable` with the reason, instead of an obscure
 ``AttributeError`` or a silently wrong result. The CUDA image builds real detectron2 from
@@ -11,7 +12,7 @@ import torch
 
 _WHY = (
     "detectron2.{op} is a compiled C++/CUDA op, and this detectron2 is the pure-Python CPU "
-    "build made by d2-hfai-template's bootstrap (the PyPI sdist carries no C++ sources). "
+    "build made by d2-hfai-template's tools/detectron2_wheel (without the C++ sources). "
     "Use the project's CUDA image (which builds detectron2 from source) for rotated boxes, "
     "rotated ROIAlign, deformable convolution on GPU and the fast COCO evaluator; on CPU pass "
     "COCOEvaluator(..., use_fast_impl=False)."
@@ -66,14 +67,20 @@ def __getattr__(name: str):
     return _unavailable(name)
 
 
-# detectron2.layers.nms calls torch.ops.detectron2.nms_rotated, which the real extension
-# registers with the dispatcher. Register a schema-compatible op that raises the same error.
+# Rotated ops are called through the dispatcher, where the real extension registers them
+# (layers/csrc/vision.cpp): nms_rotated in 0.6 and after, box_iou_rotated and roi_align_rotated_*
+# after 0.6 (0.6 calls those through this module). Register schema-compatible ops that raise the
+# same error.
+_SCHEMAS = (
+    "nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor",
+    "box_iou_rotated(Tensor boxes1, Tensor boxes2) -> Tensor",
+    "roi_align_rotated_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+    "int pooled_width, int sampling_ratio) -> Tensor",
+    "roi_align_rotated_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+    "int pooled_width, int batch_size, int channels, int height, int width, int sampling_ratio) -> Tensor",
+)
 _LIB = torch.library.Library("detectron2", "DEF")
-_LIB.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
-
-
-def _nms_rotated(boxes, scores, iou_threshold):
-    raise CompiledOpUnavailable(_WHY.format(op="nms_rotated"))
-
-
-_LIB.impl("nms_rotated", _nms_rotated, "CompositeExplicitAutograd")
+for _schema in _SCHEMAS:
+    _name = _schema.split("(", 1)[0]
+    _LIB.define(_schema)
+    _LIB.impl(_name, _unavailable(_name), "CompositeExplicitAutograd")
