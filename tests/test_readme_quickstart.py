@@ -198,9 +198,8 @@ def read_first_training_image(project: Path, env: dict[str, str]) -> tuple[str, 
     it: its datasets registered with ``DETECTRON2_DATASETS`` unset (train_net.py's default,
     ``datasets`` in the working directory), then detectron2's catalog and image reader."""
     code = (
-        "import json, sys\n"
-        "sys.path.insert(0, '.')\n"
-        "import train_net\n"
+        "import json\n"
+        "import train_net\n"  # python -c imports from the working directory, the project
         "from detectron2 import model_zoo\n"
         "from detectron2.config import get_cfg\n"
         "from detectron2.data import DatasetCatalog\n"
