@@ -36,12 +36,9 @@ def _tarball() -> Path:
 
 def unavailable() -> str | None:
     """Why the second detectron2 cannot be built here (None: it can)."""
-    if _tarball().is_file():
-        return None
-    return (
-        f"detectron2 {COMMIT}'s source is absent: {_tarball()} (the folder D2_HFAI_SHARED "
-        "names, by default the 'shared' folder beside the checkout, holds vendor/detectron2-e0ec4e1.tar.gz)"
-    )
+    from tools.containers.images import detectron2_source_absent
+
+    return detectron2_source_absent()
 
 
 def _cache() -> Path:

@@ -38,13 +38,21 @@ def unavailable() -> str | None:
     return None
 
 
+def detectron2_source_absent() -> str | None:
+    """Why the vendored detectron2 source is not here (None: it is), naming where it was looked
+    for and the variable that moves it."""
+    if DETECTRON2_TARBALL.is_file():
+        return None
+    return (
+        f"the detectron2 source the images compile is absent: {DETECTRON2_TARBALL} (the folder "
+        "D2_HFAI_SHARED names, by default the 'shared' folder beside the checkout, holds "
+        f"vendor/{DETECTRON2_TARBALL.name})"
+    )
+
+
 def base_unavailable() -> str | None:
     """Why the CPU base image cannot be built here (None: it can)."""
-    if reason := unavailable():
-        return reason
-    if not DETECTRON2_TARBALL.exists():
-        return f"{DETECTRON2_TARBALL} is absent (the detectron2 source the CPU image compiles)"
-    return None
+    return unavailable() or detectron2_source_absent()
 
 
 def use_engine_settings() -> None:
