@@ -378,6 +378,42 @@ def test_copier_update_applies_a_template_change(tmp_path):
             assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
 
 
+def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
+    """A user's checkout after `pip install .`: build/, *.egg-info and dist/ beside the template.
+    The repository's .gitignore keeps the checkout clean, so copier records the real tag as
+    ``_commit`` (not a throwaway commit of the dirty tree) and `copier update` later finds it."""
+    import copier
+
+    src = template_repo(tmp_path / "template", tag="v0.1.0")
+    shutil.copy2(REPO / ".gitignore", src / ".gitignore")
+    git(src, "add", ".gitignore")
+    git(src, "commit", "-q", "-m", "the repository's .gitignore")
+    git(src, "tag", "-f", "v0.1.0")
+    # What `pip install <checkout>` (setuptools) and `python -m build` leave behind.
+    (src / "build" / "lib" / "hfai_runtime").mkdir(parents=True)
+    (src / "build" / "lib" / "hfai_runtime" / "__init__.py").write_text("")
+    (src / "hfai_runtime.egg-info").mkdir()
+    (src / "hfai_runtime.egg-info" / "PKG-INFO").write_text("Name: hfai-runtime\n")
+    (src / "dist").mkdir()
+    (src / "dist" / "hfai_runtime-0.1.0.tar.gz").write_bytes(b"")
+    assert git(src, "status", "--porcelain") == "", "the build outputs are ignored"
+
+    project = render(src, tmp_path / "project", {})
+    assert answers_of(project)["_commit"] == "v0.1.0", "the tag, not a commit of a dirty tree"
+    assert not (project / "build").exists() and not list(project.glob("*.egg-info"))
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+
+    readme = src / "template" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")
+    git(src, "commit", "-q", "-am", "v0.2.0")
+    git(src, "tag", "v0.2.0")
+    copier.run_update(str(project), defaults=True, overwrite=True, unsafe=False, quiet=True, conflict="inline")
+    assert answers_of(project)["_commit"] == "v0.2.0"
+    assert "A line of v0.2.0." in (project / "README.md").read_text()
+
+
 # ----------------------------------------------------------------------------------------------
 # Admission beyond the schema: the rules a cluster applies that the CRD does not state
 # ----------------------------------------------------------------------------------------------
