@@ -41,19 +41,19 @@ echo "bootstrap: building the environment in $venv (first run: a few minutes, ~6
 # A venv's scripts embed its path, so it is built in place; .complete, written last, marks it usable.
 rm -rf "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-step 1/4 "virtual environment ($("$python" --version))" "$python" -m venv "$venv"
-step 1/4 "pip, setuptools<82, wheel" "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
+step 1/5 "virtual environment ($("$python" --version))" "$python" -m venv "$venv"
+step 2/5 "pip, setuptools<82, wheel" "${pip[@]}" install --upgrade "pip>=24" "setuptools>=68,<82" wheel
 # torch and torchvision: the releases the suite is tested with (pinned; a CUDA build, GBs).
-step 2/4 "torch 2.14.1, torchvision 0.29.1" "${pip[@]}" install torch==2.14.1 torchvision==0.29.1
+step 3/5 "torch 2.14.1, torchvision 0.29.1" "${pip[@]}" install torch==2.14.1 torchvision==0.29.1
 
 wheels="$cache/detectron2-wheel-$(cat tools/detectron2_wheel/*.py | sha256sum | cut -c1-16)"
 if ls "$wheels"/detectron2-0.6-*.whl >/dev/null 2>&1; then
-    echo "bootstrap: [3/4] detectron2 0.6 wheel: reusing $wheels"
+    echo "bootstrap: [4/5] detectron2 0.6 wheel: reusing $wheels"
 else
-    step 3/4 "detectron2 0.6 wheel from the PyPI sdist" \
+    step 4/5 "detectron2 0.6 wheel from the PyPI sdist" \
         "$venv/bin/python" tools/detectron2_wheel/build.py --out "$wheels"
 fi
-step 4/4 "hfai_runtime (editable) with detectron2 and the test tools" \
+step 5/5 "hfai_runtime (editable) with detectron2 and the test tools" \
     "${pip[@]}" install --find-links "$wheels" -e ".[detectron2,test]"
 "$venv/bin/python" -c "import detectron2, torch, hfai_runtime; print('bootstrap: ready: detectron2', detectron2.__version__, 'torch', torch.__version__)"
 echo "$repo" > "$venv/.complete"
