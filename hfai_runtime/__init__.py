@@ -2,6 +2,8 @@
 
 Layers (each imports only those above it in this list):
 
+0. :mod:`hfai_runtime.kube` -- manifests read as the API server reads them, quantities, the
+   job-kind table (no cluster, no torch).
 1. :mod:`hfai_runtime.ffrecord` -- the FFRecord format and packed folders (no torch).
 2. :mod:`hfai_runtime.io` -- an iopath ``PathHandler`` for ``ffrecord://`` paths.
 3. :mod:`hfai_runtime.distributed` -- environment parsing, spawning, signal relay, suspend.

@@ -603,8 +603,8 @@ def test_cli_exit_1_one_line_per_problem(tmp_path, capsys) -> None:
     "content, reason",
     [
         (None, "cannot read"),
-        (b"spec: [unclosed\n", "not YAML (line 2)"),
-        (b"\xff\xfe\x00binary", "cannot read"),
+        (b"spec: [unclosed\n", "line 2: not YAML"),
+        (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0)"),
         (b"- a list\n- not an object\n", "document 1 is a list"),
         (b"---\n", "no Kubernetes objects"),
     ],

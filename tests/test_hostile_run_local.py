@@ -99,6 +99,12 @@ CASES = {
         [],
         "spec.pytorchReplicaSpecs.Worker.replicas: 1001 pods; run-local starts at most 64",
     ),
+    # Counted before any replica is built: the largest int32 costs no more than 1000.
+    "2147483647 workers": (
+        job(workers=2147483647),
+        [],
+        "spec.pytorchReplicaSpecs.Worker.replicas: 2147483648 pods; run-local starts at most 64",
+    ),
     "resume without suspend": (job(), ["--resume-after", "2"], "--resume-after: only with --suspend-at"),
     "missing dataset": (
         job(env=[{"name": "DETECTRON2_DATASETS", "value": "datasets"}]),
@@ -151,11 +157,9 @@ def test_refused_before_any_pod_starts(tmp_path, name):
 def test_a_fifo_manifest_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "job.yaml"
     os.mkfifo(fifo)
-    started = time.monotonic()
-    done = run_local(fifo, timeout=30)
+    done = run_local(fifo, timeout=30)  # a reader that waited for a writer would time out
     assert done.returncode == 2
-    assert f"{fifo}: cannot read a YAML manifest: not a regular file" in done.stderr
-    assert time.monotonic() - started < 20
+    assert f"{fifo}: not a regular file" in done.stderr
 
 
 def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
@@ -178,8 +182,8 @@ def test_a_process_a_pod_detached_with_setsid_does_not_survive(tmp_path):
     "make, expected",
     [
         (lambda p: p.mkdir(), "not a regular file"),
-        (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a job manifest is at most"),
-        (lambda p: p.write_bytes(b"kind: \xff\xfe"), "cannot read a YAML manifest"),
+        (lambda p: p.write_text("# " + "x" * (1 << 21)), "bytes; a manifest is at most"),
+        (lambda p: p.write_bytes(b"kind: \xff\xfe"), "not UTF-8 text"),
         (lambda p: None, "No such file or directory"),
     ],
 )

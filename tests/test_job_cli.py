@@ -521,9 +521,9 @@ def test_no_kubeconfig(tmp_path, monkeypatch, capsys):
 def test_submit_of_a_file_that_is_not_yaml(tmp_path, capsys):
     manifest = tmp_path / "job.yaml"
     manifest.write_text("a: [\n")
-    assert main(["job", "submit", str(manifest)]) == 1
+    assert main(["job", "submit", str(manifest)]) == 2  # as hfai-runtime check: unreadable input
     line = one_error_line(capsys)
-    assert line.startswith(f"hfai-runtime job submit: {manifest}: not YAML (line 2)"), line
+    assert line.startswith(f"hfai-runtime job submit: {manifest}: line 2: not YAML"), line
 
 
 def test_kubeconfig_from_the_environment_and_its_namespace(tmp_path, monkeypatch, capsys):
@@ -652,6 +652,25 @@ def test_submit_applies_the_rendered_job(tmp_path, capsys, rendered_job):
     out = capsys.readouterr().out
     assert out.startswith(f"PyTorchJob {name} applied in namespace {namespace}")
     assert f"hfai-runtime job logs {name} -n {namespace}" in out
+
+
+def test_submit_sends_exactly_what_check_read(tmp_path, capsys, rendered_job):
+    """A timestamp-looking env value stays the string the API server reads (PyYAML's safe_load
+    made it a datetime and the client re-serialised it); check judged that same body."""
+    from hfai_runtime.kube.reader import read_manifest
+
+    text = rendered_job.read_text()
+    container = "- name: pytorch  # the name the Training Operator requires\n"
+    indent = text.split(container)[0].rsplit("\n", 1)[1] + "  "
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(text.replace(container, f"{container}{indent}workingDir: 2001-12-14 21:59:43.10\n", 1))
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(manifest)) == 0, capsys.readouterr().err
+        [request] = fake.patches("pytorchjobs")
+    [checked] = read_manifest(manifest).documents
+    assert request.body == checked
+    pod = request.body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["containers"][0]["workingDir"] == "2001-12-14 21:59:43.10"
 
 
 def test_submit_refuses_what_check_refuses(tmp_path, capsys, rendered_job):

@@ -9,12 +9,13 @@ pods are not BestEffort (issue: "manifests that a cluster admin accepts").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
 from hfai_runtime.check.runtimes import referenced_runtime
+from hfai_runtime.kube.kinds import TRAINJOB
+from hfai_runtime.kube.quantity import QuantityError, QuantityTooLarge, parse_quantity
 
 QOS_RESOURCES = ("cpu", "memory")
 #: The pods' three (core/v1 types.go) and the operator's own (common_types.go@v1.9.4).
@@ -66,7 +67,7 @@ def check_pods(doc: dict, docs: list[dict]) -> list[Problem]:
         problems += run_as_non_root(pod)
         for container in pod.containers + pod.init_containers:
             if not container.injected_by:
-                problems += resource_limits(container)
+                problems += quantity_ranges(container) + resource_limits(container)
         problems += qos(pod)
         problems += memory_backed_volumes(pod)
     return problems
@@ -118,10 +119,10 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
     the pod; each patch of the trainer job is checked with those resources.
     """
     runtime = referenced_runtime(job, docs)
-    trainer_job = runtime.trainer_job if runtime else "node"
+    trainer_job = runtime.trainer_job if runtime else TRAINJOB.replica_types[0]
     resources = dig(job, "spec", "trainer", "resourcesPerNode")
     resources_path = "spec.trainer.resourcesPerNode"
-    node = Container({"name": "node", "resources": resources}, "", resources_path)
+    node = Container({"name": TRAINJOB.container, "resources": resources}, "", resources_path)
     pods = []
     for i, patch in enumerate(as_list(dig(job, "spec", "runtimePatches"))):
         jobs = as_list(dig(patch, "trainingRuntimeSpec", "template", "spec", "replicatedJobs"))
@@ -136,7 +137,7 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
             patched = [
                 Container({**c.spec, "resources": resources}, c.path, resources_path)
                 for c in _containers(spec, path, "containers")
-                if c.spec.get("name") == "node"
+                if c.spec.get("name") == TRAINJOB.container
             ]
             pods.append(Pod(spec, path, patched or [node]))
     return pods or [Pod({}, "", [node])]
@@ -206,6 +207,22 @@ def _effective(sc: dict, pod_sc: dict, key: str, container: Container, pod: Pod)
     if key in sc:
         return sc[key], f"{container.path}.securityContext.{key}"
     return pod_sc.get(key), child(child(pod.path, "securityContext"), key)
+
+
+def quantity_ranges(container: Container) -> list[Problem]:
+    """Requests and limits too large to be anything real (above 10^30): the API server stores
+    ``1e999999999``, but no node has it, and an exact computation with it would not end."""
+    problems = []
+    for kind in ("limits", "requests"):
+        for name, value in as_dict(container.resources.get(kind)).items():
+            try:
+                parse_quantity(value)
+            except QuantityTooLarge as error:
+                where = child(child(container.resources_path, kind), name)
+                problems.append(Problem(where, f"Invalid value: {error}", "range/quantity"))
+            except QuantityError:
+                pass  # malformed: the schema check reports it
+    return problems
 
 
 def resource_limits(container: Container) -> list[Problem]:
@@ -341,43 +358,13 @@ def _is_extended(name: str) -> bool:
     return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
 
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {
-    None: 1,
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
 def _quantity(value: object) -> Fraction | None:
-    """A Kubernetes quantity (apimachinery ``pkg/api/resource/quantity.go``) as an exact number;
-    ``None`` for a missing or malformed one (the schema check reports those)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Fraction(value)
-    match = _QUANTITY.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        return None
-    number, suffix = match.groups()
+    """A quantity as an exact number; ``None`` for a missing, malformed or out-of-range one (the
+    schema check reports malformed ones, :func:`quantity_ranges` those out of range)."""
     try:
-        base = Fraction(number)
-    except ValueError:
+        return parse_quantity(value)
+    except QuantityError:
         return None
-    if suffix and suffix[0] in "eE" and len(suffix) > 1:
-        return base * Fraction(10) ** int(suffix[1:])
-    return base * _SUFFIX[suffix]
 
 
 def _compare(a: object, b: object) -> int | None:

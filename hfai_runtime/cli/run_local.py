@@ -19,9 +19,6 @@ import signal
 import sys
 from pathlib import Path
 
-#: More pods than this would only thrash one machine; a cluster job can have many more.
-MAX_LOCAL_PODS = 64
-
 EXAMPLES = """\
 examples:
   # the project's job on CPU, the PVC's mount path mapped to ./local-pvc:
@@ -137,31 +134,21 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hfai_runtime.kube.reader import ManifestError, read_manifest
     from hfai_runtime.local.container import subreaper
-    from hfai_runtime.local.manifest import ManifestError, load_job
+    from hfai_runtime.local.manifest import job_of
     from hfai_runtime.local.runner import RunOptions, preflight
 
     if args.resume_after is not None and args.suspend_at is None:
         return _refuse(["--resume-after: only with --suspend-at (there is nothing to resume)"])
     try:
-        job = load_job(args.manifest, procs_per_node_cap=args.cpu_procs_per_pod)
+        manifest = read_manifest(args.manifest)
+        job = job_of(manifest, procs_per_node_cap=args.cpu_procs_per_pod)
     except ManifestError as exc:
         return _refuse([str(exc)])
-    refused = _admission_problems(args.manifest)
+    refused = _admission_problems(manifest)
     if refused:
         return _refuse(refused)
-    if len(job.replicas) > MAX_LOCAL_PODS:
-        field = (
-            "spec.pytorchReplicaSpecs.Worker.replicas"
-            if job.kind == "PyTorchJob"
-            else "spec.trainer.numNodes"
-        )
-        return _refuse(
-            [
-                f"{args.manifest}: {field}: {len(job.replicas)} pods; run-local starts "
-                f"at most {MAX_LOCAL_PODS} on one machine"
-            ]
-        )
     names = {r.name for r in job.replicas}
     unknown = sorted({name for name, _ in args.preempt} - names)
     if unknown:
@@ -183,10 +170,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_procs_line(job, args.cpu_procs_per_pod), flush=True)
     with subreaper():  # a process a pod detached (setsid) stays ours to stop
-        return _run(job, options, args)
+        return _run(job, manifest.documents[0], options, args)
 
 
-def _run(job, options, args: argparse.Namespace) -> int:
+def _run(job, document: dict, options, args: argparse.Namespace) -> int:
     from hfai_runtime.local.display import LiveStatus
     from hfai_runtime.local.engine import EngineError, engine_for
     from hfai_runtime.local.runner import RunObserver, run_job
@@ -199,7 +186,7 @@ def _run(job, options, args: argparse.Namespace) -> int:
         with engine_for(
             args.engine,
             job,
-            args.manifest,
+            document,
             args.image,
             options.data_dir or options.project_dir,
             options.mounts,
@@ -249,15 +236,12 @@ def _procs_line(job, cap: int) -> str:
     return f"run-local: {pods} pod(s) x {per_pod} training process(es) on CPU ({world}{capped})"
 
 
-def _admission_problems(manifest: Path) -> list[str]:
+def _admission_problems(manifest) -> list[str]:
     """What ``hfai-runtime check`` finds that a cluster would refuse; policy findings (e.g. a
     BestEffort pod) are printed as warnings, since a cluster runs such a job."""
-    from hfai_runtime.check import ManifestError, check_file
+    from hfai_runtime.check import check_manifest
 
-    try:
-        problems = check_file(manifest)
-    except ManifestError as exc:
-        return [str(exc)]
+    problems = check_manifest(manifest)
     for problem in problems:
         if not problem.cluster_refuses:
             print(f"run-local: warning: {problem}", file=sys.stderr)

@@ -13,7 +13,7 @@ from hfai_runtime.cluster.api import (
     NotFound,
     ResourceMissing,
 )
-from hfai_runtime.cluster.kinds import KINDS, JobKind
+from hfai_runtime.kube.kinds import KINDS, JobKind
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 

@@ -38,8 +38,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from hfai_runtime.local.container import UNMAPPED_MOUNTS, ProcessEngine, expand_refs
 from hfai_runtime.local.manifest import LocalJob, Replica
@@ -305,16 +304,18 @@ def _images(node) -> list[str]:
 def engine_for(
     program: str,
     job: LocalJob,
-    manifest: Path,
+    document: Mapping[str, Any],
     image: str | None,
     data_dir: Path,
     mounts: Mapping[str, Path],
     args: Sequence[str] | None = None,
 ) -> Iterator[ContainerEngine | None]:
-    """``run-local --engine``'s engine, made ready and cleaned up; ``None`` for ``process``."""
+    """``run-local --engine``'s engine, made ready and cleaned up; ``None`` for ``process``.
+    ``document`` is the job's manifest document, as read once by the caller."""
     if program == "process":
         yield None
         return
-    doc = yaml.safe_load(manifest.read_text())
-    with ContainerEngine(job, job_image(doc, image), data_dir, mounts, program=program, args=args) as engine:
+    with ContainerEngine(
+        job, job_image(document, image), data_dir, mounts, program=program, args=args
+    ) as engine:
         yield engine
