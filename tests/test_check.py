@@ -238,6 +238,13 @@ BAD_PYTORCHJOBS = [
         [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")],
     ),
     _bad_value("restart-policy", f"{WORKER}.restartPolicy", "Sometimes", "apiserver/restart-policy"),
+    # validateLocalDescendingPath (validation.go): run-local would write outside --data-dir.
+    _bad_value(
+        "sub-path-absolute", f"{W_POD}.containers[0].volumeMounts[0].subPath", "/etc", "apiserver/sub-path"
+    ),
+    _bad_value(
+        "sub-path-up", f"{M_POD}.containers[0].volumeMounts[0].subPath", "a/../../b", "apiserver/sub-path"
+    ),
     _bad_value("label-value-too-long", "metadata.labels.app", "d2-" + "x" * 61, "apiserver/label"),
     _bad_value("label-key", "metadata.labels[-bad-/key]", "v", "apiserver/label"),
     _bad_value("label-not-a-string", "metadata.labels.version", 1, "schema/type"),

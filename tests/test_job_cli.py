@@ -663,7 +663,9 @@ def test_submit_sends_exactly_what_check_read(tmp_path, capsys, rendered_job):
     container = "- name: pytorch  # the name the Training Operator requires\n"
     indent = text.split(container)[0].rsplit("\n", 1)[1] + "  "
     manifest = tmp_path / "job.yaml"
-    manifest.write_text(text.replace(container, f"{container}{indent}workingDir: 2001-12-14 21:59:43.10\n", 1))
+    manifest.write_text(
+        text.replace(container, f"{container}{indent}workingDir: 2001-12-14 21:59:43.10\n", 1)
+    )
     with FakeKubeAPI(Frame()) as fake:
         assert job_cli(fake, tmp_path, "submit", str(manifest)) == 0, capsys.readouterr().err
         [request] = fake.patches("pytorchjobs")
@@ -758,3 +760,27 @@ def test_without_the_kubernetes_client(tmp_path, monkeypatch, capsys):
     assert one_error_line(capsys) == (
         "hfai-runtime job status: the kubernetes client is not installed: pip install 'hfai-runtime[cluster]'"
     )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--interval", "-1"], "--interval: expected a finite number of seconds, greater than 0; got -1.0"),
+        (["--interval", "nan"], "--interval: expected a finite number of seconds, greater than 0; got nan"),
+        (["--interval", "inf"], "--interval: expected a finite number of seconds, greater than 0; got inf"),
+        (["--interval", "0"], "--interval: expected a finite number of seconds, greater than 0; got 0.0"),
+        (
+            ["--events", "{tmp}/missing/e.jsonl"],
+            "--events {tmp}/missing/e.jsonl: its folder {tmp}/missing does not exist",
+        ),
+        (["--events", "{tmp}"], "--events {tmp}: is a folder; expected a file name"),
+    ],
+)
+def test_timeline_flags_are_one_line_and_exit_2_before_any_request(tmp_path, capsys, flags, expected):
+    with FakeKubeAPI(Frame()) as fake:
+        code = job_cli(
+            fake, tmp_path, "timeline", "demo", "--watch", *[f.format(tmp=tmp_path) for f in flags]
+        )
+        assert fake.requests == []
+    assert code == 2
+    assert one_error_line(capsys) == f"hfai-runtime job timeline: {expected.format(tmp=tmp_path)}"

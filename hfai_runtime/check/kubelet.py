@@ -67,7 +67,7 @@ def check_pods(doc: dict, docs: list[dict]) -> list[Problem]:
         problems += run_as_non_root(pod)
         for container in pod.containers + pod.init_containers:
             if not container.injected_by:
-                problems += quantity_ranges(container) + resource_limits(container)
+                problems += quantity_ranges(container) + resource_limits(container) + sub_paths(container)
         problems += qos(pod)
         problems += memory_backed_volumes(pod)
     return problems
@@ -207,6 +207,31 @@ def _effective(sc: dict, pod_sc: dict, key: str, container: Container, pod: Pod)
     if key in sc:
         return sc[key], f"{container.path}.securityContext.{key}"
     return pod_sc.get(key), child(child(pod.path, "securityContext"), key)
+
+
+def sub_paths(container: Container) -> list[Problem]:
+    """A ``volumeMounts[].subPath`` (and ``subPathExpr``) only descends into its volume.
+
+    kubernetes ``pkg/apis/core/validation/validation.go``@a7264f95 ``ValidateVolumeMounts`` ->
+    ``validateLocalDescendingPath``: not an absolute path, no ``..`` component. (run-local maps
+    the subPath onto ``--data-dir``, so these would write outside it.)
+    """
+    problems = []
+    for i, mount in enumerate(as_list(container.spec.get("volumeMounts"))):
+        for key in ("subPath", "subPathExpr"):
+            value = as_dict(mount).get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            where = f"{container.path}.volumeMounts[{i}].{key}"
+            if value.startswith("/"):
+                problems.append(
+                    Problem(where, f"Invalid value: {value!r}: must be a relative path", "apiserver/sub-path")
+                )
+            elif ".." in value.split("/"):
+                problems.append(
+                    Problem(where, f"Invalid value: {value!r}: must not contain '..'", "apiserver/sub-path")
+                )
+    return problems
 
 
 def quantity_ranges(container: Container) -> list[Problem]:

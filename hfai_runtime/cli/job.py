@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hfai_runtime.cli.arguments import output_file_problem, seconds_problem
 from hfai_runtime.kube.reader import ManifestError as UnreadableManifest
 from hfai_runtime.kube.reader import shown
 
@@ -124,7 +125,7 @@ def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
 
         try:
             return body(args, lambda line: print(line, flush=True))
-        except UnreadableManifest as exc:
+        except (UnreadableManifest, BadArgument) as exc:
             print(f"hfai-runtime job {args.job_command}: {exc}", file=sys.stderr)
             return 2
         except (ClusterError, ManifestError) as exc:
@@ -136,6 +137,10 @@ def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
 
 class ManifestError(Exception):
     """The manifest cannot be submitted: not a job, or refused by the check."""
+
+
+class BadArgument(ValueError):
+    """A flag's value that the command cannot use (exit 2, before anything is asked of the cluster)."""
 
 
 def _connect(args: argparse.Namespace):
@@ -420,6 +425,11 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     from hfai_runtime.cluster.timeline import Timeline, observe, watch
     from hfai_runtime.timeline import format_timeline, write_events
 
+    problem = seconds_problem("--interval", args.interval, positive=True) or output_file_problem(
+        "--events", args.events
+    )
+    if problem:
+        raise BadArgument(problem)
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
     if args.watch:

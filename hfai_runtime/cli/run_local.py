@@ -19,6 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
+from hfai_runtime.cli.arguments import output_file_problem, seconds_problem
+
 EXAMPLES = """\
 examples:
   # the project's job on CPU, the PVC's mount path mapped to ./local-pvc:
@@ -138,9 +140,16 @@ def run(args: argparse.Namespace) -> int:
     from hfai_runtime.local.container import subreaper
     from hfai_runtime.local.manifest import job_of
     from hfai_runtime.local.runner import RunOptions, preflight
+    from hfai_runtime.local.sandbox import SandboxError, inside
 
     if args.resume_after is not None and args.suspend_at is None:
         return _refuse(["--resume-after: only with --suspend-at (there is nothing to resume)"])
+    flags = [
+        seconds_problem("--resume-after", args.resume_after),
+        output_file_problem("--events", args.events),
+    ]
+    if any(flags):
+        return _refuse([problem for problem in flags if problem])
     try:
         manifest = read_manifest(args.manifest)
         job = job_of(manifest, procs_per_node_cap=args.cpu_procs_per_pod)
@@ -154,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         return _refuse([f"--preempt {unknown[0]}: no such replica (the job has {', '.join(sorted(names))})"])
     project = (args.project_dir or args.manifest.resolve().parent.parent).resolve()
+    try:  # the default folder is the project's: a symlink there must not lead out of it
+        logs_dir = args.logs_dir.resolve() if args.logs_dir else inside(project, "run-local-logs")
+    except SandboxError as exc:
+        return _refuse([f"--logs-dir: {exc}"])
     options = RunOptions(
         project_dir=project,
         data_dir=args.data_dir.resolve() if args.data_dir else None,
@@ -162,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         suspend_at=args.suspend_at,
         resume_after=args.resume_after or 0.0,
         args=args.args,
-        logs_dir=(args.logs_dir or project / "run-local-logs").resolve(),
+        logs_dir=logs_dir,
     )
     problems = preflight(job, options, args.require)
     if problems:
@@ -177,6 +190,7 @@ def _run(job, document: dict, options, args: argparse.Namespace) -> int:
     from hfai_runtime.local.display import LiveStatus
     from hfai_runtime.local.engine import EngineError, engine_for
     from hfai_runtime.local.runner import RunObserver, run_job
+    from hfai_runtime.local.sandbox import SandboxError
     from hfai_runtime.timeline import format_timeline, summarize
 
     # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
@@ -201,7 +215,7 @@ def _run(job, document: dict, options, args: argparse.Namespace) -> int:
             else:
                 with LiveStatus([r.name for r in job.replicas]) as status:
                     result = run_job(job, options, observer=status)
-    except EngineError as exc:
+    except (EngineError, SandboxError) as exc:
         print(f"run-local: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

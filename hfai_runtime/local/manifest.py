@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
-from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest
+from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest, shown
 from hfai_runtime.local.operator_env import (
     TRAINJOB_RUNTIME_NUM_NODES,
     injected_env,
@@ -381,6 +381,12 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
         value = item.get("value", "")
         if not isinstance(value, str):
             raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} (quote it in YAML)")
+        if not item["name"] or "=" in item["name"]:
+            # The API server refuses these too (validation.go validateEnvVarName): no process
+            # environment can hold a name with '='.
+            raise ValueError(
+                f"{path}[{i}].name: {shown(item['name'])} is not a variable name (empty or with '=')"
+            )
         if "\0" in value or "\0" in item["name"]:
             raise ValueError(
                 f"{path}[{i}] ({item['name']!r}): contains a NUL character, which "
