@@ -12,8 +12,9 @@ import pkgutil
 import re
 import tomllib
 
-import hfai_runtime
 from _template_render import REPO
+
+import hfai_runtime
 
 
 def contract(kind: str) -> dict:
