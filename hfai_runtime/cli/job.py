@@ -425,9 +425,7 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     from hfai_runtime.cluster.timeline import Timeline, observe, watch
     from hfai_runtime.timeline import format_timeline, write_events
 
-    problem = seconds_problem("--interval", args.interval) or output_file_problem(
-        "--events", args.events
-    )
+    problem = seconds_problem("--interval", args.interval) or output_file_problem("--events", args.events)
     if problem:
         raise BadArgument(problem)
     cluster, kind, job = _find(args)
