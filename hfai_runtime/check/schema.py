@@ -27,16 +27,8 @@ CRD_FILES = (
     "kubeflow.org_pytorchjobs.yaml",
     "trainer.kubeflow.org_trainjobs.yaml",
     "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    "trainer.kubeflow.org_trainingruntimes.yaml",
 )
-#: Kinds checked with another kind's schema: TrainingRuntime and ClusterTrainingRuntime share
-#: ``Spec TrainingRuntimeSpec`` (pkg/apis/trainer/v1alpha1/trainingruntime_types.go@v2.3.0);
-#: only the cluster-scoped CRD is shipped.
-SAME_SCHEMA = {
-    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"): (
-        "trainer.kubeflow.org/v1alpha1",
-        "ClusterTrainingRuntime",
-    )
-}
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -52,8 +44,6 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
         for version in crd["spec"]["versions"]:
             if version.get("served"):
                 schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
-    for alias, target in SAME_SCHEMA.items():
-        schemas[alias] = schemas[target]
     return schemas
 
 
