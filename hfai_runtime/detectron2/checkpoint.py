@@ -100,10 +100,9 @@ class SuspendCheckpointer(HookBase):
 
     def after_train(self) -> None:
         self._restore_sigterm()
-        if self.trainer.iter >= self.trainer.max_iter:
-            self._record_end(End.COMPLETED, self.trainer.iter)
-        else:  # an error (a suspend or a limit recorded its end already)
-            self._record_end(End.FAILED, self.trainer.iter)
+        if getattr(self, "_restarts", None) is not None:  # a suspend recorded its end already
+            trainer = self.trainer
+            self._record_end(End.COMPLETED if trainer.iter >= trainer.max_iter else End.FAILED, trainer.iter)
 
     def _guard_restarts(self) -> None:
         """Rank 0 records this start; every rank leaves with exit 1 when it is one too many."""
@@ -136,7 +135,7 @@ class SuspendCheckpointer(HookBase):
         """Rank 0: how this start ended, once (a suspend, then ``after_train``, both call it)."""
         if getattr(self, "_restarts", None) is not None:
             self._restarts.on_end(end, iteration)
-            self._restarts = None
+            self._restarts = None  # recorded
 
     def before_step(self) -> None:
         if self._resume is not None:
