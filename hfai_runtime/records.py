@@ -34,6 +34,9 @@ class RecordKind(str, Enum):
     #: Every rank agreed to stop; ``iteration`` is the last one trained, ``exit_code`` the code
     #: the process exits with, ``checkpoint`` the file written.
     SUSPENDED = "suspended"
+    #: The runtime's restart limits ended the job at this start (max_preemptions, crash loop):
+    #: ``iteration`` it would have resumed from, ``exit_code`` (permanent), ``reason``.
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)

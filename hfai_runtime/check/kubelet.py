@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
+from hfai_runtime.check.quantity import parse_quantity as _quantity
 from hfai_runtime.check.runtimes import referenced_runtime
 from hfai_runtime.kube.kinds import TRAINJOB
-from hfai_runtime.kube.quantity import QuantityError, QuantityTooLarge, parse_quantity
 
 QOS_RESOURCES = ("cpu", "memory")
 #: The pods' three (core/v1 types.go) and the operator's own (common_types.go@v1.9.4).
@@ -67,7 +67,7 @@ def check_pods(doc: dict, docs: list[dict]) -> list[Problem]:
         problems += run_as_non_root(pod)
         for container in pod.containers + pod.init_containers:
             if not container.injected_by:
-                problems += quantity_ranges(container) + resource_limits(container) + sub_paths(container)
+                problems += resource_limits(container)
         problems += qos(pod)
         problems += memory_backed_volumes(pod)
     return problems
@@ -209,47 +209,6 @@ def _effective(sc: dict, pod_sc: dict, key: str, container: Container, pod: Pod)
     return pod_sc.get(key), child(child(pod.path, "securityContext"), key)
 
 
-def sub_paths(container: Container) -> list[Problem]:
-    """A ``volumeMounts[].subPath`` (and ``subPathExpr``) only descends into its volume.
-
-    kubernetes ``pkg/apis/core/validation/validation.go``@a7264f95 ``ValidateVolumeMounts`` ->
-    ``validateLocalDescendingPath``: not an absolute path, no ``..`` component. (run-local maps
-    the subPath onto ``--data-dir``, so these would write outside it.)
-    """
-    problems = []
-    for i, mount in enumerate(as_list(container.spec.get("volumeMounts"))):
-        for key in ("subPath", "subPathExpr"):
-            value = as_dict(mount).get(key)
-            if not isinstance(value, str) or not value:
-                continue
-            where = f"{container.path}.volumeMounts[{i}].{key}"
-            if value.startswith("/"):
-                problems.append(
-                    Problem(where, f"Invalid value: {value!r}: must be a relative path", "apiserver/sub-path")
-                )
-            elif ".." in value.split("/"):
-                problems.append(
-                    Problem(where, f"Invalid value: {value!r}: must not contain '..'", "apiserver/sub-path")
-                )
-    return problems
-
-
-def quantity_ranges(container: Container) -> list[Problem]:
-    """Requests and limits too large to be anything real (above 10^30): the API server stores
-    ``1e999999999``, but no node has it, and an exact computation with it would not end."""
-    problems = []
-    for kind in ("limits", "requests"):
-        for name, value in as_dict(container.resources.get(kind)).items():
-            try:
-                parse_quantity(value)
-            except QuantityTooLarge as error:
-                where = child(child(container.resources_path, kind), name)
-                problems.append(Problem(where, f"Invalid value: {error}", "range/quantity"))
-            except QuantityError:
-                pass  # malformed: the schema check reports it
-    return problems
-
-
 def resource_limits(container: Container) -> list[Problem]:
     """The API server's requests-vs-limits rules for one container.
 
@@ -381,15 +340,6 @@ def _is_extended(name: str) -> bool:
     """``helper.IsExtendedResourceName``-like: a domain-prefixed name outside kubernetes.io."""
     name = str(name)
     return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
-
-
-def _quantity(value: object) -> Fraction | None:
-    """A quantity as an exact number; ``None`` for a missing, malformed or out-of-range one (the
-    schema check reports malformed ones, :func:`quantity_ranges` those out of range)."""
-    try:
-        return parse_quantity(value)
-    except QuantityError:
-        return None
 
 
 def _compare(a: object, b: object) -> int | None:
