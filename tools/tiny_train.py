@@ -14,12 +14,15 @@ grouping holds samples back), random flip and multi-scale resize on, launched by
 * ``--sigterm-at I``: the last rank sends itself SIGTERM after step I;
 * ``--slow-mapper S``: the mapper sleeps S per sample (a busy data loader);
 * ``--eval-period P``: COCO evaluation every P steps; it touches ``OUT/eval_started`` and
-  records in ``OUT/eval_end_pending.rank<N>`` whether a suspend was pending when it ended.
+  records in ``OUT/eval_end_pending.rank<N>`` whether a suspend was pending when it ended;
+* ``OUT/atexit.rank<N>`` and ``OUT/atexit.launcher<PET_NODE_RANK>``: written by ``atexit``
+  handlers of rank N and of the launcher (a prompt exit must still run them).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -130,6 +133,7 @@ def main(args):
     from detectron2.utils.env import seed_all_rng
 
     rank = comm.get_rank()
+    atexit.register(Path(args.out, f"atexit.rank{rank}").touch)
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s"
     )
@@ -168,4 +172,6 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     from hfai_runtime.detectron2 import launch_from_env
 
-    launch_from_env(main, args=(parse_args(),))
+    arguments = parse_args()
+    atexit.register(Path(arguments.out, f"atexit.launcher{os.environ.get('PET_NODE_RANK', 0)}").touch)
+    launch_from_env(main, args=(arguments,))
