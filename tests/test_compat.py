@@ -52,6 +52,20 @@ def test_sampler_chunks_are_the_stream(shuffle):
         assert drawn.tolist()[:21] == list(itertools.islice(_compat.sampler_stream(sampler), 21))
 
 
+def test_sampler_chunks_draw_what_the_sampler_draws_on_any_number_of_threads():
+    """A size where torch's randperm takes its parallel path; the chunks draw on one thread."""
+    threads = torch.get_num_threads()
+    sampler = TrainingSampler(150_000, seed=9)
+    try:
+        torch.set_num_threads(4)
+        expected = list(itertools.islice(_compat.sampler_stream(sampler), 300_000))
+        chunks = _compat.sampler_chunks(sampler)
+        assert np.concatenate([next(chunks), next(chunks)]).tolist() == expected
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_map_dataset_items():
     items = [{"file_name": "a"}, {"file_name": "b"}]
     dataset = MapDataset(items, lambda d: d["file_name"])

@@ -58,12 +58,24 @@ def sampler_chunks(sampler: Any) -> Iterator[np.ndarray]:
         generator.manual_seed(sampler._seed)
         while True:
             if sampler._shuffle:
-                yield torch.randperm(sampler._size, generator=generator).numpy()
+                yield _randperm_one_thread(sampler._size, generator).numpy()
             else:
                 yield np.arange(sampler._size, dtype=np.int64)
     stream = sampler_stream(sampler)
     while True:
         yield np.fromiter(itertools.islice(stream, STREAM_CHUNK), dtype=np.int64, count=STREAM_CHUNK)
+
+
+def _randperm_one_thread(size: int, generator: torch.Generator) -> torch.Tensor:
+    """``torch.randperm`` on one thread: the same permutation as on several (the generator
+    decides it; tests/test_compat.py checks), 10x faster on a machine whose cores are busy --
+    the other ranks' -- where the threads of its parallel path wait for one another."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.randperm(size, generator=generator)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def sampler_shard(sampler: Any) -> tuple[int, int]:

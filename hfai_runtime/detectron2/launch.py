@@ -38,6 +38,7 @@ from hfai_runtime.distributed.suspend import (
     release_agreement_group,
     suspend_exit_code,
 )
+from hfai_runtime.startup import Mark, mark
 
 __all__ = ["launch_from_env"]
 
@@ -155,6 +156,7 @@ def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any],
 
 def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> int:
     """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
+    mark(Mark.WORKER_STARTED)
     _line_buffered_output()
     restore_sigterm = install_sigterm_handler()
     if plan.env.already_spawned:
@@ -175,6 +177,7 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
             _join(plan, rank, local_rank)
         if local_rank == 0:
             print(describe_world(plan, rank), flush=True)
+        mark(Mark.JOINED)
         code = _run_main(main_func, args)
         return code
     finally:
