@@ -236,6 +236,18 @@ def test_trainjob_runtime_restarts_the_gang_on_preemption(projects, crd_dir):
     assert [c["name"] for c in pod["containers"]] == ["node"]
 
 
+def test_run_local_reads_the_trainjob_with_the_runtime_beside_it(projects):
+    """run-local finds k8s/runtime.yaml as the cluster finds the runtime (by kind and name) and
+    applies its restart rules: pods Never, the Job's backoffLimit 0, max_preemptions gang restarts."""
+    from hfai_runtime.local.manifest import load_job
+
+    job = load_job(projects["trainjob"] / "k8s" / "job.yaml")
+    answers = answers_of(projects["trainjob"])
+    assert job.gang.max_restarts == answers["max_preemptions"] and job.backoff_limit == 0
+    assert job.gang.ignore_disruptions and job.gang.retried_exit_codes == {137, 143}
+    assert {r.restart_policy for r in job.replicas} == {"Never"}
+
+
 @pytest.mark.parametrize("name", ANSWER_SETS)
 @pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
 def test_batch_jobs_ignore_disruptions_and_fail_fast(projects, name, manifest):

@@ -34,6 +34,7 @@ from hfai_runtime.distributed.suspend import (
     suspend_requested,
 )
 from hfai_runtime.records import RecordKind
+from hfai_runtime.startup import Mark, mark, marks
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class SuspendCheckpointer(HookBase):
         self._exit_code = suspend_exit_code()
         self._grace_s = grace_period_seconds()
         self._step_began = time.perf_counter()
+        self._first_step = True
+        mark(Mark.TRAINER_BUILT)
 
     @staticmethod
     def suspend_pending() -> bool:
@@ -86,8 +89,10 @@ class SuspendCheckpointer(HookBase):
         return suspend_requested()
 
     def before_train(self) -> None:
+        mark(Mark.CHECKPOINT_LOADED)
         if self._resume is not None:
             self._resume.attach(self.trainer)
+        mark(Mark.REPLAYED)
         self._guard_restarts()
         self._agreement = StepAgreement()
         self._progress_every = report.progress_every()
@@ -149,6 +154,10 @@ class SuspendCheckpointer(HookBase):
         stop = self._agreement.after_step(iteration, last=iteration + 1 >= self.trainer.max_iter)
         agree_s = time.perf_counter() - began
         report.report_progress(self.trainer, comm.get_rank(), self._progress_every)
+        if self._first_step:
+            self._first_step = False
+            mark(Mark.FIRST_STEP)
+            report.emit(RecordKind.STARTUP, iteration=iteration, rank=comm.get_rank(), **marks())
         if stop:
             self._suspend(step_s, agree_s)
 

@@ -8,12 +8,14 @@ field path. Operator defaults are applied as the operator's defaulter would: Wor
 PyTorchJob ``restartPolicy`` ``OnFailure``, ``cleanPodPolicy`` ``None``,
 ``terminationGracePeriodSeconds`` 30.
 
-A TrainJob is read against the stock ``torch-distributed`` runtime (container ``node``): its pod
-template is not in the manifest, so the command must come from ``spec.trainer.command``. The
-JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure``
-(``pkg/webhooks/jobset_webhook.go@v0.12.0``) and the runtime's batch Job keeps Kubernetes'
-default ``backoffLimit`` 6. ``spec.runtimePatches`` patch the ``node`` pods (later patches
-win); what a patch may set is the TrainJob webhook's and the CRD schema's to say.
+A TrainJob is read against the runtime it references (container ``node``): the stock
+``torch-distributed``, or a (Cluster)TrainingRuntime document beside it (the template's
+``k8s/runtime.yaml``), whose JobSet restart rules the runner applies (:mod:`.jobset`); the
+command must come from ``spec.trainer.command``. Under the stock runtime the JobSet webhook
+defaults the pods' ``restartPolicy`` to ``OnFailure`` (``pkg/webhooks/jobset_webhook.go@v0.12.0``)
+and the batch Job keeps Kubernetes' default ``backoffLimit`` 6. ``spec.runtimePatches`` patch the
+``node`` pods (later patches win); what a patch may set is the TrainJob webhook's and the CRD
+schema's to say.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
 from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest, shown
+from hfai_runtime.local.jobset import STOCK, STOCK_RUNTIME, GangPolicy, find_runtime, gang_policy, runtime_key
 from hfai_runtime.local.operator_env import (
     TRAINJOB_RUNTIME_NUM_NODES,
     injected_env,
@@ -56,8 +59,6 @@ DEFAULT_GRACE_SECONDS = 30
 #: More pods than this would only thrash one machine (a cluster job can have many more); counted
 #: before any replica is built, so ``replicas: 2147483647`` costs nothing.
 MAX_LOCAL_PODS = 64
-TRAINJOB_RUNTIME = "torch-distributed"
-TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
 TRAINJOB_POD_PATH = (
     "spec.runtimePatches[].trainingRuntimeSpec.template.spec"
     ".replicatedJobs[name=node].template.spec.template.spec"
@@ -104,6 +105,7 @@ class LocalJob:
     procs_per_node: str = "auto"  # nprocPerNode / numProcPerNode as the operator passes it
     procs_per_node_path: str = ""  # the manifest field that sets it
     declared_procs_per_node: str = "auto"  # the same before run-local's cap
+    gang: GangPolicy | None = None  # a TrainJob's: its runtime's restart rules (local/jobset.py)
 
 
 def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJob:
@@ -119,19 +121,27 @@ def job_of(manifest: Manifest, procs_per_node_cap: int | None = None) -> LocalJo
         raise ManifestError(
             manifest.source, f"expected exactly one job document, found {len(manifest.documents)}"
         )
+    doc = manifest.documents[0]
+    folder = Path(manifest.source).parent
     try:
-        return parse_job(manifest.documents[0], procs_per_node_cap)
+        runtime = find_runtime(doc, [], folder) if doc.get("kind") == "TrainJob" else None
+        return parse_job(doc, procs_per_node_cap, runtime)
     except ValueError as exc:
         raise ManifestError(manifest.source, str(exc)) from exc
 
 
-def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> LocalJob:
+def parse_job(
+    doc: Mapping[str, Any], procs_per_node_cap: int | None = None, runtime: Mapping[str, Any] | None = None
+) -> LocalJob:
     """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas.
 
     ``procs_per_node_cap`` (run-local's ``--cpu-procs-per-pod``) lowers ``nprocPerNode`` /
     ``numProcPerNode`` before the operator's environment is computed, so ``WORLD_SIZE`` and
     ``PET_NPROC_PER_NODE`` agree with the processes each pod really starts; a non-numeric value
     (``auto``) becomes the cap, since ``auto`` on a machine without GPUs means every CPU.
+
+    ``runtime``: the (Cluster)TrainingRuntime document a TrainJob references (not needed for the
+    stock ``torch-distributed``); its JobSet's restart rules become the job's :attr:`LocalJob.gang`.
     """
     kind = doc.get("kind")
     if kind == "PyTorchJob":
@@ -139,7 +149,11 @@ def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> 
         keys, parse = ("spec", "nprocPerNode"), _parse_pytorchjob
     elif kind == "TrainJob":
         _expect_equal(doc, "apiVersion", TRAINJOB.api_version)
-        keys, parse = ("spec", "trainer", "numProcPerNode"), _parse_trainjob
+        keys = ("spec", "trainer", "numProcPerNode")
+
+        def parse(doc: Mapping[str, Any]) -> LocalJob:
+            return _parse_trainjob(doc, runtime)
+
     else:
         raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
     declared = parse(doc)
@@ -235,21 +249,17 @@ def _within_local_pods(pods: int, path: str) -> None:
         raise ValueError(f"{path}: {pods} pods; run-local starts at most {MAX_LOCAL_PODS} on one machine")
 
 
-def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
+def _parse_trainjob(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> LocalJob:
     name = _name(doc)
     spec = _mapping(doc.get("spec"), "spec")
-    runtime = _mapping(spec.get("runtimeRef"), "spec.runtimeRef").get("name")
-    if runtime != TRAINJOB_RUNTIME:
-        raise ValueError(
-            f"spec.runtimeRef.name: expected {TRAINJOB_RUNTIME!r} (the only runtime whose pod "
-            f"template the local runner knows), got {runtime!r}"
-        )
+    _mapping(spec.get("runtimeRef"), "spec.runtimeRef")
+    gang = _gang(doc, runtime)
     trainer = _mapping(spec.get("trainer"), "spec.trainer")
     nodes = trainer.get("numNodes", TRAINJOB_RUNTIME_NUM_NODES)
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ValueError(f"spec.trainer.numNodes: expected a positive integer, got {nodes!r}")
     _within_local_pods(nodes, "spec.trainer.numNodes")
-    pod = _trainjob_pod_patch(spec)
+    pod = {**_runtime_pod(runtime), **_trainjob_pod_patch(spec)}
     container = _container(pod, TRAINJOB.container, TRAINJOB_POD_PATH, required=False)
     container = {
         **container,
@@ -264,7 +274,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
             i,
             container,
             pod,
-            RestartPolicy.ON_FAILURE,
+            RestartPolicy(gang.restart_policy),
             pod_path=TRAINJOB_POD_PATH,
             container_path="spec.trainer",
         )
@@ -274,7 +284,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         kind="TrainJob",
         name=name,
         replicas=replicas,
-        backoff_limit=TRAINJOB_BACKOFF_LIMIT,
+        backoff_limit=gang.backoff_limit,
         suspend=_optional_bool(spec, "suspend", "spec"),
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
         # JobSet deletes the child Jobs of a finished JobSet, and with them every pod.
@@ -282,7 +292,34 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
         procs_per_node_path="spec.trainer.numProcPerNode",
         declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
+        gang=gang,
     )
+
+
+def _gang(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> GangPolicy:
+    """The restart rules of the runtime the TrainJob references: the stock torch-distributed's,
+    or the given runtime document's; ``ValueError`` when it is neither."""
+    kind, name = runtime_key(doc)
+    if (kind, name) == STOCK_RUNTIME:
+        return STOCK
+    if runtime is None:
+        raise ValueError(
+            f"spec.runtimeRef: {kind} {name!r} is not among the manifests: put it beside the TrainJob "
+            "(the template renders it as k8s/runtime.yaml), as the cluster needs it applied first"
+        )
+    return gang_policy(runtime)
+
+
+def _runtime_pod(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The runtime's node pod spec, which the TrainJob's patches and trainer fields complete
+    (its restart policy is the gang policy's)."""
+    jobs = (((runtime or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "replicatedJobs"
+    ) or [{}]
+    pod = dict(((jobs[0].get("template") or {}).get("spec") or {}).get("template", {}).get("spec") or {})
+    pod.pop("restartPolicy", None)
+    pod.pop("containers", None)  # the node container: image from spec.trainer, patches below
+    return pod
 
 
 def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
