@@ -615,3 +615,19 @@ def test_version_and_help_examples(capsys):
         cli_main(["run-local", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--suspend-at train+5 --resume-after 2" in out
+
+
+def test_a_queue_labelled_job_kueue_does_not_manage(tmp_path):
+    """Kueue v0.19.2's default configuration does not manage PyTorchJobs: the queue label is
+    ignored (the job runs unqueued), and a suspended manifest is never admitted."""
+    doc = pytorchjob(["--iters", "1"])
+    doc["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    result, _ = run(doc, tmp_path, kueue_manages_kind=False)
+    assert result.succeeded
+    assert "is ignored: Kueue does not manage PyTorchJobs" in result.events[0].detail
+    doc["spec"]["runPolicy"]["suspend"] = True
+    result, _ = run(doc, tmp_path, kueue_manages_kind=False)
+    assert (result.condition, result.reason) == ("Failed", "Suspended")
+    assert not result.of_kind("started")
+    managed, _ = run(doc, tmp_path)  # Kueue manages it: it admits the suspended job
+    assert managed.succeeded and "Kueue admits the Workload (LocalQueue team-a)" in managed.events[0].detail

@@ -106,6 +106,7 @@ class LocalJob:
     procs_per_node_path: str = ""  # the manifest field that sets it
     declared_procs_per_node: str = "auto"  # the same before run-local's cap
     gang: GangPolicy | None = None  # a TrainJob's: its runtime's restart rules (local/jobset.py)
+    queue: str | None = None  # its Kueue LocalQueue (label kueue.x-k8s.io/queue-name), if any
 
 
 def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJob:
@@ -241,6 +242,7 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=str(spec.get("nprocPerNode", "auto")),
         procs_per_node_path="spec.nprocPerNode",
         declared_procs_per_node=str(spec.get("nprocPerNode", "auto")),
+        queue=_queue(doc),
     )
 
 
@@ -293,7 +295,14 @@ def _parse_trainjob(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -
         procs_per_node_path="spec.trainer.numProcPerNode",
         declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
         gang=gang,
+        queue=_queue(doc),
     )
+
+
+def _queue(doc: Mapping[str, Any]) -> str | None:
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    queue = labels.get("kueue.x-k8s.io/queue-name") if isinstance(labels, Mapping) else None
+    return queue if isinstance(queue, str) and queue else None
 
 
 def _gang(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> GangPolicy:

@@ -153,6 +153,9 @@ class RunOptions:
     #: periods, suspension and the event times follow it. Tests inject one that advances a
     #: fixed step per turn, so the schedule does not depend on how loaded the machine is.
     clock: Callable[[], float] = time.monotonic
+    #: Whether Kueue manages the job's kind, for a queue-labelled job: Kueue v0.19.2's default
+    #: configuration does not manage PyTorchJobs (``--kueue-unmanaged``): the label is ignored.
+    kueue_manages_kind: bool = True
 
 
 class RunObserver:
@@ -234,12 +237,9 @@ class LocalRunner:
     def run(self) -> JobResult:
         if self.options.logs_dir is not None:
             self.options.logs_dir.mkdir(parents=True, exist_ok=True)
-        if self.job.suspend:
-            self._event(
-                "",
-                EventKind.RESUMED,
-                "runPolicy.suspend is true in the manifest: admitting the job at once, as Kueue would",
-            )
+        if not self._admit():
+            condition, reason, message, cause = self.outcome
+            return JobResult(self.job.name, condition, reason, message, cause, self.events)
         try:
             for replica in self.job.replicas:
                 self._start(replica)
@@ -260,6 +260,35 @@ class LocalRunner:
             self._kill_all()
         condition, reason, message, cause = self.outcome
         return JobResult(self.job.name, condition, reason, message, cause, self.events)
+
+    def _admit(self) -> bool:
+        """Kueue's part before any pod starts; False when the job would never start."""
+        queue, kind = self.job.queue, self.job.kind
+        if queue and not self.options.kueue_manages_kind:
+            self._event(
+                "",
+                EventKind.RESUMED if not self.job.suspend else EventKind.SUSPENDED,
+                f"kueue.x-k8s.io/queue-name={queue} is ignored: Kueue does not manage {kind}s here (its "
+                f"default configuration, v0.19.2, leaves them out): no Workload, no queueing",
+            )
+            if self.job.suspend:
+                self._fail(
+                    "Suspended",
+                    "the manifest is suspended and Kueue, which does not manage it, never admits it",
+                    "hfai-runtime job resume (or kubectl patch) would have to unsuspend it",
+                )
+                return False
+        elif queue:
+            self._event(
+                "", EventKind.RESUMED, f"Kueue admits the Workload (LocalQueue {queue}): the job starts"
+            )
+        elif self.job.suspend:
+            self._event(
+                "",
+                EventKind.RESUMED,
+                "runPolicy.suspend is true in the manifest: admitting the job at once, as Kueue would",
+            )
+        return True
 
     def _now(self) -> float:
         return self.now
