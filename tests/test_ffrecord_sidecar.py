@@ -126,6 +126,19 @@ def _crafted(edit):
     return make
 
 
+def _renamed(old: bytes, new: bytes):
+    """An edit giving the entry stored as ``old`` the name ``new`` (the names re-packed)."""
+
+    def edit(arrays: dict) -> None:
+        bounds, names = arrays["bounds"].tolist(), arrays["names"].tobytes()
+        stored = [names[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        stored[stored.index(old)] = new
+        arrays["names"] = np.frombuffer(b"".join(stored), np.uint8).copy()
+        arrays["bounds"] = np.cumsum([0, *map(len, stored)]).astype(arrays["bounds"].dtype)
+
+    return edit
+
+
 def _cycle(arrays: dict) -> None:
     target = arrays["target"]
     d = int(np.flatnonzero(target < 0)[-1])
@@ -144,6 +157,12 @@ def _cycle(arrays: dict) -> None:
             _crafted(lambda a: a.__setitem__("bounds", a["bounds"][::-1].copy())),
             "'bounds' does not partition 'names'",
         ),
+        # the metadata's name rules (index.INVALID_NAMES, no '/' or NUL), with its messages
+        (_crafted(_renamed(b"a", b"..")), "packed-folder entry name '..' is not a valid file name"),
+        (_crafted(_renamed(b"z", b".")), "packed-folder entry name '.' is not a valid file name"),
+        (_crafted(_renamed(b"b.txt", b"")), "packed-folder entry name '' is not a valid file name"),
+        (_crafted(_renamed(b"B.txt", b"a/b")), r"entry name contains '/' \(in 'a/b'\)"),
+        (_crafted(_renamed(b"B.txt", b"x\0y")), r"entry name contains a NUL character \(in 'x\\x00y'\)"),
     ],
 )
 def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make, why):
