@@ -72,7 +72,7 @@ COPY pyproject.toml README.md ./
 COPY hfai_runtime ./hfai_runtime
 # hadolint ignore=DL3013
 RUN pip install ".[detectron2]" opencv-python-headless \
-    && python -c "import cv2, hfai_runtime.detectron2, hfai_runtime.launch"
+    && python -c "import cv2, hfai_runtime.detectron2.launch"
 
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS runtime

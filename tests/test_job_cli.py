@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ from hfai_runtime.cli import main
 from hfai_runtime.records import RecordKind, format_record
 
 NS = "team-a"
-T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)
 CHECKPOINT = "/mnt/output/demo/model_0000013.pth"
 
 

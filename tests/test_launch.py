@@ -250,13 +250,6 @@ def test_launch_restores_the_sigterm_handler_it_found(monkeypatch):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_the_old_import_path_still_works():
-    from hfai_runtime.detectron2 import launch
-    from hfai_runtime.launch import launch_from_env
-
-    assert launch_from_env is launch.launch_from_env
-
-
 @pytest.mark.parametrize("status, code", [(None, 0), (3, 3), ("no images found", 1)])
 def test_a_ranks_sys_exit_keeps_its_code_and_message(status, code, capsys):
     from hfai_runtime.detectron2.launch import _run_main

@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from _template_hostile import bash_blocks
 from _template_render import REPO, git, load_job, template_repo
 from fake_kube_api import FakeKubeAPI, Frame, LogLine, pod
