@@ -270,7 +270,7 @@ def _names_problem(a: dict[str, np.ndarray]) -> str | None:
 
 class _Flattened:
     """The tree breadth-first: per directory (root = 0) its entry count and the name prefix all
-    its entries share; per entry its name minus that prefix, ``hash(name)`` and target. Refuses
+    its entries share; per entry its name minus that prefix and its target. Refuses
     anything but str names mapping to file indices in ``[0, num_files)`` or to directories.
 
     Work is done a directory at a time with C-level list operations: 1.2M entries take ~1 s.
@@ -280,7 +280,6 @@ class _Flattened:
         self.counts: list[int] = []
         self.prefixes: list[str] = []
         self.suffixes: list[str] = []
-        self.hashes: list[int] = []
         self.targets: list[int] = []
         self._fname, self._num_files = fname, num_files
         dirs: list[dict] = [tree]
@@ -300,7 +299,6 @@ class _Flattened:
         self.counts.append(len(keys))
         self.prefixes.append(prefix)
         self.suffixes.extend([k[len(prefix) :] for k in keys] if prefix else keys)
-        self.hashes.extend(map(hash, keys))
         if keys and set(map(type, values)) == {int} and min(values) >= 0 and max(values) < self._num_files:
             self.targets.extend(values)  # the common case: a directory of files only
             return
