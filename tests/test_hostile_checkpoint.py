@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pickle
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +145,14 @@ def _fallback_meets_code(out: Path) -> None:
     (out / "model_0000010.pth").symlink_to(other / "evil.pth")
 
 
+def _flip_a_weight(path: Path) -> None:
+    """Damage one byte of the weights (all 5.0): torch would load the file without complaint."""
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<4f", 5.0, 5.0, 5.0, 5.0))
+    data[at + 1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
 def _symlink_out(out: Path) -> None:
     (out / "model_0000007.pth").symlink_to(_outside(out))
     _tag(out, "model_0000007.pth")
@@ -253,6 +262,25 @@ CASES: list[tuple[str, Sabotage, int | None, str]] = [
         5,
         "model_0000007.pth cannot be resumed from: it is not a training checkpoint",
     ),
+    (
+        "a weight's byte flipped",
+        lambda out: _flip_a_weight(out / "model_0000005.pth"),
+        3,
+        "model_0000005.pth cannot be resumed from: its CRC-32 is",
+    ),
+    (
+        "bytes appended",
+        lambda out: (out / "model_0000005.pth").open("ab").write(b"\0"),
+        3,
+        "model_0000005.pth cannot be resumed from: it has",
+    ),
+    (
+        "checksum file garbled",
+        lambda out: (out / "model_0000005.pth.crc32").write_text("crc32=zz\n"),
+        3,
+        "its checksum file",
+    ),
+    ("no checksum file (plain detectron2's)", lambda out: (out / "model_0000005.pth.crc32").unlink(), 5, ""),
     ("named and newest other damaged", _two_damaged, 3, "model_0000005.pth cannot be resumed from"),
     ("nothing usable", _nothing_left, None, "holds no other complete checkpoint"),
     (
@@ -313,7 +341,7 @@ def test_save_removes_only_the_runtimes_own_temporaries(tmp_path):
 
     _save(_checkpointer(tmp_path), 2, 1000)
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([*users, "last_checkpoint", "model_0000002.pth"])
+    assert left == sorted([*users, "last_checkpoint", "model_0000002.pth", "model_0000002.pth.crc32"])
 
 
 def test_the_canary_works(tmp_path):
@@ -344,3 +372,18 @@ def test_a_swapped_in_symlink_is_caught_on_the_open_descriptor(tmp_path):
     (out / "model_0000001.pth").symlink_to(outside)
     with pytest.raises(UnusableCheckpoint, match="outside OUTPUT_DIR: refused"):
         load_checkpoint_data(str(out / "model_0000001.pth"), str(out))
+
+
+def test_a_checked_save_leaves_torchs_own_crc_setting_as_it_was(tmp_path):
+    """The save turns torch's per-record CRC off for itself only; the file still loads."""
+    from hfai_runtime.detectron2.atomic_checkpointer import save_checked, verify_checkpoint
+
+    for setting in (True, False):
+        torch.serialization.set_crc32_options(setting)
+        try:
+            save_checked({"x": torch.arange(5)}, str(tmp_path / "a.pth"))
+            assert torch.serialization.get_crc32_options() is setting
+        finally:
+            torch.serialization.set_crc32_options(True)
+        assert verify_checkpoint(str(tmp_path / "a.pth"))
+        assert torch.equal(torch.load(tmp_path / "a.pth")["x"], torch.arange(5))

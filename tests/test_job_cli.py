@@ -587,13 +587,50 @@ def test_kueue_not_installed(tmp_path, capsys):
     )
 
 
-def test_kueue_job_without_its_workload_yet(tmp_path, capsys):
+def test_a_queue_labelled_job_kueue_does_not_manage_is_suspended_itself(tmp_path, capsys):
+    """Kueue v0.19.2's default configuration leaves PyTorchJobs out: no Workload ever appears.
+    After a bounded wait, one line says so and how to enable it, and the job's own suspend
+    field is set (Kueue, not managing it, will not set it back)."""
     frame = Frame()
     frame.add(pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "team-queue"}))
     with FakeKubeAPI(frame) as fake:
-        assert job_cli(fake, tmp_path, "suspend", "demo") == 1
-        assert fake.patches("pytorchjobs") == []
-    assert "Kueue has not created its Workload yet" in one_error_line(capsys)
+        assert job_cli(fake, tmp_path, "suspend", "demo", "--workload-wait", "0") == 0
+        assert [p.body for p in fake.patches("pytorchjobs")] == [{"spec": {"runPolicy": {"suspend": True}}}]
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "no Kueue Workload appeared in 0 s" in line
+    assert '"kubeflow.org/pytorchjob" commented out of integrations.frameworks' in line
+    assert "kueue-manager-config" in line and line.endswith("every pod (SIGTERM, then the grace period)")
+
+
+def test_the_workload_wait_is_bounded_by_an_injected_clock():
+    """wait_for_workload looks once a second until its deadline, on the clock it is given."""
+    from hfai_runtime.cluster import kueue
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    looks = []
+
+    class NoWorkloads:
+        namespace = "team-a"
+
+        def call(self, what, method, *args):
+            looks.append(clock())
+            return {"items": []}
+
+        def custom(self):
+            return type("Api", (), {"list_namespaced_custom_object": None})()
+
+    job = pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "q"})
+    assert kueue.wait_for_workload(NoWorkloads(), job, 2.5, clock, clock.sleep) is None
+    assert looks == [0.0, 1.0, 2.0, 2.5]
 
 
 def test_job_not_found(tmp_path, capsys):

@@ -16,7 +16,8 @@ import yaml
 
 from hfai_runtime.cli import main as cli_main
 from hfai_runtime.local.manifest import load_job, parse_job
-from hfai_runtime.local.runner import At, RunOptions, run_job
+from hfai_runtime.local.runner import At, RunObserver, RunOptions, run_job
+from hfai_runtime.records import RecordKind
 from hfai_runtime.timeline import read_events
 
 TRAINER = str(Path(__file__).parent / "scripts" / "runlocal_trainer.py")
@@ -66,10 +67,38 @@ def pytorchjob(
     }
 
 
+class TickClock(RunObserver):
+    """The job's clock for these tests: still until a pod reports that training started (a
+    process's start-up takes what the machine gives it), then one 0.05 s tick per turn of the
+    runner's loop. Deadlines, grace periods and suspension then fall on the same turns of the
+    job's schedule however loaded the machine is (no wall-clock windows)."""
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.running = False
+
+    def __call__(self) -> float:
+        if self.running:
+            self.turns += 1
+        return self.turns * self.TICK
+
+    def on_record(self, replica: str, record) -> None:
+        self.running = self.running or record.kind == RecordKind.TRAINING_STARTED
+
+
 def run(doc: dict, tmp_path: Path, **options):
     lines: list[str] = []
     result = run_job(parse_job(doc), RunOptions(project_dir=tmp_path, **options), lines.append)
     return result, lines
+
+
+def run_ticking(doc: dict, tmp_path: Path, **options):
+    """:func:`run` on a :class:`TickClock`."""
+    clock = TickClock()
+    result = run_job(parse_job(doc), RunOptions(project_dir=tmp_path, clock=clock, **options), observer=clock)
+    return result
 
 
 def kinds(result, replica: str) -> list[str]:
@@ -145,24 +174,27 @@ def test_exit_code_recreations_do_not_count_but_backoff_limit_0_fails_the_first_
 
 
 def test_the_active_deadline_fails_the_job_and_restarts_on_resume(tmp_path):
-    # Deadline 3 s: suspended at ~1.2 s, resumed 2.5 s later; without the reset the job would
-    # fail at 3 s (while suspended); with it, the resumed pods get a fresh 3 s.
+    # Deadline 3 s of the job's clock: suspended 0.3 s after training starts, resumed 2.5 s
+    # later; without the reset the job would fail at 3 s (while suspended); with it, the resumed
+    # pods get a fresh 3 s, to the tick.
     doc = pytorchjob(["--iters", "400", "--step", "0.1"])
     doc["spec"]["runPolicy"]["activeDeadlineSeconds"] = 3
-    result, _ = run(doc, tmp_path, suspend_at=At(0.3, after_training=True), resume_after=2.5)
+    result = run_ticking(doc, tmp_path, suspend_at=At(0.3, after_training=True), resume_after=2.5)
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
     assert result.message == ("Job det has failed because it was active longer than specified deadline")
+    suspended = result.of_kind("suspended")[0].time
     resumed = result.of_kind("resumed")[0].time
     finished = result.of_kind("finished")[0].time
-    assert resumed > 2.5 and 3 <= finished - resumed < 5, result.events
+    assert suspended == pytest.approx(0.3, abs=TickClock.TICK), result.events
+    assert resumed >= suspended + 2.5 and finished - resumed == pytest.approx(3, abs=TickClock.TICK)
 
 
 def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     doc = pytorchjob(["--ignore-sigterm", "--iters", "400"], policy="Never", grace=1)
-    result, _ = run(doc, tmp_path, preempt=[("master-0", At(0.5))])
+    result = run_ticking(doc, tmp_path, preempt=[("master-0", At(0.5, after_training=True))])
     preempted, killed = result.of_kind("preempted")[0], result.of_kind("killed")[0]
     assert "killed after grace period" in killed.detail
-    assert 0.9 <= killed.time - preempted.time < 3
+    assert killed.time - preempted.time == pytest.approx(1, abs=TickClock.TICK)
     assert result.of_kind("exited")[0].value == 137
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
     assert result.message == "PyTorchJob det is failed because 1 Master replica(s) failed."
@@ -480,7 +512,9 @@ def test_trainjob_runtime_patches_give_grace_and_mounts():
     assert job.backoff_limit == 6  # batch/v1 Job's default
     unset = parse_job(_trainjob({"terminationGracePeriodSeconds": None})).replicas[0]
     assert unset.grace_seconds == 30  # null is unset: Kubernetes' default
-    with pytest.raises(ValueError, match="spec.runtimeRef.name: expected 'torch-distributed'"):
+    with pytest.raises(
+        ValueError, match="spec.runtimeRef: ClusterTrainingRuntime 'mpi-distributed' is not among"
+    ):
         parse_job(_trainjob(pod, runtime="mpi-distributed"))
 
 
@@ -582,3 +616,19 @@ def test_version_and_help_examples(capsys):
         cli_main(["run-local", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--suspend-at train+5 --resume-after 2" in out
+
+
+def test_a_queue_labelled_job_kueue_does_not_manage(tmp_path):
+    """Kueue v0.19.2's default configuration does not manage PyTorchJobs: the queue label is
+    ignored (the job runs unqueued), and a suspended manifest is never admitted."""
+    doc = pytorchjob(["--iters", "1"])
+    doc["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    result, _ = run(doc, tmp_path, kueue_manages_kind=False)
+    assert result.succeeded
+    assert "is ignored: Kueue does not manage PyTorchJobs" in result.events[0].detail
+    doc["spec"]["runPolicy"]["suspend"] = True
+    result, _ = run(doc, tmp_path, kueue_manages_kind=False)
+    assert (result.condition, result.reason) == ("Failed", "Suspended")
+    assert not result.of_kind("started")
+    managed, _ = run(doc, tmp_path)  # Kueue manages it: it admits the suspended job
+    assert managed.succeeded and "Kueue admits the Workload (LocalQueue team-a)" in managed.events[0].detail

@@ -188,9 +188,81 @@ def test_pytorchjob_shape(projects, name):
 
 def test_trainjob_shape(projects):
     job = load_job(projects["trainjob"])
-    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    answers = answers_of(projects["trainjob"])
+    assert job["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": answers["project_slug"],
+    }
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert env["HFAI_MAX_PREEMPTIONS"] == str(answers["max_preemptions"])
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_only_the_trainjob_flavour_ships_its_runtime(projects, name):
+    flavour = answers_of(projects[name])["job_flavour"]
+    assert (projects[name] / "k8s" / "runtime.yaml").is_file() == (flavour == "trainjob")
+
+
+def test_trainjob_runtime_restarts_the_gang_on_preemption(projects, crd_dir):
+    """The shipped TrainingRuntime, against the real TrainingRuntime CRD (v2.3.0): the JobSet
+    restarts every Job up to max_preemptions times; a pod that exits 137 or 143 fails its Job
+    (backoffLimit 0), an evicted pod (DisruptionTarget) is replaced uncounted, any other code
+    fails the JobSet at once (the Job's reason PodFailurePolicy -> FailJobSet)."""
+    answers = answers_of(projects["trainjob"])
+    (runtime,) = yaml.safe_load_all((projects["trainjob"] / "k8s" / "runtime.yaml").read_text())
+    validate_crd(runtime, crd_schema(crd_dir / "trainer.kubeflow.org_trainingruntimes.yaml"))
+    assert (runtime["kind"], runtime["metadata"]["name"]) == ("TrainingRuntime", answers["project_slug"])
+    assert runtime["metadata"]["namespace"] == answers["namespace"]
+    jobset = runtime["spec"]["template"]["spec"]
+    policy = jobset["failurePolicy"]
+    assert policy["maxRestarts"] == answers["max_preemptions"]
+    assert policy["rules"] == [
+        {
+            "name": "failOnPermanentExitCodes",
+            "action": "FailJobSet",
+            "onJobFailureReasons": ["PodFailurePolicy"],
+        }
+    ]
+    (node,) = jobset["replicatedJobs"]
+    assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    job = node["template"]["spec"]
+    assert job["backoffLimit"] == 0
+    ignore, fail = job["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {"containerName": "node", "operator": "NotIn", "values": [137, 143]}
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert [c["name"] for c in pod["containers"]] == ["node"]
+
+
+def test_run_local_reads_the_trainjob_with_the_runtime_beside_it(projects):
+    """run-local finds k8s/runtime.yaml as the cluster finds the runtime (by kind and name) and
+    applies its restart rules: pods Never, the Job's backoffLimit 0, max_preemptions gang restarts."""
+    from hfai_runtime.local.manifest import load_job
+
+    job = load_job(projects["trainjob"] / "k8s" / "job.yaml")
+    answers = answers_of(projects["trainjob"])
+    assert job.gang.max_restarts == answers["max_preemptions"] and job.backoff_limit == 0
+    assert job.gang.ignore_disruptions and job.gang.retried_exit_codes == {137, 143}
+    assert {r.restart_policy for r in job.replicas} == {"Never"}
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
+def test_batch_jobs_ignore_disruptions_and_fail_fast(projects, name, manifest):
+    """A pod evicted or preempted is replaced without counting; a real error fails the Job."""
+    (job,) = yaml.safe_load_all((projects[name] / "k8s" / f"{manifest}.yaml").read_text())
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    if manifest == "eval-job":
+        assert job["spec"]["backoffLimit"] == 0
+    else:
+        assert rules[1] == {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [137, 143]}}
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)

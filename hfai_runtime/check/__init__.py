@@ -22,7 +22,9 @@ the input and not the stock ``torch-distributed``, quotas and admission policies
 
 Kinds: PyTorchJob (``kubeflow.org/v1``, training-operator v1.9.4), TrainJob,
 TrainingRuntime and ClusterTrainingRuntime (``trainer.kubeflow.org/v1alpha1``, Trainer v2.3.0)
-are checked; a ``batch/v1`` Job gets the Pod rules only; core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
+are checked; a ``batch/v1`` Job against the batch JobSpec schema (:func:`.schema.batch_job_schema`)
+and the Job and Pod rules; every kind gets the API server's Job and Pod validation for the
+Jobs and pods it makes (:mod:`.apivalidation`; ``apiserver/*``); core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
 Service, PersistentVolumeClaim, ServiceAccount) pass unchecked; any other kind is reported, since
 nothing here can say whether the cluster accepts it.
 """
@@ -34,10 +36,12 @@ import os
 
 import yaml
 
+from hfai_runtime.check.apivalidation import check_api_validation
 from hfai_runtime.check.cel import check_rules
 from hfai_runtime.check.kubelet import check_pods
 from hfai_runtime.check.problem import Problem
 from hfai_runtime.check.schema import blocks_rules, check_schema, schema_for
+from hfai_runtime.check.trainingruntime_webhook import check_trainingruntime
 from hfai_runtime.check.webhooks import check_pytorchjob, check_trainjob
 
 __all__ = ["ManifestError", "Problem", "check_documents", "check_file"]
@@ -103,10 +107,6 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if api_version == "v1" and isinstance(kind, str) and kind in UNCHECKED_KINDS:
         return []
-    if (api_version, kind) == ("batch/v1", "Job"):
-        # A core Job (the project's eval and pack jobs): no CRD schema here, but its pod meets
-        # the same Pod rules.
-        return check_pods(doc, docs)
     schema = schema_for(str(api_version), str(kind))
     if schema is None:
         return [
@@ -130,4 +130,6 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
         problems += check_pytorchjob(doc)
     elif kind == "TrainJob":
         problems += check_trainjob(doc, docs)
-    return problems + check_pods(doc, docs)
+    elif kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        problems += check_trainingruntime(doc)
+    return problems + check_api_validation(doc, docs) + check_pods(doc, docs)

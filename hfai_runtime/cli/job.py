@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 POLL_SECONDS = 2.0
+WORKLOAD_WAIT_SECONDS = 10.0  # = cluster.kueue.WORKLOAD_WAIT_SECONDS (not imported: the CLI loads lazily)
 
 
 def add_parser(subparsers) -> None:
@@ -108,6 +109,14 @@ def add_parser(subparsers) -> None:
             action,
             parents=[named],
             help=f"{action} the job (under Kueue: {'de' if suspend else ''}activate its Workload)",
+        )
+        sub.add_argument(
+            "--workload-wait",
+            type=float,
+            default=WORKLOAD_WAIT_SECONDS,
+            metavar="SECONDS",
+            help="for a queue-labelled job, how long to wait for its Kueue Workload before "
+            "setting the job's own suspend field (default %(default)s)",
         )
         sub.set_defaults(func=_command(_suspend_command(suspend)))
 
@@ -457,7 +466,7 @@ def _suspend_command(suspend: bool):
         from hfai_runtime.cluster.jobs import set_suspended
 
         cluster, kind, job = _find(args)
-        write(set_suspended(cluster, kind, job, suspend))
+        write(set_suspended(cluster, kind, job, suspend, max(0.0, args.workload_wait)))
         return 0
 
     return run

@@ -82,6 +82,13 @@ def add_parser(subparsers) -> None:
         "after training first started; may repeat",
     )
     parser.add_argument(
+        "--kueue-unmanaged",
+        action="store_true",
+        help="model a cluster whose Kueue does not manage this kind (Kueue v0.19.2's default "
+        "configuration leaves PyTorchJobs out): a queue label is ignored, a suspended manifest "
+        "never starts",
+    )
+    parser.add_argument(
         "--suspend-at",
         type=_at,
         metavar="WHEN",
@@ -174,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         preempt=args.preempt,
         suspend_at=args.suspend_at,
         resume_after=args.resume_after or 0.0,
+        kueue_manages_kind=not args.kueue_unmanaged,
         args=args.args,
         logs_dir=(args.logs_dir or project / "run-local-logs").resolve(),
     )

@@ -5,7 +5,11 @@ fvcore writes the checkpoint and ``last_checkpoint`` in place, so a kill during 
 a truncated file that the next ``resume_or_load`` fails on -- with a ``miniz`` or ``EOFError``
 traceback that does not name the file. Here, as detectron2 extends fvcore, a subclass:
 
-* every save (suspend, periodic, final) goes through :func:`hfai_runtime.atomic.atomic_write`;
+* every save (suspend, periodic, final) goes through :func:`hfai_runtime.atomic.atomic_write`,
+  with torch's per-record zlib CRC off and one ISA-L CRC-32 of the whole file written beside it
+  (:mod:`hfai_runtime.checksum`): the save runs at disk speed and the file is still checked;
+* a resume checks the file against that CRC first (:func:`verify_checkpoint`): a damaged one is
+  refused by name, and the fallback below takes the previous one;
 * a resume loads only data: the runtime's own ``.pth`` checkpoints inside ``OUTPUT_DIR``, with
   ``weights_only`` loading (else :class:`CheckpointRefused`, or the file is skipped; the rules
   are in :mod:`~hfai_runtime.detectron2.checkpoint_trust`);
@@ -19,6 +23,7 @@ behaviour, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -28,7 +33,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import Checkpointer
 
-from hfai_runtime.atomic import atomic_write, is_temporary, remove_stale_temporaries
+from hfai_runtime import checksum
+from hfai_runtime.atomic import AtomicFile, atomic_write, is_temporary, remove_stale_temporaries
 from hfai_runtime.detectron2._compat import end_failed_load, with_mixin
 from hfai_runtime.detectron2.checkpoint_trust import (
     CHECKPOINT_SUFFIX,
@@ -63,7 +69,7 @@ class AtomicSaves:
             raise ValueError(f"checkpoint name {name!r}: expected a file name, without a directory")
         path = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda handle: torch.save(data, handle))
+        save_checked(data, path)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -118,6 +124,8 @@ class AtomicSaves:
             raise UnusableCheckpoint(path, _not_a_file(path))
         if os.path.getsize(path) == 0:
             raise UnusableCheckpoint(path, "it is empty (0 bytes)")
+        if not verify_checkpoint(path):
+            self.logger.warning("%s has no %s file: loaded unchecked", path, checksum.SIDECAR_SUFFIX)
         self._checking_resumable = True
         try:
             return self.load(path)
@@ -170,6 +178,47 @@ def make_saves_atomic(checkpointer: Checkpointer) -> None:
             "Checkpoints in %s are written in place (not atomically)", checkpointer.save_dir
         )
     with_mixin(checkpointer, AtomicSaves)
+
+
+def save_checked(data: Any, path: str) -> None:
+    """``torch.save(data)`` to ``path`` atomically, with its CRC-32 sidecar.
+
+    torch's zip writer computes a zlib CRC-32 per record, the larger part of a save's time
+    (bench/preemption.py); it is switched off for this save (``set_crc32_options``, torch >= 2.6)
+    and the whole file's CRC-32 is computed with ISA-L as the bytes go out instead. Order: the
+    old sidecar goes, the file is renamed into place, then its sidecar is: a kill in between
+    leaves a complete file without a sidecar (loaded unchecked), never one refused wrongly.
+    """
+    checksum.remove_sidecar(path)
+    with AtomicFile(path) as file, _torch_crc_off():
+        writer = checksum.Crc32Writer(file.handle)
+        torch.save(data, writer)
+    checksum.write_sidecar(path, writer.crc, writer.size)
+
+
+def verify_checkpoint(path: str) -> bool:
+    """Check ``path`` against the CRC-32 its save wrote beside it: True when it matches, False
+    when there is none (a checkpoint of plain detectron2); :class:`UnusableCheckpoint` naming
+    the file and what differs when it is damaged. Loaders call it before ``torch.load``."""
+    try:
+        return checksum.verify(path)
+    except checksum.ChecksumMismatch as err:
+        raise UnusableCheckpoint(path, str(err)) from None
+
+
+@contextlib.contextmanager
+def _torch_crc_off() -> Iterator[None]:
+    """torch's per-record CRC-32 off for one save (on again after; no-op on torch < 2.6)."""
+    serialization = torch.serialization
+    if not hasattr(serialization, "set_crc32_options"):
+        yield
+        return
+    previous = serialization.get_crc32_options()
+    serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        serialization.set_crc32_options(previous)
 
 
 def _not_a_file(path: str) -> str:

@@ -7,11 +7,12 @@ check``. Operator defaults are applied as the operator's defaulter would: Worker
 PyTorchJob ``restartPolicy`` ``OnFailure``, ``cleanPodPolicy`` ``None``,
 ``terminationGracePeriodSeconds`` 30.
 
-A TrainJob is read against the stock ``torch-distributed`` runtime (container ``node``): its pod
-template is not in the manifest, so the command must come from ``spec.trainer.command``. The
-JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure``
-(``pkg/webhooks/jobset_webhook.go@v0.12.0``) and the runtime's batch Job keeps Kubernetes'
-default ``backoffLimit`` 6. ``spec.runtimePatches`` may patch only what Trainer v2.3.0's
+A TrainJob is read against the runtime it references (container ``node``): the stock
+``torch-distributed``, or a (Cluster)TrainingRuntime document beside it (the template's
+``k8s/runtime.yaml``), whose JobSet restart rules the runner applies (:mod:`.jobset`); the
+command must come from ``spec.trainer.command``. Under the stock runtime the JobSet webhook
+defaults the pods' ``restartPolicy`` to ``OnFailure`` (``pkg/webhooks/jobset_webhook.go@v0.12.0``)
+and the batch Job keeps Kubernetes' default ``backoffLimit`` 6. ``spec.runtimePatches`` may patch only what Trainer v2.3.0's
 ``PodSpecPatch`` has (``pkg/apis/trainer/v1alpha1/trainjob_types.go@v2.3.0``): affinity,
 containers (name, env, securityContext, volumeMounts), imagePullSecrets, initContainers,
 nodeSelector, schedulingGates, securityContext, serviceAccountName,
@@ -32,6 +33,7 @@ from typing import Any
 import yaml
 
 from hfai_runtime.check.names import dns1035_label_error, domain_prefixed_path_error
+from hfai_runtime.local.jobset import STOCK, STOCK_RUNTIME, GangPolicy, find_runtime, gang_policy, runtime_key
 from hfai_runtime.local.operator_env import (
     PYTORCHJOB_CONTAINER,
     TRAINJOB_CONTAINER,
@@ -65,8 +67,6 @@ DEFAULT_GRACE_SECONDS = 30
 MAX_MANIFEST_BYTES = 1 << 20  # a job manifest is a few KiB; the API server's limit is ~1.5 MiB
 PYTORCHJOB_API = "kubeflow.org/v1"
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
-TRAINJOB_RUNTIME = "torch-distributed"
-TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
 TRAINJOB_POD_PATH = (
     "spec.runtimePatches[].trainingRuntimeSpec.template.spec"
     ".replicatedJobs[name=node].template.spec.template.spec"
@@ -130,6 +130,8 @@ class LocalJob:
     procs_per_node: str = "auto"  # nprocPerNode / numProcPerNode as the operator passes it
     procs_per_node_path: str = ""  # the manifest field that sets it
     declared_procs_per_node: str = "auto"  # the same before run-local's cap
+    gang: GangPolicy | None = None  # a TrainJob's: its runtime's restart rules (local/jobset.py)
+    queue: str | None = None  # its Kueue LocalQueue (label kueue.x-k8s.io/queue-name), if any
 
 
 class ManifestError(ValueError):
@@ -146,8 +148,9 @@ def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJo
         raise ManifestError(f"{path}: cannot read a YAML manifest: {exc}") from exc
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise ManifestError(f"{path}: expected exactly one job document, found {len(docs)}")
+    runtime = find_runtime(docs[0], [], path.parent) if docs[0].get("kind") == "TrainJob" else None
     try:
-        return parse_job(docs[0], procs_per_node_cap)
+        return parse_job(docs[0], procs_per_node_cap, runtime)
     except ValueError as exc:
         raise ManifestError(f"{path}: {exc}") from exc
 
@@ -167,8 +170,13 @@ def _read_regular_file(path: Path) -> str:
         return f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
 
 
-def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> LocalJob:
+def parse_job(
+    doc: Mapping[str, Any], procs_per_node_cap: int | None = None, runtime: Mapping[str, Any] | None = None
+) -> LocalJob:
     """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas.
+
+    ``runtime``: the (Cluster)TrainingRuntime document a TrainJob references (not needed for the
+    stock ``torch-distributed``); its JobSet's restart rules become the job's :attr:`LocalJob.gang`.
 
     ``procs_per_node_cap`` (run-local's ``--cpu-procs-per-pod``) lowers ``nprocPerNode`` /
     ``numProcPerNode`` before the operator's environment is computed, so ``WORLD_SIZE`` and
@@ -181,7 +189,11 @@ def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> 
         keys, parse = ("spec", "nprocPerNode"), _parse_pytorchjob
     elif kind == "TrainJob":
         _expect_equal(doc, "apiVersion", TRAINJOB_API)
-        keys, parse = ("spec", "trainer", "numProcPerNode"), _parse_trainjob
+        keys = ("spec", "trainer", "numProcPerNode")
+
+        def parse(doc: Mapping[str, Any]) -> LocalJob:
+            return _parse_trainjob(doc, runtime)
+
     else:
         raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
     declared = parse(doc)
@@ -276,6 +288,7 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=str(spec.get("nprocPerNode", "auto")),
         procs_per_node_path="spec.nprocPerNode",
         declared_procs_per_node=str(spec.get("nprocPerNode", "auto")),
+        queue=_queue(doc),
     )
 
 
@@ -298,20 +311,16 @@ def _webhook_replicas(rspec: Mapping[str, Any], rtype: str, path: str) -> None:
         )
 
 
-def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
+def _parse_trainjob(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> LocalJob:
     name = _name(doc)
     spec = _mapping(doc.get("spec"), "spec")
-    runtime = _mapping(spec.get("runtimeRef"), "spec.runtimeRef").get("name")
-    if runtime != TRAINJOB_RUNTIME:
-        raise ValueError(
-            f"spec.runtimeRef.name: expected {TRAINJOB_RUNTIME!r} (the only runtime whose pod "
-            f"template the local runner knows), got {runtime!r}"
-        )
+    _mapping(spec.get("runtimeRef"), "spec.runtimeRef")
+    gang = _gang(doc, runtime)
     trainer = _mapping(spec.get("trainer"), "spec.trainer")
     nodes = trainer.get("numNodes", TRAINJOB_RUNTIME_NUM_NODES)
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ValueError(f"spec.trainer.numNodes: expected a positive integer, got {nodes!r}")
-    pod = _trainjob_pod_patch(spec)
+    pod = {**_runtime_pod(runtime), **_trainjob_pod_patch(spec)}
     container = _container(pod, TRAINJOB_CONTAINER, TRAINJOB_POD_PATH, required=False)
     container = {
         **container,
@@ -326,7 +335,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
             i,
             container,
             pod,
-            RestartPolicy.ON_FAILURE,
+            RestartPolicy(gang.restart_policy),
             pod_path=TRAINJOB_POD_PATH,
             container_path="spec.trainer",
         )
@@ -336,7 +345,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         kind="TrainJob",
         name=name,
         replicas=replicas,
-        backoff_limit=TRAINJOB_BACKOFF_LIMIT,
+        backoff_limit=gang.backoff_limit,
         suspend=_optional_bool(spec, "suspend", "spec"),
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
         # JobSet deletes the child Jobs of a finished JobSet, and with them every pod.
@@ -344,7 +353,41 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
         procs_per_node_path="spec.trainer.numProcPerNode",
         declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
+        gang=gang,
+        queue=_queue(doc),
     )
+
+
+def _queue(doc: Mapping[str, Any]) -> str | None:
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    queue = labels.get("kueue.x-k8s.io/queue-name") if isinstance(labels, Mapping) else None
+    return queue if isinstance(queue, str) and queue else None
+
+
+def _gang(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> GangPolicy:
+    """The restart rules of the runtime the TrainJob references: the stock torch-distributed's,
+    or the given runtime document's; ``ValueError`` when it is neither."""
+    kind, name = runtime_key(doc)
+    if (kind, name) == STOCK_RUNTIME:
+        return STOCK
+    if runtime is None:
+        raise ValueError(
+            f"spec.runtimeRef: {kind} {name!r} is not among the manifests: put it beside the TrainJob "
+            "(the template renders it as k8s/runtime.yaml), as the cluster needs it applied first"
+        )
+    return gang_policy(runtime)
+
+
+def _runtime_pod(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The runtime's node pod spec, which the TrainJob's patches and trainer fields complete
+    (its restart policy is the gang policy's)."""
+    jobs = (((runtime or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "replicatedJobs"
+    ) or [{}]
+    pod = dict(((jobs[0].get("template") or {}).get("spec") or {}).get("template", {}).get("spec") or {})
+    pod.pop("restartPolicy", None)
+    pod.pop("containers", None)  # the node container: image from spec.trainer, patches below
+    return pod
 
 
 def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
