@@ -3,8 +3,10 @@
 Layers (each imports only those above it in this list; ``make lint`` checks it with the
 import contract in pyproject.toml, and docs/design.md says what each holds):
 
-0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline` --
-   atomic file writes, the structured log records, a job's timeline (standard library only).
+0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline`,
+   :mod:`hfai_runtime.checksum`, :mod:`hfai_runtime.startup` -- atomic file writes, the
+   structured log records, a job's timeline, CRC-32 sidecars (isal), a process's start-up marks
+   (standard library only otherwise).
    :mod:`hfai_runtime.kube` -- manifests read as the API server reads them, quantities, the
    job-kind table (no cluster, no torch).
 1. :mod:`hfai_runtime.ffrecord` -- the FFRecord format and packed folders (no torch).
