@@ -190,6 +190,7 @@ def test_missing_master_or_peer_fails_in_bounded_time_naming_the_master(case, tm
     assert time.monotonic() - began < 45
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize(
     "environ, variable",
     [
@@ -208,6 +209,7 @@ def test_bad_environment_fails_before_spawning(environ, variable, monkeypatch):
         launch_from_env(pytest.fail)  # never called
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize(
     "environ, requested, variable",
     [
@@ -226,6 +228,7 @@ def test_more_processes_than_gpus_names_where_the_count_came_from(environ, reque
         launch_from_env(pytest.fail, requested)  # never called
 
 
+@pytest.mark.detectron2
 def test_launch_restores_the_sigterm_handler_it_found(monkeypatch):
     """One process (no environment): the rank runs here, with SIGTERM composed with the handler
     installed before (it runs too), which is back in place after training."""
@@ -250,6 +253,7 @@ def test_launch_restores_the_sigterm_handler_it_found(monkeypatch):
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize("status, code", [(None, 0), (3, 3), ("no images found", 1)])
 def test_a_ranks_sys_exit_keeps_its_code_and_message(status, code, capsys):
     from hfai_runtime.detectron2.launch import _run_main

@@ -45,6 +45,7 @@ def overrides(args: list[str]) -> dict[str, str]:
     return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize(("nodes", "gpus"), [(1, 8), (2, 4), (1, 1), (3, 5), (4, 8), (1, 16)])
 def test_rehearsal_batch_splits_over_any_process_count(template_src, tmp_path, nodes, gpus):
     """For the job's processes, and for fewer (a runner that starts fewer on a small machine),
