@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -43,12 +44,21 @@ GRACE_WARN_FRACTION = 0.75
 class SuspendCheckpointer(HookBase):
     """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
 
-    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer becomes an
-      :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer` (atomic saves, a
-      resume that survives a damaged ``OUTPUT_DIR``); the runtime's messages go to this rank's
-      stdout (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`).
-    * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
-      where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
+    What it changes outside itself, and when:
+
+    * Construction: the checkpointer it is given gets atomic saves and a resume that survives a
+      damaged ``OUTPUT_DIR`` (:func:`~hfai_runtime.detectron2.atomic_checkpointer.make_saves_atomic`:
+      it behaves as an :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer`).
+      This is why it is made before ``resume_or_load``; nothing else changes then.
+    * ``before_train`` (after ``resume_or_load``): the runtime's messages go to this rank's
+      stdout unless its logger was set up already
+      (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`); SIGTERM now only sets a flag, and
+      then calls the handler it replaced
+      (:func:`~hfai_runtime.distributed.suspend.install_sigterm_handler`; under
+      ``launch_from_env``, which did both when the worker started, neither changes anything);
+      exact resume -- the data stream continues where the checkpoint left it (see
+      :mod:`hfai_runtime.detectron2.resume`).
+    * ``after_train``: the SIGTERM handler found at ``before_train`` is put back.
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
     * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
       overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
@@ -65,11 +75,8 @@ class SuspendCheckpointer(HookBase):
 
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
         self.checkpointer = checkpointer
-        log_to_stdout(comm.get_rank())
         make_saves_atomic(checkpointer)
-        # Put back after training whatever SIGTERM handler was there (a no-op under
-        # launch_from_env, which installed the handler first and restores it itself).
-        self._restore_sigterm = install_sigterm_handler()
+        self._restore_sigterm: Callable[[], None] | None = None  # set by before_train
         self._resume = ExactResume() if exact_resume else None
         self._exit_code = suspend_exit_code()
         self._grace_s = grace_period_seconds()
@@ -81,6 +88,10 @@ class SuspendCheckpointer(HookBase):
         return suspend_requested()
 
     def before_train(self) -> None:
+        log_to_stdout(comm.get_rank())
+        # Put back after training whatever SIGTERM handler was there (a no-op under
+        # launch_from_env, which installed the handler first and restores it itself).
+        self._restore_sigterm = install_sigterm_handler()
         if self._resume is not None:
             self._resume.attach(self.trainer)
         self._agreement = StepAgreement()
@@ -93,7 +104,9 @@ class SuspendCheckpointer(HookBase):
         )
 
     def after_train(self) -> None:
-        self._restore_sigterm()
+        if self._restore_sigterm is not None:
+            self._restore_sigterm()
+            self._restore_sigterm = None
 
     def before_step(self) -> None:
         if self._resume is not None:
