@@ -106,7 +106,10 @@ def test_sigterm_to_one_launcher_suspends_every_rank(topology, tmp_path):
     wait_for(lambda: len(list(tmp_path.glob("ready*"))) == 2, 120, "both ranks to start")
     procs[-1].send_signal(signal.SIGTERM)
     assert wait_all(procs, 60) == [99] * len(procs), _logs(tmp_path)
-    _check_no_threads_left(tmp_path, len(procs))
+    # A suspended launcher exits right after its atexit handlers (no finalization, so no gloo
+    # thread can abort it): they ran, the code after launch_from_env did not.
+    assert len(list(tmp_path.glob("atexit-*"))) == len(procs), _logs(tmp_path)
+    assert not list(tmp_path.glob("threads-*.json"))
 
 
 @pytest.mark.parametrize("mode, code", [("fail", 3), ("sigkill", 128 + signal.SIGKILL)])

@@ -54,7 +54,8 @@ def _records(log_text: str, kind: RecordKind) -> list[dict]:
 
 def _check_one_suspend(out, log_text: str) -> int:
     """Every rank recorded a suspend at the same iteration, on the flags after that iteration or
-    the one before (the agreement overlaps a step), and exactly that checkpoint exists."""
+    the one before (the agreement overlaps a step), and exactly that checkpoint exists. The
+    ranks' and the launchers' ``atexit`` handlers ran (the suspended processes exit promptly)."""
     suspends = {r["rank"]: r for r in _records(log_text, RecordKind.SUSPENDED)}
     assert set(suspends) == {0, 1}, log_text[-3000:]
     assert len({r["iteration"] for r in suspends.values()}) == 1, suspends
@@ -68,6 +69,10 @@ def _check_one_suspend(out, log_text: str) -> int:
     checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == iteration
     assert "Traceback" not in log_text and "DataLoader worker" not in log_text, log_text[-3000:]
+    launchers = len(list(out.parent.glob(f"{out.name}.launcher*.log")))
+    assert sorted(p.name for p in out.glob("atexit.*")) == sorted(
+        [*(f"atexit.launcher{i}" for i in range(launchers)), "atexit.rank0", "atexit.rank1"]
+    )
     return iteration
 
 

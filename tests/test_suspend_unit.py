@@ -286,7 +286,7 @@ def test_the_hook_changes_the_process_at_before_train_not_when_made(sigterm_unto
     assert isinstance(checkpointer, AtomicSaves)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not runtime_logger.handlers
 
-    hook.trainer = SimpleNamespace(start_iter=0, max_iter=1)
+    hook.trainer = SimpleNamespace(start_iter=0, iter=1, max_iter=1)
     hook.before_train()
     assert isinstance(signal.getsignal(signal.SIGTERM), suspend._SuspendOnSigterm)
     assert len(runtime_logger.handlers) == 1

@@ -35,9 +35,6 @@ from _template_render import (
 
 from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.distributed.env import DistEnv
-
-# What a TrainJob's runtimePatches may set (trainjob_types.go@v2.3.0), as run-local enforces it.
-from hfai_runtime.local.manifest import CONTAINER_PATCH_FIELDS, POD_PATCH_FIELDS
 from hfai_runtime.local.operator_env import injected_env
 
 
@@ -188,9 +185,81 @@ def test_pytorchjob_shape(projects, name):
 
 def test_trainjob_shape(projects):
     job = load_job(projects["trainjob"])
-    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    answers = answers_of(projects["trainjob"])
+    assert job["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": answers["project_slug"],
+    }
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert env["HFAI_MAX_PREEMPTIONS"] == str(answers["max_preemptions"])
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_only_the_trainjob_flavour_ships_its_runtime(projects, name):
+    flavour = answers_of(projects[name])["job_flavour"]
+    assert (projects[name] / "k8s" / "runtime.yaml").is_file() == (flavour == "trainjob")
+
+
+def test_trainjob_runtime_restarts_the_gang_on_preemption(projects, crd_dir):
+    """The shipped TrainingRuntime, against the real TrainingRuntime CRD (v2.3.0): the JobSet
+    restarts every Job up to max_preemptions times; a pod that exits 137 or 143 fails its Job
+    (backoffLimit 0), an evicted pod (DisruptionTarget) is replaced uncounted, any other code
+    fails the JobSet at once (the Job's reason PodFailurePolicy -> FailJobSet)."""
+    answers = answers_of(projects["trainjob"])
+    (runtime,) = yaml.safe_load_all((projects["trainjob"] / "k8s" / "runtime.yaml").read_text())
+    validate_crd(runtime, crd_schema(crd_dir / "trainer.kubeflow.org_trainingruntimes.yaml"))
+    assert (runtime["kind"], runtime["metadata"]["name"]) == ("TrainingRuntime", answers["project_slug"])
+    assert runtime["metadata"]["namespace"] == answers["namespace"]
+    jobset = runtime["spec"]["template"]["spec"]
+    policy = jobset["failurePolicy"]
+    assert policy["maxRestarts"] == answers["max_preemptions"]
+    assert policy["rules"] == [
+        {
+            "name": "failOnPermanentExitCodes",
+            "action": "FailJobSet",
+            "onJobFailureReasons": ["PodFailurePolicy"],
+        }
+    ]
+    (node,) = jobset["replicatedJobs"]
+    assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    job = node["template"]["spec"]
+    assert job["backoffLimit"] == 0
+    ignore, fail = job["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {"containerName": "node", "operator": "NotIn", "values": [137, 143]}
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert [c["name"] for c in pod["containers"]] == ["node"]
+
+
+def test_run_local_reads_the_trainjob_with_the_runtime_beside_it(projects):
+    """run-local finds k8s/runtime.yaml as the cluster finds the runtime (by kind and name) and
+    applies its restart rules: pods Never, the Job's backoffLimit 0, max_preemptions gang restarts."""
+    from hfai_runtime.local.manifest import load_job
+
+    job = load_job(projects["trainjob"] / "k8s" / "job.yaml")
+    answers = answers_of(projects["trainjob"])
+    assert job.gang.max_restarts == answers["max_preemptions"] and job.backoff_limit == 0
+    assert job.gang.ignore_disruptions and job.gang.retried_exit_codes == {137, 143}
+    assert {r.restart_policy for r in job.replicas} == {"Never"}
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
+def test_batch_jobs_ignore_disruptions_and_fail_fast(projects, name, manifest):
+    """A pod evicted or preempted is replaced without counting; a real error fails the Job."""
+    (job,) = yaml.safe_load_all((projects[name] / "k8s" / f"{manifest}.yaml").read_text())
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    if manifest == "eval-job":
+        assert job["spec"]["backoffLimit"] == 0
+    else:
+        assert rules[1] == {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [137, 143]}}
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
@@ -399,14 +468,17 @@ def test_domain_prefixed_path_rule_is_not_vacuous():
 
 
 def test_trainjob_runtime_patches_pass_the_trainer_webhook(projects):
+    # What a patch may set is the CRD schema's (trainjob_types.go@v2.3.0 PodSpecPatch) and the
+    # webhook's to say; hfai-runtime check applies both.
+    from hfai_runtime.check import check_documents
+
     job = load_job(projects["trainjob"])
+    refused = [p for p in check_documents([job]) if p.rule.startswith(("schema/", "trainjob-webhook/"))]
+    assert refused == [], refused
     for patch in job["spec"]["runtimePatches"]:
         assert is_domain_prefixed_path(patch["manager"]), patch["manager"]
         for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
-            pod = rjob["template"]["spec"]["template"]["spec"]
-            assert set(pod) <= POD_PATCH_FIELDS, set(pod) - POD_PATCH_FIELDS
-            for container in pod.get("containers", []):
-                assert set(container) <= CONTAINER_PATCH_FIELDS, container
+            for container in rjob["template"]["spec"]["template"]["spec"].get("containers", []):
                 assert container["name"] != "node" or "env" not in container
 
 
