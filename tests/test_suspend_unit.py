@@ -142,6 +142,7 @@ def _overlapped_rank(rank: int, port: int, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
     import multiprocessing
 
