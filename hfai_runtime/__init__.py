@@ -15,8 +15,9 @@ import contracts in .importlinter, and docs/design.md says what each holds):
 4. :mod:`hfai_runtime.detectron2` -- the detectron2 glue a project's ``train_net.py`` imports:
    ``register_ffrecord_handler``, ``SuspendCheckpointer``, ``launch_from_env``.
 5. :mod:`hfai_runtime.check` and :mod:`hfai_runtime.synthetic`; then :mod:`hfai_runtime.cluster`
-   and :mod:`hfai_runtime.local`; then :mod:`hfai_runtime.cli` -- the developer's side
-   (``hfai-runtime``), which imports no torch.
+   and :mod:`hfai_runtime.local`; then :mod:`hfai_runtime.devenv` (``hfai-runtime env``);
+   then :mod:`hfai_runtime.cli` -- the developer's side (``hfai-runtime``), which imports no
+   torch.
 
 Importing this package needs neither torch nor detectron2.
 """
