@@ -635,7 +635,9 @@ def test_cli_exit_2_for_unreadable_input(tmp_path, capsys, content, reason) -> N
     good = _write(tmp_path, "good.yaml", GOOD_PYTORCHJOB)
     assert main(["check", str(path), good]) == 2
     out, err = capsys.readouterr()
-    assert out.count("\n") == 1 and out.startswith(f"{good}: ok: PyTorchJob "), "the good file is still judged"
+    assert out.count("\n") == 1 and out.startswith(f"{good}: ok: PyTorchJob "), (
+        "the good file is still judged"
+    )
     assert err.count("\n") == 1 and err.startswith(f"hfai-runtime check: {path}: ")
 
 
