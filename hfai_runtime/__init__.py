@@ -5,6 +5,8 @@ import contract in pyproject.toml, and docs/design.md says what each holds):
 
 0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline` --
    atomic file writes, the structured log records, a job's timeline (standard library only).
+   :mod:`hfai_runtime.kube` -- manifests read as the API server reads them, quantities, the
+   job-kind table (no cluster, no torch).
 1. :mod:`hfai_runtime.ffrecord` -- the FFRecord format and packed folders (no torch).
 2. :mod:`hfai_runtime.io` -- an iopath ``PathHandler`` for ``ffrecord://`` paths.
 3. :mod:`hfai_runtime.distributed` -- environment parsing, spawning, signal relay, suspend.

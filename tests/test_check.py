@@ -239,6 +239,13 @@ BAD_PYTORCHJOBS = [
         [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")],
     ),
     _bad_value("restart-policy", f"{WORKER}.restartPolicy", "Sometimes", "apiserver/restart-policy"),
+    # validateLocalDescendingPath (validation.go): run-local would write outside --data-dir.
+    _bad_value(
+        "sub-path-absolute", f"{W_POD}.containers[0].volumeMounts[0].subPath", "/etc", "apiserver/sub-path"
+    ),
+    _bad_value(
+        "sub-path-up", f"{M_POD}.containers[0].volumeMounts[0].subPath", "a/../../b", "apiserver/sub-path"
+    ),
     _bad_value("label-value-too-long", "metadata.labels.app", "d2-" + "x" * 61, "apiserver/label"),
     _bad_value("label-key", "metadata.labels[-bad-/key]", "v", "apiserver/label"),
     _bad_value("label-not-a-string", "metadata.labels.version", 1, "schema/type"),
@@ -605,8 +612,8 @@ def test_cli_exit_1_one_line_per_problem(tmp_path, capsys) -> None:
     "content, reason",
     [
         (None, "cannot read"),
-        (b"spec: [unclosed\n", "not YAML (line 2)"),
-        (b"\xff\xfe\x00binary", "cannot read"),
+        (b"spec: [unclosed\n", "line 2: not YAML"),
+        (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0)"),
         (b"- a list\n- not an object\n", "document 1 is a list"),
         (b"---\n", "no Kubernetes objects"),
     ],

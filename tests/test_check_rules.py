@@ -148,6 +148,11 @@ CASES: dict[str, tuple[str, Callable, set[str]]] = {
         lambda d: _job_container(d)["resources"]["requests"].update(cpu="-1"),
         set(),
     ),
+    "range/quantity": (
+        "job",
+        lambda d: _job_container(d)["resources"]["limits"].update(memory="1e999999999"),
+        set(),
+    ),
     "apiserver/request-above-limit": (
         "job",
         lambda d: _job_container(d)["resources"]["requests"].update(cpu="512"),

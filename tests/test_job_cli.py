@@ -521,9 +521,9 @@ def test_no_kubeconfig(tmp_path, monkeypatch, capsys):
 def test_submit_of_a_file_that_is_not_yaml(tmp_path, capsys):
     manifest = tmp_path / "job.yaml"
     manifest.write_text("a: [\n")
-    assert main(["job", "submit", str(manifest)]) == 1
+    assert main(["job", "submit", str(manifest)]) == 2  # as hfai-runtime check: unreadable input
     line = one_error_line(capsys)
-    assert line.startswith(f"hfai-runtime job submit: {manifest}: not YAML (line 2)"), line
+    assert line.startswith(f"hfai-runtime job submit: {manifest}: line 2: not YAML"), line
 
 
 def test_kubeconfig_from_the_environment_and_its_namespace(tmp_path, monkeypatch, capsys):
@@ -691,6 +691,27 @@ def test_submit_applies_the_rendered_job(tmp_path, capsys, rendered_job):
     assert f"hfai-runtime job logs {name} -n {namespace}" in out
 
 
+def test_submit_sends_exactly_what_check_read(tmp_path, capsys, rendered_job):
+    """A timestamp-looking env value stays the string the API server reads (PyYAML's safe_load
+    made it a datetime and the client re-serialised it); check judged that same body."""
+    from hfai_runtime.kube.reader import read_manifest
+
+    text = rendered_job.read_text()
+    container = "- name: pytorch  # the name the Training Operator requires\n"
+    indent = text.split(container)[0].rsplit("\n", 1)[1] + "  "
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        text.replace(container, f"{container}{indent}workingDir: 2001-12-14 21:59:43.10\n", 1)
+    )
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(manifest)) == 0, capsys.readouterr().err
+        [request] = fake.patches("pytorchjobs")
+    [checked] = read_manifest(manifest).documents
+    assert request.body == checked
+    pod = request.body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["containers"][0]["workingDir"] == "2001-12-14 21:59:43.10"
+
+
 def test_submit_refuses_what_check_refuses(tmp_path, capsys, rendered_job):
     manifest = yaml.safe_load(rendered_job.read_text())
     manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = (
@@ -776,3 +797,26 @@ def test_without_the_kubernetes_client(tmp_path, monkeypatch, capsys):
     assert one_error_line(capsys) == (
         "hfai-runtime job status: the kubernetes client is not installed: pip install 'hfai-runtime[cluster]'"
     )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--interval", "-1"], "--interval: expected a finite number of seconds, 0 or more; got -1.0"),
+        (["--interval", "nan"], "--interval: expected a finite number of seconds, 0 or more; got nan"),
+        (["--interval", "inf"], "--interval: expected a finite number of seconds, 0 or more; got inf"),
+        (
+            ["--events", "{tmp}/missing/e.jsonl"],
+            "--events {tmp}/missing/e.jsonl: its folder {tmp}/missing does not exist",
+        ),
+        (["--events", "{tmp}"], "--events {tmp}: is a folder; expected a file name"),
+    ],
+)
+def test_timeline_flags_are_one_line_and_exit_2_before_any_request(tmp_path, capsys, flags, expected):
+    with FakeKubeAPI(Frame()) as fake:
+        code = job_cli(
+            fake, tmp_path, "timeline", "demo", "--watch", *[f.format(tmp=tmp_path) for f in flags]
+        )
+        assert fake.requests == []
+    assert code == 2
+    assert one_error_line(capsys) == f"hfai-runtime job timeline: {expected.format(tmp=tmp_path)}"

@@ -41,6 +41,8 @@ from hfai_runtime.check.names import (
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig, text
 from hfai_runtime.check.quantity import parse_quantity
 from hfai_runtime.check.runtimes import GROUP
+from hfai_runtime.kube.quantity import QuantityError, QuantityTooLarge
+from hfai_runtime.kube.quantity import parse_quantity as exact_quantity
 
 JOB_RESTART_POLICIES = ("OnFailure", "Never")
 JOB_COUNTS = (
@@ -376,10 +378,17 @@ def local_descending_path_error(path: str) -> str | None:
 
 
 def negative_quantities(resources: dict, path: str) -> list[Problem]:
-    """``ValidateResourceQuantityValue``: requests and limits are not negative."""
+    """``ValidateResourceQuantityValue``: requests and limits are not negative. And, this
+    project's rule, not beyond any resource (``range/quantity``): the API server stores
+    ``1e999999999``, but no node has it, so the pod would never be scheduled."""
     problems = []
     for kind in ("requests", "limits"):
         for name, value in as_dict(resources.get(kind)).items():
+            if (too_large := _too_large(value)) is not None:
+                problems.append(
+                    Problem(child(child(path, kind), name), f"Invalid value: {too_large}", "range/quantity")
+                )
+                continue
             quantity = parse_quantity(value)
             if quantity is not None and quantity < 0:
                 problems.append(
@@ -390,6 +399,16 @@ def negative_quantities(resources: dict, path: str) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _too_large(value: object) -> str | None:
+    try:
+        exact_quantity(value)
+    except QuantityTooLarge as error:
+        return str(error)
+    except QuantityError:
+        pass  # malformed: the schema's pattern reports it
+    return None
 
 
 def _labels(labels: dict, path: str) -> list[Problem]:

@@ -15,6 +15,7 @@ from fractions import Fraction
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
 from hfai_runtime.check.quantity import parse_quantity as _quantity
 from hfai_runtime.check.runtimes import referenced_runtime
+from hfai_runtime.kube.kinds import TRAINJOB
 
 QOS_RESOURCES = ("cpu", "memory")
 #: The pods' three (core/v1 types.go) and the operator's own (common_types.go@v1.9.4).
@@ -118,10 +119,10 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
     the pod; each patch of the trainer job is checked with those resources.
     """
     runtime = referenced_runtime(job, docs)
-    trainer_job = runtime.trainer_job if runtime else "node"
+    trainer_job = runtime.trainer_job if runtime else TRAINJOB.replica_types[0]
     resources = dig(job, "spec", "trainer", "resourcesPerNode")
     resources_path = "spec.trainer.resourcesPerNode"
-    node = Container({"name": "node", "resources": resources}, "", resources_path)
+    node = Container({"name": TRAINJOB.container, "resources": resources}, "", resources_path)
     pods = []
     for i, patch in enumerate(as_list(dig(job, "spec", "runtimePatches"))):
         jobs = as_list(dig(patch, "trainingRuntimeSpec", "template", "spec", "replicatedJobs"))
@@ -136,7 +137,7 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
             patched = [
                 Container({**c.spec, "resources": resources}, c.path, resources_path)
                 for c in _containers(spec, path, "containers")
-                if c.spec.get("name") == "node"
+                if c.spec.get("name") == TRAINJOB.container
             ]
             pods.append(Pod(spec, path, patched or [node]))
     return pods or [Pod({}, "", [node])]

@@ -69,6 +69,10 @@ RULES: dict[str, Rule] = {
     "apiserver/quantity": Rule(
         "a negative resource request or limit", f"{CORE} ValidateResourceQuantityValue"
     ),
+    "range/quantity": Rule(
+        "a request or limit above 10^30 (1e999999999: no node has it, the pod is never scheduled)",
+        "hfai-runtime kube/quantity.py (the API server stores it)",
+    ),
     "apiserver/request-above-limit": Rule(
         "a request above its limit", f"{CORE} ValidateResourceRequirements"
     ),

@@ -18,6 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hfai_runtime.cli.arguments import output_file_problem, seconds_problem
+from hfai_runtime.kube.reader import ManifestError as UnreadableManifest
+from hfai_runtime.kube.reader import shown
+
 POLL_SECONDS = 2.0
 WORKLOAD_WAIT_SECONDS = 10.0  # = cluster.kueue.WORKLOAD_WAIT_SECONDS (not imported: the CLI loads lazily)
 
@@ -122,13 +126,17 @@ def add_parser(subparsers) -> None:
 
 
 def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
-    """Run ``body``; a ClusterError or bad input becomes one line on stderr and exit 1."""
+    """Run ``body``; a refusal becomes one line on stderr: exit 2 for a manifest that cannot be
+    read (as ``hfai-runtime check``), 1 for what the cluster or the check refused."""
 
     def run(args: argparse.Namespace) -> int:
         from hfai_runtime.cluster.api import ClusterError
 
         try:
             return body(args, lambda line: print(line, flush=True))
+        except (UnreadableManifest, BadArgument) as exc:
+            print(f"hfai-runtime job {args.job_command}: {exc}", file=sys.stderr)
+            return 2
         except (ClusterError, ManifestError) as exc:
             print(f"hfai-runtime job {args.job_command}: {exc}", file=sys.stderr)
             return 1
@@ -137,7 +145,11 @@ def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
 
 
 class ManifestError(Exception):
-    """The manifest cannot be submitted: not YAML, not a job, or refused by the check."""
+    """The manifest cannot be submitted: not a job, or refused by the check."""
+
+
+class BadArgument(ValueError):
+    """A flag's value that the command cannot use (exit 2, before anything is asked of the cluster)."""
 
 
 def _connect(args: argparse.Namespace):
@@ -158,65 +170,50 @@ def _find(args: argparse.Namespace):
 # -- submit --------------------------------------------------------------------------------
 
 
-def _admission_problems(path: Path) -> list[str]:
-    """What ``hfai-runtime check`` finds in the manifest: what the cluster would refuse."""
-    from hfai_runtime import check
-
-    try:
-        return [str(problem) for problem in check.check_file(path)]
-    except check.ManifestError as exc:  # unreadable, not YAML: one line, as for the job's own
-        raise ManifestError(str(exc)) from None
-
-
-def _load_jobs(path: Path) -> list[tuple[Any, dict]]:
+def _jobs_of(manifest) -> list[tuple[Any, dict]]:
     """The manifest's documents, each a PyTorchJob or TrainJob with a name."""
-    import yaml
+    from hfai_runtime.kube.kinds import KINDS, kind_of
 
-    from hfai_runtime.cluster.kinds import KINDS, kind_of
-
-    try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: {' '.join(str(exc).split())}") from None
     jobs = []
-    for number, doc in enumerate(documents, 1):
-        kind = kind_of(doc) if isinstance(doc, dict) else None
+    for number, doc in enumerate(manifest.documents, 1):
+        kind = kind_of(doc)
         if kind is None:
-            found = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else doc
             raise ManifestError(
-                f"{path}: document {number}: expected one of "
+                f"{manifest.source}: document {number}: expected one of "
                 f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, "
-                f"got {found}"
+                f"got {shown(doc.get('apiVersion'))} {shown(doc.get('kind'))}"
             )
         if not (doc.get("metadata") or {}).get("name"):
-            raise ManifestError(f"{path}: document {number}: metadata.name is missing")
+            raise ManifestError(f"{manifest.source}: document {number}: metadata.name is missing")
         jobs.append((kind, doc))
-    if not jobs:
-        raise ManifestError(f"{path}: no document in the file")
     return jobs
 
 
 def _submit(args: argparse.Namespace, write: Callable[[str], None]) -> int:
+    from hfai_runtime.check import check_manifest
     from hfai_runtime.cluster.jobs import apply_job
+    from hfai_runtime.kube.reader import read_manifest
 
-    problems = _admission_problems(args.manifest)
+    # Read once: what is sent below is exactly what the check judged.
+    manifest = read_manifest(args.manifest)
+    problems = check_manifest(manifest)
     if problems:
         for problem in problems:
             print(f"check: {problem}", file=sys.stderr)
         raise ManifestError(
             f"{args.manifest}: {len(problems)} problem(s) found by hfai-runtime check; nothing was submitted"
         )
-    jobs = _load_jobs(args.manifest)
+    jobs = _jobs_of(manifest)
     cluster = _connect(args)
-    for kind, manifest in jobs:
-        meta = manifest["metadata"]
+    for kind, document in jobs:
+        meta = document["metadata"]
         if args.namespace and meta.get("namespace") not in (None, args.namespace):
             raise ManifestError(
                 f"{args.manifest}: metadata.namespace is {meta['namespace']}, "
                 f"but --namespace is {args.namespace}"
             )
         target = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
-        apply_job(target, kind, manifest, force=args.force_conflicts)
+        apply_job(target, kind, document, force=args.force_conflicts)
         flags = _connection_flags(args, target.namespace)
         write(
             f"{kind.kind} {meta['name']} applied in namespace {target.namespace} "
@@ -437,6 +434,9 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     from hfai_runtime.cluster.timeline import Timeline, observe, watch
     from hfai_runtime.timeline import format_timeline, write_events
 
+    problem = seconds_problem("--interval", args.interval) or output_file_problem("--events", args.events)
+    if problem:
+        raise BadArgument(problem)
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
     if args.watch:

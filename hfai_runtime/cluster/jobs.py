@@ -12,7 +12,7 @@ from hfai_runtime.cluster.api import (
     NotFound,
     ResourceMissing,
 )
-from hfai_runtime.cluster.kinds import KINDS, JobKind
+from hfai_runtime.kube.kinds import KINDS, JobKind
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 RUNTIME_API = ("trainer.kubeflow.org", "v1alpha1")  # TrainingRuntime (Trainer v2.3.0)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hfai_runtime.cluster.api import Cluster
-from hfai_runtime.cluster.kinds import JobKind
+from hfai_runtime.kube.kinds import JobKind
 
 # The runtime's default exit code after a suspend, as hfai_runtime.distributed.suspend's
 # (not imported from there: it imports torch).

@@ -37,7 +37,6 @@ from typing import Any
 from hfai_runtime.cluster import pods as podinfo
 from hfai_runtime.cluster.api import Cluster, ClusterError
 from hfai_runtime.cluster.jobs import get_job
-from hfai_runtime.cluster.kinds import JobKind
 from hfai_runtime.cluster.logs import (
     LogLine,
     parse_time,
@@ -45,6 +44,7 @@ from hfai_runtime.cluster.logs import (
     records,
     split_lines,
 )
+from hfai_runtime.kube.kinds import JobKind
 from hfai_runtime.records import RecordKind
 from hfai_runtime.timeline import Event, EventKind
 

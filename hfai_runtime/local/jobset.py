@@ -21,12 +21,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hfai_runtime.kube.kinds import TRAINJOB
+from hfai_runtime.kube.reader import ManifestError, read_manifest
 
 STOCK_RUNTIME = ("ClusterTrainingRuntime", "torch-distributed")
 DEFAULT_BACKOFF_LIMIT = 6  # batch/v1 Job's default
 RUNTIME_KINDS = ("TrainingRuntime", "ClusterTrainingRuntime")
-RUNTIME_API = "trainer.kubeflow.org/v1alpha1"
+RUNTIME_API = TRAINJOB.api_version
 
 
 class PodFailure(str, Enum):
@@ -128,11 +129,9 @@ def find_runtime(
     candidates = list(docs)
     if folder is not None:
         for path in sorted(folder.glob("*.yaml")):
-            try:
-                candidates += [
-                    d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)
-                ]
-            except (OSError, ValueError, yaml.YAMLError):
+            try:  # the one reader: a FIFO or an alias bomb beside the job costs nothing
+                candidates += read_manifest(path).documents
+            except ManifestError:
                 continue  # another file of the folder that is not a manifest
     for doc in candidates:
         if doc.get("apiVersion") == RUNTIME_API and (doc.get("kind"), _get(doc, "metadata", "name")) == key:

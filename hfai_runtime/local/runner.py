@@ -74,6 +74,7 @@ from hfai_runtime.local.container import (
 )
 from hfai_runtime.local.jobset import Action, JobSetRestarts, Verdict
 from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
+from hfai_runtime.local.sandbox import log_problems, mount_problems, open_log
 from hfai_runtime.records import Record, RecordKind, parse_record
 from hfai_runtime.timeline import Event, EventKind, JobCondition, write_events
 
@@ -342,7 +343,7 @@ class LocalRunner:
         proc = opts.engine.start(replica, argv, env, opts.project_dir, marker)
         log = None
         if opts.logs_dir is not None:
-            log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w", encoding="utf-8")
+            log = open_log(opts.logs_dir, f"{replica.name}-attempt{attempt}.log")
         pod = _Pod(replica, proc, attempt, marker, log)
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
@@ -642,7 +643,12 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
     """What would stop the job here before any pod starts, one line each, naming the replica
     and field: a command that cannot start, and a dataset folder (``DETECTRON2_DATASETS``, or
     each of ``required``, container or local paths) that is not where the mounts put it."""
-    problems: list[str] = []
+    data_dir = options.data_dir or options.project_dir
+    problems = mount_problems(job.replicas, data_dir, options.mounts)
+    if options.logs_dir is not None:
+        problems += log_problems(options.logs_dir, job.replicas)
+    if problems:
+        return problems  # every path below would be mapped through them
     for replica in job.replicas:
         try:
             argv, env, _ = pod_process(replica, options, 0, 1)
@@ -652,7 +658,6 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
         if (problem := command_problem(argv, env, options.project_dir)) is not None:
             problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
     paths = _path_map(job.replicas[0], options)
-    data_dir = options.data_dir or options.project_dir
     wanted = [
         (f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
         for var in DATASET_VARS
