@@ -16,14 +16,16 @@
    iteration over 8 ranks) resumed at 1k-270k iterations: the main process's replay of the
    aspect-ratio buckets, and each of 4 DataLoader workers' skip to its first sample, against
    skipping detectron2's own ``TrainingSampler`` iterator to the same position.
-4. **Goodput** under a preemption every 10 / 30 / 120 minutes, from the measured phases (model
-   below, in :func:`goodput`), as a table and a PNG plot (``--out``, default bench/results/).
+4. **Goodput** under a preemption every 10 / 30 / 120 minutes on average, from the measured
+   phases (the model: :func:`goodput`), as a table and a PNG plot (``--out``, default
+   bench/results/).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import signal
 import subprocess
@@ -176,7 +178,7 @@ def _fsynced_write(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def print_save(checkpoint: Path, work: Path, rounds: int = 3) -> None:
+def print_save(checkpoint: Path, work: Path, rounds: int = 5) -> None:
     import torch
 
     from hfai_runtime.detectron2.atomic_checkpointer import save_checked
@@ -199,6 +201,7 @@ def print_save(checkpoint: Path, work: Path, rounds: int = 3) -> None:
     for round_ in range(rounds):
         for name in ways if round_ % 2 == 0 else reversed(ways):
             target = work / f"save{round_}.pth"
+            os.sync()  # each starts with no other dirty pages to write back
             began = time.perf_counter()
             ways[name](target)
             best[name] = min(best[name], time.perf_counter() - began)
@@ -299,32 +302,40 @@ INTERVALS_MIN = (10, 30, 120)
 
 
 def goodput(interval_s: float, p: Preemption) -> dict[str, float]:
-    """Share of wall time spent on steps that count, with a preemption every ``interval_s``.
+    """Share of wall time spent on steps that count, with preemptions arriving at random, on
+    average every ``interval_s`` (exponential gaps, counted from a pod's start).
 
     Every policy pays, per preemption, the reschedule (stated) and the restart up to the first
-    step (measured, replay included where it applies), and a periodic save every 5,000 steps.
+    step (measured: imports, build, checkpoint load, replay where it applies), and a periodic save
+    every 5,000 steps. With gaps T ~ Exp(I) and a start-up R: E[max(0, T - R)] = I e^(-R/I).
 
-    * ``runtime``: SIGTERM -> stop after the step in flight -> save -> exit; nothing is lost.
+    * ``runtime``: SIGTERM -> stop after the step in flight -> save -> exit (inside the grace
+      period, before the next pod starts); nothing is lost.
     * ``detectron2 default``: no suspend hook, SIGTERM ends the process at once; the steps since
-      the last periodic checkpoint are lost; an attempt shorter than a checkpoint period never
-      gets anywhere.
+      the last periodic checkpoint are lost: E[periods completed] = e^(-R/I) q / (1 - q),
+      q = e^(-P/I), with P the checkpoint period in seconds.
     * ``inexact suspend``: saves like the runtime, but the restarted data stream starts a new
       random permutation (detectron2 0.6 draws a new sampler seed per start): attempts of m
-      images each draw without replacement only within themselves, so an epoch's worth of
-      steps shows 1 - (1 - m/N)^(N/m) of the N images; the rest are repeats, counted as lost.
+      images (their mean, here) draw without replacement only within themselves, so an epoch's
+      worth of steps shows 1 - (1 - m/N)^(N/m) of the N images; the repeats count as lost.
     """
     restart = RESCHEDULE_S + sum(v for k, v in p.restart.items() if k != "first step")
     replay = p.restart["data stream replay"]
     period_s = CHECKPOINT_PERIOD * GPU_STEP_S + p.save
     periodic_share = CHECKPOINT_PERIOD * GPU_STEP_S / period_s
-    train_s = max(0.0, interval_s - restart - p.save - p.exit)
-    runtime = train_s * periodic_share / interval_s
-    default_train_s = max(0.0, interval_s - restart + replay)
-    default = (default_train_s // period_s) * CHECKPOINT_PERIOD * GPU_STEP_S / interval_s
-    inexact_train_s = max(0.0, interval_s - restart + replay - p.save - p.exit)
-    images = inexact_train_s * periodic_share / GPU_STEP_S * IMAGES_PER_STEP
+    suspend_cycle_s = interval_s + p.save + p.exit
+
+    def trained_s(startup_s: float) -> float:
+        return interval_s * math.exp(-startup_s / interval_s)
+
+    runtime = trained_s(restart) * periodic_share / suspend_cycle_s
+    q = math.exp(-period_s / interval_s)
+    periods = math.exp(-(restart - replay) / interval_s) * q / (1 - q)
+    default = periods * CHECKPOINT_PERIOD * GPU_STEP_S / interval_s
+    inexact_s = trained_s(restart - replay) * periodic_share
+    images = inexact_s / GPU_STEP_S * IMAGES_PER_STEP
     coverage = 1.0 if images >= DATASET else 1 - (1 - images / DATASET) ** (DATASET / max(images, 1.0))
-    inexact = inexact_train_s * periodic_share / interval_s * coverage
+    inexact = inexact_s * coverage / suspend_cycle_s
     return {"runtime (exact suspend)": runtime, "detectron2 default": default, "inexact suspend": inexact}
 
 
@@ -360,7 +371,7 @@ def _plot(p: Preemption, out: Path) -> Path:
     axes.set_xscale("log")
     axes.set_xticks([5, 10, 30, 60, 120, 240, 480], ["5", "10", "30", "60", "120", "240", "480"])
     axes.set(
-        xlabel="minutes between preemptions",
+        xlabel="mean minutes between preemptions (exponential gaps)",
         ylabel="goodput: wall time on useful steps (%)",
         ylim=(0, 100),
         title="Mask R-CNN R50-FPN, 8 GPUs (model: bench/preemption.py)",

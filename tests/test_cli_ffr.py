@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,12 +104,14 @@ def test_info(golden, packed, capsys):
     assert "part-001.ffr" in out and "samples: 5" in out and "packed folder" not in out
 
 
-def test_ffr_never_imports_torch_or_detectron2(golden):
+def test_ffr_never_imports_torch_or_detectron2(golden, tmp_path):
     # Every subcommand module is imported to build the parser: a top-level torch import in any
-    # of them would make `ffr` on a login node pay seconds and gigabytes for nothing.
+    # of them would make `ffr` on a login node pay seconds and gigabytes for nothing. (A copy:
+    # `info` writes the index beside a pack that has none.)
+    shutil.copy(golden / "tree.ffr", tmp_path / "tree.ffr")
     code = (
         "import sys; from hfai_runtime.cli import main; "
-        f"rc = main(['ffr', 'info', {str(golden / 'tree.ffr')!r}]); "
+        f"rc = main(['ffr', 'info', {str(tmp_path / 'tree.ffr')!r}]); "
         "print(rc, sorted(m for m in ('torch', 'detectron2') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

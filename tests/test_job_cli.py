@@ -22,6 +22,7 @@ from fake_kube_api import (
     FakeKubeAPI,
     Frame,
     LogLine,
+    SilentAPI,
     condition,
     event,
     pod,
@@ -897,3 +898,141 @@ def test_submit_prints_advice_as_a_warning_and_submits(tmp_path, capsys, rendere
         assert job_cli(fake, tmp_path, "submit", str(path)) == 0
         assert len(fake.patches("pytorchjobs")) == 1
     assert "check: warning: " in capsys.readouterr().err
+
+
+# -- bounded reads and timeouts (issue: hfai-runtime job never hangs) ----------------------
+
+
+def test_status_reads_bounded_log_tails_and_only_the_jobs_exit_events(tmp_path, capsys):
+    from hfai_runtime.cluster.status import TAIL_BYTES, TAIL_LINES
+
+    frame = preemption_frames()[3]
+    # Another job's exit in the namespace: the selector keeps it out of the answer.
+    frame.events.append(
+        event(
+            NS, pytorchjob("other"), "ExitedWithCode", "Pod: team-a.demo-master-0 exited with code 1", at(70)
+        )
+    )
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "status", "demo") == 0
+        logs = [r.query for r in fake.requests if r.path.endswith("/log")]
+        events = [r.query for r in fake.requests if r.path.endswith("/events")]
+    assert logs and all(
+        (q.get("tailLines"), q.get("limitBytes")) == (str(TAIL_LINES), str(TAIL_BYTES)) for q in logs
+    ), logs
+    assert events == [
+        {"fieldSelector": "involvedObject.kind=PyTorchJob,involvedObject.name=demo,reason=ExitedWithCode"}
+    ]
+    assert "last exit of the pod it replaced 143" in capsys.readouterr().out  # not the other job's 1
+
+
+def test_status_finds_the_checkpoint_in_the_previous_containers_log(tmp_path, capsys):
+    """After an in-place restart (OnFailure) the suspend record is in the previous container's
+    log: status reads its tail too."""
+    killed = {
+        "terminated": {"exit_code": 143, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
+    }
+    master = pod(
+        "demo",
+        "master",
+        0,
+        "m1",
+        "Running",
+        created=at(1),
+        state={"running": {"started_at": at(55)}},
+        restarts=1,
+        last_state=killed,
+    )
+    frame = Frame(
+        pods=[master],
+        logs={"m1": attempt_logs(0, 14, 20, 56, 80, False)},
+        previous_logs={"m1": attempt_logs(0, 0, 13, 11, 49, True)},
+    )
+    frame.add(pytorchjob("demo"))
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "status", "demo") == 0
+        previous = [r.query.get("previous") for r in fake.requests if r.path.endswith("/log")]
+    out = capsys.readouterr().out
+    assert previous == ["true", "false"]
+    assert "iteration: rank 0 at 20 of 30" in out
+    assert f"Last checkpoint: {CHECKPOINT} (iteration 13)" in out
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["no-answer", "no-body"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "demo"],
+        ["logs", "demo"],
+        ["logs", "demo", "-f"],
+        ["timeline", "demo", "--watch"],
+        ["suspend", "demo"],
+    ],
+)
+def test_a_server_that_never_answers_is_one_line_after_the_timeout(tmp_path, capsys, headers, command):
+    # The server accepts the connection and reads the request; a client without a read timeout
+    # would wait forever (the test would then end at pytest's timeout, failing).
+    with SilentAPI(headers=headers) as silent:
+        code = main(
+            ["job", *command, "--kubeconfig", str(silent.kubeconfig(tmp_path)), "--request-timeout", "0.5"]
+        )
+        assert silent.accepted >= 1
+    assert code == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"hfai-runtime job {command[0]}: ") and "did not answer within 0.5 s" in line, line
+
+
+def test_submit_to_a_server_that_never_answers(tmp_path, capsys, rendered_job):
+    with SilentAPI() as silent:
+        code = main(
+            [
+                "job",
+                "submit",
+                str(rendered_job),
+                "--kubeconfig",
+                str(silent.kubeconfig(tmp_path)),
+                "--request-timeout",
+                "0.5",
+            ]
+        )
+    assert code == 1
+    assert "did not answer within 0.5 s (--request-timeout)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_request_timeout_must_be_a_finite_positive_number(tmp_path, capsys, value):
+    with FakeKubeAPI(Frame()) as fake:
+        code = job_cli(fake, tmp_path, "status", "demo", "--request-timeout", value)
+        assert fake.requests == []
+    assert code == 2
+    assert one_error_line(capsys).startswith(
+        "hfai-runtime job status: --request-timeout: expected a finite number"
+    )
+
+
+def test_follow_stops_waiting_for_a_stream_that_stays_open_after_the_job_ended(tmp_path):
+    """A followed stream has no short read timeout (a log may be quiet for long); once the job
+    has ended, follow_job gives the streams a bounded drain and names the one it left open."""
+    from hfai_runtime.cluster.api import connect
+    from hfai_runtime.cluster.follow import follow_job
+    from hfai_runtime.cluster.pods import list_pods
+    from hfai_runtime.kube.kinds import PYTORCHJOB
+
+    final = preemption_frames()[4]
+    lines: list[str] = []
+    with FakeKubeAPI(final) as fake:
+        fake.open_follows = True
+        cluster = connect(str(fake.kubeconfig(tmp_path)))
+        job = cluster.custom().get_namespaced_custom_object(
+            "kubeflow.org", "v1", "team-a", "pytorchjobs", "demo"
+        )
+        pods = list_pods(cluster, PYTORCHJOB, "demo")
+        followed, errors = follow_job(
+            cluster, PYTORCHJOB, job, pods, lines.append, poll_seconds=0.05, drain_seconds=0.5
+        )
+    assert followed == 2
+    assert sorted(errors) == [
+        f"the log of pod demo-{r}-0 was still open 0.5 s after the job ended; stopped following it"
+        for r in ("master", "worker")
+    ]
+    assert any(line.startswith("[master-0] ") for line in lines)  # what the streams sent was printed

@@ -12,12 +12,14 @@ import os
 from pathlib import Path
 
 
-def seconds_problem(flag: str, value: float | None) -> str | None:
-    """``value`` must be a finite number of seconds, 0 or more: ``nan`` or ``inf`` would make a
-    wait never end (or a sleep raise), a negative one is meaningless."""
-    if value is None or (math.isfinite(value) and value >= 0):
+def seconds_problem(flag: str, value: float | None, positive: bool = False) -> str | None:
+    """``value`` must be a finite number of seconds, 0 or more (more than 0 with ``positive``):
+    ``nan`` or ``inf`` would make a wait never end (or a sleep raise), a negative one is
+    meaningless."""
+    if value is None or (math.isfinite(value) and (value > 0 or (value == 0 and not positive))):
         return None
-    return f"{flag}: expected a finite number of seconds, 0 or more; got {value!r}"
+    bound = "more than 0" if positive else "0 or more"
+    return f"{flag}: expected a finite number of seconds, {bound}; got {value!r}"
 
 
 def output_file_problem(flag: str, path: Path | None) -> str | None:

@@ -16,6 +16,10 @@ packed file may well be called ``0``). Names are printed escaped, as ``ls -b`` d
 holding a newline, a terminal escape sequence or undecodable bytes shows as ``\n``, ``\x1b``,
 ``\udcff`` instead of acting on the terminal. Errors (bad data, missing paths, non-regular
 files) print one line on stderr and exit with status 1.
+
+``ls``, ``cat`` and ``info`` of a packed folder that has no index beside it (one the official
+library packed) write the index first when its folder is writable, saying so on stderr: the
+first open pays for building it, every later open maps it (``index_if_missing``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from hfai_runtime.ffrecord import (
     NotAPackedFolderError,
     PackedFolder,
     SampleChecksumError,
+    index_if_missing,
     pack_folder,
     write_index,
 )
@@ -124,7 +129,15 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _packed_folder(file: str, action: str) -> PackedFolder:
-    return _on_packed_folder(PackedFolder, file, action)
+    return _on_packed_folder(_open_indexed, file, action)
+
+
+def _open_indexed(file: str, check_data: bool = True) -> PackedFolder:
+    """``PackedFolder(file)``, its index written first when it has none and can have one."""
+    written = index_if_missing(file)
+    if written:
+        print(f"wrote {escape(written)}: the pack's path index, which later opens map", file=sys.stderr)
+    return PackedFolder(file, check_data=check_data)
 
 
 def _on_packed_folder(work: Callable[[str], T], file: str, action: str) -> T:
@@ -189,7 +202,7 @@ def _info(args: argparse.Namespace) -> int:
 def _packed_info(file: str) -> None:
     """Totals of a packed folder; nothing for a plain FFRecord file."""
     try:
-        folder = PackedFolder(file, check_data=False)
+        folder = _open_indexed(file, check_data=False)
     except NotAPackedFolderError:
         return
     except CorruptFileError as e:
