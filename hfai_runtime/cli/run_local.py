@@ -232,15 +232,47 @@ def _run(job, document: dict, options, args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
-        print(f"\nTimeline of {job.kind} {job.name} (in full: --events FILE):")
+        print(f"\nTimeline of {job.kind} {job.name} (as JSON lines: --events FILE):")
         print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
         print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
         print("\n".join("  " + line for line in summarize(result.events)))
+    for line in failed_pod_logs(result.events, options.logs_dir):
+        print(line, file=sys.stderr)
     cause = f" [{result.cause}]" if result.cause else ""
     print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- {result.message}{cause}")
     if args.events:
         result.write_events(args.events)
     return 0 if result.succeeded else 1
+
+
+#: How much of a failed pod's log run-local shows: enough for a Python traceback's cause.
+FAILED_LOG_LINES = 20
+
+
+def failed_pod_logs(events, logs_dir: Path | None) -> list[str]:
+    """The last :data:`FAILED_LOG_LINES` lines of each pod attempt that failed for good (exit
+    1-127), under a heading with its log file's path: the cause (a traceback, a config error)
+    without opening the file."""
+    from hfai_runtime.timeline import attempts
+
+    out: list[str] = []
+    for attempt in attempts(events):
+        if logs_dir is None or attempt.exit_code is None or not 0 < attempt.exit_code < 128:
+            continue
+        log = logs_dir / f"{attempt.replica}-attempt{attempt.number}.log"
+        try:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            out.append(
+                f"run-local: {attempt.replica} exited {attempt.exit_code}; its log {log}: {exc.strerror}"
+            )
+            continue
+        out.append(
+            f"run-local: {attempt.replica} attempt {attempt.number} exited {attempt.exit_code}; "
+            f"the last {min(len(lines), FAILED_LOG_LINES)} lines of {log}:"
+        )
+        out += ["  | " + line for line in lines[-FAILED_LOG_LINES:]]
+    return out
 
 
 def _procs_line(job, cap: int) -> str:
