@@ -20,7 +20,7 @@ test: env lint
 		|| { rc=$$?; [ $$rc -eq 5 ] && echo "make test: no detectron2 test among those selected"; } \
 		|| exit $$rc
 
-# lint-imports: the layer contract in pyproject.toml ([tool.importlinter]; docs/design.md).
+# lint-imports: the layer contracts in .importlinter (docs/design.md).
 lint: env
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .

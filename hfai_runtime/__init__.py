@@ -1,14 +1,14 @@
 """hfai_runtime: preemption-safe, multi-node Detectron2 training on Kubernetes.
 
 Layers (each imports only those above it in this list; ``make lint`` checks it with the
-import contract in pyproject.toml, and docs/design.md says what each holds):
+import contracts in .importlinter, and docs/design.md says what each holds):
 
-0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.timeline`,
-   :mod:`hfai_runtime.checksum`, :mod:`hfai_runtime.startup` -- atomic file writes, the
-   structured log records, a job's timeline, CRC-32 sidecars (isal), a process's start-up marks
-   (standard library only otherwise).
-   :mod:`hfai_runtime.kube` -- manifests read as the API server reads them, quantities, the
-   job-kind table (no cluster, no torch).
+0. :mod:`hfai_runtime.atomic`, :mod:`hfai_runtime.records`, :mod:`hfai_runtime.startup` --
+   atomic file writes, the structured log records, when a process reached each step of its
+   start (standard library only). :mod:`hfai_runtime.kube` -- manifests read as the API server
+   reads them, quantities, the job-kind table (no cluster, no torch). Then, on atomic writes,
+   :mod:`hfai_runtime.checksum` (CRC-32 sidecars) and :mod:`hfai_runtime.timeline` (a job's
+   timeline of events).
 1. :mod:`hfai_runtime.ffrecord` -- the FFRecord format and packed folders (no torch).
 2. :mod:`hfai_runtime.io` -- an iopath ``PathHandler`` for ``ffrecord://`` paths.
 3. :mod:`hfai_runtime.distributed` -- environment parsing, spawning, signal relay, suspend.

@@ -121,6 +121,7 @@ def test_exit_143_restarts_the_replica_and_the_job_succeeds(tmp_path):
     assert (tmp_path / "attempted-0").exists()  # /data mapped to the project folder
 
 
+@pytest.mark.slow
 def test_exit_1_fails_the_job_and_stops_the_others(tmp_path):
     doc = pytorchjob(["--iters", "400"], workers=1, worker_args=["--exit", "1"], clean="Running")
     result, _ = run(doc, tmp_path)
@@ -134,6 +135,7 @@ def test_exit_1_fails_the_job_and_stops_the_others(tmp_path):
     assert result.events[-1].time < 4  # deleted at once (Running), not after its grace period
 
 
+@pytest.mark.slow
 def test_on_success_clean_pod_policy_running_deletes_the_other_pods_at_once(tmp_path):
     # The master finishes at once; the worker would train for 20 s.
     for clean, deleted_within in (("Running", (0, 2.5)), (None, (5, 9))):
@@ -200,6 +202,7 @@ def test_a_replica_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     assert result.message == "PyTorchJob det is failed because 1 Master replica(s) failed."
 
 
+@pytest.mark.slow
 def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     # The suspension is timed from the first pod's training start; the other pod's start may lag
     # behind it on a loaded machine, so it comes 2 s later and either pod may have finished only
@@ -222,6 +225,7 @@ def test_suspend_and_resume_end_in_a_resumed_completed_run(tmp_path):
     assert result.succeeded
 
 
+@pytest.mark.slow
 def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, monkeypatch):
     names = (
         "MASTER_ADDR,MASTER_PORT,RANK,WORLD_SIZE,PET_NNODES,CUDA_VISIBLE_DEVICES,OUT,"
@@ -247,6 +251,7 @@ def test_logs_are_prefixed_and_the_operator_env_points_at_loopback(tmp_path, mon
     assert len(ports) == 1 and ports != {"23456"}  # one free port, shared by both replicas
 
 
+@pytest.mark.slow
 def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path, monkeypatch):
     # A job-placement variable around run-local (a torchrun shell, an earlier in-process launch)
     # must not reach the pods: only the operator's do.
@@ -452,6 +457,7 @@ def test_cli_checks_preempt_targets_and_times(tmp_path, capsys):
     assert At.parse("train+2.5") == At(2.5, after_training=True) and str(At.parse("7")) == "7"
 
 
+@pytest.mark.slow
 def test_a_signalled_runner_leaves_no_replica_behind(tmp_path):
     import re
     import subprocess

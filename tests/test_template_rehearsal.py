@@ -52,6 +52,7 @@ def local_process_counts(nodes: int, gpus: int) -> list[int]:
     return [nodes * k for k in range(1, gpus + 1) if gpus % k == 0]
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize(("nodes", "gpus"), [(1, 8), (2, 4), (1, 1), (3, 5), (4, 8), (1, 16)])
 def test_rehearsal_keeps_the_cluster_batch_and_the_smoke_schedule(template_src, tmp_path, nodes, gpus):
     """The README's batch is the cluster's (world size), detectron2's own rescaling leaves it and

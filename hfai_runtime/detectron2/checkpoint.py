@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from detectron2.engine import HookBase
@@ -46,15 +47,24 @@ GRACE_WARN_FRACTION = 0.75
 class SuspendCheckpointer(HookBase):
     """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
 
-    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer becomes an
-      :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer` (atomic saves, a
-      resume that survives a damaged ``OUTPUT_DIR``); the runtime's messages go to this rank's
-      stdout (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`).
-    * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
-      where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`); rank 0 records
-      the start in ``OUTPUT_DIR`` and every rank exits 1 when it is past the job's restart limits
-      (:class:`~hfai_runtime.distributed.restarts.RestartGuard`); ``after_train`` and a suspend
-      record how the start ended.
+    What it changes outside itself, and when:
+
+    * Construction: the checkpointer it is given gets atomic saves and a resume that survives a
+      damaged ``OUTPUT_DIR`` (:func:`~hfai_runtime.detectron2.atomic_checkpointer.make_saves_atomic`:
+      it behaves as an :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer`).
+      This is why it is made before ``resume_or_load``; nothing else changes then.
+    * ``before_train`` (after ``resume_or_load``): the runtime's messages go to this rank's
+      stdout unless its logger was set up already
+      (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`); SIGTERM now only sets a flag, and
+      then calls the handler it replaced
+      (:func:`~hfai_runtime.distributed.suspend.install_sigterm_handler`; under
+      ``launch_from_env``, which did both when the worker started, neither changes anything);
+      exact resume -- the data stream continues where the checkpoint left it (see
+      :mod:`hfai_runtime.detectron2.resume`); rank 0 records the start in ``OUTPUT_DIR`` and
+      every rank exits 1 when it is past the job's restart limits
+      (:class:`~hfai_runtime.distributed.restarts.RestartGuard`).
+    * ``after_train``: the SIGTERM handler found at ``before_train`` is put back; it and a
+      suspend record how the start ended.
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
     * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
       overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
@@ -71,11 +81,8 @@ class SuspendCheckpointer(HookBase):
 
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
         self.checkpointer = checkpointer
-        log_to_stdout(comm.get_rank())
         make_saves_atomic(checkpointer)
-        # Put back after training whatever SIGTERM handler was there (a no-op under
-        # launch_from_env, which installed the handler first and restores it itself).
-        self._restore_sigterm = install_sigterm_handler()
+        self._restore_sigterm: Callable[[], None] | None = None  # set by before_train
         self._resume = ExactResume() if exact_resume else None
         self._exit_code = suspend_exit_code()
         self._grace_s = grace_period_seconds()
@@ -90,6 +97,10 @@ class SuspendCheckpointer(HookBase):
 
     def before_train(self) -> None:
         mark(Mark.CHECKPOINT_LOADED)
+        log_to_stdout(comm.get_rank())
+        # Put back after training whatever SIGTERM handler was there (a no-op under
+        # launch_from_env, which installed the handler first and restores it itself).
+        self._restore_sigterm = install_sigterm_handler()
         if self._resume is not None:
             self._resume.attach(self.trainer)
         mark(Mark.REPLAYED)
@@ -104,7 +115,9 @@ class SuspendCheckpointer(HookBase):
         )
 
     def after_train(self) -> None:
-        self._restore_sigterm()
+        if self._restore_sigterm is not None:
+            self._restore_sigterm()
+            self._restore_sigterm = None
         if getattr(self, "_restarts", None) is not None:  # a suspend recorded its end already
             trainer = self.trainer
             self._record_end(End.COMPLETED if trainer.iter >= trainer.max_iter else End.FAILED, trainer.iter)

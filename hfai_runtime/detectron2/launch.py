@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.distributed.nn
 from torch.nn.parallel import DistributedDataParallel
 
+from hfai_runtime.detectron2.logs import log_to_stdout
 from hfai_runtime.distributed import rendezvous
 from hfai_runtime.distributed.env import ALLOW_OVERSUBSCRIBE, DistEnv, allow_oversubscribe
 from hfai_runtime.distributed.prompt_exit import exit_after_atexit
@@ -155,7 +156,11 @@ def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any],
 
 
 def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> int:
-    """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
+    """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code.
+
+    Before ``main_func``, for the whole process: output flushed at every line, SIGTERM only sets
+    the suspend flag (put back when ``main_func`` returns), the runtime's messages on stdout.
+    """
     mark(Mark.WORKER_STARTED)
     _line_buffered_output()
     restore_sigterm = install_sigterm_handler()
@@ -163,6 +168,7 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
         rank = plan.env.rank
     else:
         rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
+    log_to_stdout(rank)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(local_rank),
