@@ -365,3 +365,32 @@ def test_an_env_name_no_process_can_hold_is_one_line(tmp_path, name):
         f"run-local: {manifest}: spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch]"
         f".env[0].name: {name!r} is not a variable name (empty or with '=')"
     ]
+
+
+def test_the_container_engine_makes_volume_folders_only_inside_the_data_folder(tmp_path, outside):
+    """``--engine podman`` creates each volume's folder before the pods start (no podman is run
+    here: only the folders it would mount are made)."""
+    from hfai_runtime.local.engine import ContainerEngine, EngineError
+    from hfai_runtime.local.manifest import parse_job
+    from hfai_runtime.local.sandbox import SandboxError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "link").symlink_to(outside)
+    (data / "file").write_text("x")
+    before = snapshot(outside)
+    for sub_path, refused in [
+        ("ok/ckpt", None),
+        ("link/ckpt", "is a symlink to"),
+        ("file/ckpt", "is not a folder inside"),
+    ]:
+        try:
+            engine = ContainerEngine(parse_job(with_mount(sub_path)), "img:1", data, program="podman")
+        except EngineError as exc:
+            pytest.skip(f"needs podman on PATH: {exc}")
+        if refused is None:
+            assert engine._volume_folders() == {data / "ok" / "ckpt"}
+        else:
+            with pytest.raises(SandboxError, match=refused):
+                engine._volume_folders()
+    assert snapshot(outside) == before and not (outside / "ckpt").exists()
