@@ -109,6 +109,7 @@ class FakeKubeAPI:
         installed: tuple[tuple[str, str, str], ...] = (
             ("kubeflow.org", "v1", "pytorchjobs"),
             ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+            ("trainer.kubeflow.org", "v1alpha1", "trainingruntimes"),
             ("kueue.x-k8s.io", "v1beta1", "workloads"),
         ),
     ):
@@ -556,7 +557,12 @@ def _condition(ctype: str, status: str, reason: str, message: str) -> dict:
 
 
 def _plural(kind: str) -> str:
-    return {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs", "Workload": "workloads"}[kind]
+    return {
+        "PyTorchJob": "pytorchjobs",
+        "TrainJob": "trainjobs",
+        "TrainingRuntime": "trainingruntimes",
+        "Workload": "workloads",
+    }[kind]
 
 
 def _resource(path: str) -> str:

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hfai_runtime.cli import main
 from hfai_runtime.ffrecord import FileReader, IndexWarning, PackedFolder, pack_folder, sidecar, write_index
-from hfai_runtime.ffrecord.index import ARRAYS
+from hfai_runtime.ffrecord.errors import CorruptFileError
+from hfai_runtime.ffrecord.index import ARRAYS, PathIndex
 from hfai_runtime.ffrecord.sidecar import index_path, save_index
 
 FILES = {
@@ -181,7 +184,7 @@ def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make
 def test_a_crafted_index_with_undecodable_names_fails_listing_by_name(pack, tmp_path, capsys):
     make = _crafted(lambda a: a.__setitem__("names", np.full_like(a["names"], 0xFF)))
     Path(index_path(pack)).write_bytes(make(pack, tmp_path))
-    assert main(["ffr", "ls", str(pack)]) == 1
+    assert main(["ffr", "ls", str(pack)]) == 2
     assert "p.ffr.idx: an entry name is not UTF-8" in capsys.readouterr().err
 
 
@@ -212,7 +215,7 @@ def test_ffr_index_command(pack, golden_ffrecord, tmp_path, capsys):
     with PackedFolder(pack) as folder:
         assert folder.read_one("é/x").tobytes() == b"e"
     shutil.copy(golden_ffrecord / "records.ffr", tmp_path / "records.ffr")
-    assert main(["ffr", "index", str(tmp_path / "records.ffr")]) == 1
+    assert main(["ffr", "index", str(tmp_path / "records.ffr")]) == 2
     assert "records.ffr: not a packed folder" in capsys.readouterr().err
     assert not Path(index_path(tmp_path / "records.ffr")).exists()
 
@@ -279,3 +282,29 @@ def test_a_read_only_folder_gets_no_index(golden_ffrecord, tmp_path, capsys):
         if made is not None:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o755)
+
+
+_NAME_PIECES = st.sampled_from(["a", ".", "/", "\0", "é", "\udcff", " ", "\n"])
+
+
+@given(name=st.lists(_NAME_PIECES, max_size=4).map("".join).filter(lambda n: n != "keep"))
+def test_a_saved_index_and_the_metadata_refuse_the_same_names(name):
+    """Any name: an index file holding it is refused exactly when metadata holding it is, with
+    the same message (``index.INVALID_NAMES``, '/' and NUL)."""
+    try:
+        PathIndex.from_tree({name: 0, "keep": 1}, 2, "pack")
+        from_metadata = None
+    except CorruptFileError as err:
+        from_metadata = str(err)
+    arrays = {
+        k: np.array(v) for k, v in PathIndex.from_tree({"zz": 0, "keep": 1}, 2, "pack").arrays().items()
+    }
+    _renamed(b"zz", name.encode("utf-8", "surrogatepass"))(arrays)
+    try:
+        PathIndex.from_arrays(arrays, 2, "pack")
+        from_index = None
+    except CorruptFileError as err:
+        from_index = str(err)
+    assert (from_metadata is None) == (from_index is None), (from_metadata, from_index)
+    if name.isascii():
+        assert from_index == from_metadata

@@ -18,12 +18,15 @@ import logging
 import os
 import pickle
 import struct
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hfai_runtime.atomic import is_temporary
 from hfai_runtime.detectron2.atomic_checkpointer import AtomicCheckpointer, CheckpointRefused
@@ -387,3 +390,42 @@ def test_a_checked_save_leaves_torchs_own_crc_setting_as_it_was(tmp_path):
             torch.serialization.set_crc32_options(True)
         assert verify_checkpoint(str(tmp_path / "a.pth"))
         assert torch.equal(torch.load(tmp_path / "a.pth")["x"], torch.arange(5))
+
+
+_TAG_PIECES = st.sampled_from(
+    [
+        b"model_0000005.pth",
+        b"model_0000003",
+        b".pth",
+        b".pkl",
+        b"..",
+        b"/",
+        b"\0",
+        b"\n",
+        b"\xff",
+        b"../outside/model_0000099.pth",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tag=st.lists(_TAG_PIECES, max_size=4).map(b"".join))
+def test_whatever_last_checkpoint_holds_resume_loads_a_checkpoint_of_output_dir_or_refuses(tag):
+    """Generated ``last_checkpoint`` contents: a resume either loads one of OUTPUT_DIR's own
+    checkpoints or raises ``CheckpointRefused`` -- never another file, never another error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "output"
+        out.mkdir()
+        writer = _checkpointer(out)
+        _save(writer, 3, 1000)
+        _save(writer, 5, 1500)
+        _outside(out)
+        _tag(out, tag)
+        reader = _checkpointer(out)
+        try:
+            extra = reader.resume_or_load("", resume=True)
+        except CheckpointRefused:
+            assert reader.checkpointables["trainer"].iteration == -1
+            return
+        assert extra["iteration"] in (3, 5)
+        assert torch.equal(reader.model.weight, torch.full((2, 2), float(extra["iteration"])))

@@ -823,6 +823,83 @@ def test_timeline_flags_are_one_line_and_exit_2_before_any_request(tmp_path, cap
     assert one_error_line(capsys) == f"hfai-runtime job timeline: {expected.format(tmp=tmp_path)}"
 
 
+@pytest.fixture(scope="module")
+def rendered_trainjob(admission_check, tmp_path_factory) -> Path:
+    """The template's trainjob flavour, rendered by copier: k8s/runtime.yaml and k8s/job.yaml."""
+    from _template_render import ANSWER_SETS, render, template_repo
+
+    root = tmp_path_factory.mktemp("submit-trainjob")
+    return render(template_repo(root / "src"), root / "project", ANSWER_SETS["trainjob"]) / "k8s"
+
+
+def test_submit_applies_the_trainjob_runtime_first(tmp_path, capsys, rendered_trainjob):
+    """k8s/runtime.yaml, then k8s/job.yaml: the TrainingRuntime is applied before the TrainJob
+    that references it. The TrainJob is queue-labelled (team-b) and Kueue manages TrainJobs:
+    the Workload it made is reported."""
+    with FakeKubeAPI(Frame()) as fake:
+        runtime, job = rendered_trainjob / "runtime.yaml", rendered_trainjob / "job.yaml"
+        code = job_cli(fake, tmp_path, "submit", str(runtime), str(job), "--workload-wait", "0")
+        assert code == 0, capsys.readouterr().err
+        applied = [r.path.split("/")[-2] for r in fake.requests if r.method == "PATCH"]
+    assert applied == ["trainingruntimes", "trainjobs"]
+    out = capsys.readouterr().out
+    assert out.startswith("TrainingRuntime detectron2-on-kubernetes applied in namespace default")
+    assert "Kueue's default configuration manages TrainJobs" in out  # none made by this fake
+
+
+def test_submit_reports_the_workload_kueue_made(tmp_path, capsys, rendered_trainjob):
+    """Kueue manages TrainJobs by default: the TrainJob (already known to the fake, so it keeps its
+    uid) has a Workload, admitted; submit says so. The runtime is already in the namespace."""
+    frame = Frame()
+    job = frame.add(
+        trainjob("detectron2-on-kubernetes", "default", labels={"kueue.x-k8s.io/queue-name": "team-b"})
+    )
+    frame.add(workload("trainjob-d2-1a2b3", job, admitted_by="gpu-cluster"))
+    runtime = yaml.safe_load((rendered_trainjob / "runtime.yaml").read_text())
+    frame.add(runtime)
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(rendered_trainjob / "job.yaml")) == 0
+        assert [r.path.split("/")[-2] for r in fake.requests if r.method == "PATCH"] == ["trainjobs"]
+    assert (
+        "Kueue:      Workload trainjob-d2-1a2b3: admitted by ClusterQueue gpu-cluster"
+        in capsys.readouterr().out
+    )
+
+
+def test_submit_refuses_a_trainjob_whose_runtime_is_nowhere(tmp_path, capsys, rendered_trainjob):
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(rendered_trainjob / "job.yaml")) == 1
+        assert not [r for r in fake.requests if r.method == "PATCH"]
+    line = one_error_line(capsys)
+    assert "spec.runtimeRef names TrainingRuntime detectron2-on-kubernetes, which is neither" in line
+    assert "hfai-runtime job submit k8s/runtime.yaml" in line
+
+
+def test_submit_of_a_queue_labelled_pytorchjob_says_kueue_ignores_it(tmp_path, capsys, rendered_job):
+    """Kueue v0.19.2 by default does not manage PyTorchJobs: no Workload appears, and submit says
+    so (and how to enable it) after its bounded wait, instead of leaving the user to wonder."""
+    manifest = yaml.safe_load(rendered_job.read_text())
+    manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(path), "--workload-wait", "0") == 0
+    out = capsys.readouterr().out
+    assert "no Kueue Workload appeared in 0 s" in out
+    assert '"kubeflow.org/pytorchjob" commented out of integrations.frameworks' in out
+
+
+def test_submit_prints_advice_as_a_warning_and_submits(tmp_path, capsys, rendered_job):
+    manifest = yaml.safe_load(rendered_job.read_text())
+    del manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["resources"]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(path)) == 0
+        assert len(fake.patches("pytorchjobs")) == 1
+    assert "check: warning: " in capsys.readouterr().err
+
+
 # -- bounded reads and timeouts (issue: hfai-runtime job never hangs) ----------------------
 
 

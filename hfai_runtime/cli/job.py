@@ -24,7 +24,16 @@ from hfai_runtime.cluster import kueue
 from hfai_runtime.cluster import pods as podinfo
 from hfai_runtime.cluster.api import REQUEST_TIMEOUT_SECONDS, Cluster, ClusterError, connect
 from hfai_runtime.cluster.follow import POLL_SECONDS, follow_job
-from hfai_runtime.cluster.jobs import apply_job, find_job, set_suspended
+from hfai_runtime.cluster.jobs import (
+    RUNTIME_KIND,
+    apply_job,
+    apply_runtime,
+    find_job,
+    get_job,
+    is_runtime,
+    runtime_exists,
+    set_suspended,
+)
 from hfai_runtime.cluster.logs import Printer, read_log
 from hfai_runtime.cluster.status import PodReport, operator_exit_codes, pod_report
 from hfai_runtime.cluster.timeline import Timeline, observe, watch
@@ -70,11 +79,25 @@ def add_parser(subparsers) -> None:
     submit = commands.add_parser(
         "submit", parents=[connection], help="check the manifest, then create or update the job"
     )
-    submit.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
+    submit.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST",
+        help="the job's YAML, e.g. k8s/job.yaml; a TrainJob's TrainingRuntime with it "
+        "(k8s/runtime.yaml k8s/job.yaml): runtimes are applied first",
+    )
     submit.add_argument(
         "--force-conflicts",
         action="store_true",
         help="take over fields another manager set (kubectl edit...)",
+    )
+    submit.add_argument(
+        "--workload-wait",
+        type=float,
+        default=kueue.WORKLOAD_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="for a queue-labelled job, how long to wait for Kueue to make its Workload (default %(default)s)",
     )
     submit.set_defaults(func=_command(_submit))
 
@@ -186,15 +209,16 @@ def _find(args: argparse.Namespace) -> tuple[Cluster, JobKind, dict]:
 # -- submit --------------------------------------------------------------------------------
 
 
-def _jobs_of(manifest: Manifest) -> list[tuple[JobKind, dict]]:
-    """The manifest's documents, each a PyTorchJob or TrainJob with a name."""
+def _jobs_of(manifest: Manifest) -> list[tuple[JobKind | None, dict]]:
+    """The manifest's documents, each a PyTorchJob, a TrainJob or a TrainingRuntime (kind
+    ``None``) with a name."""
     jobs = []
     for number, doc in enumerate(manifest.documents, 1):
         kind = kind_of(doc)
-        if kind is None:
+        if kind is None and not is_runtime(doc):
             raise ManifestError(
                 f"{manifest.source}: document {number}: expected one of "
-                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, "
+                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, {' '.join(RUNTIME_KIND)}, "
                 f"got {shown(doc.get('apiVersion'))} {shown(doc.get('kind'))}"
             )
         if not (doc.get("metadata") or {}).get("name"):
@@ -203,29 +227,46 @@ def _jobs_of(manifest: Manifest) -> list[tuple[JobKind, dict]]:
     return jobs
 
 
-def _submit(args: argparse.Namespace, write: Write) -> int:
+def _checked(path: Path) -> list[tuple[JobKind | None, dict]]:
+    """The documents of one manifest, read once and judged by ``hfai-runtime check``: what the
+    cluster refuses stops the submission (one line each on stderr), the project's advice is
+    printed as a warning. What is sent is exactly what the check judged."""
     # Imported here: the check loads celpy and jsonschema (~0.5 s), which no other command needs.
     from hfai_runtime.check import check_manifest
 
-    # Read once: what is sent below is exactly what the check judged.
-    manifest = read_manifest(args.manifest)
+    manifest = read_manifest(path)
     problems = check_manifest(manifest)
-    if problems:
-        for problem in problems:
-            print(f"check: {problem}", file=sys.stderr)
+    for problem in problems:
+        print(f"check: {'' if problem.cluster_refuses else 'warning: '}{problem}", file=sys.stderr)
+    refused = [p for p in problems if p.cluster_refuses]
+    if refused:
         raise ManifestError(
-            f"{args.manifest}: {len(problems)} problem(s) found by hfai-runtime check; nothing was submitted"
+            f"{path}: {len(refused)} problem(s) found by hfai-runtime check; nothing was submitted"
         )
-    jobs = _jobs_of(manifest)
+    return _jobs_of(manifest)
+
+
+def _submit(args: argparse.Namespace, write: Write) -> int:
+    documents = [(path, kind, doc) for path in args.manifests for kind, doc in _checked(path)]
     cluster = _connect(args)
-    for kind, document in jobs:
+    targets: dict[int, Cluster] = {}
+    for path, _, document in documents:
         meta = document["metadata"]
         if args.namespace and meta.get("namespace") not in (None, args.namespace):
             raise ManifestError(
-                f"{args.manifest}: metadata.namespace is {meta['namespace']}, "
-                f"but --namespace is {args.namespace}"
+                f"{path}: metadata.namespace is {meta['namespace']}, but --namespace is {args.namespace}"
             )
-        target = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
+        targets[id(document)] = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
+    runtimes = [(targets[id(doc)], doc) for _, kind, doc in documents if kind is None]
+    jobs = [(path, kind, doc) for path, kind, doc in documents if kind is not None]
+    for path, _, document in jobs:
+        _require_runtime(targets[id(document)], path, document, runtimes)
+    for target, document in runtimes:  # the TrainJobs that reference them need them first
+        apply_runtime(target, document, force=args.force_conflicts)
+        write(f"TrainingRuntime {document['metadata']['name']} applied in namespace {target.namespace}")
+    for _, kind, document in jobs:
+        meta = document["metadata"]
+        target = targets[id(document)]
         apply_job(target, kind, document, force=args.force_conflicts)
         flags = _connection_flags(args, target.namespace)
         write(
@@ -235,7 +276,39 @@ def _submit(args: argparse.Namespace, write: Write) -> int:
         write(f"  follow it:  hfai-runtime job logs {meta['name']}{flags} --follow")
         write(f"  state:      hfai-runtime job status {meta['name']}{flags}")
         write(f"  story:      hfai-runtime job timeline {meta['name']}{flags} --watch")
+        _say_queueing(target, kind, document, max(0.0, args.workload_wait), write)
     return 0
+
+
+def _require_runtime(cluster: Cluster, path: Path, job: dict, runtimes: list[tuple[Cluster, dict]]) -> None:
+    """A TrainJob's namespaced TrainingRuntime is among the manifests or already in the cluster;
+    otherwise nothing is applied (the TrainJob would wait for a runtime that never comes)."""
+    ref = (job.get("spec") or {}).get("runtimeRef") or {}
+    if job.get("kind") != "TrainJob" or ref.get("kind") != RUNTIME_KIND[1]:
+        return
+    name = ref.get("name")
+    given = any(d["metadata"]["name"] == name and t.namespace == cluster.namespace for t, d in runtimes)
+    if not given and not runtime_exists(cluster, name):
+        raise ManifestError(
+            f"{path}: spec.runtimeRef names TrainingRuntime {name}, which is neither among the "
+            f"manifests nor in namespace {cluster.namespace}: submit it with the job "
+            f"(hfai-runtime job submit k8s/runtime.yaml {path}); nothing was submitted"
+        )
+
+
+def _say_queueing(cluster: Cluster, kind: JobKind, document: dict, wait_s: float, write: Write) -> None:
+    """For a queue-labelled job: its Workload's state, or (none within ``wait_s``) why not."""
+    queue = kueue.queue_name(document)
+    if not queue:
+        return
+    # The job as the cluster has it (its uid names the Workload's owner). Not the apply's answer:
+    # the client reads only a 200 answer's body, and a create answers 201.
+    job = get_job(cluster, kind, document["metadata"]["name"])
+    workload = kueue.wait_for_workload(cluster, job, wait_s)
+    if workload is not None:
+        write(f"  Kueue:      {kueue.admission(workload)}")
+    else:
+        write(f"  Kueue:      {kueue.no_workload(kind.kind, job['metadata']['name'], queue, wait_s)}")
 
 
 def _connection_flags(args: argparse.Namespace, namespace: str) -> str:

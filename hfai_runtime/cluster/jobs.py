@@ -16,6 +16,28 @@ from hfai_runtime.kube.kinds import KINDS, JobKind
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 RUNTIME_API = ("trainer.kubeflow.org", "v1alpha1")  # TrainingRuntime (Trainer v2.3.0)
+RUNTIME_KIND = ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime")
+
+
+def is_runtime(doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` is a namespaced TrainingRuntime (what a TrainJob of the template runs on)."""
+    return (doc.get("apiVersion"), doc.get("kind")) == RUNTIME_KIND
+
+
+def runtime_exists(cluster: Cluster, name: str) -> bool:
+    """Whether the TrainingRuntime ``name`` is in the cluster's namespace."""
+    try:
+        cluster.call(
+            f"get TrainingRuntime {name}",
+            cluster.custom().get_namespaced_custom_object,
+            *RUNTIME_API,
+            cluster.namespace,
+            "trainingruntimes",
+            name,
+        )
+    except NotFound:
+        return False
+    return True
 
 
 def _job_call(cluster: Cluster, kind: JobKind, verb: str, method: str, name: str, *args: Any, **kwargs: Any):

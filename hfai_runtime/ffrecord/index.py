@@ -247,7 +247,7 @@ def _names_problem(a: dict[str, np.ndarray]) -> str | None:
     """The metadata's name rules, applied to saved arrays: no ``/`` or NUL in a name, none of
     :data:`INVALID_NAMES`. Vectorised, but for the names of at most 2 bytes."""
     for blob, bounds_of in (("names", "bounds"), ("prefixes", "prefix_bounds")):
-        for byte, problem in ((ord("/"), _slash), (0, _nul)):
+        for byte, problem in ((0, _nul), (ord("/"), _slash)):  # the metadata's order
             found = np.flatnonzero(a[blob] == byte)
             if len(found):
                 i = int(np.searchsorted(a[bounds_of], found[0], side="right")) - 1
