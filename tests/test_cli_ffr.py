@@ -56,7 +56,7 @@ def test_ls(packed, capsys):
         "nested/deeper/note.txt",
         "pixel.png",
     ]
-    assert main(["ffr", "ls", str(packed), "missing"]) == 1
+    assert main(["ffr", "ls", str(packed), "missing"]) == 2
     assert "error: 'missing' does not exist in" in capsys.readouterr().err
 
 
@@ -69,7 +69,7 @@ def test_cat_writes_raw_bytes(golden, packed, capsysbinary):
     assert capsysbinary.readouterr().out == "héllo wörld".encode()
     assert main(["ffr", "cat", str(packed), "--index", "1"]) == 0  # a pack's sample: Zebra.txt
     assert capsysbinary.readouterr().out == (golden / "tree" / "Zebra.txt").read_bytes()
-    assert main(["ffr", "cat", str(packed), "images"]) == 1
+    assert main(["ffr", "cat", str(packed), "images"]) == 2
     assert b"'images' is a directory" in capsysbinary.readouterr().err
 
 
@@ -83,6 +83,8 @@ def test_verify_good_and_damaged_files(golden, packed, capsys):
         assert "FAILED: 1 of 5 samples are damaged" in err
     assert main(["ffr", "verify", str(golden / "corrupt" / "bad_meta.ffr")]) == 1
     assert "bad_meta.ffr: metadata checksum mismatch" in capsys.readouterr().err
+    assert main(["ffr", "verify", str(golden / "corrupt" / "missing.ffr")]) == 2  # no file: an error
+    assert "missing.ffr" in capsys.readouterr().err
 
 
 def test_verify_names_the_file_of_a_bad_sample_in_a_directory(golden, tmp_path, capsys):

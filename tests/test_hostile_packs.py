@@ -108,7 +108,7 @@ def case_fifo_named_like_a_pack(tmp: Path, cli: Cli) -> None:
     os.mkfifo(tmp / "x.ffr")
     for argv in (["verify"], ["info"], ["ls"], ["cat", "--index", "0"]):
         status, _, err = cli(argv[0], tmp / "x.ffr", *argv[1:])
-        assert status == 1 and f"{tmp / 'x.ffr'}: is a FIFO, not a regular file" in err, argv
+        assert status == 2 and f"{tmp / 'x.ffr'}: is a FIFO, not a regular file" in err, argv
     with pytest.raises(FFRecordError, match="x.ffr: is a FIFO"):
         PackedFolder(tmp / "x.ffr")
 
@@ -127,14 +127,14 @@ def case_fifo_in_a_directory_of_packs(tmp: Path, cli: Cli) -> None:
         writer.write_one(b"fine")
     os.mkfifo(tmp / "data" / "b.ffr")
     status, _, err = cli("verify", tmp / "data")
-    assert status == 1 and "b.ffr: is a FIFO, not a regular file" in err
+    assert status == 2 and "b.ffr: is a FIFO, not a regular file" in err
 
 
 @hostile
 def case_device_named_like_a_pack(tmp: Path, cli: Cli) -> None:
     (tmp / "null.ffr").symlink_to("/dev/null")
     status, _, err = cli("verify", tmp / "null.ffr")
-    assert status == 1 and "null.ffr: is a character device, not a regular file" in err
+    assert status == 2 and "null.ffr: is a character device, not a regular file" in err
 
 
 @hostile
@@ -151,7 +151,7 @@ def case_file_replaced_by_a_fifo_while_packing(tmp: Path, cli: Cli) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pack_module, "_plan", plan_then_swap)
         status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
-    assert status == 1 and "b.bin: is a FIFO, not a regular file; pack_folder packs only" in err
+    assert status == 2 and "b.bin: is a FIFO, not a regular file; pack_folder packs only" in err
     assert sorted(os.listdir(tmp)) == ["src"]
 
 
@@ -160,7 +160,7 @@ def case_fifo_inside_the_folder_to_pack(tmp: Path, cli: Cli) -> None:
     src = _tree(tmp / "src", {"a.txt": b"A"})
     os.mkfifo(src / "pipe")
     status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
-    assert status == 1 and "src/pipe: is a FIFO; pack_folder packs only" in err
+    assert status == 2 and "src/pipe: is a FIFO; pack_folder packs only" in err
     assert sorted(os.listdir(tmp)) == ["src"]
 
 
@@ -206,7 +206,7 @@ def case_pack_and_index_never_replace_a_special_file(tmp: Path, cli: Cli) -> Non
             make(victim)
             before = os.lstat(victim)
             status, _, err = cli(*argv)
-            assert status == 1, (what, argv)
+            assert status == 2, (what, argv)
             assert f"{victim}: is a {what}, not a regular file; a new file replaces only a regular" in err
             assert _same_node(victim, before), (what, argv)
             assert not (tmp / "y.ffr").exists() and not (tmp / "elsewhere.ffr").exists()
@@ -226,7 +226,7 @@ def case_output_swapped_for_a_fifo_while_packing(tmp: Path, cli: Cli) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pack_module, "_plan", plan_then_swap)
         status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
-    assert status == 1 and "out.ffr: is a FIFO, not a regular file" in err
+    assert status == 2 and "out.ffr: is a FIFO, not a regular file" in err
     assert stat.S_ISFIFO(os.lstat(tmp / "out.ffr").st_mode)
     (tmp / "out.ffr").unlink()
 
@@ -285,7 +285,7 @@ def case_more_bytes_than_the_disk_holds_are_refused_first(tmp: Path, cli: Cli) -
     with open(src / "huge.bin", "wb") as huge:
         huge.truncate(shutil.disk_usage(tmp).free + (1 << 30))  # sparse: costs no disk
     status, _, err = cli("pack", src, tmp / "huge.ffr", "-q")
-    assert status == 1 and "huge.ffr: the 1 files to pack hold" in err and "bytes free on its file" in err
+    assert status == 2 and "huge.ffr: the 1 files to pack hold" in err and "bytes free on its file" in err
     assert not (tmp / "huge.ffr").exists()
 
 
@@ -303,7 +303,7 @@ def case_symlinks_fanning_out_level_after_level(tmp: Path, cli: Cli) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
         status, _, err = cli("pack", tmp / "L0", tmp / "fan.ffr", "-q")
-    assert status == 1 and f"is reached by more than {MAX_COPIES} paths through symbolic links" in err
+    assert status == 2 and f"is reached by more than {MAX_COPIES} paths through symbolic links" in err
     assert len(listings) <= MAX_COPIES * (levels + 1), "each folder is walked at most MAX_COPIES times"
     assert not (tmp / "fan.ffr").exists()
 
@@ -359,7 +359,7 @@ def case_real_folder_nested_thousands_of_levels_deep(tmp: Path, cli: Cli) -> Non
     _nest(tmp / "deep", 3000)
     try:  # (pytest's own clean-up of tmp recurses per level: never leave this tree behind)
         status, _, err = cli("pack", tmp / "deep", tmp / "deep.ffr", "-q")
-        assert status == 1 and f"packs trees at most {MAX_DEPTH} levels deep" in err
+        assert status == 2 and f"packs trees at most {MAX_DEPTH} levels deep" in err
         assert not (tmp / "deep.ffr").exists()
     finally:
         _unnest(tmp / "deep", 3000)
@@ -510,9 +510,9 @@ def case_cat_of_a_digit_name_is_a_path_never_an_index(tmp: Path, cli: Cli) -> No
     status, _, _ = cli("cat", pack, "5")
     assert status == 0  # (stdout bytes are checked in test_cli_ffr)
     status, _, err = cli("cat", pack, "0")
-    assert status == 1 and "'0' does not exist in" in err
+    assert status == 2 and "'0' does not exist in" in err
     status, _, err = cli("cat", pack, "--index", "5")
-    assert status == 1 and "sample index 5 out of range" in err
+    assert status == 2 and "sample index 5 out of range" in err
     with pytest.raises(SystemExit):  # both a path and --index: argparse refuses
         main(["ffr", "cat", str(pack), "5", "--index", "5"])
 
@@ -524,7 +524,7 @@ def case_ls_and_cat_of_a_plain_file_say_not_a_packed_folder(tmp: Path, cli: Cli)
         writer.write_one(b"one")
     for argv in (["ls"], ["cat", "0"]):
         status, out, err = cli(argv[0], tmp / "plain.ffr", *argv[1:])
-        assert status == 1 and f"{tmp / 'plain.ffr'}: not a packed folder" in err, argv
+        assert status == 2 and f"{tmp / 'plain.ffr'}: not a packed folder" in err, argv
         assert "--index N" in err and "piouhjgbr" not in out + err
 
 
