@@ -31,6 +31,7 @@ from hfai_runtime.kube.reader import (
     MAX_DOCUMENTS,
     MAX_NODES,
     SHOWN_CHARS,
+    Manifest,
     ManifestError,
     parse_manifest,
     read_manifest,
@@ -361,8 +362,9 @@ def test_a_valid_1ei_memory_is_read_and_checked(tmp_path):
 
 # -- hypothesis ----------------------------------------------------------------------------
 
-# YAML's printable characters (JSON escapes the C0 controls itself; libyaml refuses C1 ones raw).
-_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Cf")), max_size=20)
+# YAML's printable characters (JSON escapes the C0 controls itself; libyaml refuses C1 ones raw)
+# without U+2028/U+2029, which YAML 1.1 reads as line breaks where JSON keeps them raw.
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Cf", "Zl", "Zp")), max_size=20)
 _keys = _text.filter(bool)
 _scalars = (
     st.none()
@@ -465,3 +467,18 @@ def test_quantities_beyond_any_resource_are_refused_without_computing_them(text)
 def test_what_is_not_a_quantity(value):
     with pytest.raises(QuantityError):
         parse_quantity(value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=80))
+def test_any_name_is_judged_in_one_line_per_problem(name):
+    """Whatever ``metadata.name`` a manifest holds, check judges it: no exception, each problem
+    one line, and a name problem exactly when the name is not a DNS-1035 label."""
+    from hfai_runtime.check.names import dns1035_label_error
+
+    doc = json.loads(json.dumps(JOB))
+    doc["metadata"]["name"] = name
+    problems = check_manifest(Manifest("m.yaml", (doc,)))
+    assert all("\n" not in str(p) and "\r" not in str(p) for p in problems)
+    named = [p for p in problems if p.field == "metadata.name"]
+    assert bool(named) == (dns1035_label_error(name) is not None), (name, named)
