@@ -51,14 +51,17 @@ def _run(args: argparse.Namespace) -> int:
     from hfai_runtime.kube.reader import read_manifest
 
     status = 0
+    manifests = []
     for path in args.manifests:
         try:
-            manifest = read_manifest(path)
+            manifests.append((path, read_manifest(path)))
         except ManifestError as error:
             print(f"hfai-runtime check: {error}", file=sys.stderr)
             status = 2
-            continue
-        problems = check_manifest(manifest)
+    for path, manifest in manifests:
+        # The other files' documents are context: a TrainJob is judged with its runtime.
+        context = [doc for _, m in manifests if m is not manifest for doc in m.documents]
+        problems = check_manifest(manifest, context)
         for problem in problems:
             print(problem if problem.cluster_refuses else f"warning: {problem}")
         if any(p.cluster_refuses or args.strict for p in problems):
