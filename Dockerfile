@@ -12,9 +12,11 @@
 # The CUDA toolkit comes from NVIDIA's wheels on PyPI (nvcc, its compiler back end, the headers),
 # pinned at the CUDA version torch was built with, not from the nvidia/cuda devel image: the same
 # pip that installs torch installs it, and a check below stops the build when the two drift
-# apart. Two stages: the builder compiles detectron2 and then drops the toolkit; the runtime
-# stage copies only the virtualenv (torch's wheels bring the CUDA runtime, cuDNN, cuBLAS, NCCL;
-# the driver comes from the host, through the NVIDIA container toolkit).
+# apart. The toolkit and the host compiler exist only inside the one step that compiles
+# detectron2 (installed, used and removed there), so no layer keeps them and the multi-gigabyte
+# virtualenv is stored once (a builder stage would store it twice: docker's layers do not share
+# a COPY --from). torch's wheels bring the CUDA runtime, cuDNN, cuBLAS and NCCL; the driver comes
+# from the host, through the NVIDIA container toolkit.
 #
 # Without PyPI/GitHub inside builds (docs/cuda-image.md), fill tools/containers/cuda-inputs/
 # (its README) and build from a local Debian with Python 3.11:
@@ -26,7 +28,7 @@
 # offline build's base).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${BASE_IMAGE} AS builder
+FROM ${BASE_IMAGE}
 
 # Debian packages of Python, for a base image without it (a bare Debian): empty for python:*.
 ARG DEBIAN_PYTHON=""
@@ -52,56 +54,74 @@ ARG TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX"
 # reproducible images; bump deliberately.
 ARG DETECTRON2_COMMIT=e0ec4e189d438848521aee7926f9900e114229f5
 ARG MAX_JOBS=4
+# Set by an offline build only (below).
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# g++: nvcc's host compiler. ninja: parallel compiling. curl: detectron2's source.
+# tini: PID 1 that forwards SIGTERM to the launcher (a shell or python as PID 1 may not).
+# libglib2.0-0: OpenCV.
 # hadolint ignore=SC2086
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl g++ ninja-build ${DEBIAN_PYTHON} \
+    && apt-get install -y --no-install-recommends ca-certificates libglib2.0-0 tini ${DEBIAN_PYTHON} \
     && rm -rf /var/lib/apt/lists/*
 
-# One virtualenv holds everything Python; the runtime stage copies it whole.
+# One virtualenv holds everything Python.
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 # Offline inputs (tools/containers/cuda-inputs/README.md), mounted, not copied: the wheelhouse
-# holds gigabytes that no layer should keep. When it holds wheels, pip uses only them.
-# torch first: the largest layer, and the one that changes least.
+# holds gigabytes that no layer should keep. An offline build passes PIP_NO_INDEX=1 and
+# PIP_FIND_LINKS=/tmp/inputs/wheelhouse (pip reads both from the environment).
+#
+# First what pip resolves for torch, torchvision and cuda-requirements.txt, written down as
+# /opt/venv/resolved.txt; then the ~6 GB it resolved to, installed under those constraints in
+# three layers of about 2 GB, not one: a layer is held three times over on the build machine
+# while it is committed, and pushes and pulls move smaller layers in parallel.
 COPY tools/containers/cuda-requirements.txt /tmp/cuda-requirements.txt
 RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
-    if [ -n "$(find /tmp/inputs/wheelhouse -name '*.whl' 2>/dev/null)" ]; then \
-        export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/inputs/wheelhouse; \
-    fi \
-    && pip install "$(grep -x 'pip==.*' /tmp/cuda-requirements.txt)" \
-    && pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    pip install "$(grep -x 'pip==.*' /tmp/cuda-requirements.txt)" \
+    && pip install --dry-run --ignore-installed --quiet --report /tmp/resolved.json \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" --requirement /tmp/cuda-requirements.txt \
+    && python -c 'import json; r = json.load(open("/tmp/resolved.json")); print("\n".join(p["metadata"]["name"] + "==" + p["metadata"]["version"] for p in r["install"]))' \
+        > /opt/venv/resolved.txt \
+    && rm /tmp/resolved.json
+# hadolint ignore=DL3059
+RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
+    pip install --constraint /opt/venv/resolved.txt nvidia-cublas nvidia-cusparse nvidia-cusolver nvidia-cufft triton
+# hadolint ignore=DL3059
+RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
+    pip install --constraint /opt/venv/resolved.txt nvidia-cudnn-cu13 nvidia-nccl-cu13 nvidia-cusparselt-cu13 \
+        nvidia-nvshmem-cu13 nvidia-cuda-nvrtc nvidia-cuda-cupti nvidia-curand nvidia-nvjitlink nvidia-cufile \
+        nvidia-cuda-runtime nvidia-nvtx
+# hadolint ignore=DL3059
+RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
+    pip install --constraint /opt/venv/resolved.txt "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
         --requirement /tmp/cuda-requirements.txt
 
-# The toolkit, then the drift check: torch's CUDA version, the wheels' and nvcc's must agree
-# before anything is compiled. CUDA_HOME is the wheels' folder; the linker wants lib64/ and an
-# unversioned libcudart.so, which the wheels do not ship.
+# detectron2 from source with its CUDA ops, in one step: the build tools (g++: nvcc's host
+# compiler; ninja; curl: the source) and the toolkit wheels, then the drift check (torch's CUDA
+# version, the wheels' and nvcc's must agree before anything is compiled), the compile, and all
+# of it removed again. CUDA_HOME is the wheels' folder; the linker wants lib64/ and an
+# unversioned libcudart.so, which the wheels do not ship. FORCE_CUDA: there is no GPU at build
+# time. --no-build-isolation: setup.py imports the torch installed above. setup.py installs three
+# of its projects/ as detectron2.projects.*: a source trimmed to the library (without projects/)
+# gets them as empty packages.
 COPY tools/containers/cuda_pins.py /tmp/cuda_pins.py
 RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
-    if [ -n "$(find /tmp/inputs/wheelhouse -name '*.whl' 2>/dev/null)" ]; then \
-        export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/inputs/wheelhouse; \
-    fi \
+    apt-get update \
+    && apt-get install -y --no-install-recommends curl g++ ninja-build \
     && pip install "nvidia-cuda-nvcc==${NVCC_VERSION}" "nvidia-nvvm==${NVVM_VERSION}" \
         "nvidia-cuda-crt==${CRT_VERSION}" "nvidia-cuda-cccl==${CCCL_VERSION}" \
-    && ln -s "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13" /opt/cuda \
-    && ln -s lib /opt/cuda/lib64 \
-    && ln -s libcudart.so.13 /opt/cuda/lib/libcudart.so \
-    && python /tmp/cuda_pins.py /opt/cuda/bin/nvcc
-ENV CUDA_HOME=/opt/cuda
-
-# detectron2 from source with its CUDA ops. FORCE_CUDA: there is no GPU at build time.
-# --no-build-isolation: setup.py imports the torch installed above. setup.py installs three of
-# its projects/ as detectron2.projects.*: a source trimmed to the library (without projects/)
-# gets them as empty packages. Then the toolkit goes: the runtime needs none of it.
-RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
-    mkdir -p /src/detectron2 \
+    && cuda="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13" \
+    && ln -s lib "${cuda}/lib64" \
+    && ln -s libcudart.so.13 "${cuda}/lib/libcudart.so" \
+    && python /tmp/cuda_pins.py "${cuda}/bin/nvcc" \
+    && mkdir -p /src/detectron2 \
     && if [ -f /tmp/inputs/detectron2.tar.gz ]; then \
         tar -xzf /tmp/inputs/detectron2.tar.gz -C /src/detectron2 --strip-components=1; \
     else \
@@ -112,44 +132,19 @@ RUN --mount=type=bind,source=tools/containers/cuda-inputs,target=/tmp/inputs \
         mkdir -p "/src/detectron2/projects/${project}" \
         && touch -a "/src/detectron2/projects/${project}/__init__.py"; \
     done \
-    && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" MAX_JOBS="${MAX_JOBS}" \
+    && CUDA_HOME="${cuda}" FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" MAX_JOBS="${MAX_JOBS}" \
         pip install --no-build-isolation --no-deps --no-index /src/detectron2 \
-    && rm -rf /src/detectron2 \
     && pip uninstall --yes nvidia-cuda-nvcc nvidia-nvvm nvidia-cuda-crt nvidia-cuda-cccl \
-    && rm /opt/cuda/lib64 /opt/cuda/lib/libcudart.so \
+    && rm -rf /src/detectron2 /tmp/cuda_pins.py "${cuda:?}/lib64" "${cuda:?}/lib/libcudart.so" \
+    && apt-get purge -y --auto-remove curl g++ ninja-build \
+    && rm -rf /var/lib/apt/lists/* \
     && python -c "import cv2, detectron2._C as C; print('detectron2', C.__file__, 'CUDA', C.get_cuda_version())"
 
-
-FROM ${BASE_IMAGE} AS runtime
-
-ARG DEBIAN_PYTHON=""
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# tini: PID 1 that forwards SIGTERM to the launcher (a shell or python as PID 1 may not).
-# libglib2.0-0: OpenCV. python3 (a bare Debian only): the interpreter the virtualenv was made with.
-# hadolint ignore=SC2086
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libglib2.0-0 tini ${DEBIAN_PYTHON:+python3} \
-    && rm -rf /var/lib/apt/lists/*
-
-COPY --from=builder /opt/venv /opt/venv
 # NVIDIA_*: what the nvidia/cuda images set, so that the NVIDIA container toolkit mounts the
 # driver's compute libraries into the container.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ENV PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
-
-# hfai_runtime last, in this stage: a change to it rebuilds one small layer, not the virtualenv.
-# --no-deps: the builder installed its dependencies (cuda-requirements.txt); `pip check` fails the
-# build if pyproject.toml asks for one that is not there.
-COPY pyproject.toml README.md /src/hfai-runtime/
-COPY hfai_runtime /src/hfai-runtime/hfai_runtime
-RUN pip install --no-build-isolation --no-deps --no-index /src/hfai-runtime \
-    && rm -rf /src/hfai-runtime \
-    && pip check \
-    && python -c "import hfai_runtime.detectron2, hfai_runtime.launch"
 
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can verify it and fsGroup 1000 lets it
 # write to volumes.
@@ -157,6 +152,17 @@ RUN groupadd --gid 1000 trainer \
     && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash trainer \
     && mkdir -p /workspace \
     && chown trainer:trainer /workspace
+
+# hfai_runtime last: a change to it rebuilds one small layer. --no-deps: its dependencies are
+# installed above (cuda-requirements.txt); `pip check` fails the build if pyproject.toml asks for
+# one that is not there.
+COPY pyproject.toml README.md /src/hfai-runtime/
+COPY hfai_runtime /src/hfai-runtime/hfai_runtime
+RUN pip install --no-build-isolation --no-deps --no-index /src/hfai-runtime \
+    && rm -rf /src/hfai-runtime \
+    && pip check \
+    && python -c "import hfai_runtime.detectron2, hfai_runtime.launch"
+
 USER 1000:1000
 WORKDIR /workspace
 
