@@ -133,15 +133,21 @@ def base_tag(checkout: Path, name: str = "localhost/d2-hfai-base") -> str:
     """``name:cpu-<hash of what the CPU base image is built from>``: an image with this tag was
     built from the same inputs, so a later session may reuse it instead of building again."""
     tools = checkout / "tools" / "containers"
+    return _tag(
+        checkout, f"{name}:cpu", "Dockerfile.cpu", [*sorted(tools.glob("*.sh")), tools / "debian-python.txt"]
+    )
+
+
+def _tag(checkout: Path, prefix: str, dockerfile: str, tools: list[Path]) -> str:
+    """``prefix-<hash>`` of a Dockerfile, the files hfai_runtime is installed from and ``tools``."""
     inputs = [
-        checkout / "Dockerfile.cpu",
+        checkout / dockerfile,
         checkout / "pyproject.toml",
         checkout / "README.md",
-        *sorted(tools.glob("*.sh")),
-        tools / "debian-python.txt",
+        *tools,
         *sorted((checkout / "hfai_runtime").rglob("*.py")),
     ]
-    return f"{name}:cpu-{_digest(checkout, inputs)}"
+    return f"{prefix}-{_digest(checkout, inputs)}"
 
 
 def _digest(checkout: Path, inputs: list[Path]) -> str:
@@ -168,23 +174,30 @@ def build_base_image(checkout: Path, tag: str) -> float:
         env={**os.environ, "PIP": f"{sys.executable} -m pip"},
     )
     shutil.copy2(DETECTRON2_TARBALL, checkout / "tools/containers/inputs/detectron2.tar.gz")
+    build_image(
+        checkout,
+        "Dockerfile.cpu",
+        tag,
+        {"BASE_IMAGE": DEBIAN_BASE, "DEBIAN_PYTHON": " ".join(DEBIAN_PYTHON), "TORCH_PACKAGES": ""},
+    )
+    return time.monotonic() - start
+
+
+def build_image(checkout: Path, dockerfile: str, tag: str, build_args: dict[str, str]) -> None:
+    """``podman build`` of ``checkout``'s ``dockerfile`` as ``tag`` (docker format: HEALTHCHECK,
+    SHELL and the like are kept)."""
+    flags = [flag for name, value in build_args.items() for flag in ("--build-arg", f"{name}={value}")]
     podman(
         "build",
         "--format",
         "docker",
         "--file",
-        str(checkout / "Dockerfile.cpu"),
-        "--build-arg",
-        f"BASE_IMAGE={DEBIAN_BASE}",
-        "--build-arg",
-        f"DEBIAN_PYTHON={' '.join(DEBIAN_PYTHON)}",
-        "--build-arg",
-        "TORCH_PACKAGES=",
+        str(checkout / dockerfile),
+        *flags,
         "--tag",
         tag,
         str(checkout),
     )
-    return time.monotonic() - start
 
 
 def cpu_base_image(workdir: Path) -> tuple[str, float]:
@@ -276,15 +289,9 @@ def cuobjdump(workdir: Path = CACHE) -> Path:
 def cuda_base_tag(checkout: Path, name: str = "localhost/d2-hfai-base") -> str:
     """``name:cuda-<hash of what the CUDA base image is built from>`` (see :func:`base_tag`)."""
     tools = checkout / "tools" / "containers"
-    inputs = [
-        checkout / "Dockerfile",
-        checkout / "pyproject.toml",
-        checkout / "README.md",
-        tools / "cuda-requirements.txt",
-        tools / "cuda_pins.py",
-        *sorted((checkout / "hfai_runtime").rglob("*.py")),
-    ]
-    return f"{name}:cuda-{_digest(checkout, inputs)}"
+    return _tag(
+        checkout, f"{name}:cuda", "Dockerfile", [tools / "cuda-requirements.txt", tools / "cuda_pins.py"]
+    )
 
 
 def build_cuda_base_image(checkout: Path, tag: str) -> float:
@@ -300,23 +307,12 @@ def build_cuda_base_image(checkout: Path, tag: str) -> float:
     inputs = checkout / "tools/containers/cuda-inputs"
     shutil.copytree(cuda_wheelhouse(checkout), inputs / "wheelhouse", copy_function=_link_or_copy)
     shutil.copy2(DETECTRON2_TARBALL, inputs / "detectron2.tar.gz")
-    podman(
-        "build",
-        "--format",
-        "docker",
-        "--build-arg",
-        f"BASE_IMAGE={base}",
-        "--build-arg",
-        f"DEBIAN_PYTHON={CUDA_DEBIAN_PYTHON}",
-        "--build-arg",
-        f"MAX_JOBS={CUDA_MAX_JOBS}",
-        "--build-arg",
-        "PIP_NO_INDEX=1",
-        "--build-arg",
-        "PIP_FIND_LINKS=/tmp/inputs/wheelhouse",
-        "--tag",
+    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/tmp/inputs/wheelhouse"}  # the mount's wheelhouse
+    build_image(
+        checkout,
+        "Dockerfile",
         tag,
-        str(checkout),
+        {"BASE_IMAGE": base, "DEBIAN_PYTHON": CUDA_DEBIAN_PYTHON, "MAX_JOBS": str(CUDA_MAX_JOBS), **offline},
     )
     return time.monotonic() - start
 
