@@ -161,7 +161,7 @@ COPY hfai_runtime /src/hfai-runtime/hfai_runtime
 RUN pip install --no-build-isolation --no-deps --no-index /src/hfai-runtime \
     && rm -rf /src/hfai-runtime \
     && pip check \
-    && python -c "import hfai_runtime.detectron2, hfai_runtime.launch"
+    && python -c "import hfai_runtime.detectron2.launch"
 
 USER 1000:1000
 WORKDIR /workspace

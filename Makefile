@@ -20,9 +20,11 @@ test: env lint
 		|| { rc=$$?; [ $$rc -eq 5 ] && echo "make test: no detectron2 test among those selected"; } \
 		|| exit $$rc
 
+# lint-imports: the layer contracts in .importlinter (docs/design.md).
 lint: env
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	.venv/bin/lint-imports
 
 bench: env
 	$(PYTHON) -m bench

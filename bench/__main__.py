@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS: tuple[str, ...] = ("ffrecord", "dataset", "suspend", "containers")
+BENCHMARKS: tuple[str, ...] = ("ffrecord", "dataset", "suspend", "preemption", "containers")
 
 for name in BENCHMARKS:
     print(f"\n=== bench.{name} ===", flush=True)

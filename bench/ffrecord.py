@@ -13,7 +13,10 @@
    (``b"piouhjgbr"`` + a protocol-4 pickle of nested ``OrderedDict``s). Baseline: what the
    official reader does at open, ``pickle.loads`` of those bytes, timed in a fresh process.
    Against it, in fresh processes: ``PackedFolder`` with its saved index (``PACK.idx``, target:
-   <= 0.5x the time, <= 0.2x the anonymous memory) and without (built in memory). Then 4 forked
+   <= 0.5x the time, <= 0.2x the anonymous memory), without (built in memory: decoding the
+   pickle without running it and indexing it costs more than ``pickle.loads``), and the first
+   ``ffr ls``/``cat``/``info`` of a pack without index, which builds and writes it
+   (``index_if_missing``) so that every later open is the first column's. Then 4 forked
    workers each look up and read 10,000 random paths: their new private (copy-on-write) memory,
    PSS and RSS, from ``/proc/self/smaps_rollup``.
 4. A checkpoint save: ``torch.save`` + ``fsync`` of a Mask R-CNN R50-FPN state as detectron2
@@ -344,7 +347,7 @@ def memory():
 
 path, how, dirs, per_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 workers = int(sys.argv[5])
-from hfai_runtime.ffrecord import FileReader, PackedFolder
+from hfai_runtime.ffrecord import FileReader, PackedFolder, index_if_missing
 if how == "pickle.loads":  # the official reader's open: the metadata sample, unpickled
     with open(path, "rb") as f:
         n = struct.unpack("<q", f.read(12)[4:])[0]
@@ -356,6 +359,8 @@ start = time.perf_counter()
 if how == "pickle.loads":
     tree = pickle.loads(meta[9:])
 else:
+    if how == "first ffr open":  # what ffr ls/cat/info do with a pack that has no index
+        assert index_if_missing(path)
     folder = PackedFolder(path)
 open_s = time.perf_counter() - start
 after = memory()
@@ -428,18 +433,33 @@ def _probes(path: Path, hows: tuple[str, ...], dirs: int, per_dir: int, rounds: 
     return results
 
 
+def _first_opens(path: Path, dirs: int, per_dir: int, rounds: int) -> dict:
+    """The first ``ffr`` open of ``path`` without its index, each in a fresh process after
+    removing the index the previous one wrote; the fastest."""
+    best: dict = {}
+    for _ in range(rounds):
+        Path(index_path(path)).unlink(missing_ok=True)
+        result = _probes(path, ("first ffr open",), dirs, per_dir, 1)["first ffr open"]
+        if not best or result["open_s"] < best["open_s"]:
+            best = result
+    return best
+
+
 def bench_index(tmp: Path, dirs: int, per_dir: int, rounds: int) -> None:
     path = tmp / "big.ffr"
     start = time.perf_counter()
     _build_big_pack(path, dirs, per_dir)
     build_s = time.perf_counter() - start
     results = _probes(path, ("no index file",), dirs, per_dir, min(rounds, 2))
+    results["first ffr open"] = _first_opens(path, dirs, per_dir, min(rounds, 2))
+    Path(index_path(path)).unlink()
     start = time.perf_counter()
     write_index(path)
     index_s = time.perf_counter() - start
     _evict_and_reread(Path(index_path(path)))
     results.update(_probes(path, ("pickle.loads", "PackedFolder"), dirs, per_dir, rounds))
     base, ours, built = results["pickle.loads"], results["PackedFolder"], results["no index file"]
+    first = results["first ffr open"]
     print(
         f"\n3. a {dirs * per_dir:,}-entry pack ({dirs} folders x {per_dir} files, official "
         f"layout, {path.stat().st_size / 2**20:.0f} MiB, built in {build_s:.1f} s; its index "
@@ -448,7 +468,7 @@ def bench_index(tmp: Path, dirs: int, per_dir: int, rounds: int) -> None:
     )
     print(
         f"  {'':<36} {'pickle.loads':>12} {'PackedFolder':>13} {'ours/base':>10} "
-        f"{'no idx file':>12} {'/base':>6}  target"
+        f"{'no idx file':>12} {'/base':>6} {'1st ffr open':>12} {'/base':>6}  target"
     )
     rows = [
         (f"open, fresh process (s, best of {rounds})", "open_s", "<= 0.50"),
@@ -456,8 +476,11 @@ def bench_index(tmp: Path, dirs: int, per_dir: int, rounds: int) -> None:
         ("  of which anonymous (MiB)", "anon", "<= 0.20"),
     ]
     for label, key, target in rows:
-        a, b, c = base[key], ours[key], built[key]
-        print(f"  {label:<36} {a:>12.3f} {b:>13.3f} {b / a:>10.2f} {c:>12.3f} {c / a:>6.2f}  {target}")
+        a, b, c, d = base[key], ours[key], built[key], first[key]
+        print(
+            f"  {label:<36} {a:>12.3f} {b:>13.3f} {b / a:>10.2f} {c:>12.3f} {c / a:>6.2f} "
+            f"{d:>12.3f} {d / a:>6.2f}  {target}"
+        )
     print("  each of 4 forked workers, after reading 10,000 random paths (worst worker):")
     for key, label, target in (
         ("private_growth", "new private (copy-on-write) MiB", "~0"),

@@ -139,14 +139,15 @@ def print_model() -> None:
         )
 
 
-def _job_env() -> dict[str, str]:
+def job_env(procs: int = 2) -> dict[str, str]:
+    """The environment of a 1-machine job of ``procs`` processes, as PyTorchJob sets it."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("PET_") and k not in ("RANK", "WORLD_SIZE")
     }
     env.update(
         PET_NNODES="1",
         PET_NODE_RANK="0",
-        PET_NPROC_PER_NODE="2",
+        PET_NPROC_PER_NODE=str(procs),
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
         HFAI_PROGRESS_EVERY="1",
@@ -154,12 +155,14 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def _records(log: Path, kind: RecordKind) -> list[dict]:
+def records(log: Path, kind: RecordKind) -> list[dict]:
+    """The fields of every ``kind`` record in the log file ``log``."""
     lines = log.read_text(errors="replace").splitlines()
     return [r.fields for r in map(parse_record, lines) if r is not None and r.kind == kind]
 
 
-def _rank1_pid(launcher: subprocess.Popen) -> int:
+def rank1_pid(launcher: subprocess.Popen) -> int:
+    """The PID of the second rank a launcher spawned."""
     import psutil
 
     children = [c for c in psutil.Process(launcher.pid).children() if "spawn_main" in " ".join(c.cmdline())]
@@ -174,21 +177,21 @@ def suspend_phases(data: Path, work: Path, rng: random.Random) -> dict[str, floa
         launcher = subprocess.Popen(
             [sys.executable, "tools/tiny_train.py", "--data", str(data), "--out", str(out)],
             cwd=REPO,
-            env=_job_env(),
+            env=job_env(),
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 300
-    while not _records(log, RecordKind.PROGRESS):  # rank 0 finished a step: both are training
+    while not records(log, RecordKind.PROGRESS):  # rank 0 finished a step: both are training
         if time.monotonic() > deadline or launcher.poll() is not None:
             raise RuntimeError(f"the job did not start; see {log}")
         time.sleep(0.05)
     time.sleep(rng.uniform(0.5, 2.0))
     sent = time.monotonic()
-    os.kill(_rank1_pid(launcher), signal.SIGTERM)
+    os.kill(rank1_pid(launcher), signal.SIGTERM)
     code = launcher.wait(timeout=300)
     total = time.monotonic() - sent
-    signalled = [r for r in _records(log, RecordKind.SUSPENDED) if r["since_signal_s"] is not None]
+    signalled = [r for r in records(log, RecordKind.SUSPENDED) if r["since_signal_s"] is not None]
     if code != 143 or len(signalled) != 1:
         raise RuntimeError(f"unexpected suspend (exit {code}); see {log}")
     [record] = signalled

@@ -34,6 +34,12 @@ class RecordKind(str, Enum):
     #: Every rank agreed to stop; ``iteration`` is the last one trained, ``exit_code`` the code
     #: the process exits with, ``checkpoint`` the file written.
     SUSPENDED = "suspended"
+    #: The first step of an attempt finished: ``iteration``, ``rank``, and when the process
+    #: passed each step of its start (:mod:`hfai_runtime.startup`, wall-clock seconds).
+    STARTUP = "startup"
+    #: The runtime's restart limits ended the job at this start (max_preemptions, crash loop):
+    #: ``iteration`` it would have resumed from, ``exit_code`` (permanent), ``reason``.
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)

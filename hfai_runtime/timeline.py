@@ -10,6 +10,7 @@ Layer: none below it; imports only the standard library and hfai_runtime.atomic.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -80,15 +81,21 @@ def read_events(path: str | Path) -> list[Event]:
 
 
 def format_event(event: Event, width: int = 10, columns: int | None = None) -> str:
-    """One timeline line: ``  12.30s  worker-0   preempted    SIGTERM ...``, cut to
-    ``columns`` characters (``...`` at the end) when given."""
-    line = f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} {event.detail}"
-    return line if columns is None or len(line) <= columns else line[: columns - 3] + "..."
+    """One timeline entry: ``  12.30s  worker-0   preempted    SIGTERM ...``. With ``columns``,
+    a long detail wraps onto lines indented under the detail's column, each at most ``columns``
+    characters, so the whole detail shows (one word longer than a line is cut there only)."""
+    head = f"  {event.time:8.2f}s  {event.replica or 'job':<{width}} {event.kind.value:<12} "
+    line = head + event.detail
+    room = (columns or 0) - len(head)
+    if columns is None or len(line) <= columns or room < 20:  # too narrow to wrap usefully: as is
+        return line
+    pieces = textwrap.wrap(event.detail, room, break_long_words=True, break_on_hyphens=False)
+    return ("\n" + " " * len(head)).join([head + pieces[0], *pieces[1:]])
 
 
 def format_timeline(events: Iterable[Event], columns: int | None = None) -> list[str]:
-    """Every event as :func:`format_event` lines, pod names aligned, each at most ``columns``
-    characters (the full details are in the events file)."""
+    """Every event as :func:`format_event` entries, pod names aligned, wrapped at ``columns``
+    characters when given."""
     events = list(events)
     width = max([len(e.replica) for e in events] + [3])
     return [format_event(e, width, columns) for e in events]

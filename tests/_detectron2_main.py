@@ -2,7 +2,7 @@
 
 The environment's detectron2 is 0.6 (tools/bootstrap.sh). ``pytest --detectron2=e0ec4e1`` runs
 the tests marked ``detectron2`` against main instead: a pure-Python wheel built from the vendored
-source tarball by tools/detectron2_wheel/build.py and installed alone (its dependencies are the
+source tarball by hfai_runtime/devenv/detectron2_wheel/build.py and installed alone (its dependencies are the
 environment's) into a folder of the bootstrap's cache, keyed by everything that decides its
 contents, then put first on ``sys.path`` and ``PYTHONPATH``, so the processes that tests launch
 (launchers, run-local pods, generated projects' tests) import it too.
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WHEEL_TOOLS = REPO / "tools" / "detectron2_wheel"
+WHEEL_TOOLS = REPO / "hfai_runtime" / "devenv" / "detectron2_wheel"
 COMMIT = "e0ec4e1"
 #: The installed distribution's version: main still says 0.6; the build adds the commit.
 VERSION = f"0.6+{COMMIT}"

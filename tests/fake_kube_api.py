@@ -8,7 +8,11 @@ deserialisation), exactly what the commands use:
   which requires ``fieldManager``) for the CRDs it is told are installed; any other resource
   path answers like an API server without that CRD: ``404 page not found`` in plain text;
 * core v1: pods (list, with ``labelSelector``), a pod's log (``container``, ``previous``,
-  ``timestamps``, ``follow``) and events (list).
+  ``timestamps``, ``tailLines``, ``limitBytes``, ``follow``) and events (list, with
+  ``fieldSelector`` equalities).
+
+:class:`SilentAPI` is a server that accepts connections and never answers (or answers the
+headers and never the body): what a client without timeouts hangs on.
 
 Responses are built from the client's own models (``V1Pod``, ``CoreV1Event``, ``V1Status``...)
 serialised with ``ApiClient().sanitize_for_serialization``, so they have the real types' shapes;
@@ -105,6 +109,7 @@ class FakeKubeAPI:
         installed: tuple[tuple[str, str, str], ...] = (
             ("kubeflow.org", "v1", "pytorchjobs"),
             ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+            ("trainer.kubeflow.org", "v1alpha1", "trainingruntimes"),
             ("kueue.x-k8s.io", "v1beta1", "workloads"),
         ),
     ):
@@ -112,6 +117,8 @@ class FakeKubeAPI:
         self.index = 0
         self.installed = set(installed)
         self.forbidden = False  # answer every request 403, as RBAC would
+        self.open_follows = False  # keep followed log streams open until the server stops
+        self._stopping = threading.Event()
         self.requests: list[Request] = []
         self._job_reads = 0
         self._lock = threading.Lock()
@@ -131,6 +138,7 @@ class FakeKubeAPI:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -213,7 +221,12 @@ class FakeKubeAPI:
             ]
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}
         if match := EVENTS.match(path):
-            events = [e for e in self.frame.events if e["metadata"]["namespace"] == match["ns"]]
+            events = [
+                e
+                for e in self.frame.events
+                if e["metadata"]["namespace"] == match["ns"]
+                and _fields_match(e, query.get("fieldSelector", ""))
+            ]
             return 200, {"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": events}
         match = CUSTOM.match(path)
         if not match or (match["group"], match["version"], match["plural"]) not in self.installed:
@@ -289,7 +302,13 @@ class FakeKubeAPI:
             )
             return _status(400, "BadRequest", what)
         stamped = query.get("timestamps") == "true"
+        if "tailLines" in query:
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
         text = "".join(f"{line.time} {line.text}\n" if stamped else f"{line.text}\n" for line in lines)
+        if "limitBytes" in query:  # the kubelet applies it after tailLines
+            text = text.encode()[: int(query["limitBytes"])].decode(errors="ignore")
+        if query.get("follow") == "true" and self.open_follows:
+            return 200, _OpenStream(text, self._stopping)
         return 200, text
 
 
@@ -538,7 +557,12 @@ def _condition(ctype: str, status: str, reason: str, message: str) -> dict:
 
 
 def _plural(kind: str) -> str:
-    return {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs", "Workload": "workloads"}[kind]
+    return {
+        "PyTorchJob": "pytorchjobs",
+        "TrainJob": "trainjobs",
+        "TrainingRuntime": "trainingruntimes",
+        "Workload": "workloads",
+    }[kind]
 
 
 def _resource(path: str) -> str:
@@ -579,7 +603,99 @@ def _selected(obj: dict, selector: str) -> bool:
     return all(labels.get(key) == value for key, value in pairs)
 
 
+@dataclass
+class _OpenStream:
+    """A followed log whose stream stays open (the container still writing) until ``until``."""
+
+    text: str
+    until: threading.Event
+
+
+def _fields_match(obj: dict, selector: str) -> bool:
+    """A field selector of ``path=value`` equalities (``involvedObject.name=demo,reason=X``)."""
+    for term in filter(None, selector.split(",")):
+        path, _, expected = term.partition("=")
+        value: Any = obj
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if str(value) != expected:
+            return False
+    return True
+
+
+class SilentAPI:
+    """A TCP server on 127.0.0.1 that accepts every connection and reads the request, then
+    never answers (``headers=False``) or answers ``200`` headers for a JSON body it never sends
+    (``headers=True``), until :meth:`stop`. ``kubeconfig`` points a client at it."""
+
+    def __init__(self, headers: bool = False):
+        import socket
+
+        self.headers = headers
+        self.accepted = 0
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._held: list = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self._socket.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._held.append(conn)
+            conn.settimeout(1.0)
+            try:
+                conn.recv(65536)
+                if self.headers:
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+                    )
+            except OSError:
+                pass
+
+    def __enter__(self) -> SilentAPI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._held:
+            conn.close()
+        self._socket.close()
+
+    def kubeconfig(self, folder: Path) -> Path:
+        port = self._socket.getsockname()[1]
+        path = folder / "kubeconfig"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "silent",
+            "clusters": [{"name": "silent", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "users": [{"name": "tester", "user": {"token": TOKEN}}],
+            "contexts": [
+                {"name": "silent", "context": {"cluster": "silent", "user": "tester", "namespace": "team-a"}}
+            ],
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
 def _send(http: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    if isinstance(body, _OpenStream):
+        http.send_response(status)
+        http.send_header("Content-Type", "text/plain; charset=utf-8")
+        http.send_header("Connection", "close")
+        http.end_headers()
+        http.wfile.write(body.text.encode())
+        http.wfile.flush()
+        body.until.wait()
+        http.close_connection = True
+        return
     if isinstance(body, str):
         data, ctype = body.encode(), "text/plain; charset=utf-8"
     else:

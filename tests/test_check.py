@@ -21,6 +21,7 @@ import hfai_runtime.check
 from hfai_runtime.check import ManifestError, Problem, check_documents, check_file
 from hfai_runtime.check.cel import UnsupportedRule, compile_rule
 from hfai_runtime.check.names import domain_prefixed_path_error
+from hfai_runtime.check.rules import RULES
 from hfai_runtime.check.runtimes import STOCK, runtime_of
 from hfai_runtime.check.schema import crd_schemas
 from hfai_runtime.cli import main
@@ -202,7 +203,7 @@ BAD_PYTORCHJOBS = [
     _bad_value("unknown-field", f"{W_POD}.terminationGracePeriod", 30, "schema/unknown-field"),
     _bad_value("wrong-type", f"{WORKER}.replicas", "three", "schema/type"),
     _bad_missing("no-name", "metadata.name", "schema/required"),
-    _bad_value("name-not-dns1035", "metadata.name", "D2_job", "pytorchjob-webhook/name"),
+    _bad_value("name-not-dns1035", "metadata.name", "9-lives", "pytorchjob-webhook/name"),
     (
         "replica-key",
         lambda d: d["spec"]["pytorchReplicaSpecs"].update(
@@ -238,6 +239,13 @@ BAD_PYTORCHJOBS = [
         [("spec.elasticPolicy.nProcPerNode", "pytorchjob-webhook/elastic")],
     ),
     _bad_value("restart-policy", f"{WORKER}.restartPolicy", "Sometimes", "apiserver/restart-policy"),
+    # validateLocalDescendingPath (validation.go): run-local would write outside --data-dir.
+    _bad_value(
+        "sub-path-absolute", f"{W_POD}.containers[0].volumeMounts[0].subPath", "/etc", "apiserver/sub-path"
+    ),
+    _bad_value(
+        "sub-path-up", f"{M_POD}.containers[0].volumeMounts[0].subPath", "a/../../b", "apiserver/sub-path"
+    ),
     _bad_value("label-value-too-long", "metadata.labels.app", "d2-" + "x" * 61, "apiserver/label"),
     _bad_value("label-key", "metadata.labels[-bad-/key]", "v", "apiserver/label"),
     _bad_value("label-not-a-string", "metadata.labels.version", 1, "schema/type"),
@@ -353,6 +361,7 @@ def test_every_rule_has_a_bad_manifest() -> None:
     rules |= {f"schema/{name}" for name in ("required", "type", "unknown-field", "duplicate")}
     tested = {rule for case in BAD_PYTORCHJOBS + BAD_TRAINJOBS for _, rule in case[2]}
     tested |= {"kind/unknown", "crd/x-kubernetes-validations"}  # tests below
+    tested |= set(RULES)  # each broken once in tests/test_check_rules.py
     assert rules <= tested, sorted(rules - tested)
 
 
@@ -603,8 +612,8 @@ def test_cli_exit_1_one_line_per_problem(tmp_path, capsys) -> None:
     "content, reason",
     [
         (None, "cannot read"),
-        (b"spec: [unclosed\n", "not YAML (line 2)"),
-        (b"\xff\xfe\x00binary", "cannot read"),
+        (b"spec: [unclosed\n", "line 2: not YAML"),
+        (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0)"),
         (b"- a list\n- not an object\n", "document 1 is a list"),
         (b"---\n", "no Kubernetes objects"),
     ],

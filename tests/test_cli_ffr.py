@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ def test_ls(packed, capsys):
         "nested/deeper/note.txt",
         "pixel.png",
     ]
-    assert main(["ffr", "ls", str(packed), "missing"]) == 1
+    assert main(["ffr", "ls", str(packed), "missing"]) == 2
     assert "error: 'missing' does not exist in" in capsys.readouterr().err
 
 
@@ -68,7 +69,7 @@ def test_cat_writes_raw_bytes(golden, packed, capsysbinary):
     assert capsysbinary.readouterr().out == "héllo wörld".encode()
     assert main(["ffr", "cat", str(packed), "--index", "1"]) == 0  # a pack's sample: Zebra.txt
     assert capsysbinary.readouterr().out == (golden / "tree" / "Zebra.txt").read_bytes()
-    assert main(["ffr", "cat", str(packed), "images"]) == 1
+    assert main(["ffr", "cat", str(packed), "images"]) == 2
     assert b"'images' is a directory" in capsysbinary.readouterr().err
 
 
@@ -82,6 +83,8 @@ def test_verify_good_and_damaged_files(golden, packed, capsys):
         assert "FAILED: 1 of 5 samples are damaged" in err
     assert main(["ffr", "verify", str(golden / "corrupt" / "bad_meta.ffr")]) == 1
     assert "bad_meta.ffr: metadata checksum mismatch" in capsys.readouterr().err
+    assert main(["ffr", "verify", str(golden / "corrupt" / "missing.ffr")]) == 2  # no file: an error
+    assert "missing.ffr" in capsys.readouterr().err
 
 
 def test_verify_names_the_file_of_a_bad_sample_in_a_directory(golden, tmp_path, capsys):
@@ -103,12 +106,14 @@ def test_info(golden, packed, capsys):
     assert "part-001.ffr" in out and "samples: 5" in out and "packed folder" not in out
 
 
-def test_ffr_never_imports_torch_or_detectron2(golden):
+def test_ffr_never_imports_torch_or_detectron2(golden, tmp_path):
     # Every subcommand module is imported to build the parser: a top-level torch import in any
-    # of them would make `ffr` on a login node pay seconds and gigabytes for nothing.
+    # of them would make `ffr` on a login node pay seconds and gigabytes for nothing. (A copy:
+    # `info` writes the index beside a pack that has none.)
+    shutil.copy(golden / "tree.ffr", tmp_path / "tree.ffr")
     code = (
         "import sys; from hfai_runtime.cli import main; "
-        f"rc = main(['ffr', 'info', {str(golden / 'tree.ffr')!r}]); "
+        f"rc = main(['ffr', 'info', {str(tmp_path / 'tree.ffr')!r}]); "
         "print(rc, sorted(m for m in ('torch', 'detectron2') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -34,6 +35,35 @@ def test_training_sampler_stream_shard_and_seed():
     _compat.set_sampler_seed(sampler, 4)
     assert list(itertools.islice(_compat.sampler_stream(sampler), 25)) != before, "the stream ignores _seed"
     assert not _compat.is_training_sampler(torch.utils.data.SequentialSampler(range(3)))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sampler_chunks_are_the_stream(shuffle):
+    """Drawn epoch by epoch for TrainingSampler itself, read from the stream for a subclass that
+    draws its own (RandomSubsetTrainingSampler): either way, the stream's indices in order."""
+    from detectron2.data.samplers import RandomSubsetTrainingSampler
+
+    for sampler in (
+        TrainingSampler(7, shuffle=shuffle, seed=3),
+        RandomSubsetTrainingSampler(7, 0.5, shuffle=shuffle, seed_shuffle=3, seed_subset=5),
+    ):
+        chunks = _compat.sampler_chunks(sampler)
+        drawn = np.concatenate([next(chunks) for _ in range(3)])
+        assert drawn.tolist()[:21] == list(itertools.islice(_compat.sampler_stream(sampler), 21))
+
+
+def test_sampler_chunks_draw_what_the_sampler_draws_on_any_number_of_threads():
+    """A size where torch's randperm takes its parallel path; the chunks draw on one thread."""
+    threads = torch.get_num_threads()
+    sampler = TrainingSampler(150_000, seed=9)
+    try:
+        torch.set_num_threads(4)
+        expected = list(itertools.islice(_compat.sampler_stream(sampler), 300_000))
+        chunks = _compat.sampler_chunks(sampler)
+        assert np.concatenate([next(chunks), next(chunks)]).tolist() == expected
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_map_dataset_items():

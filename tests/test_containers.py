@@ -130,7 +130,7 @@ def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
         base_image,
         "python",
         "-c",
-        "import detectron2, detectron2._C as C, hfai_runtime.launch, os; "
+        "import detectron2, detectron2._C as C, hfai_runtime.detectron2.launch, os; "
         "from detectron2.layers import nms_rotated; print(os.getuid(), C.__file__)",
     )
     uid, compiled = out.split()

@@ -132,7 +132,9 @@ def test_compiled_only_ops_raise_a_clear_error(call):
 
 
 def _load_wheel_builder():
-    spec = importlib.util.spec_from_file_location("d2_wheel_build", REPO / "tools/detectron2_wheel/build.py")
+    spec = importlib.util.spec_from_file_location(
+        "d2_wheel_build", REPO / "hfai_runtime/devenv/detectron2_wheel/build.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -7,15 +7,19 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hfai_runtime.cli import main
 from hfai_runtime.ffrecord import FileReader, IndexWarning, PackedFolder, pack_folder, sidecar, write_index
-from hfai_runtime.ffrecord.index import ARRAYS
+from hfai_runtime.ffrecord.errors import CorruptFileError
+from hfai_runtime.ffrecord.index import ARRAYS, PathIndex
 from hfai_runtime.ffrecord.sidecar import index_path, save_index
 
 FILES = {
@@ -126,6 +130,19 @@ def _crafted(edit):
     return make
 
 
+def _renamed(old: bytes, new: bytes):
+    """An edit giving the entry stored as ``old`` the name ``new`` (the names re-packed)."""
+
+    def edit(arrays: dict) -> None:
+        bounds, names = arrays["bounds"].tolist(), arrays["names"].tobytes()
+        stored = [names[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        stored[stored.index(old)] = new
+        arrays["names"] = np.frombuffer(b"".join(stored), np.uint8).copy()
+        arrays["bounds"] = np.cumsum([0, *map(len, stored)]).astype(arrays["bounds"].dtype)
+
+    return edit
+
+
 def _cycle(arrays: dict) -> None:
     target = arrays["target"]
     d = int(np.flatnonzero(target < 0)[-1])
@@ -144,6 +161,12 @@ def _cycle(arrays: dict) -> None:
             _crafted(lambda a: a.__setitem__("bounds", a["bounds"][::-1].copy())),
             "'bounds' does not partition 'names'",
         ),
+        # the metadata's name rules (index.INVALID_NAMES, no '/' or NUL), with its messages
+        (_crafted(_renamed(b"a", b"..")), "packed-folder entry name '..' is not a valid file name"),
+        (_crafted(_renamed(b"z", b".")), "packed-folder entry name '.' is not a valid file name"),
+        (_crafted(_renamed(b"b.txt", b"")), "packed-folder entry name '' is not a valid file name"),
+        (_crafted(_renamed(b"B.txt", b"a/b")), r"entry name contains '/' \(in 'a/b'\)"),
+        (_crafted(_renamed(b"B.txt", b"x\0y")), r"entry name contains a NUL character \(in 'x\\x00y'\)"),
     ],
 )
 def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make, why):
@@ -161,7 +184,7 @@ def test_a_stale_damaged_or_crafted_index_is_ignored_loudly(pack, tmp_path, make
 def test_a_crafted_index_with_undecodable_names_fails_listing_by_name(pack, tmp_path, capsys):
     make = _crafted(lambda a: a.__setitem__("names", np.full_like(a["names"], 0xFF)))
     Path(index_path(pack)).write_bytes(make(pack, tmp_path))
-    assert main(["ffr", "ls", str(pack)]) == 1
+    assert main(["ffr", "ls", str(pack)]) == 2
     assert "p.ffr.idx: an entry name is not UTF-8" in capsys.readouterr().err
 
 
@@ -192,6 +215,96 @@ def test_ffr_index_command(pack, golden_ffrecord, tmp_path, capsys):
     with PackedFolder(pack) as folder:
         assert folder.read_one("é/x").tobytes() == b"e"
     shutil.copy(golden_ffrecord / "records.ffr", tmp_path / "records.ffr")
-    assert main(["ffr", "index", str(tmp_path / "records.ffr")]) == 1
+    assert main(["ffr", "index", str(tmp_path / "records.ffr")]) == 2
     assert "records.ffr: not a packed folder" in capsys.readouterr().err
     assert not Path(index_path(tmp_path / "records.ffr")).exists()
+
+
+def _without_index(golden_ffrecord: Path, tmp_path: Path) -> Path:
+    """The official library's pack (it writes no index), copied where it may get one."""
+    shutil.copy(golden_ffrecord / "tree.ffr", tmp_path / "tree.ffr")
+    return tmp_path / "tree.ffr"
+
+
+def test_the_first_ffr_open_of_a_pack_without_index_writes_it(golden_ffrecord, tmp_path, capsys):
+    pack = _without_index(golden_ffrecord, tmp_path)
+    with PackedFolder(pack) as folder:
+        expected = (
+            folder.list(recursive=True),
+            [folder.read_one(p).tobytes() for p in folder.list(recursive=True, list_dir=False)],
+        )
+    assert not Path(index_path(pack)).exists(), "the library itself writes nothing"
+    assert main(["ffr", "ls", str(pack), "-r"]) == 0
+    first = capsys.readouterr()
+    assert f"wrote {pack}.idx: the pack's path index, which later opens map" in first.err
+    with FileReader(index_path(pack)) as saved:  # made for this very pack
+        assert json.loads(bytes(saved.view(0)))["pack"]["size"] == os.path.getsize(pack)
+    folder, messages = _open_quietly(pack)
+    with folder:
+        answers = (
+            folder.list(recursive=True),
+            [folder.read_one(p).tobytes() for p in folder.list(recursive=True, list_dir=False)],
+        )
+        assert answers == expected and messages == []
+    assert main(["ffr", "ls", str(pack), "-r"]) == 0
+    again = capsys.readouterr()
+    assert again.out == first.out and again.err == ""  # mapped, not rewritten
+
+
+def test_no_index_is_written_where_it_cannot_or_need_not_be(golden_ffrecord, tmp_path, capsys):
+    shutil.copy(golden_ffrecord / "records.ffr", tmp_path / "records.ffr")  # a plain FFRecord file
+    assert main(["ffr", "info", str(tmp_path / "records.ffr")]) == 0
+    assert main(["ffr", "info", str(golden_ffrecord / "multi")]) == 0  # a directory of packs
+    assert not Path(index_path(tmp_path / "records.ffr")).exists()
+    assert not list((golden_ffrecord / "multi").glob("*.idx"))
+    pack = _without_index(golden_ffrecord, tmp_path)
+    Path(index_path(pack)).write_bytes(b"stale or damaged")  # reported at open, never replaced
+    with pytest.warns(IndexWarning, match="packed-folder index not used"):
+        assert main(["ffr", "ls", str(pack)]) == 0
+    assert Path(index_path(pack)).read_bytes() == b"stale or damaged"
+
+
+def test_a_read_only_folder_gets_no_index(golden_ffrecord, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    pack = _without_index(golden_ffrecord, folder)
+    # root writes anywhere unless the folder is immutable; as another user, a 0555 folder
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True) if os.getuid() == 0 else None
+    if made is not None and made.returncode != 0:
+        pytest.skip(f"needs a folder root cannot write to (chattr +i failed: {made.stderr.strip()!r})")
+    if made is None:
+        folder.chmod(0o555)
+    try:
+        assert main(["ffr", "ls", str(pack)]) == 0
+        assert "images/" in capsys.readouterr().out.splitlines()
+        assert not Path(index_path(pack)).exists()
+    finally:
+        if made is not None:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+_NAME_PIECES = st.sampled_from(["a", ".", "/", "\0", "é", "\udcff", " ", "\n"])
+
+
+@given(name=st.lists(_NAME_PIECES, max_size=4).map("".join).filter(lambda n: n != "keep"))
+def test_a_saved_index_and_the_metadata_refuse_the_same_names(name):
+    """Any name: an index file holding it is refused exactly when metadata holding it is, with
+    the same message (``index.INVALID_NAMES``, '/' and NUL)."""
+    try:
+        PathIndex.from_tree({name: 0, "keep": 1}, 2, "pack")
+        from_metadata = None
+    except CorruptFileError as err:
+        from_metadata = str(err)
+    arrays = {
+        k: np.array(v) for k, v in PathIndex.from_tree({"zz": 0, "keep": 1}, 2, "pack").arrays().items()
+    }
+    _renamed(b"zz", name.encode("utf-8", "surrogatepass"))(arrays)
+    try:
+        PathIndex.from_arrays(arrays, 2, "pack")
+        from_index = None
+    except CorruptFileError as err:
+        from_index = str(err)
+    assert (from_metadata is None) == (from_index is None), (from_metadata, from_index)
+    if name.isascii():
+        assert from_index == from_metadata

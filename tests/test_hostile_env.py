@@ -134,12 +134,18 @@ def test_hostile_environment_is_refused_naming_the_variables(case: Case):
 
 
 @pytest.mark.parametrize(
-    "environ",
-    [pytorchjob(), pytorchjob(nnodes="3", node_rank="2", nproc="auto"), torchrun(GROUP_RANK="0")],
+    "environ, expected",
+    [
+        (pytorchjob(), DistEnv("pytorchjob", 1, 0, 2, "m", 2222)),
+        # nprocPerNode auto: the launcher counts the GPUs (None until then).
+        (pytorchjob(nnodes="3", node_rank="2", nproc="auto"), DistEnv("pytorchjob", 3, 2, None, "m", 2222)),
+        # Rank 1 of 4, 2 per machine: machine 0 of 2, already spawned by torchrun.
+        (torchrun(GROUP_RANK="0"), DistEnv("torchrun", 2, 0, 2, "m", 2222, True, rank=1, local_rank=1)),
+    ],
     ids=["pytorchjob", "pytorchjob-auto", "torchrun"],
 )
-def test_the_consistent_twins_of_those_environments_are_accepted(environ):
-    DistEnv.from_environ(environ)
+def test_the_consistent_twins_of_those_environments_are_accepted(environ, expected):
+    assert DistEnv.from_environ(environ) == expected
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "2", "\uff11"])
@@ -162,6 +168,7 @@ def cpu_machine(monkeypatch):
     return launch, started
 
 
+@pytest.mark.detectron2
 @pytest.mark.parametrize("how", ["PET_NPROC_PER_NODE", "num_gpus_per_machine"])
 def test_more_processes_than_cpus_is_refused_unless_allowed(how, cpu_machine, monkeypatch):
     launch, started = cpu_machine

@@ -13,7 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import signal
+import socket
+import stat
+import subprocess
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +30,7 @@ from hfai_runtime.cli import main
 from hfai_runtime.ffrecord import FFRecordError, FileWriter, PackedFolder, pack_folder
 from hfai_runtime.ffrecord import pack as pack_module
 from hfai_runtime.ffrecord.metadata import MAGIC
-from hfai_runtime.ffrecord.pack import MAX_DEPTH
+from hfai_runtime.ffrecord.pack import MAX_COPIES, MAX_DEPTH
 from hfai_runtime.io import FFRecordPathHandler
 
 WATCHDOG_S = 60  # generous for a loaded machine; a hang would otherwise stall forever
@@ -103,7 +108,7 @@ def case_fifo_named_like_a_pack(tmp: Path, cli: Cli) -> None:
     os.mkfifo(tmp / "x.ffr")
     for argv in (["verify"], ["info"], ["ls"], ["cat", "--index", "0"]):
         status, _, err = cli(argv[0], tmp / "x.ffr", *argv[1:])
-        assert status == 1 and f"{tmp / 'x.ffr'}: is a FIFO, not a regular file" in err, argv
+        assert status == 2 and f"{tmp / 'x.ffr'}: is a FIFO, not a regular file" in err, argv
     with pytest.raises(FFRecordError, match="x.ffr: is a FIFO"):
         PackedFolder(tmp / "x.ffr")
 
@@ -122,14 +127,14 @@ def case_fifo_in_a_directory_of_packs(tmp: Path, cli: Cli) -> None:
         writer.write_one(b"fine")
     os.mkfifo(tmp / "data" / "b.ffr")
     status, _, err = cli("verify", tmp / "data")
-    assert status == 1 and "b.ffr: is a FIFO, not a regular file" in err
+    assert status == 2 and "b.ffr: is a FIFO, not a regular file" in err
 
 
 @hostile
 def case_device_named_like_a_pack(tmp: Path, cli: Cli) -> None:
     (tmp / "null.ffr").symlink_to("/dev/null")
     status, _, err = cli("verify", tmp / "null.ffr")
-    assert status == 1 and "null.ffr: is a character device, not a regular file" in err
+    assert status == 2 and "null.ffr: is a character device, not a regular file" in err
 
 
 @hostile
@@ -146,7 +151,7 @@ def case_file_replaced_by_a_fifo_while_packing(tmp: Path, cli: Cli) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pack_module, "_plan", plan_then_swap)
         status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
-    assert status == 1 and "b.bin: is a FIFO, not a regular file; pack_folder packs only" in err
+    assert status == 2 and "b.bin: is a FIFO, not a regular file; pack_folder packs only" in err
     assert sorted(os.listdir(tmp)) == ["src"]
 
 
@@ -155,8 +160,152 @@ def case_fifo_inside_the_folder_to_pack(tmp: Path, cli: Cli) -> None:
     src = _tree(tmp / "src", {"a.txt": b"A"})
     os.mkfifo(src / "pipe")
     status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
-    assert status == 1 and "src/pipe: is a FIFO; pack_folder packs only" in err
+    assert status == 2 and "src/pipe: is a FIFO; pack_folder packs only" in err
     assert sorted(os.listdir(tmp)) == ["src"]
+
+
+# -- outputs that are not regular files -----------------------------------------------------------
+
+
+def _special_files(tmp: Path) -> dict[str, Callable[[Path], None]]:
+    """How to make each kind of node a writer must not replace (a device only as root; never
+    under /dev: always in ``tmp``)."""
+
+    def socket_at(path: Path) -> None:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+
+    kinds = {
+        "FIFO": os.mkfifo,
+        "socket": socket_at,
+        "directory": os.mkdir,
+        "symbolic link": lambda path: path.symlink_to(tmp / "elsewhere.ffr"),
+    }
+    if os.getuid() == 0:
+        kinds["character device"] = lambda path: os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    return kinds
+
+
+def _same_node(path: Path, before: os.stat_result) -> bool:
+    after = os.lstat(path)
+    return (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
+
+
+@hostile
+def case_pack_and_index_never_replace_a_special_file(tmp: Path, cli: Cli) -> None:
+    src = _tree(tmp / "src", {"a.txt": b"A"})
+    assert cli("pack", src, tmp / "good.ffr", "-q")[0] == 0
+    for what, make in _special_files(tmp).items():
+        for victim, argv in (
+            (tmp / "x.ffr", ("pack", src, tmp / "x.ffr", "-q")),  # the pack itself
+            (tmp / "y.ffr.idx", ("pack", src, tmp / "y.ffr", "-q")),  # its index: checked first
+            (tmp / "good.ffr.idx", ("index", tmp / "good.ffr")),
+        ):
+            if victim.exists() or victim.is_symlink():
+                victim.unlink()
+            make(victim)
+            before = os.lstat(victim)
+            status, _, err = cli(*argv)
+            assert status == 2, (what, argv)
+            assert f"{victim}: is a {what}, not a regular file; a new file replaces only a regular" in err
+            assert _same_node(victim, before), (what, argv)
+            assert not (tmp / "y.ffr").exists() and not (tmp / "elsewhere.ffr").exists()
+            victim.rmdir() if what == "directory" else victim.unlink()
+
+
+@hostile
+def case_output_swapped_for_a_fifo_while_packing(tmp: Path, cli: Cli) -> None:
+    src = _tree(tmp / "src", {"a.txt": b"A"})
+    real_plan = pack_module._plan
+
+    def plan_then_swap(root, out_file):  # after the first check, before the rename
+        plan = real_plan(root, out_file)
+        os.mkfifo(out_file)
+        return plan
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pack_module, "_plan", plan_then_swap)
+        status, _, err = cli("pack", src, tmp / "out.ffr", "-q")
+    assert status == 2 and "out.ffr: is a FIFO, not a regular file" in err
+    assert stat.S_ISFIFO(os.lstat(tmp / "out.ffr").st_mode)
+    (tmp / "out.ffr").unlink()
+
+
+# -- large files and link fan-out ------------------------------------------------------------------
+
+#: Packs ``sys.argv[1]`` into ``sys.argv[2]`` with the CLI, its address space capped at what the
+#: interpreter uses after the imports plus ``sys.argv[3]`` bytes: a file read whole would fail.
+_PACK_WITH_CAPPED_MEMORY = r"""
+import resource, sys
+import hfai_runtime.cli.ffr, hfai_runtime.ffrecord.pack, numpy, tqdm
+from hfai_runtime.cli import main
+
+def address_space():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+cap = address_space() + int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+sys.exit(main(["ffr", "pack", sys.argv[1], sys.argv[2], "-q"]))
+"""
+
+
+@hostile
+def case_a_file_larger_than_memory_allows_is_streamed(tmp: Path, cli: Cli) -> None:
+    size, headroom = 384 << 20, 96 << 20
+    src = tmp / "src"
+    src.mkdir()
+    with open(src / "big.bin", "wb") as big:  # sparse: marked bytes at both ends only
+        big.write(b"head")
+        big.truncate(size)
+        big.seek(size - 4)
+        big.write(b"tail")
+    (src / "small.txt").write_bytes(b"small")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # (no thread pools reserving memory)
+    run = subprocess.run(
+        [sys.executable, "-c", _PACK_WITH_CAPPED_MEMORY, str(src), str(tmp / "big.ffr"), str(headroom)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WATCHDOG_S,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    with PackedFolder(tmp / "big.ffr") as folder:
+        assert folder.size("big.bin") == size and folder.read_one("small.txt").tobytes() == b"small"
+        assert folder.reader.verify() == []  # the CRC computed across the chunks is the file's
+        data = folder.reader.view(folder.index("big.bin"))
+        assert bytes(data[:4]) == b"head" and bytes(data[-4:]) == b"tail"
+
+
+@hostile
+def case_more_bytes_than_the_disk_holds_are_refused_first(tmp: Path, cli: Cli) -> None:
+    src = tmp / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as huge:
+        huge.truncate(shutil.disk_usage(tmp).free + (1 << 30))  # sparse: costs no disk
+    status, _, err = cli("pack", src, tmp / "huge.ffr", "-q")
+    assert status == 2 and "huge.ffr: the 1 files to pack hold" in err and "bytes free on its file" in err
+    assert not (tmp / "huge.ffr").exists()
+
+
+@hostile
+def case_symlinks_fanning_out_level_after_level(tmp: Path, cli: Cli) -> None:
+    levels = 26  # 2 links a level: 2**26 paths to the deepest folder
+    for level in range(levels + 1):
+        (tmp / f"L{level}").mkdir()
+    for level in range(levels):
+        for link in "ab":
+            (tmp / f"L{level}" / link).symlink_to(tmp / f"L{level + 1}", target_is_directory=True)
+    (tmp / f"L{levels}" / "leaf.txt").write_bytes(b"leaf")
+    listings = []
+    real_listdir = os.listdir
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
+        status, _, err = cli("pack", tmp / "L0", tmp / "fan.ffr", "-q")
+    assert status == 2 and f"is reached by more than {MAX_COPIES} paths through symbolic links" in err
+    assert len(listings) <= MAX_COPIES * (levels + 1), "each folder is walked at most MAX_COPIES times"
+    assert not (tmp / "fan.ffr").exists()
 
 
 # -- deep trees --------------------------------------------------------------------------------
@@ -210,7 +359,7 @@ def case_real_folder_nested_thousands_of_levels_deep(tmp: Path, cli: Cli) -> Non
     _nest(tmp / "deep", 3000)
     try:  # (pytest's own clean-up of tmp recurses per level: never leave this tree behind)
         status, _, err = cli("pack", tmp / "deep", tmp / "deep.ffr", "-q")
-        assert status == 1 and f"packs trees at most {MAX_DEPTH} levels deep" in err
+        assert status == 2 and f"packs trees at most {MAX_DEPTH} levels deep" in err
         assert not (tmp / "deep.ffr").exists()
     finally:
         _unnest(tmp / "deep", 3000)
@@ -361,9 +510,9 @@ def case_cat_of_a_digit_name_is_a_path_never_an_index(tmp: Path, cli: Cli) -> No
     status, _, _ = cli("cat", pack, "5")
     assert status == 0  # (stdout bytes are checked in test_cli_ffr)
     status, _, err = cli("cat", pack, "0")
-    assert status == 1 and "'0' does not exist in" in err
+    assert status == 2 and "'0' does not exist in" in err
     status, _, err = cli("cat", pack, "--index", "5")
-    assert status == 1 and "sample index 5 out of range" in err
+    assert status == 2 and "sample index 5 out of range" in err
     with pytest.raises(SystemExit):  # both a path and --index: argparse refuses
         main(["ffr", "cat", str(pack), "5", "--index", "5"])
 
@@ -375,7 +524,7 @@ def case_ls_and_cat_of_a_plain_file_say_not_a_packed_folder(tmp: Path, cli: Cli)
         writer.write_one(b"one")
     for argv in (["ls"], ["cat", "0"]):
         status, out, err = cli(argv[0], tmp / "plain.ffr", *argv[1:])
-        assert status == 1 and f"{tmp / 'plain.ffr'}: not a packed folder" in err, argv
+        assert status == 2 and f"{tmp / 'plain.ffr'}: not a packed folder" in err, argv
         assert "--index N" in err and "piouhjgbr" not in out + err
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from fake_kube_api import (
     FakeKubeAPI,
     Frame,
     LogLine,
+    SilentAPI,
     condition,
     event,
     pod,
@@ -35,7 +36,7 @@ from hfai_runtime.cli import main
 from hfai_runtime.records import RecordKind, format_record
 
 NS = "team-a"
-T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)
 CHECKPOINT = "/mnt/output/demo/model_0000013.pth"
 
 
@@ -521,9 +522,9 @@ def test_no_kubeconfig(tmp_path, monkeypatch, capsys):
 def test_submit_of_a_file_that_is_not_yaml(tmp_path, capsys):
     manifest = tmp_path / "job.yaml"
     manifest.write_text("a: [\n")
-    assert main(["job", "submit", str(manifest)]) == 1
+    assert main(["job", "submit", str(manifest)]) == 2  # as hfai-runtime check: unreadable input
     line = one_error_line(capsys)
-    assert line.startswith(f"hfai-runtime job submit: {manifest}: not YAML (line 2)"), line
+    assert line.startswith(f"hfai-runtime job submit: {manifest}: line 2: not YAML"), line
 
 
 def test_kubeconfig_from_the_environment_and_its_namespace(tmp_path, monkeypatch, capsys):
@@ -587,13 +588,50 @@ def test_kueue_not_installed(tmp_path, capsys):
     )
 
 
-def test_kueue_job_without_its_workload_yet(tmp_path, capsys):
+def test_a_queue_labelled_job_kueue_does_not_manage_is_suspended_itself(tmp_path, capsys):
+    """Kueue v0.19.2's default configuration leaves PyTorchJobs out: no Workload ever appears.
+    After a bounded wait, one line says so and how to enable it, and the job's own suspend
+    field is set (Kueue, not managing it, will not set it back)."""
     frame = Frame()
     frame.add(pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "team-queue"}))
     with FakeKubeAPI(frame) as fake:
-        assert job_cli(fake, tmp_path, "suspend", "demo") == 1
-        assert fake.patches("pytorchjobs") == []
-    assert "Kueue has not created its Workload yet" in one_error_line(capsys)
+        assert job_cli(fake, tmp_path, "suspend", "demo", "--workload-wait", "0") == 0
+        assert [p.body for p in fake.patches("pytorchjobs")] == [{"spec": {"runPolicy": {"suspend": True}}}]
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "no Kueue Workload appeared in 0 s" in line
+    assert '"kubeflow.org/pytorchjob" commented out of integrations.frameworks' in line
+    assert "kueue-manager-config" in line and line.endswith("every pod (SIGTERM, then the grace period)")
+
+
+def test_the_workload_wait_is_bounded_by_an_injected_clock():
+    """wait_for_workload looks once a second until its deadline, on the clock it is given."""
+    from hfai_runtime.cluster import kueue
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    looks = []
+
+    class NoWorkloads:
+        namespace = "team-a"
+
+        def call(self, what, method, *args):
+            looks.append(clock())
+            return {"items": []}
+
+        def custom(self):
+            return type("Api", (), {"list_namespaced_custom_object": None})()
+
+    job = pytorchjob("demo", labels={"kueue.x-k8s.io/queue-name": "q"})
+    assert kueue.wait_for_workload(NoWorkloads(), job, 2.5, clock, clock.sleep) is None
+    assert looks == [0.0, 1.0, 2.0, 2.5]
 
 
 def test_job_not_found(tmp_path, capsys):
@@ -652,6 +690,27 @@ def test_submit_applies_the_rendered_job(tmp_path, capsys, rendered_job):
     out = capsys.readouterr().out
     assert out.startswith(f"PyTorchJob {name} applied in namespace {namespace}")
     assert f"hfai-runtime job logs {name} -n {namespace}" in out
+
+
+def test_submit_sends_exactly_what_check_read(tmp_path, capsys, rendered_job):
+    """A timestamp-looking env value stays the string the API server reads (PyYAML's safe_load
+    made it a datetime and the client re-serialised it); check judged that same body."""
+    from hfai_runtime.kube.reader import read_manifest
+
+    text = rendered_job.read_text()
+    container = "- name: pytorch  # the name the Training Operator requires\n"
+    indent = text.split(container)[0].rsplit("\n", 1)[1] + "  "
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        text.replace(container, f"{container}{indent}workingDir: 2001-12-14 21:59:43.10\n", 1)
+    )
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(manifest)) == 0, capsys.readouterr().err
+        [request] = fake.patches("pytorchjobs")
+    [checked] = read_manifest(manifest).documents
+    assert request.body == checked
+    pod = request.body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["containers"][0]["workingDir"] == "2001-12-14 21:59:43.10"
 
 
 def test_submit_refuses_what_check_refuses(tmp_path, capsys, rendered_job):
@@ -739,3 +798,241 @@ def test_without_the_kubernetes_client(tmp_path, monkeypatch, capsys):
     assert one_error_line(capsys) == (
         "hfai-runtime job status: the kubernetes client is not installed: pip install 'hfai-runtime[cluster]'"
     )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--interval", "-1"], "--interval: expected a finite number of seconds, 0 or more; got -1.0"),
+        (["--interval", "nan"], "--interval: expected a finite number of seconds, 0 or more; got nan"),
+        (["--interval", "inf"], "--interval: expected a finite number of seconds, 0 or more; got inf"),
+        (
+            ["--events", "{tmp}/missing/e.jsonl"],
+            "--events {tmp}/missing/e.jsonl: its folder {tmp}/missing does not exist",
+        ),
+        (["--events", "{tmp}"], "--events {tmp}: is a folder; expected a file name"),
+    ],
+)
+def test_timeline_flags_are_one_line_and_exit_2_before_any_request(tmp_path, capsys, flags, expected):
+    with FakeKubeAPI(Frame()) as fake:
+        code = job_cli(
+            fake, tmp_path, "timeline", "demo", "--watch", *[f.format(tmp=tmp_path) for f in flags]
+        )
+        assert fake.requests == []
+    assert code == 2
+    assert one_error_line(capsys) == f"hfai-runtime job timeline: {expected.format(tmp=tmp_path)}"
+
+
+@pytest.fixture(scope="module")
+def rendered_trainjob(admission_check, tmp_path_factory) -> Path:
+    """The template's trainjob flavour, rendered by copier: k8s/runtime.yaml and k8s/job.yaml."""
+    from _template_render import ANSWER_SETS, render, template_repo
+
+    root = tmp_path_factory.mktemp("submit-trainjob")
+    return render(template_repo(root / "src"), root / "project", ANSWER_SETS["trainjob"]) / "k8s"
+
+
+def test_submit_applies_the_trainjob_runtime_first(tmp_path, capsys, rendered_trainjob):
+    """k8s/runtime.yaml, then k8s/job.yaml: the TrainingRuntime is applied before the TrainJob
+    that references it. The TrainJob is queue-labelled (team-b) and Kueue manages TrainJobs:
+    the Workload it made is reported."""
+    with FakeKubeAPI(Frame()) as fake:
+        runtime, job = rendered_trainjob / "runtime.yaml", rendered_trainjob / "job.yaml"
+        code = job_cli(fake, tmp_path, "submit", str(runtime), str(job), "--workload-wait", "0")
+        assert code == 0, capsys.readouterr().err
+        applied = [r.path.split("/")[-2] for r in fake.requests if r.method == "PATCH"]
+    assert applied == ["trainingruntimes", "trainjobs"]
+    out = capsys.readouterr().out
+    assert out.startswith("TrainingRuntime detectron2-on-kubernetes applied in namespace default")
+    assert "Kueue's default configuration manages TrainJobs" in out  # none made by this fake
+
+
+def test_submit_reports_the_workload_kueue_made(tmp_path, capsys, rendered_trainjob):
+    """Kueue manages TrainJobs by default: the TrainJob (already known to the fake, so it keeps its
+    uid) has a Workload, admitted; submit says so. The runtime is already in the namespace."""
+    frame = Frame()
+    job = frame.add(
+        trainjob("detectron2-on-kubernetes", "default", labels={"kueue.x-k8s.io/queue-name": "team-b"})
+    )
+    frame.add(workload("trainjob-d2-1a2b3", job, admitted_by="gpu-cluster"))
+    runtime = yaml.safe_load((rendered_trainjob / "runtime.yaml").read_text())
+    frame.add(runtime)
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(rendered_trainjob / "job.yaml")) == 0
+        assert [r.path.split("/")[-2] for r in fake.requests if r.method == "PATCH"] == ["trainjobs"]
+    assert (
+        "Kueue:      Workload trainjob-d2-1a2b3: admitted by ClusterQueue gpu-cluster"
+        in capsys.readouterr().out
+    )
+
+
+def test_submit_refuses_a_trainjob_whose_runtime_is_nowhere(tmp_path, capsys, rendered_trainjob):
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(rendered_trainjob / "job.yaml")) == 1
+        assert not [r for r in fake.requests if r.method == "PATCH"]
+    line = one_error_line(capsys)
+    assert "spec.runtimeRef names TrainingRuntime detectron2-on-kubernetes, which is neither" in line
+    assert "hfai-runtime job submit k8s/runtime.yaml" in line
+
+
+def test_submit_of_a_queue_labelled_pytorchjob_says_kueue_ignores_it(tmp_path, capsys, rendered_job):
+    """Kueue v0.19.2 by default does not manage PyTorchJobs: no Workload appears, and submit says
+    so (and how to enable it) after its bounded wait, instead of leaving the user to wonder."""
+    manifest = yaml.safe_load(rendered_job.read_text())
+    manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(path), "--workload-wait", "0") == 0
+    out = capsys.readouterr().out
+    assert "no Kueue Workload appeared in 0 s" in out
+    assert '"kubeflow.org/pytorchjob" commented out of integrations.frameworks' in out
+
+
+def test_submit_prints_advice_as_a_warning_and_submits(tmp_path, capsys, rendered_job):
+    manifest = yaml.safe_load(rendered_job.read_text())
+    del manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["resources"]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with FakeKubeAPI(Frame()) as fake:
+        assert job_cli(fake, tmp_path, "submit", str(path)) == 0
+        assert len(fake.patches("pytorchjobs")) == 1
+    assert "check: warning: " in capsys.readouterr().err
+
+
+# -- bounded reads and timeouts (issue: hfai-runtime job never hangs) ----------------------
+
+
+def test_status_reads_bounded_log_tails_and_only_the_jobs_exit_events(tmp_path, capsys):
+    from hfai_runtime.cluster.status import TAIL_BYTES, TAIL_LINES
+
+    frame = preemption_frames()[3]
+    # Another job's exit in the namespace: the selector keeps it out of the answer.
+    frame.events.append(
+        event(
+            NS, pytorchjob("other"), "ExitedWithCode", "Pod: team-a.demo-master-0 exited with code 1", at(70)
+        )
+    )
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "status", "demo") == 0
+        logs = [r.query for r in fake.requests if r.path.endswith("/log")]
+        events = [r.query for r in fake.requests if r.path.endswith("/events")]
+    assert logs and all(
+        (q.get("tailLines"), q.get("limitBytes")) == (str(TAIL_LINES), str(TAIL_BYTES)) for q in logs
+    ), logs
+    assert events == [
+        {"fieldSelector": "involvedObject.kind=PyTorchJob,involvedObject.name=demo,reason=ExitedWithCode"}
+    ]
+    assert "last exit of the pod it replaced 143" in capsys.readouterr().out  # not the other job's 1
+
+
+def test_status_finds_the_checkpoint_in_the_previous_containers_log(tmp_path, capsys):
+    """After an in-place restart (OnFailure) the suspend record is in the previous container's
+    log: status reads its tail too."""
+    killed = {
+        "terminated": {"exit_code": 143, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
+    }
+    master = pod(
+        "demo",
+        "master",
+        0,
+        "m1",
+        "Running",
+        created=at(1),
+        state={"running": {"started_at": at(55)}},
+        restarts=1,
+        last_state=killed,
+    )
+    frame = Frame(
+        pods=[master],
+        logs={"m1": attempt_logs(0, 14, 20, 56, 80, False)},
+        previous_logs={"m1": attempt_logs(0, 0, 13, 11, 49, True)},
+    )
+    frame.add(pytorchjob("demo"))
+    with FakeKubeAPI(frame) as fake:
+        assert job_cli(fake, tmp_path, "status", "demo") == 0
+        previous = [r.query.get("previous") for r in fake.requests if r.path.endswith("/log")]
+    out = capsys.readouterr().out
+    assert previous == ["true", "false"]
+    assert "iteration: rank 0 at 20 of 30" in out
+    assert f"Last checkpoint: {CHECKPOINT} (iteration 13)" in out
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["no-answer", "no-body"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "demo"],
+        ["logs", "demo"],
+        ["logs", "demo", "-f"],
+        ["timeline", "demo", "--watch"],
+        ["suspend", "demo"],
+    ],
+)
+def test_a_server_that_never_answers_is_one_line_after_the_timeout(tmp_path, capsys, headers, command):
+    # The server accepts the connection and reads the request; a client without a read timeout
+    # would wait forever (the test would then end at pytest's timeout, failing).
+    with SilentAPI(headers=headers) as silent:
+        code = main(
+            ["job", *command, "--kubeconfig", str(silent.kubeconfig(tmp_path)), "--request-timeout", "0.5"]
+        )
+        assert silent.accepted >= 1
+    assert code == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"hfai-runtime job {command[0]}: ") and "did not answer within 0.5 s" in line, line
+
+
+def test_submit_to_a_server_that_never_answers(tmp_path, capsys, rendered_job):
+    with SilentAPI() as silent:
+        code = main(
+            [
+                "job",
+                "submit",
+                str(rendered_job),
+                "--kubeconfig",
+                str(silent.kubeconfig(tmp_path)),
+                "--request-timeout",
+                "0.5",
+            ]
+        )
+    assert code == 1
+    assert "did not answer within 0.5 s (--request-timeout)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_request_timeout_must_be_a_finite_positive_number(tmp_path, capsys, value):
+    with FakeKubeAPI(Frame()) as fake:
+        code = job_cli(fake, tmp_path, "status", "demo", "--request-timeout", value)
+        assert fake.requests == []
+    assert code == 2
+    assert one_error_line(capsys).startswith(
+        "hfai-runtime job status: --request-timeout: expected a finite number"
+    )
+
+
+def test_follow_stops_waiting_for_a_stream_that_stays_open_after_the_job_ended(tmp_path):
+    """A followed stream has no short read timeout (a log may be quiet for long); once the job
+    has ended, follow_job gives the streams a bounded drain and names the one it left open."""
+    from hfai_runtime.cluster.api import connect
+    from hfai_runtime.cluster.follow import follow_job
+    from hfai_runtime.cluster.pods import list_pods
+    from hfai_runtime.kube.kinds import PYTORCHJOB
+
+    final = preemption_frames()[4]
+    lines: list[str] = []
+    with FakeKubeAPI(final) as fake:
+        fake.open_follows = True
+        cluster = connect(str(fake.kubeconfig(tmp_path)))
+        job = cluster.custom().get_namespaced_custom_object(
+            "kubeflow.org", "v1", "team-a", "pytorchjobs", "demo"
+        )
+        pods = list_pods(cluster, PYTORCHJOB, "demo")
+        followed, errors = follow_job(
+            cluster, PYTORCHJOB, job, pods, lines.append, poll_seconds=0.05, drain_seconds=0.5
+        )
+    assert followed == 2
+    assert sorted(errors) == [
+        f"the log of pod demo-{r}-0 was still open 0.5 s after the job ended; stopped following it"
+        for r in ("master", "worker")
+    ]
+    assert any(line.startswith("[master-0] ") for line in lines)  # what the streams sent was printed

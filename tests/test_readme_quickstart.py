@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
+from _readme_run import Substitution, run_bash
 from _template_hostile import bash_blocks
 from _template_render import REPO, git, load_job, template_repo
 from fake_kube_api import FakeKubeAPI, Frame, LogLine, pod
@@ -40,22 +41,6 @@ from tools.containers import images
 README = REPO / "README.md"
 #: The quick start builds the project's image FROM the base image; this builds the CPU one.
 BUILD_TIMEOUT_S = 1800
-
-
-@dataclass(frozen=True)
-class Substitution:
-    """Replace ``old`` by ``new`` in the README's commands, because ``why``."""
-
-    old: str
-    new: str
-    why: str
-
-    def apply(self, commands: str) -> str:
-        assert self.old in commands, (
-            f"README.md's quick start no longer contains {self.old!r}, which this test replaces "
-            f"({self.why}): update the substitution to the README's new command"
-        )
-        return commands.replace(self.old, self.new)
 
 
 @dataclass(frozen=True)
@@ -163,18 +148,6 @@ def substitutions(qs: QuickStart, template: Path, data: Path) -> list[Substituti
         ),
         Substitution("REGISTRY/", "localhost/", "the team's registry: podman's name for local images"),
     ]
-
-
-def run_bash(script: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
-    """Run ``script`` with bash, stopping at the first failing command (named in the error)."""
-    prologue = "set -euo pipefail\ntrap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n"
-    done = subprocess.run(
-        ["bash", "-c", prologue + script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, (
-        f"exit {done.returncode}\n{script}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-6000:]}"
-    )
-    return done.stdout
 
 
 def shell_env(kubeconfig: Path) -> dict[str, str]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from _template_render import (
     CHANGELOG,

@@ -73,3 +73,46 @@ def test_resumed_stream_continues_the_uninterrupted_one(source, workers, groupin
     # Augmentations really are random: flipped/resized differently under another seed.
     _, other = _batches(source, 12, 0, 0, BATCHES)
     assert not all(_same(a, b) for a, b in zip(full, other))
+
+
+def _bucket_by_bucket(source, aspect, batches_done: int) -> tuple[list[tuple[int, int]], int]:
+    """The definition the vectorized replay must meet: ``AspectRatioGroupedDataset``'s buckets
+    filled sample by sample; what they hold after ``batches_done`` batches, and what comes next."""
+    buckets: list[list[tuple[int, int]]] = [[], []]
+    emitted, position = 0, -1
+    positions = source.positions(0)
+    while emitted < batches_done:
+        position, index = next(positions)
+        bucket = buckets[aspect[index]]
+        bucket.append((position, index))
+        if len(bucket) == source.batch_size:
+            bucket.clear()
+            emitted += 1
+    return sorted(buckets[0] + buckets[1]), position + 1
+
+
+@pytest.mark.parametrize("landscape", [0.0, 0.05, 0.5, 1.0])
+def test_replay_matches_the_buckets_filled_one_by_one(landscape):
+    """Vectorized over the stream, across epochs and ranks, with rare and absent buckets."""
+    import numpy as np
+    from detectron2.data.common import MapDataset
+    from detectron2.data.samplers import TrainingSampler
+
+    from hfai_runtime.detectron2.resume import ResumableTrainLoader, _Source
+
+    rng = np.random.default_rng(int(landscape * 100))
+    for size, world in [(1, 1), (2, 3), (4, 2), (3, 8)]:
+        dicts = [{"width": 4 if rng.random() < landscape else 3, "height": 3} for _ in range(23)]
+        sampler = TrainingSampler(len(dicts), seed=int(rng.integers(1000)))
+        sampler._rank, sampler._world_size = world - 1, world
+        source = _Source(MapDataset(dicts, _identity), sampler, size, 0, group_by_aspect=True)
+        for done in [0, 1, 2, 5, 17, 60]:
+            loader = ResumableTrainLoader(source, 0, done)
+            assert (loader.held, loader.start) == _bucket_by_bucket(source, loader._aspect, done), (
+                size,
+                done,
+            )
+
+
+def _identity(x):
+    return x

@@ -16,6 +16,7 @@ import torch
 from _dist_util import start, topology_envs, wait_all, wait_for
 
 from hfai_runtime.records import RecordKind, parse_record
+from hfai_runtime.startup import Mark
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def _records(log_text: str, kind: RecordKind) -> list[dict]:
 
 def _check_one_suspend(out, log_text: str) -> int:
     """Every rank recorded a suspend at the same iteration, on the flags after that iteration or
-    the one before (the agreement overlaps a step), and exactly that checkpoint exists."""
+    the one before (the agreement overlaps a step), and exactly that checkpoint exists. The
+    ranks' and the launchers' ``atexit`` handlers ran (the suspended processes exit promptly)."""
     suspends = {r["rank"]: r for r in _records(log_text, RecordKind.SUSPENDED)}
     assert set(suspends) == {0, 1}, log_text[-3000:]
     assert len({r["iteration"] for r in suspends.values()}) == 1, suspends
@@ -68,6 +70,15 @@ def _check_one_suspend(out, log_text: str) -> int:
     checkpoint = torch.load(out / f"model_{iteration:07d}.pth", map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == iteration
     assert "Traceback" not in log_text and "DataLoader worker" not in log_text, log_text[-3000:]
+    startups = _records(log_text, RecordKind.STARTUP)  # after each attempt's first step
+    assert {r["rank"] for r in startups} == {0, 1}, log_text[-3000:]
+    for startup in startups:
+        times = [startup[m.value] for m in Mark]  # passed in this order, all of them
+        assert startup["process_started"] <= times[0] and times == sorted(times), startup
+    launchers = len(list(out.parent.glob(f"{out.name}.launcher*.log")))
+    assert sorted(p.name for p in out.glob("atexit.*")) == sorted(
+        [*(f"atexit.launcher{i}" for i in range(launchers)), "atexit.rank0", "atexit.rank1"]
+    )
     return iteration
 
 

@@ -142,6 +142,7 @@ def _overlapped_rank(rank: int, port: int, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_overlapped_agreement_stops_every_rank_after_the_same_step_one_later():
     import multiprocessing
 
@@ -184,6 +185,7 @@ def test_agreement_in_one_process_reads_the_flag_at_once(monkeypatch):
     assert agreement.after_step(1) and agreement.agreed_after == 1
 
 
+@pytest.mark.detectron2
 def test_a_suspend_right_after_a_start_leaves_the_metric_printer_a_step_time():
     """detectron2 0.6's ``CommonMetricPrinter`` divides by zero when it writes twice at one
     iteration with no step time recorded (``IterationTimer`` records from a run's third step):
@@ -214,6 +216,7 @@ def test_a_suspend_right_after_a_start_leaves_the_metric_printer_a_step_time():
     )
 
 
+@pytest.mark.detectron2
 def test_the_hook_puts_back_the_sigterm_handler_it_replaced(sigterm_untouched):
     """Used without ``launch_from_env`` (e.g. under torchrun), ``SuspendCheckpointer`` installs
     the suspend handler itself and restores the one it found when training ends."""
@@ -228,3 +231,65 @@ def test_the_hook_puts_back_the_sigterm_handler_it_replaced(sigterm_untouched):
     assert signal.getsignal(signal.SIGTERM) is not mine
     hook.after_train()
     assert signal.getsignal(signal.SIGTERM) is mine
+
+
+class _ProcessGroupOfWorker:
+    """A one-item dataset whose item is the process group of the process that reads it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpgid(0)
+
+
+def test_dataloader_workers_start_in_a_process_group_of_their_own():
+    """The one private torch access of the distributed layer (``distributed/_compat.py``), on the
+    real DataLoader: a worker forked after it runs in its own process group, so a SIGTERM to the
+    job's group reaches only the training process (which relays it)."""
+    import torch.utils.data
+
+    from hfai_runtime.distributed import _compat
+
+    def worker_group() -> int:
+        loader = torch.utils.data.DataLoader(_ProcessGroupOfWorker(), num_workers=1, batch_size=None)
+        [group] = list(loader)
+        return int(group)
+
+    _compat.dataloader_workers_leave_process_group()
+    group = worker_group()
+    assert group != os.getpgid(0), "the DataLoader worker stayed in this process's group"
+
+
+@pytest.mark.detectron2
+def test_the_hook_changes_the_process_at_before_train_not_when_made(sigterm_untouched, monkeypatch, tmp_path):
+    """Made (before ``resume_or_load``), the hook changes only the checkpointer it is given;
+    the SIGTERM handler and the runtime's stdout logging come at ``before_train``, as detectron2's
+    hooks set up, and the handler goes at ``after_train``."""
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from hfai_runtime.detectron2.atomic_checkpointer import AtomicSaves
+    from hfai_runtime.detectron2.checkpoint import SuspendCheckpointer
+    from hfai_runtime.detectron2.logs import RUNTIME_LOGGER
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    runtime_logger = logging.getLogger(RUNTIME_LOGGER)
+    monkeypatch.setattr(runtime_logger, "handlers", [])  # as in a fresh process
+    monkeypatch.setattr(runtime_logger, "propagate", True)
+    monkeypatch.setattr(runtime_logger, "level", runtime_logger.level)
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(1, 1), save_dir=str(tmp_path))
+
+    hook = SuspendCheckpointer(checkpointer, exact_resume=False)
+    assert isinstance(checkpointer, AtomicSaves)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not runtime_logger.handlers
+
+    hook.trainer = SimpleNamespace(start_iter=0, iter=1, max_iter=1)
+    hook.before_train()
+    assert isinstance(signal.getsignal(signal.SIGTERM), suspend._SuspendOnSigterm)
+    assert len(runtime_logger.handlers) == 1
+    hook.after_train()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

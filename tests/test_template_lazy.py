@@ -29,8 +29,6 @@ import torch
 from _dist_util import start, topology_envs, wait_all, wait_for
 from _template_render import ANSWER_SETS as YACS_ANSWER_SETS
 from _template_render import REPO, git, render
-from detectron2.config import LazyConfig
-from detectron2.engine import AMPTrainer
 
 #: The custom-dataset answers; the images and annotations are the tiny_coco fixture's.
 CUSTOM = {
@@ -255,6 +253,11 @@ def test_amp_grad_scaler_is_saved_and_restored(lazy_projects, datasets_root, tmp
     torch.cuda.amp's GradScaler disables itself without CUDA (its state is then empty), so an
     enabled CPU GradScaler stands in for it: the path from trainer to checkpoint is the same.
     """
+    # Imported here: the module's other tests run projects in processes of their own, and only
+    # those marked detectron2 import it in this one (make test's second pass).
+    from detectron2.config import LazyConfig
+    from detectron2.engine import AMPTrainer
+
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     project = lazy_projects["lazy-custom"]
     spec = importlib.util.spec_from_file_location("lazy_custom_train_net", project / "train_net.py")
@@ -342,10 +345,10 @@ def test_copier_update_keeps_a_yacs_project_as_it_was(template_history, name, tm
 
     after = _files(project)
     answers = ".copier-answers.yml"
-    # The yacs project stays a yacs project: the same files, none of the lazy flavour's; their
-    # contents may differ only by the template's other changes since then (checked below: the
-    # result is what a new yacs project gets).
-    assert set(after) == set(before)
+    # The yacs project stays a yacs project: its files, none of the lazy flavour's; their
+    # contents, and files the template added since for every project (the Makefile), may differ
+    # only by the template's other changes (checked below: the result is what a new yacs project gets).
+    assert set(before) <= set(after)
     assert not any(name.endswith(".py") and name.startswith("configs/") for name in after)
     assert all(b"LazyConfig" not in after[name] for name in after if name != "README.md")
     new_answers = after[answers].decode()

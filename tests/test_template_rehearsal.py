@@ -1,12 +1,13 @@
-"""The generated README's local rehearsal works for every nodes x GPUs answer.
+"""The generated README's local rehearsal works for every layout, flavour and config system.
 
-The README runs the manifest with ``hfai-runtime run-local`` on CPU, which starts as many
-processes per pod as the job has GPUs per node, with the smoke config. A batch must split evenly
-over the processes, so the README passes ``SOLVER.IMS_PER_BATCH`` = the job's process count and
-``SOLVER.REFERENCE_WORLD_SIZE`` = the same, so that detectron2 rescales it should fewer
-processes run. The fast test checks that arithmetic with detectron2's own rescaling for many
-layouts; the slow one runs the README's commands exactly as written, for the default answers
-(1 node x 8 GPUs) and a 2 x 4 project.
+The README runs the manifest with ``hfai-runtime run-local`` on CPU, which starts one process per
+pod (``--cpu-procs-per-pod N`` for more), with the smoke config. The rehearsal keeps the
+cluster's batch semantics: the global batch is the job's world size (one image per GPU),
+split over whatever processes run locally, and detectron2's rescaling is off
+(``SOLVER.REFERENCE_WORLD_SIZE 0``), so the README's 10-iteration schedule is not rescaled
+(8x for the default 1 x 8 job on one process), and iteration N is the cluster's iteration N. The fast test checks that arithmetic with detectron2's
+own rescaling for many layouts; the slow one runs the README's commands exactly as written, for
+both config systems and both job flavours, the default 1 node x 8 GPUs among them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import psutil
 import pytest
 import yaml
 from _template_hostile import bash_blocks, shell_commands
-from _template_render import render
+from _template_render import git, render
 
 
 def rehearsal(readme: str) -> str:
@@ -45,37 +46,76 @@ def overrides(args: list[str]) -> dict[str, str]:
     return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
+def local_process_counts(nodes: int, gpus: int) -> list[int]:
+    """Every process count run-local can start for the job over which its batch splits: one per
+    pod, or ``--cpu-procs-per-pod k`` per pod for each k that divides the pod's GPUs."""
+    return [nodes * k for k in range(1, gpus + 1) if gpus % k == 0]
+
+
+@pytest.mark.detectron2
 @pytest.mark.parametrize(("nodes", "gpus"), [(1, 8), (2, 4), (1, 1), (3, 5), (4, 8), (1, 16)])
-def test_rehearsal_batch_splits_over_any_process_count(template_src, tmp_path, nodes, gpus):
-    """For the job's processes, and for fewer (a runner that starts fewer on a small machine),
-    detectron2's own rescaling gives a batch that splits evenly and a schedule long enough to
-    suspend in."""
+def test_rehearsal_keeps_the_cluster_batch_and_the_smoke_schedule(template_src, tmp_path, nodes, gpus):
+    """The README's batch is the cluster's (world size), detectron2's own rescaling leaves it and
+    the README's short schedule alone for every local process count."""
     from detectron2.config import get_cfg
     from detectron2.engine import DefaultTrainer
 
     project = render(template_src, tmp_path / "p", {"num_nodes": nodes, "gpus_per_node": gpus})
     keys = overrides(rehearsal_args((project / "README.md").read_text()))
     world = nodes * gpus
-    assert keys["SOLVER.IMS_PER_BATCH"] == keys["SOLVER.REFERENCE_WORLD_SIZE"] == str(world)
+    assert keys["SOLVER.IMS_PER_BATCH"] == str(world), "the cluster's global batch"
+    assert keys["SOLVER.REFERENCE_WORLD_SIZE"] == "0", "no rescaling to the local process count"
     # The smoke config's schedule (configs/smoke_cpu.yaml), then the README's overrides.
     cfg = get_cfg()
     solver = yaml.safe_load((project / "configs" / "smoke_cpu.yaml").read_text())["SOLVER"]
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR = solver["MAX_ITER"], solver["BASE_LR"]
     cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.STEPS = solver["WARMUP_ITERS"], ()
     cfg.merge_from_list([item for pair in keys.items() if pair[0] != "OUTPUT_DIR" for item in pair])
-    for processes in range(1, world + 1):
+    assert 5 < cfg.SOLVER.MAX_ITER <= solver["MAX_ITER"], "a rehearsal-sized schedule, with room to suspend"
+    for processes in local_process_counts(nodes, gpus):
         scaled = DefaultTrainer.auto_scale_workers(cfg, processes)
-        assert scaled.SOLVER.IMS_PER_BATCH % processes == 0, (processes, scaled.SOLVER.IMS_PER_BATCH)
-        assert scaled.SOLVER.IMS_PER_BATCH // processes == 1, "one image per process"
-        assert solver["MAX_ITER"] <= scaled.SOLVER.MAX_ITER, "no shorter than the smoke schedule"
-        assert solver["BASE_LR"] * (1 + 1e-9) >= scaled.SOLVER.BASE_LR, "no hotter than the smoke LR"
+        assert scaled.SOLVER.MAX_ITER == cfg.SOLVER.MAX_ITER, (processes, "the schedule is not rescaled")
+        assert world == scaled.SOLVER.IMS_PER_BATCH, (processes, "the cluster's global batch")
+        assert solver["BASE_LR"] == scaled.SOLVER.BASE_LR, (processes, "the smoke learning rate")
+
+
+def test_lazy_rehearsal_keeps_the_cluster_batch(template_src, tmp_path):
+    """LazyConfigs have no rescaling: the README sets the cluster's global batch directly."""
+    project = render(
+        template_src, tmp_path / "p", {"config_system": "lazy", "num_nodes": 2, "gpus_per_node": 4}
+    )
+    args = rehearsal_args((project / "README.md").read_text())
+    assert args[:2] == ["--config-file", "configs/smoke_cpu.py"]
+    assert "dataloader.train.total_batch_size=8" in args
+    assert "train.max_iter=10" in args, "a rehearsal-sized schedule"
+
+
+@pytest.mark.parametrize(
+    ("answers", "replica"),
+    [
+        ({}, "master-0"),
+        ({"num_nodes": 3, "gpus_per_node": 2}, "worker-1"),
+        ({"job_flavour": "trainjob"}, "node-0"),
+        ({"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4}, "node-1"),
+    ],
+)
+def test_container_rehearsal_preempts_a_replica_the_job_has(template_src, tmp_path, answers, replica):
+    """The README's container rehearsal preempts the job's last replica by the name run-local
+    (and the cluster) gives it: a TrainJob has node-N pods, no master-0."""
+    from hfai_runtime.local.manifest import load_job
+
+    project = render(template_src, tmp_path / "p", answers)
+    readme = (project / "README.md").read_text()
+    preempted = re.findall(r"--preempt ([a-z]+-[0-9]+)@", readme)
+    assert preempted == [replica]
+    assert replica in {r.name for r in load_job(project / "k8s" / "job.yaml").replicas}
 
 
 def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
     """Run a README block with ``bash -e``; on timeout stop every process it started (the pods
     and their DataLoader workers run in process groups of their own), then fail."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    log = cwd / "rehearsal.log"
+    log = cwd.parent / f"{cwd.name}-rehearsal.log"  # beside the project: not one of its files
     with log.open("w") as out:
         shell = subprocess.Popen(
             ["bash", "-e", "-c", block], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -91,19 +131,42 @@ def run_block(block: str, cwd: Path, timeout: float) -> tuple[int, str]:
     return code, log.read_text()
 
 
+#: The README rehearsals run as written: both config systems, both job flavours, the default
+#: 1 node x 8 GPUs and a two-node job (a worker that must follow the suspend agreement).
+REHEARSALS = {
+    "defaults-1x8": {},
+    "yacs-trainjob-2x4": {"job_flavour": "trainjob", "num_nodes": 2, "gpus_per_node": 4},
+    "lazy-1x8": {"config_system": "lazy"},
+    "lazy-trainjob-2x4": {
+        "config_system": "lazy",
+        "job_flavour": "trainjob",
+        "num_nodes": 2,
+        "gpus_per_node": 4,
+    },
+}
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 8 CPU training processes, twice: minutes even on a quiet machine
-@pytest.mark.parametrize("layout", [{}, {"num_nodes": 2, "gpus_per_node": 4}], ids=["defaults-1x8", "2x4"])
+@pytest.mark.detectron2
+@pytest.mark.timeout(1800)  # a minute on two idle cores; many on a loaded machine
+@pytest.mark.parametrize("layout", REHEARSALS.values(), ids=REHEARSALS.keys())
 def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     """synth-coco, ffr pack, run-local with --suspend-at and --resume-after: the README's block,
-    run by bash in the project. The run suspends, writes a checkpoint, resumes from it, ends."""
+    run by bash in the project. The run suspends, writes a checkpoint, resumes from it, trains
+    the README's schedule (not a rescaled one) and evaluates the final model."""
     project = render(template_src, tmp_path / "project", layout)
-    code, output_log = run_block(rehearsal((project / "README.md").read_text()), project, timeout=3300)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated")
+    code, output_log = run_block(rehearsal((project / "README.md").read_text()), project, timeout=1700)
     assert code == 0, output_log[-6000:]
+    # The project's .gitignore covers what the rehearsal wrote (data, packs, checkpoints, pod logs).
+    assert git(project, "status", "--porcelain", "--untracked-files=all") == ""
     output = project / "local-pvc" / "output" / "local"
     assert (output / "model_final.pth").is_file(), "the resumed run finished"
-    starts = [
-        int(i)
-        for i in re.findall(r"Starting training from iteration (\d+)", (output / "log.txt").read_text())
-    ]
+    log = (output / "log.txt").read_text()
+    starts = [int(i) for i in re.findall(r"Starting training from iteration (\d+)", log)]
     assert len(starts) == 2 and starts[0] == 0 and starts[1] > 0, f"not resumed from a checkpoint: {starts}"
+    iterations = [int(i) for i in re.findall(r"\biter: (\d+)", log)]
+    assert iterations and max(iterations) == 9, "the README's 10 iterations, not a rescaled schedule"
+    assert "Evaluation results for bbox" in log, "the final model was evaluated"

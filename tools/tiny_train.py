@@ -5,7 +5,8 @@
 Run by the suspend and resume tests and by ``bench.suspend``; DIR holds a synthetic COCO tree
 (``hfai_runtime.synthetic.make_coco_tree``; the tests pass ``landscape_every_other=True``).
 
-Faster R-CNN R18-FPN on 64-px synthetic COCO images (half of them landscape, so aspect-ratio
+Faster R-CNN R18-FPN (``--model mask_rcnn_r50``: Mask R-CNN R50-FPN, the zoo's backbone, for
+the benchmark) on 64-px synthetic COCO images (half of them landscape, so aspect-ratio
 grouping holds samples back), random flip and multi-scale resize on, launched by
 ``launch_from_env`` from the environment, with HFAI's two lines (``SuspendCheckpointer`` +
 ``resume_or_load(resume=True)``). Probes for the tests, all outside the code under test:
@@ -14,12 +15,15 @@ grouping holds samples back), random flip and multi-scale resize on, launched by
 * ``--sigterm-at I``: the last rank sends itself SIGTERM after step I;
 * ``--slow-mapper S``: the mapper sleeps S per sample (a busy data loader);
 * ``--eval-period P``: COCO evaluation every P steps; it touches ``OUT/eval_started`` and
-  records in ``OUT/eval_end_pending.rank<N>`` whether a suspend was pending when it ended.
+  records in ``OUT/eval_end_pending.rank<N>`` whether a suspend was pending when it ended;
+* ``OUT/atexit.rank<N>`` and ``OUT/atexit.launcher<PET_NODE_RANK>``: written by ``atexit``
+  handlers of rank N and of the launcher (a prompt exit must still run them).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -96,15 +100,24 @@ def _probe_hook(args):
     return Probe()
 
 
+#: ``--model``: the zoo config, and whether to shrink its backbone to R18.
+MODELS = {
+    "faster_rcnn_r18": ("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", True),
+    "mask_rcnn_r50": ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", False),
+}
+
+
 def setup(args):
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
     from detectron2.utils import comm
 
+    config, r18 = MODELS[args.model]
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(model_zoo.get_config_file(config))
     cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
-    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS, cfg.MODEL.RESNETS.NORM = 18, 64, "BN"
+    if r18:
+        cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS, cfg.MODEL.RESNETS.NORM = 18, 64, "BN"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 3, 64
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 200, 100
     cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 100, 50
@@ -130,6 +143,7 @@ def main(args):
     from detectron2.utils.env import seed_all_rng
 
     rank = comm.get_rank()
+    atexit.register(Path(args.out, f"atexit.rank{rank}").touch)
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format=f"[rank{rank}] %(name)s %(levelname)s: %(message)s"
     )
@@ -156,6 +170,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--model", choices=sorted(MODELS), default="faster_rcnn_r18")
     parser.add_argument("--max-iter", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--sigterm-at", type=int, default=-1)
@@ -168,4 +183,6 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     from hfai_runtime.detectron2 import launch_from_env
 
-    launch_from_env(main, args=(parse_args(),))
+    arguments = parse_args()
+    atexit.register(Path(arguments.out, f"atexit.launcher{os.environ.get('PET_NODE_RANK', 0)}").touch)
+    launch_from_env(main, args=(arguments,))

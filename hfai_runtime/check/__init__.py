@@ -22,7 +22,9 @@ the input and not the stock ``torch-distributed``, quotas and admission policies
 
 Kinds: PyTorchJob (``kubeflow.org/v1``, training-operator v1.9.4), TrainJob,
 TrainingRuntime and ClusterTrainingRuntime (``trainer.kubeflow.org/v1alpha1``, Trainer v2.3.0)
-are checked; a ``batch/v1`` Job gets the Pod rules only; core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
+are checked; a ``batch/v1`` Job against the batch JobSpec schema (:func:`.schema.batch_job_schema`)
+and the Job and Pod rules; every kind gets the API server's Job and Pod validation for the
+Jobs and pods it makes (:mod:`.apivalidation`; ``apiserver/*``); core kinds that a job may come with (:data:`UNCHECKED_KINDS`: ConfigMap, Secret,
 Service, PersistentVolumeClaim, ServiceAccount) pass unchecked; any other kind is reported, since
 nothing here can say whether the cluster accepts it.
 """
@@ -32,57 +34,34 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import yaml
-
+from hfai_runtime.check.apivalidation import check_api_validation
 from hfai_runtime.check.cel import check_rules
 from hfai_runtime.check.kubelet import check_pods
 from hfai_runtime.check.problem import Problem
 from hfai_runtime.check.schema import blocks_rules, check_schema, schema_for
+from hfai_runtime.check.trainingruntime_webhook import check_trainingruntime
 from hfai_runtime.check.webhooks import check_pytorchjob, check_trainjob
+from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest
 
-__all__ = ["ManifestError", "Problem", "check_documents", "check_file"]
+__all__ = ["ManifestError", "Problem", "check_documents", "check_file", "check_manifest"]
 
 #: Core ``v1`` kinds that may travel with a job and that this check does not validate.
 UNCHECKED_KINDS = frozenset({"ConfigMap", "Secret", "Service", "PersistentVolumeClaim", "ServiceAccount"})
 
 
-class _ManifestLoader(yaml.SafeLoader):
-    """YAML as ``kubectl`` reads it into JSON: an unquoted date stays a string, not a datetime."""
-
-
-_ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-class ManifestError(ValueError):
-    """The input is not a manifest at all: unreadable, not YAML, or a document not a mapping."""
-
-
 def check_file(path: str | os.PathLike) -> list[Problem]:
     """The problems of every document in the YAML file ``path``; ``[]`` when a cluster accepts it.
 
-    Raises :class:`ManifestError` (one line naming the file) when it cannot be read or parsed.
+    Raises :class:`ManifestError` (one line naming the file) when it cannot be read or parsed
+    (:func:`hfai_runtime.kube.reader.read_manifest` says what it refuses).
     """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            docs = [doc for doc in yaml.load_all(stream, Loader=_ManifestLoader) if doc is not None]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{os.fspath(path)}: cannot read: {error}") from error
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        reason = getattr(error, "problem", None) or error
-        raise ManifestError(f"{os.fspath(path)}: not YAML{line}: {reason}") from error
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, dict):
-            raise ManifestError(
-                f"{os.fspath(path)}: document {i + 1} is a {type(doc).__name__}, not a Kubernetes object"
-            )
-    if not docs:
-        raise ManifestError(f"{os.fspath(path)}: no Kubernetes objects in it")
-    return check_documents(docs, source=os.fspath(path))
+    return check_manifest(read_manifest(path))
+
+
+def check_manifest(manifest: Manifest) -> list[Problem]:
+    """The problems of a manifest already read: what ``run-local`` and ``job submit`` judge
+    before they run or send the very same documents."""
+    return check_documents(list(manifest.documents), source=manifest.source)
 
 
 def check_documents(docs: list[dict], source: str = "<manifest>") -> list[Problem]:
@@ -103,10 +82,6 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if api_version == "v1" and isinstance(kind, str) and kind in UNCHECKED_KINDS:
         return []
-    if (api_version, kind) == ("batch/v1", "Job"):
-        # A core Job (the project's eval and pack jobs): no CRD schema here, but its pod meets
-        # the same Pod rules.
-        return check_pods(doc, docs)
     schema = schema_for(str(api_version), str(kind))
     if schema is None:
         return [
@@ -130,4 +105,6 @@ def _check(doc: dict, docs: list[dict]) -> list[Problem]:
         problems += check_pytorchjob(doc)
     elif kind == "TrainJob":
         problems += check_trainjob(doc, docs)
-    return problems + check_pods(doc, docs)
+    elif kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        problems += check_trainingruntime(doc)
+    return problems + check_api_validation(doc, docs) + check_pods(doc, docs)

@@ -9,12 +9,13 @@ pods are not BestEffort (issue: "manifests that a cluster admin accepts").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig
+from hfai_runtime.check.quantity import parse_quantity as _quantity
 from hfai_runtime.check.runtimes import referenced_runtime
+from hfai_runtime.kube.kinds import TRAINJOB
 
 QOS_RESOURCES = ("cpu", "memory")
 #: The pods' three (core/v1 types.go) and the operator's own (common_types.go@v1.9.4).
@@ -118,10 +119,10 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
     the pod; each patch of the trainer job is checked with those resources.
     """
     runtime = referenced_runtime(job, docs)
-    trainer_job = runtime.trainer_job if runtime else "node"
+    trainer_job = runtime.trainer_job if runtime else TRAINJOB.replica_types[0]
     resources = dig(job, "spec", "trainer", "resourcesPerNode")
     resources_path = "spec.trainer.resourcesPerNode"
-    node = Container({"name": "node", "resources": resources}, "", resources_path)
+    node = Container({"name": TRAINJOB.container, "resources": resources}, "", resources_path)
     pods = []
     for i, patch in enumerate(as_list(dig(job, "spec", "runtimePatches"))):
         jobs = as_list(dig(patch, "trainingRuntimeSpec", "template", "spec", "replicatedJobs"))
@@ -136,7 +137,7 @@ def _trainjob_pods(job: dict, docs: list[dict]) -> list[Pod]:
             patched = [
                 Container({**c.spec, "resources": resources}, c.path, resources_path)
                 for c in _containers(spec, path, "containers")
-                if c.spec.get("name") == "node"
+                if c.spec.get("name") == TRAINJOB.container
             ]
             pods.append(Pod(spec, path, patched or [node]))
     return pods or [Pod({}, "", [node])]
@@ -339,45 +340,6 @@ def _is_extended(name: str) -> bool:
     """``helper.IsExtendedResourceName``-like: a domain-prefixed name outside kubernetes.io."""
     name = str(name)
     return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
-
-
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {
-    None: 1,
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def _quantity(value: object) -> Fraction | None:
-    """A Kubernetes quantity (apimachinery ``pkg/api/resource/quantity.go``) as an exact number;
-    ``None`` for a missing or malformed one (the schema check reports those)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Fraction(value)
-    match = _QUANTITY.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        return None
-    number, suffix = match.groups()
-    try:
-        base = Fraction(number)
-    except ValueError:
-        return None
-    if suffix and suffix[0] in "eE" and len(suffix) > 1:
-        return base * Fraction(10) ** int(suffix[1:])
-    return base * _SUFFIX[suffix]
 
 
 def _compare(a: object, b: object) -> int | None:

@@ -11,10 +11,34 @@ from __future__ import annotations
 import re
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL_RE = re.compile(_DNS1123_LABEL)
 _DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+#: apimachinery pkg/util/validation/validation.go@v0.31.0 ``envVarNameFmt`` (Kubernetes 1.31;
+#: from 1.32 the RelaxedEnvironmentVariableValidation gate allows any printable ASCII but '=').
+_ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+def dns1123_label_error(value: str) -> str | None:
+    """``IsDNS1123Label``: at most 63 lower-case alphanumerics or '-', alphanumeric at both ends."""
+    if len(value) <= 63 and _DNS1123_LABEL_RE.fullmatch(value):
+        return None
+    return (
+        "must be a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and "
+        "ending with a letter or digit"
+    )
+
+
+def env_var_name_error(value: str) -> str | None:
+    """``IsEnvVarName``: letters, digits, '_', '-' or '.', not starting with a digit (no '=')."""
+    if _ENV_VAR_NAME.fullmatch(value):
+        return None
+    return (
+        "a valid environment variable name must consist of alphabetic characters, digits, '_', "
+        "'-', or '.', and must not start with a digit"
+    )
 
 
 def dns1035_label_error(value: str) -> str | None:

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hfai_runtime.check.rules import refused
+
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -29,9 +31,9 @@ class Problem:
 
     @property
     def cluster_refuses(self) -> bool:
-        """Whether a cluster refuses this (``False`` for this project's own policy, ``qos/*``:
-        a BestEffort pod is admitted, it is only evicted first)."""
-        return not self.rule.startswith("qos/")
+        """Whether a cluster refuses this (``False`` for this project's own advice, ``qos/*``:
+        a BestEffort pod is admitted, it is only evicted first): see :data:`.rules.RULES`."""
+        return refused(self.rule)
 
     def __str__(self) -> str:
         """One line, whatever keys or values the manifest holds."""

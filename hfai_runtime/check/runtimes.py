@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hfai_runtime.check.problem import as_dict, as_list, dig, text
+from hfai_runtime.kube.kinds import TRAINJOB
 
-GROUP = "trainer.kubeflow.org"
+GROUP = TRAINJOB.group
 #: pkg/constants/constants.go@v2.3.0: ``LabelTrainJobAncestor``, ``AncestorTrainer``.
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 ANCESTOR_TRAINER = "trainer"
@@ -32,7 +33,9 @@ class Runtime:
 #: with the trainer ancestor label and one container ``node``; ``mlPolicy.torch``.
 STOCK = {
     ("ClusterTrainingRuntime", "torch-distributed"): Runtime(
-        jobs={"node": frozenset({"node"})}, trainer_job="node", torch=True
+        jobs={TRAINJOB.replica_types[0]: frozenset({TRAINJOB.container})},
+        trainer_job=TRAINJOB.replica_types[0],
+        torch=True,
     )
 }
 

@@ -11,6 +11,7 @@ field the CRD leaves out on purpose (``restartPolicy`` in a TrainJob's pod patch
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator
 from importlib import resources
@@ -27,16 +28,8 @@ CRD_FILES = (
     "kubeflow.org_pytorchjobs.yaml",
     "trainer.kubeflow.org_trainjobs.yaml",
     "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    "trainer.kubeflow.org_trainingruntimes.yaml",
 )
-#: Kinds checked with another kind's schema: TrainingRuntime and ClusterTrainingRuntime share
-#: ``Spec TrainingRuntimeSpec`` (pkg/apis/trainer/v1alpha1/trainingruntime_types.go@v2.3.0);
-#: only the cluster-scoped CRD is shipped.
-SAME_SCHEMA = {
-    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"): (
-        "trainer.kubeflow.org/v1alpha1",
-        "ClusterTrainingRuntime",
-    )
-}
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -52,14 +45,43 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
         for version in crd["spec"]["versions"]:
             if version.get("served"):
                 schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
-    for alias, target in SAME_SCHEMA.items():
-        schemas[alias] = schemas[target]
     return schemas
 
 
 def schema_for(api_version: str, kind: str) -> dict | None:
-    """The schema a custom resource of this apiVersion and kind is validated against, if known."""
+    """The schema a custom resource of this apiVersion and kind is validated against, if known;
+    for ``batch/v1`` Job, :func:`batch_job_schema`."""
+    if (api_version, kind) == ("batch/v1", "Job"):
+        return batch_job_schema()
     return crd_schemas().get((api_version, kind))
+
+
+@functools.cache
+def batch_job_schema() -> dict:
+    """A ``batch/v1`` Job's schema, for strict decoding (unknown fields, types) of its spec.
+
+    No CRD describes core kinds, but JobSet embeds the batch ``JobSpec`` in its replicated Jobs,
+    and the TrainingRuntime CRD (trainer v2.3.0) carries it as controller-gen generated it from
+    k8s.io/api batch/v1: that is the Job's ``spec``. The embedded pod template's metadata lists
+    only some ObjectMeta fields, so the others are let through there.
+    """
+    runtime = crd_schemas()[("trainer.kubeflow.org/v1alpha1", "TrainingRuntime")]
+    job = runtime["properties"]["spec"]["properties"]["template"]["properties"]["spec"]
+    spec = copy.deepcopy(
+        job["properties"]["replicatedJobs"]["items"]["properties"]["template"]["properties"]["spec"]
+    )
+    spec["properties"]["template"]["properties"]["metadata"]["x-kubernetes-preserve-unknown-fields"] = True
+    return {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
 
 
 def check_schema(doc: dict, schema: dict) -> list[Problem]:

@@ -18,15 +18,15 @@ from __future__ import annotations
 from hfai_runtime.check.names import dns1035_label_error, domain_prefixed_path_error
 from hfai_runtime.check.problem import Problem, as_dict, as_list, child, dig, text
 from hfai_runtime.check.runtimes import Runtime, referenced_runtime
+from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
 
-# pytorch_types.go@v1.9.4: PyTorchJobReplicaTypeMaster/Worker, PyTorchJobDefaultContainerName.
-REPLICA_TYPES = ("Master", "Worker")
-PYTORCH_CONTAINER = "pytorch"
+REPLICA_TYPES = PYTORCHJOB.replica_types
+PYTORCH_CONTAINER = PYTORCHJOB.container
 # common_types.go@v1.9.4: KubeflowJobsController, MultiKueueController (webhooks.go's set).
 MANAGED_BY = ("kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue")
 # constants.go@v2.3.0: DatasetInitializer, ModelInitializer, Node (no env patches for these),
 # TorchRunReservedEnvNames.
-NO_ENV_CONTAINERS = ("dataset-initializer", "model-initializer", "node")
+NO_ENV_CONTAINERS = ("dataset-initializer", "model-initializer", TRAINJOB.container)
 TORCH_RESERVED_ENVS = frozenset(
     {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
 )

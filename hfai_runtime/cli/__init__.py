@@ -14,7 +14,7 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("synth_coco", "ffr", "run_local", "check", "job")
+SUBCOMMANDS = ("env", "synth_coco", "ffr", "run_local", "check", "job")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,12 @@ r"""``hfai-runtime ffr``: pack folders into FFRecord files and inspect or verify
 packed file may well be called ``0``). Names are printed escaped, as ``ls -b`` does: a name
 holding a newline, a terminal escape sequence or undecodable bytes shows as ``\n``, ``\x1b``,
 ``\udcff`` instead of acting on the terminal. Errors (bad data, missing paths, non-regular
-files) print one line on stderr and exit with status 1.
+files, an output that is not a regular file) print one line on stderr and exit with status 2;
+``verify`` exits 1 when it finds damage (bad CRCs, a corrupt header).
+
+``ls``, ``cat`` and ``info`` of a packed folder that has no index beside it (one the official
+library packed) write the index first when its folder is writable, saying so on stderr: the
+first open pays for building it, every later open maps it (``index_if_missing``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from hfai_runtime.ffrecord import (
     NotAPackedFolderError,
     PackedFolder,
     SampleChecksumError,
+    index_if_missing,
     pack_folder,
     write_index,
 )
@@ -80,16 +86,21 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=_run)
 
 
+#: Exit statuses: the command could not do its job (bad input); ``verify`` found damage.
+EXIT_ERROR, EXIT_DAMAGED = 2, 1
+
+
 def _run(args: argparse.Namespace) -> int:
-    """Run the action; data errors become one line on stderr and status 1, not a traceback."""
+    """Run the action; data errors become one line on stderr and status 2, not a traceback."""
     try:
         return args.action(args)
     except (FFRecordError, OSError, IndexError) as e:
-        print(
-            f"hfai-runtime ffr {args.ffr_command}: error: {escape(str(e), keep_backslash=True)}",
-            file=sys.stderr,
-        )
-        return 1
+        _error(args.ffr_command, e)
+        return EXIT_ERROR
+
+
+def _error(command: str, error: Exception) -> None:
+    print(f"hfai-runtime ffr {command}: error: {escape(str(error), keep_backslash=True)}", file=sys.stderr)
 
 
 def escape(name: str, keep_backslash: bool = False) -> str:
@@ -124,7 +135,15 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _packed_folder(file: str, action: str) -> PackedFolder:
-    return _on_packed_folder(PackedFolder, file, action)
+    return _on_packed_folder(_open_indexed, file, action)
+
+
+def _open_indexed(file: str, check_data: bool = True) -> PackedFolder:
+    """``PackedFolder(file)``, its index written first when it has none and can have one."""
+    written = index_if_missing(file)
+    if written:
+        print(f"wrote {escape(written)}: the pack's path index, which later opens map", file=sys.stderr)
+    return PackedFolder(file, check_data=check_data)
 
 
 def _on_packed_folder(work: Callable[[str], T], file: str, action: str) -> T:
@@ -161,6 +180,9 @@ def _verify(args: argparse.Namespace) -> int:
         reader = FileReader(args.file, check_data=True)  # header CRCs and offsets
     except SampleChecksumError:  # the last sample: find every other bad one too
         reader = FileReader(args.file, check_data=False)
+    except CorruptFileError as e:  # what verify is for: damage found, not a failed command
+        _error("verify", e)
+        return EXIT_DAMAGED
     with reader:
         bad = reader.verify()
         if bad:
@@ -168,7 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
                 fname, local = reader.locate(i)
                 print(f"{escape(fname)}: sample {local} (index {i}): CRC mismatch", file=sys.stderr)
             print(f"FAILED: {len(bad)} of {reader.n} samples are damaged", file=sys.stderr)
-            return 1
+            return EXIT_DAMAGED
         print(f"OK: {reader.n} samples in {len(reader.fnames)} file(s), every CRC matches")
     return 0
 
@@ -189,7 +211,7 @@ def _info(args: argparse.Namespace) -> int:
 def _packed_info(file: str) -> None:
     """Totals of a packed folder; nothing for a plain FFRecord file."""
     try:
-        folder = PackedFolder(file, check_data=False)
+        folder = _open_indexed(file, check_data=False)
     except NotAPackedFolderError:
         return
     except CorruptFileError as e:

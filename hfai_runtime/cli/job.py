@@ -3,22 +3,46 @@
 ``submit`` checks the manifest (``hfai-runtime check``) and server-side applies it; ``status``,
 ``logs``, ``timeline``, ``suspend`` and ``resume`` take the job's name. The connection is the
 kubeconfig's (``--kubeconfig``, ``--context``), or the pod's service account inside a cluster.
-Every refusal (no kubeconfig, forbidden, CRD not installed, job not found) is one line on
-stderr and exit code 1.
+Every refusal (no kubeconfig, forbidden, CRD not installed, job not found, no answer within
+``--request-timeout``) is one line on stderr and exit code 1; a manifest that cannot be read or
+a flag out of range, exit code 2.
+
+This module parses and prints; what it asks of the cluster is :mod:`hfai_runtime.cluster`'s
+(which imports the kubernetes client only when a command connects).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-POLL_SECONDS = 2.0
+from hfai_runtime.cli.arguments import output_file_problem, seconds_problem
+from hfai_runtime.cluster import kueue
+from hfai_runtime.cluster import pods as podinfo
+from hfai_runtime.cluster.api import REQUEST_TIMEOUT_SECONDS, Cluster, ClusterError, connect
+from hfai_runtime.cluster.follow import POLL_SECONDS, follow_job
+from hfai_runtime.cluster.jobs import (
+    RUNTIME_KIND,
+    apply_job,
+    apply_runtime,
+    find_job,
+    get_job,
+    is_runtime,
+    runtime_exists,
+    set_suspended,
+)
+from hfai_runtime.cluster.logs import Printer, read_log
+from hfai_runtime.cluster.status import PodReport, operator_exit_codes, pod_report
+from hfai_runtime.cluster.timeline import Timeline, observe, watch
+from hfai_runtime.kube.kinds import KINDS, JobKind, kind_named, kind_of
+from hfai_runtime.kube.reader import Manifest, read_manifest, shown
+from hfai_runtime.kube.reader import ManifestError as UnreadableManifest
+from hfai_runtime.timeline import format_timeline, write_events
+
+Write = Callable[[str], None]
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +60,14 @@ def add_parser(subparsers) -> None:
     connection.add_argument(
         "-n", "--namespace", help="namespace (default: the manifest's, else the context's)"
     )
+    connection.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="give up on a request the API server has not answered in this time (default "
+        "%(default)s; a followed log waits as long as the job runs)",
+    )
     named = argparse.ArgumentParser(add_help=False, parents=[connection])
     named.add_argument("name", help="the job's metadata.name")
     named.add_argument(
@@ -47,11 +79,25 @@ def add_parser(subparsers) -> None:
     submit = commands.add_parser(
         "submit", parents=[connection], help="check the manifest, then create or update the job"
     )
-    submit.add_argument("manifest", type=Path, help="the job's YAML, e.g. k8s/job.yaml")
+    submit.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST",
+        help="the job's YAML, e.g. k8s/job.yaml; a TrainJob's TrainingRuntime with it "
+        "(k8s/runtime.yaml k8s/job.yaml): runtimes are applied first",
+    )
     submit.add_argument(
         "--force-conflicts",
         action="store_true",
         help="take over fields another manager set (kubectl edit...)",
+    )
+    submit.add_argument(
+        "--workload-wait",
+        type=float,
+        default=kueue.WORKLOAD_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="for a queue-labelled job, how long to wait for Kueue to make its Workload (default %(default)s)",
     )
     submit.set_defaults(func=_command(_submit))
 
@@ -109,17 +155,30 @@ def add_parser(subparsers) -> None:
             parents=[named],
             help=f"{action} the job (under Kueue: {'de' if suspend else ''}activate its Workload)",
         )
+        sub.add_argument(
+            "--workload-wait",
+            type=float,
+            default=kueue.WORKLOAD_WAIT_SECONDS,
+            metavar="SECONDS",
+            help="for a queue-labelled job, how long to wait for its Kueue Workload before "
+            "setting the job's own suspend field (default %(default)s)",
+        )
         sub.set_defaults(func=_command(_suspend_command(suspend)))
 
 
-def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
-    """Run ``body``; a ClusterError or bad input becomes one line on stderr and exit 1."""
+def _command(body: Callable[[argparse.Namespace, Write], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``body``; a refusal becomes one line on stderr: exit 2 for a manifest that cannot be
+    read (as ``hfai-runtime check``) or a flag out of range, 1 for what the cluster or the check
+    refused."""
 
     def run(args: argparse.Namespace) -> int:
-        from hfai_runtime.cluster.api import ClusterError
-
         try:
+            if problem := seconds_problem("--request-timeout", args.request_timeout, positive=True):
+                raise BadArgument(problem)
             return body(args, lambda line: print(line, flush=True))
+        except (UnreadableManifest, BadArgument) as exc:
+            print(f"hfai-runtime job {args.job_command}: {exc}", file=sys.stderr)
+            return 2
         except (ClusterError, ManifestError) as exc:
             print(f"hfai-runtime job {args.job_command}: {exc}", file=sys.stderr)
             return 1
@@ -128,19 +187,20 @@ def _command(body: Callable[[argparse.Namespace, Callable[[str], None]], int]):
 
 
 class ManifestError(Exception):
-    """The manifest cannot be submitted: not YAML, not a job, or refused by the check."""
+    """The manifest cannot be submitted: not a job, or refused by the check."""
 
 
-def _connect(args: argparse.Namespace):
-    from hfai_runtime.cluster.api import connect
-
-    return connect(args.kubeconfig, args.context, args.namespace)
+class BadArgument(ValueError):
+    """A flag's value that the command cannot use (exit 2, before anything is asked of the cluster)."""
 
 
-def _find(args: argparse.Namespace):
-    from hfai_runtime.cluster.jobs import find_job
-    from hfai_runtime.cluster.kinds import kind_named
+def _connect(args: argparse.Namespace) -> Cluster:
+    return connect(
+        args.kubeconfig, args.context, args.namespace, args.request_timeout or REQUEST_TIMEOUT_SECONDS
+    )
 
+
+def _find(args: argparse.Namespace) -> tuple[Cluster, JobKind, dict]:
     cluster = _connect(args)
     kind, job = find_job(cluster, args.name, kind_named(args.kind) if args.kind else None)
     return cluster, kind, job
@@ -149,65 +209,65 @@ def _find(args: argparse.Namespace):
 # -- submit --------------------------------------------------------------------------------
 
 
-def _admission_problems(path: Path) -> list[str]:
-    """What ``hfai-runtime check`` finds in the manifest: what the cluster would refuse."""
-    from hfai_runtime import check
-
-    try:
-        return [str(problem) for problem in check.check_file(path)]
-    except check.ManifestError as exc:  # unreadable, not YAML: one line, as for the job's own
-        raise ManifestError(str(exc)) from None
-
-
-def _load_jobs(path: Path) -> list[tuple[Any, dict]]:
-    """The manifest's documents, each a PyTorchJob or TrainJob with a name."""
-    import yaml
-
-    from hfai_runtime.cluster.kinds import KINDS, kind_of
-
-    try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: {' '.join(str(exc).split())}") from None
+def _jobs_of(manifest: Manifest) -> list[tuple[JobKind | None, dict]]:
+    """The manifest's documents, each a PyTorchJob, a TrainJob or a TrainingRuntime (kind
+    ``None``) with a name."""
     jobs = []
-    for number, doc in enumerate(documents, 1):
-        kind = kind_of(doc) if isinstance(doc, dict) else None
-        if kind is None:
-            found = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else doc
+    for number, doc in enumerate(manifest.documents, 1):
+        kind = kind_of(doc)
+        if kind is None and not is_runtime(doc):
             raise ManifestError(
-                f"{path}: document {number}: expected one of "
-                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, "
-                f"got {found}"
+                f"{manifest.source}: document {number}: expected one of "
+                f"{', '.join(f'{k.api_version} {k.kind}' for k in KINDS)}, {' '.join(RUNTIME_KIND)}, "
+                f"got {shown(doc.get('apiVersion'))} {shown(doc.get('kind'))}"
             )
         if not (doc.get("metadata") or {}).get("name"):
-            raise ManifestError(f"{path}: document {number}: metadata.name is missing")
+            raise ManifestError(f"{manifest.source}: document {number}: metadata.name is missing")
         jobs.append((kind, doc))
-    if not jobs:
-        raise ManifestError(f"{path}: no document in the file")
     return jobs
 
 
-def _submit(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster.jobs import apply_job
+def _checked(path: Path) -> list[tuple[JobKind | None, dict]]:
+    """The documents of one manifest, read once and judged by ``hfai-runtime check``: what the
+    cluster refuses stops the submission (one line each on stderr), the project's advice is
+    printed as a warning. What is sent is exactly what the check judged."""
+    # Imported here: the check loads celpy and jsonschema (~0.5 s), which no other command needs.
+    from hfai_runtime.check import check_manifest
 
-    problems = _admission_problems(args.manifest)
-    if problems:
-        for problem in problems:
-            print(f"check: {problem}", file=sys.stderr)
+    manifest = read_manifest(path)
+    problems = check_manifest(manifest)
+    for problem in problems:
+        print(f"check: {'' if problem.cluster_refuses else 'warning: '}{problem}", file=sys.stderr)
+    refused = [p for p in problems if p.cluster_refuses]
+    if refused:
         raise ManifestError(
-            f"{args.manifest}: {len(problems)} problem(s) found by hfai-runtime check; nothing was submitted"
+            f"{path}: {len(refused)} problem(s) found by hfai-runtime check; nothing was submitted"
         )
-    jobs = _load_jobs(args.manifest)
+    return _jobs_of(manifest)
+
+
+def _submit(args: argparse.Namespace, write: Write) -> int:
+    documents = [(path, kind, doc) for path in args.manifests for kind, doc in _checked(path)]
     cluster = _connect(args)
-    for kind, manifest in jobs:
-        meta = manifest["metadata"]
+    targets: dict[int, Cluster] = {}
+    for path, _, document in documents:
+        meta = document["metadata"]
         if args.namespace and meta.get("namespace") not in (None, args.namespace):
             raise ManifestError(
-                f"{args.manifest}: metadata.namespace is {meta['namespace']}, "
-                f"but --namespace is {args.namespace}"
+                f"{path}: metadata.namespace is {meta['namespace']}, but --namespace is {args.namespace}"
             )
-        target = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
-        apply_job(target, kind, manifest, force=args.force_conflicts)
+        targets[id(document)] = replace(cluster, namespace=meta.get("namespace") or cluster.namespace)
+    runtimes = [(targets[id(doc)], doc) for _, kind, doc in documents if kind is None]
+    jobs = [(path, kind, doc) for path, kind, doc in documents if kind is not None]
+    for path, _, document in jobs:
+        _require_runtime(targets[id(document)], path, document, runtimes)
+    for target, document in runtimes:  # the TrainJobs that reference them need them first
+        apply_runtime(target, document, force=args.force_conflicts)
+        write(f"TrainingRuntime {document['metadata']['name']} applied in namespace {target.namespace}")
+    for _, kind, document in jobs:
+        meta = document["metadata"]
+        target = targets[id(document)]
+        apply_job(target, kind, document, force=args.force_conflicts)
         flags = _connection_flags(args, target.namespace)
         write(
             f"{kind.kind} {meta['name']} applied in namespace {target.namespace} "
@@ -216,7 +276,39 @@ def _submit(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         write(f"  follow it:  hfai-runtime job logs {meta['name']}{flags} --follow")
         write(f"  state:      hfai-runtime job status {meta['name']}{flags}")
         write(f"  story:      hfai-runtime job timeline {meta['name']}{flags} --watch")
+        _say_queueing(target, kind, document, max(0.0, args.workload_wait), write)
     return 0
+
+
+def _require_runtime(cluster: Cluster, path: Path, job: dict, runtimes: list[tuple[Cluster, dict]]) -> None:
+    """A TrainJob's namespaced TrainingRuntime is among the manifests or already in the cluster;
+    otherwise nothing is applied (the TrainJob would wait for a runtime that never comes)."""
+    ref = (job.get("spec") or {}).get("runtimeRef") or {}
+    if job.get("kind") != "TrainJob" or ref.get("kind") != RUNTIME_KIND[1]:
+        return
+    name = ref.get("name")
+    given = any(d["metadata"]["name"] == name and t.namespace == cluster.namespace for t, d in runtimes)
+    if not given and not runtime_exists(cluster, name):
+        raise ManifestError(
+            f"{path}: spec.runtimeRef names TrainingRuntime {name}, which is neither among the "
+            f"manifests nor in namespace {cluster.namespace}: submit it with the job "
+            f"(hfai-runtime job submit k8s/runtime.yaml {path}); nothing was submitted"
+        )
+
+
+def _say_queueing(cluster: Cluster, kind: JobKind, document: dict, wait_s: float, write: Write) -> None:
+    """For a queue-labelled job: its Workload's state, or (none within ``wait_s``) why not."""
+    queue = kueue.queue_name(document)
+    if not queue:
+        return
+    # The job as the cluster has it (its uid names the Workload's owner). Not the apply's answer:
+    # the client reads only a 200 answer's body, and a create answers 201.
+    job = get_job(cluster, kind, document["metadata"]["name"])
+    workload = kueue.wait_for_workload(cluster, job, wait_s)
+    if workload is not None:
+        write(f"  Kueue:      {kueue.admission(workload)}")
+    else:
+        write(f"  Kueue:      {kueue.no_workload(kind.kind, job['metadata']['name'], queue, wait_s)}")
 
 
 def _connection_flags(args: argparse.Namespace, namespace: str) -> str:
@@ -231,10 +323,7 @@ def _connection_flags(args: argparse.Namespace, namespace: str) -> str:
 # -- status --------------------------------------------------------------------------------
 
 
-def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster import kueue
-    from hfai_runtime.cluster import pods as podinfo
-
+def _status(args: argparse.Namespace, write: Write) -> int:
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
     suspended = " (suspended)" if kind.suspended(job) else ""
@@ -258,13 +347,15 @@ def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         )
     pods = podinfo.list_pods(cluster, kind, name)
     write("Pods:" if pods else "Pods: none (suspended, not admitted or not created yet)")
-    exits = _operator_exit_codes(cluster, kind, name) if pods else {}
-    checkpoints = []
-    for pod in pods:
-        line, progress = _pod_line(cluster, kind, pod, exits, podinfo.suspend_exit_code(job))
-        write(line)
-        if progress and progress.checkpoint:
-            checkpoints.append((progress.checkpoint_iteration or -1, progress.checkpoint))
+    exits = operator_exit_codes(cluster, kind, name) if pods else {}
+    reports = [pod_report(cluster, kind, pod, exits, podinfo.suspend_exit_code(job)) for pod in pods]
+    for report in reports:
+        write(_pod_line(report))
+    checkpoints = [
+        (r.progress.checkpoint_iteration or -1, r.progress.checkpoint)
+        for r in reports
+        if r.progress and r.progress.checkpoint
+    ]
     if checkpoints:
         iteration, path = max(checkpoints)
         write(f"Last checkpoint: {path} (iteration {iteration})")
@@ -273,30 +364,14 @@ def _status(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     return 0
 
 
-def _pod_line(cluster, kind, pod, exits: dict[str, int], suspend_code: int):
-    from hfai_runtime.cluster import pods as podinfo
-    from hfai_runtime.cluster.api import ClusterError
-    from hfai_runtime.cluster.logs import progress, read_log, split_lines
-
-    name = pod["metadata"]["name"]
-    container = podinfo.log_container(kind, pod)
-    status = podinfo.container_status(pod, container)
-    parts = [
-        f"  {kind.replica_name(pod):<10} {name}  {podinfo.pod_phase(pod)}",
-        f"restarts {status.get('restartCount', 0)}",
-    ]
-    code = podinfo.last_exit_code(pod, container)
-    source = ""
-    if code is None and name in exits:
-        code, source = exits[name], " of the pod it replaced"
-    if code is not None:
-        parts.append(f"last exit{source} {code} ({podinfo.exit_meaning(code, suspend_code)})")
-    found = None
-    if status.get("state", {}).get("running") or status.get("state", {}).get("terminated"):
-        try:
-            found = progress(split_lines(read_log(cluster, name, container), timestamps=False))
-        except ClusterError as exc:
-            parts.append(f"log unreadable: {exc}")
+def _pod_line(report: PodReport) -> str:
+    parts = [f"  {report.replica:<10} {report.name}  {report.phase}", f"restarts {report.restarts}"]
+    if report.exit_code is not None:
+        source = " of the pod it replaced" if report.exit_of_replaced_pod else ""
+        parts.append(f"last exit{source} {report.exit_code} ({report.exit_meaning})")
+    if report.log_error:
+        parts.append(f"log unreadable: {report.log_error}")
+    found = report.progress
     if found and found.iterations:
         ranks = ", ".join(
             f"rank {rank} at {it}" if rank is not None else f"at {it}"
@@ -304,49 +379,20 @@ def _pod_line(cluster, kind, pod, exits: dict[str, int], suspend_code: int):
         )
         of = f" of {found.max_iter}" if found.max_iter else ""
         parts.append(f"iteration: {ranks}{of}")
-    return "  ".join(parts), found
-
-
-def _operator_exit_codes(cluster, kind, name: str) -> dict[str, int]:
-    """The latest exit code the operator reported per pod name (``ExitedWithCode`` events):
-    under ExitCode a recreated pod's own status starts empty."""
-    import json
-
-    from hfai_runtime.cluster.logs import parse_time
-    from hfai_runtime.cluster.timeline import EXITED_WITH_CODE
-
-    response = cluster.call(
-        "list events", cluster.core().list_namespaced_event, cluster.namespace, _preload_content=False
-    )
-    found: dict[str, tuple[str, int]] = {}
-    for event in json.loads(response.data).get("items", []):
-        involved = event.get("involvedObject") or {}
-        match = EXITED_WITH_CODE.search(event.get("message") or "")
-        if (
-            event.get("reason") != "ExitedWithCode"
-            or not match
-            or (involved.get("kind"), involved.get("name")) != (kind.kind, name)
-        ):
-            continue
-        at = parse_time(event.get("lastTimestamp") or event.get("eventTime"))
-        stamp = at.isoformat() if at else ""
-        if match["pod"] not in found or found[match["pod"]][0] <= stamp:
-            found[match["pod"]] = (stamp, int(match["code"]))
-    return {pod: code for pod, (_, code) in found.items()}
+    return "  ".join(parts)
 
 
 # -- logs ----------------------------------------------------------------------------------
 
 
-def _logs(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster import pods as podinfo
-    from hfai_runtime.cluster.api import ClusterError
-    from hfai_runtime.cluster.logs import Printer, read_log
-
+def _logs(args: argparse.Namespace, write: Write) -> int:
     cluster, kind, job = _find(args)
     pods = podinfo.list_pods(cluster, kind, args.name)
     if args.follow:
-        return _follow(cluster, kind, job, pods, write)
+        followed, errors = follow_job(cluster, kind, job, pods, write)
+        for error in errors:
+            print(error, file=sys.stderr)
+        return 1 if errors and len(errors) >= followed else 0
     if not pods:
         raise ClusterError(
             f"{kind.describe(args.name)} has no pods (suspended, not admitted or not created yet)"
@@ -368,66 +414,13 @@ def _logs(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     return 0 if printed else 1
 
 
-def _follow(cluster, kind, job, pods, write: Callable[[str], None]) -> int:
-    """Follow every pod's log; as the operator recreates pods, follow the new ones too, until
-    the job has ended and every log is read."""
-    from hfai_runtime.cluster import pods as podinfo
-    from hfai_runtime.cluster.jobs import get_job
-    from hfai_runtime.cluster.logs import Printer, pump
-    from hfai_runtime.cluster.timeline import final_condition
-
-    names = {kind.replica_name(p) for p in pods} or {kind.container}
-    printer = Printer(names, write)
-    followed: dict[str, threading.Thread] = {}
-    errors: list[str] = []
-    while True:
-        for pod in pods:
-            uid = pod["metadata"]["uid"]
-            state = podinfo.container_status(pod, podinfo.log_container(kind, pod)).get("state")
-            if uid in followed or not state or "waiting" in state:
-                continue
-            thread = threading.Thread(
-                target=pump,
-                daemon=True,
-                args=(
-                    cluster,
-                    pod,
-                    podinfo.log_container(kind, pod),
-                    kind.replica_name(pod),
-                    printer,
-                    errors,
-                ),
-            )
-            thread.start()
-            followed[uid] = thread
-        _wait(followed.values(), POLL_SECONDS)
-        if final_condition(kind, job) and not any(t.is_alive() for t in followed.values()):
-            break
-        job = get_job(cluster, kind, job["metadata"]["name"])
-        pods = podinfo.list_pods(cluster, kind, job["metadata"]["name"])
-    for error in errors:
-        print(error, file=sys.stderr)
-    return 1 if errors and len(errors) == len(followed) else 0
-
-
-def _wait(threads: Iterable[threading.Thread], seconds: float) -> None:
-    """Wait ``seconds``, or less when the threads still running all end sooner."""
-    running = [thread for thread in threads if thread.is_alive()]
-    if not running:
-        time.sleep(seconds)
-        return
-    deadline = time.monotonic() + seconds
-    for thread in running:
-        thread.join(max(0.0, deadline - time.monotonic()))
-
-
 # -- timeline ------------------------------------------------------------------------------
 
 
-def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-    from hfai_runtime.cluster.timeline import Timeline, observe, watch
-    from hfai_runtime.timeline import format_timeline, write_events
-
+def _timeline(args: argparse.Namespace, write: Write) -> int:
+    problem = seconds_problem("--interval", args.interval) or output_file_problem("--events", args.events)
+    if problem:
+        raise BadArgument(problem)
     cluster, kind, job = _find(args)
     name = job["metadata"]["name"]
     if args.watch:
@@ -452,12 +445,10 @@ def _timeline(args: argparse.Namespace, write: Callable[[str], None]) -> int:
 # -- suspend / resume ----------------------------------------------------------------------
 
 
-def _suspend_command(suspend: bool):
-    def run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
-        from hfai_runtime.cluster.jobs import set_suspended
-
+def _suspend_command(suspend: bool) -> Callable[[argparse.Namespace, Write], int]:
+    def run(args: argparse.Namespace, write: Write) -> int:
         cluster, kind, job = _find(args)
-        write(set_suspended(cluster, kind, job, suspend))
+        write(set_suspended(cluster, kind, job, suspend, max(0.0, args.workload_wait)))
         return 0
 
     return run

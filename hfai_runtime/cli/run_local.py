@@ -19,8 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-#: More pods than this would only thrash one machine; a cluster job can have many more.
-MAX_LOCAL_PODS = 64
+from hfai_runtime.cli.arguments import output_file_problem, seconds_problem
 
 EXAMPLES = """\
 examples:
@@ -82,6 +81,13 @@ def add_parser(subparsers) -> None:
         "after training first started; may repeat",
     )
     parser.add_argument(
+        "--kueue-unmanaged",
+        action="store_true",
+        help="model a cluster whose Kueue does not manage this kind (Kueue v0.19.2's default "
+        "configuration leaves PyTorchJobs out): a queue label is ignored, a suspended manifest "
+        "never starts",
+    )
+    parser.add_argument(
         "--suspend-at",
         type=_at,
         metavar="WHEN",
@@ -137,36 +143,37 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hfai_runtime.kube.reader import ManifestError, read_manifest
     from hfai_runtime.local.container import subreaper
-    from hfai_runtime.local.manifest import ManifestError, load_job
+    from hfai_runtime.local.manifest import job_of
     from hfai_runtime.local.runner import RunOptions, preflight
+    from hfai_runtime.local.sandbox import SandboxError, inside
 
     if args.resume_after is not None and args.suspend_at is None:
         return _refuse(["--resume-after: only with --suspend-at (there is nothing to resume)"])
+    flags = [
+        seconds_problem("--resume-after", args.resume_after),
+        output_file_problem("--events", args.events),
+    ]
+    if any(flags):
+        return _refuse([problem for problem in flags if problem])
     try:
-        job = load_job(args.manifest, procs_per_node_cap=args.cpu_procs_per_pod)
+        manifest = read_manifest(args.manifest)
+        job = job_of(manifest, procs_per_node_cap=args.cpu_procs_per_pod)
     except ManifestError as exc:
         return _refuse([str(exc)])
-    refused = _admission_problems(args.manifest)
+    refused = _admission_problems(manifest)
     if refused:
         return _refuse(refused)
-    if len(job.replicas) > MAX_LOCAL_PODS:
-        field = (
-            "spec.pytorchReplicaSpecs.Worker.replicas"
-            if job.kind == "PyTorchJob"
-            else "spec.trainer.numNodes"
-        )
-        return _refuse(
-            [
-                f"{args.manifest}: {field}: {len(job.replicas)} pods; run-local starts "
-                f"at most {MAX_LOCAL_PODS} on one machine"
-            ]
-        )
     names = {r.name for r in job.replicas}
     unknown = sorted({name for name, _ in args.preempt} - names)
     if unknown:
         return _refuse([f"--preempt {unknown[0]}: no such replica (the job has {', '.join(sorted(names))})"])
     project = (args.project_dir or args.manifest.resolve().parent.parent).resolve()
+    try:  # the default folder is the project's: a symlink there must not lead out of it
+        logs_dir = args.logs_dir.resolve() if args.logs_dir else inside(project, "run-local-logs")
+    except SandboxError as exc:
+        return _refuse([f"--logs-dir: {exc}"])
     options = RunOptions(
         project_dir=project,
         data_dir=args.data_dir.resolve() if args.data_dir else None,
@@ -174,8 +181,9 @@ def run(args: argparse.Namespace) -> int:
         preempt=args.preempt,
         suspend_at=args.suspend_at,
         resume_after=args.resume_after or 0.0,
+        kueue_manages_kind=not args.kueue_unmanaged,
         args=args.args,
-        logs_dir=(args.logs_dir or project / "run-local-logs").resolve(),
+        logs_dir=logs_dir,
     )
     problems = preflight(job, options, args.require)
     if problems:
@@ -183,13 +191,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_procs_line(job, args.cpu_procs_per_pod), flush=True)
     with subreaper():  # a process a pod detached (setsid) stays ours to stop
-        return _run(job, options, args)
+        return _run(job, manifest.documents[0], options, args)
 
 
-def _run(job, options, args: argparse.Namespace) -> int:
+def _run(job, document: dict, options, args: argparse.Namespace) -> int:
     from hfai_runtime.local.display import LiveStatus
     from hfai_runtime.local.engine import EngineError, engine_for
     from hfai_runtime.local.runner import RunObserver, run_job
+    from hfai_runtime.local.sandbox import SandboxError
     from hfai_runtime.timeline import format_timeline, summarize
 
     # A SIGTERM to the runner unwinds it like Ctrl-C, so the replicas (in their own sessions,
@@ -199,7 +208,7 @@ def _run(job, options, args: argparse.Namespace) -> int:
         with engine_for(
             args.engine,
             job,
-            args.manifest,
+            document,
             args.image,
             options.data_dir or options.project_dir,
             options.mounts,
@@ -214,7 +223,7 @@ def _run(job, options, args: argparse.Namespace) -> int:
             else:
                 with LiveStatus([r.name for r in job.replicas]) as status:
                     result = run_job(job, options, observer=status)
-    except EngineError as exc:
+    except (EngineError, SandboxError) as exc:
         print(f"run-local: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -223,15 +232,47 @@ def _run(job, options, args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
-        print(f"\nTimeline of {job.kind} {job.name} (in full: --events FILE):")
+        print(f"\nTimeline of {job.kind} {job.name} (as JSON lines: --events FILE):")
         print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
         print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
         print("\n".join("  " + line for line in summarize(result.events)))
+    for line in failed_pod_logs(result.events, options.logs_dir):
+        print(line, file=sys.stderr)
     cause = f" [{result.cause}]" if result.cause else ""
     print(f"{job.kind} {job.name}: {result.condition.value} ({result.reason}) -- {result.message}{cause}")
     if args.events:
         result.write_events(args.events)
     return 0 if result.succeeded else 1
+
+
+#: How much of a failed pod's log run-local shows: enough for a Python traceback's cause.
+FAILED_LOG_LINES = 20
+
+
+def failed_pod_logs(events, logs_dir: Path | None) -> list[str]:
+    """The last :data:`FAILED_LOG_LINES` lines of each pod attempt that failed for good (exit
+    1-127), under a heading with its log file's path: the cause (a traceback, a config error)
+    without opening the file."""
+    from hfai_runtime.timeline import attempts
+
+    out: list[str] = []
+    for attempt in attempts(events):
+        if logs_dir is None or attempt.exit_code is None or not 0 < attempt.exit_code < 128:
+            continue
+        log = logs_dir / f"{attempt.replica}-attempt{attempt.number}.log"
+        try:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            out.append(
+                f"run-local: {attempt.replica} exited {attempt.exit_code}; its log {log}: {exc.strerror}"
+            )
+            continue
+        out.append(
+            f"run-local: {attempt.replica} attempt {attempt.number} exited {attempt.exit_code}; "
+            f"the last {min(len(lines), FAILED_LOG_LINES)} lines of {log}:"
+        )
+        out += ["  | " + line for line in lines[-FAILED_LOG_LINES:]]
+    return out
 
 
 def _procs_line(job, cap: int) -> str:
@@ -249,15 +290,12 @@ def _procs_line(job, cap: int) -> str:
     return f"run-local: {pods} pod(s) x {per_pod} training process(es) on CPU ({world}{capped})"
 
 
-def _admission_problems(manifest: Path) -> list[str]:
+def _admission_problems(manifest) -> list[str]:
     """What ``hfai-runtime check`` finds that a cluster would refuse; policy findings (e.g. a
     BestEffort pod) are printed as warnings, since a cluster runs such a job."""
-    from hfai_runtime.check import ManifestError, check_file
+    from hfai_runtime.check import check_manifest
 
-    try:
-        problems = check_file(manifest)
-    except ManifestError as exc:
-        return [str(exc)]
+    problems = check_manifest(manifest)
     for problem in problems:
         if not problem.cluster_refuses:
             print(f"run-local: warning: {problem}", file=sys.stderr)

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--coco-categories",
         action="store_true",
-        help="list COCO's 80 categories (needs detectron2), so the builtin coco_2017_* names load it",
+        help="list COCO's 80 categories, so detectron2's builtin coco_2017_* names load it",
     )
     parser.set_defaults(func=run)
 

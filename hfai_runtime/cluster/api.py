@@ -11,9 +11,10 @@ answers ``404 page not found`` in plain text, k8s.io/apiserver pkg/server/mux/pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,12 @@ T = TypeVar("T")
 #: The name server-side apply records as the owner of the fields ``job submit`` sets.
 FIELD_MANAGER = "hfai-runtime"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: How long one request may take, connecting included (kubectl's ``--request-timeout``; it has
+#: none by default, and a server that accepts a connection and never answers hangs it).
 REQUEST_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+#: No answer the commands read is near this (a pod list of a big job is a few MiB).
+MAX_BODY_BYTES = 256 << 20
 
 
 class ClusterError(Exception):
@@ -40,25 +46,72 @@ class ResourceMissing(ClusterError):
 
 @dataclass
 class Cluster:
-    """A configured API client and the namespace the commands work in."""
+    """A configured API client, the namespace the commands work in, and how long any one
+    request may take (``--request-timeout``)."""
 
     api_client: Any  # kubernetes.client.ApiClient
     namespace: str
+    timeout: float = REQUEST_TIMEOUT_SECONDS
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)``, with the API server's refusals raised as ClusterError.
 
-        ``what`` says what was asked in the user's terms (``get PyTorchJob demo``).
+        ``what`` says what was asked in the user's terms (``get PyTorchJob demo``). Every call
+        gets connect and read timeouts (:meth:`timeouts`) unless it passes its own
+        ``_request_timeout`` (a followed log, whose stream may be quiet for long).
         """
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
+        kwargs.setdefault("_request_timeout", self.timeouts())
+        with self.errors(what):
             return fn(*args, **kwargs)
+
+    def json(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The JSON body of ``fn``'s response, read without the client's model deserialisation
+        (the commands use the API server's JSON as it is), within the same timeouts."""
+        return json.loads(self.body(what, fn, *args, **kwargs))
+
+    def body(
+        self, what: str, fn: Callable[..., Any], *args: Any, limit: int = MAX_BODY_BYTES, **kwargs: Any
+    ) -> bytes:
+        """The raw body of ``fn``'s response, at most ``limit`` bytes (a ClusterError beyond):
+        the one place a response body is read, so its read is timed out and its errors mapped
+        like the request's."""
+        response = self.call(what, fn, *args, _preload_content=False, **kwargs)
+        with self.errors(what):
+            try:
+                data = response.read(limit + 1)
+            finally:
+                response.release_conn()
+        if len(data) > limit:
+            raise ClusterError(f"{what}: the answer is larger than {limit} bytes")
+        return data
+
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds for one request."""
+        return (min(CONNECT_TIMEOUT_SECONDS, self.timeout), self.timeout)
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Maps what the client raises to one-line ClusterErrors: the API server's refusals,
+        no answer within the timeout, no connection."""
+        # The kubernetes client is an optional dependency ([cluster]): imported where used.
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError, NewConnectionError
+        from urllib3.exceptions import TimeoutError as Timeout
+
+        host = self.api_client.configuration.host
+        try:
+            yield
         except ApiException as exc:
             raise _api_error(what, exc) from None
         except HTTPError as exc:
-            host = self.api_client.configuration.host
+            # A timeout comes bare from a body read, wrapped in MaxRetryError from a request;
+            # urllib3's NewConnectionError (refused, no route) subclasses its ConnectTimeoutError.
+            cause = getattr(exc, "reason", None) or exc
+            if isinstance(cause, Timeout) and not isinstance(cause, NewConnectionError):
+                raise ClusterError(
+                    f"{what}: the API server at {host} did not answer within {self.timeout:g} s "
+                    "(--request-timeout)"
+                ) from None
             raise ClusterError(
                 f"{what}: cannot reach the API server at {host}: {_one_line(str(exc))}"
             ) from None
@@ -75,7 +128,10 @@ class Cluster:
 
 
 def connect(
-    kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    namespace: str | None = None,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> Cluster:
     """A :class:`Cluster` from ``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``),
     or from the pod's service account when none exists and this runs inside a cluster.
@@ -113,7 +169,7 @@ def connect(
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ClusterError(f"kubeconfig {where}: {_one_line(str(exc))}") from None
     configuration.retries = 0  # a wrong address fails at once, not after urllib3's retries
-    return Cluster(client.ApiClient(configuration), namespace or "default")
+    return Cluster(client.ApiClient(configuration), namespace or "default", timeout)
 
 
 def _kubeconfig_files(explicit: str | None) -> list[str]:

@@ -9,13 +9,35 @@ from hfai_runtime.cluster import kueue
 from hfai_runtime.cluster.api import (
     FIELD_MANAGER,
     Cluster,
-    ClusterError,
     NotFound,
     ResourceMissing,
 )
-from hfai_runtime.cluster.kinds import KINDS, JobKind
+from hfai_runtime.kube.kinds import KINDS, JobKind
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+RUNTIME_API = ("trainer.kubeflow.org", "v1alpha1")  # TrainingRuntime (Trainer v2.3.0)
+RUNTIME_KIND = ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime")
+
+
+def is_runtime(doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` is a namespaced TrainingRuntime (what a TrainJob of the template runs on)."""
+    return (doc.get("apiVersion"), doc.get("kind")) == RUNTIME_KIND
+
+
+def runtime_exists(cluster: Cluster, name: str) -> bool:
+    """Whether the TrainingRuntime ``name`` is in the cluster's namespace."""
+    try:
+        cluster.call(
+            f"get TrainingRuntime {name}",
+            cluster.custom().get_namespaced_custom_object,
+            *RUNTIME_API,
+            cluster.namespace,
+            "trainingruntimes",
+            name,
+        )
+    except NotFound:
+        return False
+    return True
 
 
 def _job_call(cluster: Cluster, kind: JobKind, verb: str, method: str, name: str, *args: Any, **kwargs: Any):
@@ -57,6 +79,24 @@ def find_job(cluster: Cluster, name: str, kind: JobKind | None = None) -> tuple[
     raise NotFound(f"job {name} not found: no {looked} of that name in namespace {cluster.namespace}")
 
 
+def apply_runtime(cluster: Cluster, manifest: Mapping[str, Any], force: bool = False) -> dict:
+    """Create or update a namespaced TrainingRuntime by server-side apply (see :func:`apply_job`):
+    the TrainJob that references it needs it in its namespace first."""
+    name = manifest["metadata"]["name"]
+    return cluster.call(
+        f"apply TrainingRuntime {name}",
+        cluster.custom().patch_namespaced_custom_object,
+        *RUNTIME_API,
+        cluster.namespace,
+        "trainingruntimes",
+        name,
+        dict(manifest),
+        field_manager=FIELD_MANAGER,
+        force=force,
+        _content_type=APPLY_CONTENT_TYPE,
+    )
+
+
 def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any], force: bool = False) -> dict:
     """Create or update the job by server-side apply, as field manager ``hfai-runtime``.
 
@@ -78,21 +118,27 @@ def apply_job(cluster: Cluster, kind: JobKind, manifest: Mapping[str, Any], forc
     )
 
 
-def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspend: bool) -> str:
+def set_suspended(
+    cluster: Cluster,
+    kind: JobKind,
+    job: Mapping[str, Any],
+    suspend: bool,
+    workload_wait_s: float = kueue.WORKLOAD_WAIT_SECONDS,
+) -> str:
     """Suspend or resume the job; returns one line saying what was done.
 
     Under Kueue the Workload is (de)activated instead of the job's ``suspend`` field, which
-    Kueue's reconciler would set back (see :mod:`.kueue`).
+    Kueue's reconciler would set back (see :mod:`.kueue`). A queue-labelled job whose Workload
+    does not appear within ``workload_wait_s`` is one Kueue does not manage (the label is
+    ignored): its own ``suspend`` field is set, and the line says why.
     """
     name = job["metadata"]["name"]
     queue = kueue.queue_name(job)
     if queue:
-        workload = kueue.workload_of(cluster, job)
+        workload = kueue.wait_for_workload(cluster, job, workload_wait_s)
         if workload is None:
-            raise ClusterError(
-                f"{kind.describe(name)} is in Kueue queue {queue} but Kueue has "
-                f"not created its Workload yet; try again in a moment"
-            )
+            unmanaged = kueue.no_workload(kind.kind, name, queue, workload_wait_s)
+            return f"{unmanaged}. So: {_set_suspend_field(cluster, kind, job, suspend)}"
         kueue.set_active(cluster, workload, not suspend)
         effect = (
             "Kueue evicts it and suspends the job"
@@ -103,6 +149,12 @@ def set_suspended(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspe
             f"{kind.describe(name)}: Workload {workload['metadata']['name']} "
             f"spec.active={str(not suspend).lower()}; {effect}"
         )
+    return _set_suspend_field(cluster, kind, job, suspend)
+
+
+def _set_suspend_field(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], suspend: bool) -> str:
+    """Set the job's own ``suspend`` field (no Kueue in the way); one line saying what it does."""
+    name = job["metadata"]["name"]
     if kind.suspended(job) == suspend:
         state = "suspended" if suspend else "not suspended"
         return f"{kind.describe(name)}: already {state}"

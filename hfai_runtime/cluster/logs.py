@@ -12,12 +12,14 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hfai_runtime.cluster.api import Cluster, ClusterError
 from hfai_runtime.records import Record, RecordKind, parse_record
 
+#: How long a followed log may stay silent before its stream counts as broken.
+FOLLOW_IDLE_SECONDS = 24 * 3600.0
 _FRACTION = re.compile(r"\.(\d{1,6})\d*")
 
 
@@ -30,7 +32,7 @@ def parse_time(text: str | None) -> datetime | None:
         value = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -51,37 +53,54 @@ def split_lines(log: str, timestamps: bool) -> list[LogLine]:
 
 
 def read_log(
-    cluster: Cluster, pod: str, container: str, previous: bool = False, timestamps: bool = False
+    cluster: Cluster,
+    pod: str,
+    container: str,
+    previous: bool = False,
+    timestamps: bool = False,
+    tail_lines: int | None = None,
+    limit_bytes: int | None = None,
 ) -> str:
-    """The log of ``container`` in ``pod`` (``previous``: of its previous run)."""
+    """The log of ``container`` in ``pod`` (``previous``: of its previous run); with
+    ``tail_lines`` only its last lines, with ``limit_bytes`` at most that many bytes of them (the
+    kubelet applies both: a days-long log is not downloaded to read where training is)."""
     what = f"read the {'previous ' if previous else ''}log of pod {pod}"
-    response = _log_request(cluster, what, pod, container, previous=previous, timestamps=timestamps)
-    return response.data.decode("utf-8", "replace")
-
-
-def _log_request(cluster: Cluster, what: str, pod: str, container: str, **params: Any):
-    """The unread response of ``GET .../pods/<pod>/log?container=...&<params>``."""
-    return cluster.call(
+    bounds = {"tail_lines": tail_lines, "limit_bytes": limit_bytes}
+    data = cluster.body(
         what,
         cluster.core().read_namespaced_pod_log,
         pod,
         cluster.namespace,
         container=container,
-        _preload_content=False,
-        **params,
+        previous=previous,
+        timestamps=timestamps,
+        **{name: value for name, value in bounds.items() if value is not None},
     )
+    return data.decode("utf-8", "replace")
 
 
 def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
-    """The log's lines as the kubelet writes them, until the container ends."""
-    response = _log_request(cluster, f"follow the log of pod {pod}", pod, container, follow=True)
-    from urllib3.exceptions import HTTPError
+    """The log's lines as the kubelet writes them, until the container ends.
 
+    The request has the cluster's connect timeout but a read timeout of
+    :data:`FOLLOW_IDLE_SECONDS`: a training log may be quiet for long (a slow evaluation). A
+    stream that never ends is the caller's to stop waiting for (:mod:`.follow`).
+    """
+    what = f"follow the log of pod {pod}"
+    response = cluster.call(
+        what,
+        cluster.core().read_namespaced_pod_log,
+        pod,
+        cluster.namespace,
+        container=container,
+        follow=True,
+        _preload_content=False,
+        _request_timeout=(cluster.timeouts()[0], FOLLOW_IDLE_SECONDS),
+    )
     try:
-        for raw in response:
-            yield raw.decode("utf-8", "replace").rstrip("\r\n")
-    except HTTPError as exc:
-        raise ClusterError(f"follow the log of pod {pod}: the stream broke: {exc}") from None
+        with cluster.errors(f"{what}: the stream broke"):
+            for raw in response:
+                yield raw.decode("utf-8", "replace").rstrip("\r\n")
     finally:
         response.release_conn()
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hfai_runtime.cluster.api import Cluster
-from hfai_runtime.cluster.kinds import JobKind
+from hfai_runtime.kube.kinds import JobKind
 
 # The runtime's default exit code after a suspend, as hfai_runtime.distributed.suspend's
 # (not imported from there: it imports torch).
@@ -18,14 +17,12 @@ KILLED_EXIT_CODE = 137  # SIGKILL: the grace period ran out
 
 def list_pods(cluster: Cluster, kind: JobKind, name: str) -> list[dict]:
     """The job's pods (as the API server's JSON), sorted by replica name then creation."""
-    response = cluster.call(
+    pods = cluster.json(
         f"list the pods of {kind.describe(name)}",
         cluster.core().list_namespaced_pod,
         cluster.namespace,
         label_selector=kind.pod_selector(name),
-        _preload_content=False,
-    )
-    pods = json.loads(response.data).get("items", [])
+    ).get("items", [])
     return sorted(pods, key=lambda p: (kind.replica_name(p), p["metadata"].get("creationTimestamp", "")))
 
 

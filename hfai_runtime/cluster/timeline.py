@@ -26,7 +26,6 @@ thing (a container's start time and the kubelet's ``Started`` event) give one ev
 
 from __future__ import annotations
 
-import json
 import re
 import time as clock
 from collections.abc import Iterable, Mapping
@@ -37,7 +36,6 @@ from typing import Any
 from hfai_runtime.cluster import pods as podinfo
 from hfai_runtime.cluster.api import Cluster, ClusterError
 from hfai_runtime.cluster.jobs import get_job
-from hfai_runtime.cluster.kinds import JobKind
 from hfai_runtime.cluster.logs import (
     LogLine,
     parse_time,
@@ -45,6 +43,7 @@ from hfai_runtime.cluster.logs import (
     records,
     split_lines,
 )
+from hfai_runtime.kube.kinds import JobKind
 from hfai_runtime.records import RecordKind
 from hfai_runtime.timeline import Event, EventKind
 
@@ -278,9 +277,7 @@ def observe(
     events and the pods' logs."""
     job = job or get_job(cluster, kind, name)
     pods = podinfo.list_pods(cluster, kind, name)
-    events = cluster.call(
-        "list events", cluster.core().list_namespaced_event, cluster.namespace, _preload_content=False
-    )
+    events = cluster.json("list events", cluster.core().list_namespaced_event, cluster.namespace)
     logs = {}
     for pod in pods:
         try:
@@ -290,7 +287,7 @@ def observe(
         except ClusterError:
             continue  # a pod not started yet has no log
         logs[pod["metadata"]["uid"]] = split_lines(text, timestamps=True)
-    timeline.observe(job, pods, json.loads(events.data).get("items", []), logs)
+    timeline.observe(job, pods, events.get("items", []), logs)
 
 
 def watch(cluster: Cluster, kind: JobKind, job: Mapping[str, Any], interval: float) -> Timeline:

@@ -9,11 +9,15 @@ fails there, by name, rather than as a wrong resume.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 import torch.distributed as dist
+from detectron2.data.samplers import TrainingSampler
 from detectron2.engine.train_loop import HookBase, TrainerBase
 from detectron2.utils import comm
 
@@ -34,6 +38,44 @@ def is_training_sampler(sampler: Any) -> bool:
 def sampler_stream(sampler: Any) -> Iterator[int]:
     """The whole job's index stream, before ``TrainingSampler`` shards it by rank."""
     return sampler._infinite_indices()
+
+
+#: Indices per chunk of :func:`sampler_chunks` for a sampler whose stream it cannot draw by epochs.
+STREAM_CHUNK = 1 << 16
+
+
+def sampler_chunks(sampler: Any) -> Iterator[np.ndarray]:
+    """:func:`sampler_stream` as consecutive int64 arrays, so that a resume can skip millions of
+    indices without a Python object for each.
+
+    ``TrainingSampler``'s own stream is drawn epoch by epoch as its ``_infinite_indices`` draws
+    it (one ``randperm`` of a generator seeded with ``_seed``, or ``arange``: same on 0.6 and
+    main@e0ec4e1); a subclass that overrides it (``RandomSubsetTrainingSampler``,
+    ``RepeatFactorTrainingSampler``) is read from its stream in chunks of :data:`STREAM_CHUNK`.
+    """
+    if type(sampler)._infinite_indices is TrainingSampler._infinite_indices:
+        generator = torch.Generator()
+        generator.manual_seed(sampler._seed)
+        while True:
+            if sampler._shuffle:
+                yield _randperm_one_thread(sampler._size, generator).numpy()
+            else:
+                yield np.arange(sampler._size, dtype=np.int64)
+    stream = sampler_stream(sampler)
+    while True:
+        yield np.fromiter(itertools.islice(stream, STREAM_CHUNK), dtype=np.int64, count=STREAM_CHUNK)
+
+
+def _randperm_one_thread(size: int, generator: torch.Generator) -> torch.Tensor:
+    """``torch.randperm`` on one thread: the same permutation as on several (the generator
+    decides it; tests/test_compat.py checks), 10x faster on a machine whose cores are busy --
+    the other ranks' -- where the threads of its parallel path wait for one another."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.randperm(size, generator=generator)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def sampler_shard(sampler: Any) -> tuple[int, int]:

@@ -5,8 +5,14 @@ fvcore writes the checkpoint and ``last_checkpoint`` in place, so a kill during 
 a truncated file that the next ``resume_or_load`` fails on -- with a ``miniz`` or ``EOFError``
 traceback that does not name the file. Here, as detectron2 extends fvcore, a subclass:
 
-* every save (suspend, periodic, final) goes through :func:`hfai_runtime.atomic.atomic_write`;
-* ``last_checkpoint`` must name a file inside ``OUTPUT_DIR`` (else :class:`CheckpointRefused`);
+* every save (suspend, periodic, final) goes through :func:`hfai_runtime.atomic.atomic_write`,
+  with torch's per-record zlib CRC off and one ISA-L CRC-32 of the whole file written beside it
+  (:mod:`hfai_runtime.checksum`): the save runs at disk speed and the file is still checked;
+* a resume checks the file against that CRC first (:func:`verify_checkpoint`): a damaged one is
+  refused by name, and the fallback below takes the previous one;
+* a resume loads only data: the runtime's own ``.pth`` checkpoints inside ``OUTPUT_DIR``, with
+  ``weights_only`` loading (else :class:`CheckpointRefused`, or the file is skipped; the rules
+  are in :mod:`~hfai_runtime.detectron2.checkpoint_trust`);
 * a named checkpoint that cannot be resumed from (missing, a directory, empty, truncated, not a
   training checkpoint) is reported by name and the newest complete checkpoint in ``OUTPUT_DIR``
   is used instead, loudly; when there is none, :class:`CheckpointRefused` says what to do.
@@ -17,32 +23,28 @@ behaviour, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import Checkpointer
 
-from hfai_runtime.atomic import atomic_write, is_temporary, remove_stale_temporaries
+from hfai_runtime import checksum
+from hfai_runtime.atomic import AtomicFile, atomic_write, is_temporary, remove_stale_temporaries
 from hfai_runtime.detectron2._compat import end_failed_load, with_mixin
-
-#: fvcore's name for the file that names the checkpoint to resume from.
-TAG_FILE = "last_checkpoint"
-
-
-class CheckpointRefused(RuntimeError):
-    """Training must not start: resuming would use a file it must not, or none is usable."""
-
-
-class UnusableCheckpoint(ValueError):
-    """A checkpoint file that cannot be resumed from; the message names it and says why."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"checkpoint {path} cannot be resumed from: {reason}")
-        self.path, self.reason = path, reason
+from hfai_runtime.detectron2.checkpoint_trust import (
+    CHECKPOINT_SUFFIX,
+    TAG_FILE,
+    CheckpointRefused,
+    UnusableCheckpoint,
+    checked_tag_name,
+    fallback_problem,
+    load_checkpoint_data,
+)
 
 
 class AtomicSaves:
@@ -67,7 +69,7 @@ class AtomicSaves:
             raise ValueError(f"checkpoint name {name!r}: expected a file name, without a directory")
         path = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda handle: torch.save(data, handle))
+        save_checked(data, path)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -79,33 +81,25 @@ class AtomicSaves:
         atomic_write(os.path.join(self.save_dir, TAG_FILE), lambda handle: handle.write(tag))
 
     def get_checkpoint_file(self) -> str:
-        """The file ``last_checkpoint`` names ("" when it names none), refused when outside
-        ``OUTPUT_DIR``: a resume must continue this run, not load whatever a path points at."""
+        """The file ``last_checkpoint`` names ("" when it names none), refused when a resume
+        must not load it (outside ``OUTPUT_DIR``, not a ``.pth``: see
+        :func:`~hfai_runtime.detectron2.checkpoint_trust.checked_tag_name`)."""
         if not self._is_local():
             return super().get_checkpoint_file()
         name = _read_tag(os.path.join(self.save_dir, TAG_FILE))
-        if not name:
-            return ""
-        path = os.path.join(self.save_dir, name)
-        root = os.path.realpath(self.save_dir)
-        if os.path.commonpath([root, os.path.realpath(path)]) != root:
-            raise CheckpointRefused(
-                f"{os.path.join(self.save_dir, TAG_FILE)} names {name!r}, which is outside OUTPUT_DIR "
-                f"{self.save_dir}: refused. Resume only continues checkpoints of this OUTPUT_DIR; to start "
-                "from another checkpoint, set MODEL.WEIGHTS and delete last_checkpoint"
-            )
-        return path
+        return checked_tag_name(name, self.save_dir) if name else ""
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
         """fvcore's ``resume_or_load``, falling back to the newest complete checkpoint in
         ``OUTPUT_DIR`` when the one ``last_checkpoint`` names cannot be resumed from."""
         if not (resume and self._is_local() and self.has_checkpoint()):
             return super().resume_or_load(path, resume=resume)
-        named = self.get_checkpoint_file()
+        tag, named = os.path.join(self.save_dir, TAG_FILE), ""
         try:
+            named = self.get_checkpoint_file()
             return self._load_resumable(named)
-        except UnusableCheckpoint as err:
-            problem = err if named else f"{os.path.join(self.save_dir, TAG_FILE)} names no file"
+        except UnusableCheckpoint as err:  # the tag itself: "<tag> names no file"
+            problem = f"{tag} {err.reason.removeprefix('it ')}" if err.path == tag else str(err)
             self.logger.error("%s", problem)
         for candidate in self._complete_candidates(exclude=named):
             try:
@@ -130,6 +124,8 @@ class AtomicSaves:
             raise UnusableCheckpoint(path, _not_a_file(path))
         if os.path.getsize(path) == 0:
             raise UnusableCheckpoint(path, "it is empty (0 bytes)")
+        if not verify_checkpoint(path):
+            self.logger.warning("%s has no %s file: loaded unchecked", path, checksum.SIDECAR_SUFFIX)
         self._checking_resumable = True
         try:
             return self.load(path)
@@ -140,31 +136,31 @@ class AtomicSaves:
             self._checking_resumable = False
 
     def _load_file(self, filename: str) -> dict[str, Any]:
-        """detectron2's ``_load_file``; while resuming, a file that does not read as a training
-        checkpoint raises :class:`UnusableCheckpoint` naming it (before anything is loaded)."""
+        """detectron2's ``_load_file`` (``MODEL.WEIGHTS``: the user's choice); while resuming,
+        :func:`~hfai_runtime.detectron2.checkpoint_trust.load_checkpoint_data` instead: data
+        only, and a file that does not read as a training checkpoint raises
+        :class:`UnusableCheckpoint` naming it (before anything is loaded)."""
         if not self._checking_resumable:
             return super()._load_file(filename)
-        try:
-            loaded = super()._load_file(filename)
-        except Exception as err:  # torch.load's errors on damaged files vary: miniz, EOF, pickle
-            raise UnusableCheckpoint(filename, f"{type(err).__name__}: {err}".strip()) from err
-        if not _is_training_checkpoint(loaded):
-            raise UnusableCheckpoint(
-                filename, "it is not a training checkpoint (no model weights and iteration)"
-            )
-        return loaded
+        return load_checkpoint_data(filename, str(self.save_dir))
 
     def _complete_candidates(self, exclude: str) -> Iterator[str]:
-        """The ``*.pth`` files in ``OUTPUT_DIR`` other than ``exclude``, newest first."""
+        """The ``*.pth`` files in ``OUTPUT_DIR`` other than ``exclude``, newest first; a symbolic
+        link out of ``OUTPUT_DIR`` is skipped, with an error naming it."""
+        files = []
         with os.scandir(self.save_dir) as entries:
-            files = [
-                entry
-                for entry in entries
-                if entry.name.endswith(".pth")
-                and not is_temporary(entry.name)
-                and entry.is_file()
-                and entry.path != exclude
-            ]
+            for entry in entries:
+                if (
+                    not entry.name.endswith(CHECKPOINT_SUFFIX)
+                    or is_temporary(entry.name)
+                    or entry.path == exclude
+                ):
+                    continue
+                problem = fallback_problem(entry.path, str(self.save_dir))
+                if problem is None:
+                    files.append(entry)
+                elif entry.is_symlink():
+                    self.logger.error("%s", UnusableCheckpoint(entry.path, problem))
         files.sort(key=lambda entry: (entry.stat().st_mtime_ns, entry.name), reverse=True)
         return (entry.path for entry in files)
 
@@ -184,6 +180,47 @@ def make_saves_atomic(checkpointer: Checkpointer) -> None:
     with_mixin(checkpointer, AtomicSaves)
 
 
+def save_checked(data: Any, path: str) -> None:
+    """``torch.save(data)`` to ``path`` atomically, with its CRC-32 sidecar.
+
+    torch's zip writer computes a zlib CRC-32 per record, the larger part of a save's time
+    (bench/preemption.py); it is switched off for this save (``set_crc32_options``, torch >= 2.6)
+    and the whole file's CRC-32 is computed with ISA-L as the bytes go out instead. Order: the
+    old sidecar goes, the file is renamed into place, then its sidecar is: a kill in between
+    leaves a complete file without a sidecar (loaded unchecked), never one refused wrongly.
+    """
+    checksum.remove_sidecar(path)
+    with AtomicFile(path) as file, _torch_crc_off():
+        writer = checksum.Crc32Writer(file.handle)
+        torch.save(data, writer)
+    checksum.write_sidecar(path, writer.crc, writer.size)
+
+
+def verify_checkpoint(path: str) -> bool:
+    """Check ``path`` against the CRC-32 its save wrote beside it: True when it matches, False
+    when there is none (a checkpoint of plain detectron2); :class:`UnusableCheckpoint` naming
+    the file and what differs when it is damaged. Loaders call it before ``torch.load``."""
+    try:
+        return checksum.verify(path)
+    except checksum.ChecksumMismatch as err:
+        raise UnusableCheckpoint(path, str(err)) from None
+
+
+@contextlib.contextmanager
+def _torch_crc_off() -> Iterator[None]:
+    """torch's per-record CRC-32 off for one save (on again after; no-op on torch < 2.6)."""
+    serialization = torch.serialization
+    if not hasattr(serialization, "set_crc32_options"):
+        yield
+        return
+    previous = serialization.get_crc32_options()
+    serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        serialization.set_crc32_options(previous)
+
+
 def _not_a_file(path: str) -> str:
     if os.path.isdir(path):
         return "it is a directory"
@@ -201,12 +238,3 @@ def _read_tag(path: str) -> str:
         return raw.decode().strip()
     except (OSError, UnicodeDecodeError):
         return ""
-
-
-def _is_training_checkpoint(loaded: Any) -> bool:
-    """What a detectron2 trainer saves: the model's weights and the iteration (directly, as
-    the checkpointer hooks pass it, or in the trainer's own state)."""
-    if not isinstance(loaded, Mapping) or not isinstance(loaded.get("model"), Mapping):
-        return False
-    trainer = loaded.get("trainer")
-    return "iteration" in loaded or (isinstance(trainer, Mapping) and "iteration" in trainer)

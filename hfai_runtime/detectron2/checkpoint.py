@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -21,6 +23,7 @@ from hfai_runtime.detectron2 import report
 from hfai_runtime.detectron2.atomic_checkpointer import make_saves_atomic
 from hfai_runtime.detectron2.logs import log_to_stdout
 from hfai_runtime.detectron2.resume import ExactResume
+from hfai_runtime.distributed.restarts import End, Limits, RestartGuard, RestartLimitReached
 from hfai_runtime.distributed.suspend import (
     JobSuspended,
     StepAgreement,
@@ -32,6 +35,7 @@ from hfai_runtime.distributed.suspend import (
     suspend_requested,
 )
 from hfai_runtime.records import RecordKind
+from hfai_runtime.startup import Mark, mark, marks
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +47,24 @@ GRACE_WARN_FRACTION = 0.75
 class SuspendCheckpointer(HookBase):
     """Turns SIGTERM into a checkpoint and exit code 143 (``HFAI_SUSPEND_EXIT_CODE``).
 
-    * Construction (main thread): SIGTERM now only sets a flag; the checkpointer becomes an
-      :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer` (atomic saves, a
-      resume that survives a damaged ``OUTPUT_DIR``); the runtime's messages go to this rank's
-      stdout (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`).
-    * ``before_train`` (after ``resume_or_load``): exact resume -- the data stream continues
-      where the checkpoint left it (see :mod:`hfai_runtime.detectron2.resume`).
+    What it changes outside itself, and when:
+
+    * Construction: the checkpointer it is given gets atomic saves and a resume that survives a
+      damaged ``OUTPUT_DIR`` (:func:`~hfai_runtime.detectron2.atomic_checkpointer.make_saves_atomic`:
+      it behaves as an :class:`~hfai_runtime.detectron2.atomic_checkpointer.AtomicCheckpointer`).
+      This is why it is made before ``resume_or_load``; nothing else changes then.
+    * ``before_train`` (after ``resume_or_load``): the runtime's messages go to this rank's
+      stdout unless its logger was set up already
+      (:func:`~hfai_runtime.detectron2.logs.log_to_stdout`); SIGTERM now only sets a flag, and
+      then calls the handler it replaced
+      (:func:`~hfai_runtime.distributed.suspend.install_sigterm_handler`; under
+      ``launch_from_env``, which did both when the worker started, neither changes anything);
+      exact resume -- the data stream continues where the checkpoint left it (see
+      :mod:`hfai_runtime.detectron2.resume`); rank 0 records the start in ``OUTPUT_DIR`` and
+      every rank exits 1 when it is past the job's restart limits
+      (:class:`~hfai_runtime.distributed.restarts.RestartGuard`).
+    * ``after_train``: the SIGTERM handler found at ``before_train`` is put back; it and a
+      suspend record how the start ended.
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
     * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
       overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
@@ -65,15 +81,14 @@ class SuspendCheckpointer(HookBase):
 
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
         self.checkpointer = checkpointer
-        log_to_stdout(comm.get_rank())
         make_saves_atomic(checkpointer)
-        # Put back after training whatever SIGTERM handler was there (a no-op under
-        # launch_from_env, which installed the handler first and restores it itself).
-        self._restore_sigterm = install_sigterm_handler()
+        self._restore_sigterm: Callable[[], None] | None = None  # set by before_train
         self._resume = ExactResume() if exact_resume else None
         self._exit_code = suspend_exit_code()
         self._grace_s = grace_period_seconds()
         self._step_began = time.perf_counter()
+        self._first_step = True
+        mark(Mark.TRAINER_BUILT)
 
     @staticmethod
     def suspend_pending() -> bool:
@@ -81,8 +96,15 @@ class SuspendCheckpointer(HookBase):
         return suspend_requested()
 
     def before_train(self) -> None:
+        mark(Mark.CHECKPOINT_LOADED)
+        log_to_stdout(comm.get_rank())
+        # Put back after training whatever SIGTERM handler was there (a no-op under
+        # launch_from_env, which installed the handler first and restores it itself).
+        self._restore_sigterm = install_sigterm_handler()
         if self._resume is not None:
             self._resume.attach(self.trainer)
+        mark(Mark.REPLAYED)
+        self._guard_restarts()
         self._agreement = StepAgreement()
         self._progress_every = report.progress_every()
         report.emit(
@@ -93,7 +115,45 @@ class SuspendCheckpointer(HookBase):
         )
 
     def after_train(self) -> None:
-        self._restore_sigterm()
+        if self._restore_sigterm is not None:
+            self._restore_sigterm()
+            self._restore_sigterm = None
+        if getattr(self, "_restarts", None) is not None:  # a suspend recorded its end already
+            trainer = self.trainer
+            self._record_end(End.COMPLETED if trainer.iter >= trainer.max_iter else End.FAILED, trainer.iter)
+
+    def _guard_restarts(self) -> None:
+        """Rank 0 records this start; every rank leaves with exit 1 when it is one too many."""
+        self._restarts: RestartGuard | None = None
+        reason = None
+        save_dir = getattr(self.checkpointer, "save_dir", "")
+        if comm.is_main_process() and save_dir and os.path.isdir(save_dir):
+            self._restarts = RestartGuard(Path(save_dir), Limits.from_environ())
+            try:
+                self._restarts.on_start(self.trainer.start_iter)
+            except RestartLimitReached as stop:
+                reason = stop.reason
+            if reason is not None:
+                self._restarts = None  # its end (stopped) is recorded
+        reason = comm.all_gather(reason)[0]
+        if reason is None:
+            return
+        logger.error("hfai_runtime: %s", reason)
+        if comm.is_main_process():
+            report.emit(
+                RecordKind.STOPPED,
+                iteration=self.trainer.start_iter,
+                exit_code=RestartLimitReached(reason).code,
+                reason=reason,
+                rank=0,
+            )
+        raise RestartLimitReached(reason)
+
+    def _record_end(self, end: End, iteration: int) -> None:
+        """Rank 0: how this start ended, once (a suspend, then ``after_train``, both call it)."""
+        if getattr(self, "_restarts", None) is not None:
+            self._restarts.on_end(end, iteration)
+            self._restarts = None  # recorded
 
     def before_step(self) -> None:
         if self._resume is not None:
@@ -107,6 +167,10 @@ class SuspendCheckpointer(HookBase):
         stop = self._agreement.after_step(iteration, last=iteration + 1 >= self.trainer.max_iter)
         agree_s = time.perf_counter() - began
         report.report_progress(self.trainer, comm.get_rank(), self._progress_every)
+        if self._first_step:
+            self._first_step = False
+            mark(Mark.FIRST_STEP)
+            report.emit(RecordKind.STARTUP, iteration=iteration, rank=comm.get_rank(), **marks())
         if stop:
             self._suspend(step_s, agree_s)
 
@@ -159,6 +223,7 @@ class SuspendCheckpointer(HookBase):
                 self._grace_s,
             )
         self._give_writers_a_step_time(step_s)
+        self._record_end(End.SUSPENDED, iteration)
         raise JobSuspended(iteration, self._exit_code)
 
     def _give_writers_a_step_time(self, step_s: float) -> None:

@@ -29,14 +29,17 @@ import torch.distributed as dist
 import torch.distributed.nn
 from torch.nn.parallel import DistributedDataParallel
 
+from hfai_runtime.detectron2.logs import log_to_stdout
 from hfai_runtime.distributed import rendezvous
 from hfai_runtime.distributed.env import ALLOW_OVERSUBSCRIBE, DistEnv, allow_oversubscribe
+from hfai_runtime.distributed.prompt_exit import exit_after_atexit
 from hfai_runtime.distributed.spawn import spawn
 from hfai_runtime.distributed.suspend import (
     install_sigterm_handler,
     release_agreement_group,
     suspend_exit_code,
 )
+from hfai_runtime.startup import Mark, mark
 
 __all__ = ["launch_from_env"]
 
@@ -84,6 +87,10 @@ def launch_from_env(
     within two steps; code that never reaches one (an ``--eval-only`` run) keeps going until the
     pod's grace period ends in SIGKILL (137, retried like 143). Under torchrun the signal goes to
     torchrun, which kills the ranks and exits 1 -- a permanent failure under ``ExitCode``.
+
+    A suspended job's processes exit as soon as their ``atexit`` handlers have run, without
+    Python's finalization (:mod:`hfai_runtime.distributed.prompt_exit`): seconds sooner, but
+    ``finally`` blocks around this call do not run then -- register such cleanup with ``atexit``.
     """
     env = DistEnv.from_environ()
     suspend_code = suspend_exit_code()
@@ -98,6 +105,8 @@ def launch_from_env(
             code = spawn(
                 _spawned_worker, plan.procs_per_machine, (plan, main_func, args), suspend_code=suspend_code
             )
+    if code == suspend_code:
+        exit_after_atexit(code)
     if code:
         raise SystemExit(code)
 
@@ -140,17 +149,26 @@ def _origin(env: DistEnv) -> str:
 
 
 def _spawned_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> None:
-    raise SystemExit(_run_worker(local_rank, plan, main_func, args))
+    code = _run_worker(local_rank, plan, main_func, args)
+    if code == suspend_exit_code():
+        exit_after_atexit(code)
+    raise SystemExit(code)
 
 
 def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], args: tuple) -> int:
-    """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code."""
+    """Join the job as ``local_rank`` of this machine, run ``main_func``, return the exit code.
+
+    Before ``main_func``, for the whole process: output flushed at every line, SIGTERM only sets
+    the suspend flag (put back when ``main_func`` returns), the runtime's messages on stdout.
+    """
+    mark(Mark.WORKER_STARTED)
     _line_buffered_output()
     restore_sigterm = install_sigterm_handler()
     if plan.env.already_spawned:
         rank = plan.env.rank
     else:
         rank = plan.env.machine_rank * plan.procs_per_machine + local_rank
+    log_to_stdout(rank)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(local_rank),
@@ -159,14 +177,20 @@ def _run_worker(local_rank: int, plan: _Plan, main_func: Callable[..., Any], arg
         MASTER_ADDR=plan.env.master_addr,
         MASTER_PORT=str(plan.master_port),
     )
+    code: int | None = None
     try:
         if plan.world_size > 1:
             _join(plan, rank, local_rank)
         if local_rank == 0:
             print(describe_world(plan, rank), flush=True)
-        return _run_main(main_func, args)
+        mark(Mark.JOINED)
+        code = _run_main(main_func, args)
+        return code
     finally:
-        _leave_process_groups()
+        # A suspended process exits right after this, without finalization (exit_after_atexit),
+        # so no group's thread can outlive the GIL: the garbage collection (a second on a
+        # trainer's heap) that joins them for a finalizing interpreter is not needed there.
+        _leave_process_groups(collect=code != suspend_exit_code())
         restore_sigterm()
 
 
@@ -202,7 +226,7 @@ def _exit_status(exit_: SystemExit) -> int:
     return 1
 
 
-def _leave_process_groups() -> None:
+def _leave_process_groups(*, collect: bool = True) -> None:
     """Destroy the process groups, and drop the references to them that this runtime and
     detectron2 keep, so that their gloo threads are joined now.
 
@@ -221,7 +245,8 @@ def _leave_process_groups() -> None:
     _compat.forget_process_groups()
     release_agreement_group()
     dist.destroy_process_group()
-    gc.collect()  # a trainer in a reference cycle holds DDP, which holds the world group
+    if collect:
+        gc.collect()  # a trainer in a reference cycle holds DDP, which holds the world group
 
 
 def _line_buffered_output() -> None:

@@ -119,35 +119,66 @@ class _Source:
         batch_size = loader.batch_size if group else torch_loader.batch_size
         return cls(stream.dataset, stream.sampler, batch_size, torch_loader.num_workers, group)
 
-    def positions(self, first: int) -> Iterator[tuple[int, int]]:
-        """``(position, dataset index)`` of this rank's stream from ``first`` on."""
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """This rank's stream as ``(first position, dataset indices)`` arrays, consecutive."""
         rank, world = _compat.sampler_shard(self.sampler)
-        indices = itertools.islice(_compat.sampler_stream(self.sampler), rank + first * world, None, world)
-        return enumerate(indices, first)
+        drawn = 0  # indices of the whole job's stream before this chunk
+        for chunk in _compat.sampler_chunks(self.sampler):
+            skip = (rank - drawn) % world
+            mine = chunk[skip::world]
+            if len(mine):
+                yield (drawn + skip - rank) // world, mine
+            drawn += len(chunk)
+
+    def positions(self, first: int) -> Iterator[tuple[int, int]]:
+        """``(position, dataset index)`` of this rank's stream from ``first`` on; the positions
+        before it are skipped chunk by chunk, without a Python object each."""
+        for start, indices in self.chunks():
+            if start + len(indices) > first:
+                skip = max(0, first - start)
+                yield from enumerate(indices[skip:].tolist(), start + skip)
 
 
 class _MappedStream(torchdata.IterableDataset):
-    """Yields ``(dataset index, mapped dict)`` for the given positions; DataLoader workers take
-    turns, so the loader's output order is the stream order for any number of workers."""
+    """Yields ``(dataset index, mapped dict)``: first the ``held`` ``(position, index)`` pairs,
+    then the stream from position ``start`` on. DataLoader workers take turns, so the loader's
+    output order is the stream order for any number of workers."""
 
-    def __init__(self, source: _Source, seed: int, held: list[int], start: int):
+    def __init__(self, source: _Source, seed: int, held: list[tuple[int, int]], start: int):
         self.source, self.seed, self.held, self.start = source, seed, held, start
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         info = torchdata.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        held = set(self.held)
         rank, world = _compat.sampler_shard(self.source.sampler)
-        wanted = (
-            (p, i)
-            for p, i in self.source.positions(min(self.held, default=self.start))
-            if p >= self.start or p in held
-        )
+        wanted = itertools.chain(self.held, self.source.positions(self.start))
         for turn, (position, index) in enumerate(wanted):
             if turn % workers == worker:
                 with _scoped_seed(_seed_from(self.seed, rank + position * world)):
                     mapped = self.source.dataset[index]
                 yield index, mapped  # outside the scope: the consumer's RNG is its own
+
+
+class _Tail:
+    """The last ``keep`` ``(position, index)`` pairs appended to a bucket."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.positions = self.indices = np.empty(0, dtype=np.int64)
+
+    def extend(self, positions: np.ndarray, indices: np.ndarray) -> None:
+        self.positions = _last(np.concatenate([self.positions, positions]), self.keep)
+        self.indices = _last(np.concatenate([self.indices, indices]), self.keep)
+
+    def last(self, count: int) -> list[tuple[int, int]]:
+        return list(
+            zip(_last(self.positions, count).tolist(), _last(self.indices, count).tolist(), strict=True)
+        )
+
+
+def _last(array: np.ndarray, count: int) -> np.ndarray:
+    """The last ``count`` elements, all when there are fewer."""
+    return array[max(0, len(array) - count) :]
 
 
 class ResumableTrainLoader:
@@ -170,24 +201,32 @@ class ResumableTrainLoader:
             buckets[index] = 0 if record["width"] > record["height"] else 1
         return buckets
 
-    def _replay(self, batches_done: int) -> tuple[list[int], int]:
-        """The positions still held in the buckets after ``batches_done`` batches, and the next
-        position to read: bookkeeping only, no image is read."""
+    def _replay(self, batches_done: int) -> tuple[list[tuple[int, int]], int]:
+        """The ``(position, index)`` pairs still held in the buckets after ``batches_done``
+        batches, and the next position to read: bookkeeping only, no image is read, vectorized
+        over the stream's chunks (a bucket emits a batch each time its count reaches the batch
+        size, so the batches emitted up to a position are a monotone function of it)."""
         size = self.source.batch_size
         if self._aspect is None:
             return [], batches_done * size
-        buckets: list[list[int]] = [[], []]
-        position, emitted = 0, 0
-        positions = self.source.positions(0)
-        while emitted < batches_done:
-            position, index = next(positions)
-            bucket = buckets[self._aspect[index]]
-            bucket.append(position)
-            if len(bucket) == size:
-                bucket.clear()
-                emitted += 1
-        start = position + 1 if batches_done else 0
-        return sorted(buckets[0] + buckets[1]), start
+        if not batches_done:
+            return [], 0
+        counts = np.zeros(2, dtype=np.int64)  # samples per bucket before this chunk
+        tails = [_Tail(size - 1), _Tail(size - 1)]  # the last size - 1 of each bucket
+        for start, indices in self.source.chunks():
+            portrait = self._aspect[indices].astype(bool)
+            cumulative = [counts[0] + np.cumsum(~portrait), counts[1] + np.cumsum(portrait)]
+            emitted = cumulative[0] // size + cumulative[1] // size
+            at = int(np.searchsorted(emitted, batches_done))  # the position of the last batch
+            end = min(at + 1, len(indices))
+            positions = np.arange(start, start + end)
+            for bucket, members in enumerate((~portrait[:end], portrait[:end])):
+                tails[bucket].extend(positions[members], indices[:end][members])
+            if at < len(indices):
+                held = [pair for b in (0, 1) for pair in tails[b].last(int(cumulative[b][at] % size))]
+                return sorted(held), start + at + 1
+            counts = np.array([cumulative[0][-1], cumulative[1][-1]])
+        raise AssertionError("unreachable: the stream is infinite")
 
     def __iter__(self) -> Iterator[list[dict]]:
         loader = torchdata.DataLoader(

@@ -16,10 +16,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from hfai_runtime.distributed._compat import dataloader_workers_leave_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ class _Flag:
 
 
 _flag = _Flag()
-_agreement: dict = {}  # the agreement's gloo group, options and agree()'s buffer, made on first use
 
 
 def request_suspend(signum: int | None = None, frame=None) -> None:
@@ -83,9 +85,10 @@ def install_sigterm_handler() -> Callable[[], None]:
     The handler that was installed keeps running after the flag is set (:class:`_SuspendOnSigterm`).
     Idempotent: when this process's handler already sets the flag, nothing changes. Signal
     handlers belong to the main thread: called from another, it only logs a warning. DataLoader
-    workers forked from here on are shielded from process-group signals (below).
+    workers forked from here on are shielded from process-group signals
+    (:func:`~hfai_runtime.distributed._compat.dataloader_workers_leave_process_group`).
     """
-    _dataloader_workers_leave_process_group()
+    dataloader_workers_leave_process_group()
     if threading.current_thread() is not threading.main_thread():
         logger.warning(
             "SIGTERM handler not installed: %s is not the main thread, which alone "
@@ -106,33 +109,43 @@ def install_sigterm_handler() -> Callable[[], None]:
     return restore
 
 
-def _dataloader_workers_leave_process_group() -> None:
-    """torch's DataLoader workers die on SIGTERM (a C handler reports it, then re-raises), so a
-    SIGTERM sent to the whole process group (``kill -- -PGID``, ``tini -g``, a terminal) would
-    crash an evaluation or the training loader. Workers forked from here on first move to a
-    process group of their own: only their parent signals them then -- and it still stops them
-    with SIGTERM when it exits. (Ignoring SIGTERM instead would hang that exit.)"""
-    from torch.utils.data._utils import signal_handling
+@dataclass
+class _AgreementChannel:
+    """What the agreement keeps between steps, made on first use and dropped by
+    :func:`release_agreement_group`: its gloo group, the all-reduce's options, and the one-int
+    buffer :func:`agree` reuses."""
 
-    original = signal_handling._set_worker_signal_handlers
-    if getattr(original, "leaves_process_group", False):
-        return
+    group: dist.ProcessGroup | None = None
+    options: dist.AllreduceOptions | None = None
+    flag: torch.Tensor | None = None
 
-    def set_worker_signal_handlers(*args):
-        os.setpgid(0, 0)
-        original(*args)
+    def process_group(self) -> dist.ProcessGroup:
+        """A gloo group of every rank, made on first use (a collective: every rank gets here at
+        the same step). Its own group: on GPUs it costs no device sync, and its one-int
+        all-reduces never queue behind the gradients' on the world group."""
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo")
+        return self.group
 
-    set_worker_signal_handlers.leaves_process_group = True
-    signal_handling._set_worker_signal_handlers = set_worker_signal_handlers
+    def allreduce_options(self) -> dist.AllreduceOptions:
+        """MAX, asynchronous where torch has the option (>= 2.7; before it a group's ops are all
+        async)."""
+        if self.options is None:
+            options = dist.AllreduceOptions()
+            options.reduceOp = dist.ReduceOp.MAX
+            if hasattr(options, "asyncOp"):
+                options.asyncOp = True
+            self.options = options
+        return self.options
+
+    def buffer(self) -> torch.Tensor:
+        """:func:`agree`'s one-int buffer, reused from call to call."""
+        if self.flag is None:
+            self.flag = torch.zeros(1, dtype=torch.int32)
+        return self.flag
 
 
-def _agreement_group() -> dist.ProcessGroup:
-    """A gloo group of every rank for the agreement, made on first use (a collective: every
-    rank gets here at the same step). Its own group: on GPUs it costs no device sync, and its
-    one-int all-reduces never queue behind the gradients' on the world group."""
-    if "group" not in _agreement:
-        _agreement["group"] = dist.new_group(backend="gloo")
-    return _agreement["group"]
+_channel = _AgreementChannel()
 
 
 def _distributed() -> bool:
@@ -146,14 +159,8 @@ def _start(local: bool, flag: torch.Tensor) -> dist.Work:
     checks (torch/distributed/distributed_c10d.py@v2.14.1): for one int those checks cost more
     than the collective, every step, and creating a tensor more than filling one.
     """
-    if "options" not in _agreement:
-        options = dist.AllreduceOptions()
-        options.reduceOp = dist.ReduceOp.MAX
-        if hasattr(options, "asyncOp"):  # torch >= 2.7; before it, a group's ops are all async
-            options.asyncOp = True
-        _agreement["options"] = options
     flag.fill_(int(local))
-    return _agreement_group().allreduce([flag], _agreement["options"])
+    return _channel.process_group().allreduce([flag], _channel.allreduce_options())
 
 
 def agree(local: bool | None = None) -> bool:
@@ -165,7 +172,7 @@ def agree(local: bool | None = None) -> bool:
     local = suspend_requested() if local is None else local
     if not _distributed():
         return local
-    flag = _agreement.setdefault("flag", torch.zeros(1, dtype=torch.int32))
+    flag = _channel.buffer()
     _start(local, flag).wait()
     return bool(flag.item())
 
@@ -247,7 +254,8 @@ class StepAgreement:
 def release_agreement_group() -> None:
     """Forget the group the agreement created. Called before the process groups are destroyed:
     a group still referenced keeps its threads, and a later job in this process needs a new one."""
-    _agreement.clear()
+    global _channel
+    _channel = _AgreementChannel()
 
 
 def barrier() -> None:

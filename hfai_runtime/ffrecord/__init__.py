@@ -30,7 +30,7 @@ from .errors import (
 from .pack import pack_folder
 from .packed_folder import PackedFolder
 from .reader import FileReader
-from .sidecar import write_index
+from .sidecar import index_if_missing, write_index
 from .writer import FileWriter
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "PackedFolder",
     "pack_folder",
     "write_index",
+    "index_if_missing",
     "FFRecordError",
     "CorruptFileError",
     "SampleChecksumError",

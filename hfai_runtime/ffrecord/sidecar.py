@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .errors import FFRecordError, IndexWarning
+from .errors import FFRecordError, IndexWarning, NotAPackedFolderError
 from .index import ARRAYS, PathIndex
 from .layout import header_size
 from .metadata import decode
@@ -134,7 +134,30 @@ def write_index(ffr_file: PathLike) -> str:
     fname = os.fspath(ffr_file)
     with FileReader(fname) as pack:
         if pack.n == 0:
-            raise FFRecordError(f"{fname} is not a packed folder: it has no samples")
+            raise NotAPackedFolderError(f"{fname} is not a packed folder: it has no samples")
         tree = decode(pack.view(pack.n - 1), fname)
         save_index(PathIndex.from_tree(tree, pack.n - 1, fname), pack, index_path(fname))
     return index_path(fname)
+
+
+def index_if_missing(ffr_file: PathLike) -> str | None:
+    """Write the index of the packed folder ``ffr_file`` when none lies beside it and its folder
+    is writable; the path written, or None (a plain FFRecord file, a directory of packs, an
+    index already there -- stale ones are reported when the pack opens -- or a folder that
+    cannot be written).
+
+    For the ``ffr`` commands that open a pack: a pack the official library wrote has no index,
+    and building one in memory costs more than the official reader's whole open (it unpickles
+    the metadata; we refuse to run it, and index it). The first command pays that once, plus
+    the write; every later open, by any process, maps the index (``python -m bench.ffrecord``)."""
+    fname = os.fspath(ffr_file)
+    path = index_path(fname)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(fname) or os.path.lexists(path) or not os.access(folder, os.W_OK):
+        return None
+    try:
+        return write_index(fname)
+    except NotAPackedFolderError:
+        return None
+    except OSError:  # a read-only mount, a full disk: the pack still opens, indexed in memory
+        return None

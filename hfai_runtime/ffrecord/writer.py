@@ -11,6 +11,9 @@ either the previous file or the complete new one, never a partial file:
   delete it), which is safe to remove.
 
 The file gets ordinary permissions (0666 minus the umask); the official writer makes it 0700.
+Only a regular file (or nothing) is replaced: a device, FIFO, socket, directory or symbolic link
+under ``fname`` is refused when the writer is made and again just before the rename
+(:func:`~.files.check_replaceable`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import ctypes
 import os
 import secrets
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SampleCountError
+from .files import check_replaceable
 from .layout import crc32, encode_header, header_size
 from .reader import PathLike
 
@@ -85,6 +90,7 @@ class FileWriter:
         self.count = 0
         self._crcs = np.zeros(self.n, np.uint32)
         self._lengths = np.zeros(self.n, np.int64)
+        check_replaceable(self.fname)
         target = Path(self.fname)
         self._tmp = str(target.with_name(f"{temp_prefix(target.name)}{os.getpid()}-{secrets.token_hex(4)}"))
         try:
@@ -97,18 +103,28 @@ class FileWriter:
 
     def write_one(self, data) -> None:
         """Append one sample: bytes, bytearray, memoryview or a C-contiguous numpy array."""
+        self.write_parts([data])
+
+    def write_parts(self, parts: Iterable) -> None:
+        """Append one sample given as consecutive chunks (each like ``write_one``'s ``data``),
+        its CRC computed across them: a large file streamed through a reused buffer costs the
+        buffer's memory, not the file's size."""
         if self._file is None:
             raise ValueError(f"{self.fname}: write_one() on a closed FileWriter")
         if self.count >= self.n:
             raise SampleCountError(
                 f"{self.fname}: sample {self.count} exceeds the {self.n} samples declared to FileWriter"
             )
-        view = _as_bytes(data, self.fname, self.count)
-        self._crcs[self.count] = crc32(view)
-        self._lengths[self.count] = view.nbytes
-        self._file.write(view)
+        crc = length = 0
+        for part in parts:
+            view = _as_bytes(part, self.fname, self.count)
+            crc = crc32(view, crc)
+            self._file.write(view)
+            length += view.nbytes
+            self._wrote(view.nbytes, buffered=True)
+        self._crcs[self.count] = crc
+        self._lengths[self.count] = length
         self.count += 1
-        self._wrote(view.nbytes, buffered=True)
 
     def write_batch(self, data: memoryview, lengths: list[int]) -> None:
         """Append ``len(lengths)`` samples stored back to back in ``data`` with one system
@@ -165,6 +181,7 @@ class FileWriter:
             if self.durable:
                 os.fdatasync(self._file.fileno())  # the data and the size; the rest is metadata
             self._file.close()
+            check_replaceable(self.fname)  # again: it may have been swapped while we wrote
             os.replace(self._tmp, self.fname)
         except BaseException:
             self.discard()

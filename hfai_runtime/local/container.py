@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from hfai_runtime.local.manifest import Replica
+from hfai_runtime.local.sandbox import UNMAPPED_MOUNTS, volume_folder
 
 POD_MARKER = "HFAI_RUN_LOCAL_POD"  # in every pod's env: finds the processes it started
 MASTER_ADDR_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
 MASTER_PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
-UNMAPPED_MOUNTS = ("/dev/shm",)
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -101,10 +101,8 @@ class PathMap:
         if replica.working_dir:
             mapping[replica.working_dir] = project_dir
         for mount in replica.mounts:
-            if mount.path in UNMAPPED_MOUNTS:
-                continue
-            base = overrides.get(mount.path.rstrip("/"), data_dir)
-            mapping[mount.path] = base / mount.sub_path if mount.sub_path else base
+            if mount.path not in UNMAPPED_MOUNTS:
+                mapping[mount.path] = volume_folder(mount, data_dir, overrides)
         return cls(mapping)
 
 

@@ -38,11 +38,17 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from hfai_runtime.local.container import UNMAPPED_MOUNTS, ProcessEngine, expand_refs
+from hfai_runtime.local.container import ProcessEngine, expand_refs
 from hfai_runtime.local.manifest import LocalJob, Replica
+from hfai_runtime.local.sandbox import (
+    UNMAPPED_MOUNTS,
+    grant_fs_group,
+    make_folders,
+    volume_folder,
+    volume_root,
+)
 
 ENGINES = ("podman", "docker")
 FS_GROUP = 1000  # the template's pods' securityContext.fsGroup and the images' user
@@ -240,10 +246,9 @@ class ContainerEngine(ProcessEngine):
         for mount in replica.mounts:
             if mount.path in UNMAPPED_MOUNTS:
                 continue
-            base = self.mounts.get(mount.path.rstrip("/"), self.data_dir)
-            folder = base / mount.sub_path if mount.sub_path else base
-            folder.mkdir(parents=True, exist_ok=True)
-            volumes.append((mount.path, folder.resolve()))
+            folder = volume_folder(mount, self.data_dir, self.mounts)
+            root = volume_root(mount, self.data_dir, self.mounts)
+            volumes.append((mount.path, make_folders(root, folder)))
         return volumes
 
     def _volume_folders(self) -> set[Path]:
@@ -258,18 +263,11 @@ class ContainerEngine(ProcessEngine):
         return []
 
     def _grant_fs_group(self, folder: Path) -> None:
-        """As the kubelet applies ``fsGroup`` to a volume: group-owned, group-writable, setgid
-        directories, so the image's user can write checkpoints. Only a root engine needs it."""
-        if self._rootless():
-            return
-        for root, dirs, files in os.walk(folder):
-            for name in [".", *dirs, *files]:
-                path = os.path.join(root, name)
-                os.lchown(path, -1, FS_GROUP)
-                if not os.path.islink(path):
-                    mode = os.lstat(path).st_mode
-                    extra = 0o2070 if os.path.isdir(path) else 0o060
-                    os.chmod(path, mode | extra)
+        """As the kubelet applies ``fsGroup`` to a volume, so the image's user can write
+        checkpoints; only a root engine needs it, and only under ``--data-dir``
+        (:func:`~hfai_runtime.local.sandbox.grant_fs_group` says what it leaves alone)."""
+        if not self._rootless():
+            grant_fs_group(self.data_dir, folder, FS_GROUP)
 
 
 def pod_names(job: LocalJob, replica: Replica) -> list[str]:
@@ -305,16 +303,18 @@ def _images(node) -> list[str]:
 def engine_for(
     program: str,
     job: LocalJob,
-    manifest: Path,
+    document: Mapping[str, Any],
     image: str | None,
     data_dir: Path,
     mounts: Mapping[str, Path],
     args: Sequence[str] | None = None,
 ) -> Iterator[ContainerEngine | None]:
-    """``run-local --engine``'s engine, made ready and cleaned up; ``None`` for ``process``."""
+    """``run-local --engine``'s engine, made ready and cleaned up; ``None`` for ``process``.
+    ``document`` is the job's manifest document, as read once by the caller."""
     if program == "process":
         yield None
         return
-    doc = yaml.safe_load(manifest.read_text())
-    with ContainerEngine(job, job_image(doc, image), data_dir, mounts, program=program, args=args) as engine:
+    with ContainerEngine(
+        job, job_image(document, image), data_dir, mounts, program=program, args=args
+    ) as engine:
         yield engine

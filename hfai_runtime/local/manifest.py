@@ -1,41 +1,35 @@
 """Read a rendered PyTorchJob v1 or TrainJob into the replicas the local runner starts.
 
-The checks here are the ones the runner relies on and the admission rules a cluster would
-refuse the manifest by, each naming the field path (``spec.pytorchReplicaSpecs.Master.replicas:
-expected 1, got 2``); the full admission check (CRD schema and CEL rules) is ``hfai-runtime
-check``. Operator defaults are applied as the operator's defaulter would: Worker replicas 1,
+This module parses; :mod:`hfai_runtime.check` judges. ``run-local`` runs the admission check
+(CRD schema, CEL rules, the operators' webhooks, the Pod rules) on the same documents first, so
+what is checked here is only what the runner itself needs: types it reads, values it cannot
+run locally (``valueFrom``, NUL bytes, more than :data:`MAX_LOCAL_PODS` pods), each naming the
+field path. Operator defaults are applied as the operator's defaulter would: Worker replicas 1,
 PyTorchJob ``restartPolicy`` ``OnFailure``, ``cleanPodPolicy`` ``None``,
 ``terminationGracePeriodSeconds`` 30.
 
-A TrainJob is read against the stock ``torch-distributed`` runtime (container ``node``): its pod
-template is not in the manifest, so the command must come from ``spec.trainer.command``. The
-JobSet webhook defaults the pods' ``restartPolicy`` to ``OnFailure``
-(``pkg/webhooks/jobset_webhook.go@v0.12.0``) and the runtime's batch Job keeps Kubernetes'
-default ``backoffLimit`` 6. ``spec.runtimePatches`` may patch only what Trainer v2.3.0's
-``PodSpecPatch`` has (``pkg/apis/trainer/v1alpha1/trainjob_types.go@v2.3.0``): affinity,
-containers (name, env, securityContext, volumeMounts), imagePullSecrets, initContainers,
-nodeSelector, schedulingGates, securityContext, serviceAccountName,
-terminationGracePeriodSeconds, tolerations and volumes -- not ``restartPolicy`` -- and not env
-on the ``node`` container.
+A TrainJob is read against the runtime it references (container ``node``): the stock
+``torch-distributed``, or a (Cluster)TrainingRuntime document beside it (the template's
+``k8s/runtime.yaml``), whose JobSet restart rules the runner applies (:mod:`.jobset`); the
+command must come from ``spec.trainer.command``. Under the stock runtime the JobSet webhook
+defaults the pods' ``restartPolicy`` to ``OnFailure`` (``pkg/webhooks/jobset_webhook.go@v0.12.0``)
+and the batch Job keeps Kubernetes' default ``backoffLimit`` 6. ``spec.runtimePatches`` patch the
+``node`` pods (later patches win); what a patch may set is the TrainJob webhook's and the CRD
+schema's to say.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hfai_runtime.check.names import dns1035_label_error, domain_prefixed_path_error
+from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
+from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest, shown
+from hfai_runtime.local.jobset import STOCK, STOCK_RUNTIME, GangPolicy, find_runtime, gang_policy, runtime_key
 from hfai_runtime.local.operator_env import (
-    PYTORCHJOB_CONTAINER,
-    TRAINJOB_CONTAINER,
-    TRAINJOB_REPLICATED_JOB,
     TRAINJOB_RUNTIME_NUM_NODES,
     injected_env,
     pytorchjob_replica_specs,
@@ -62,32 +56,13 @@ class CleanPodPolicy(str, Enum):
 
 
 DEFAULT_GRACE_SECONDS = 30
-MAX_MANIFEST_BYTES = 1 << 20  # a job manifest is a few KiB; the API server's limit is ~1.5 MiB
-PYTORCHJOB_API = "kubeflow.org/v1"
-TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
-TRAINJOB_RUNTIME = "torch-distributed"
-TRAINJOB_BACKOFF_LIMIT = 6  # batch/v1 Job's default; the stock runtime does not set one
+#: More pods than this would only thrash one machine (a cluster job can have many more); counted
+#: before any replica is built, so ``replicas: 2147483647`` costs nothing.
+MAX_LOCAL_PODS = 64
 TRAINJOB_POD_PATH = (
     "spec.runtimePatches[].trainingRuntimeSpec.template.spec"
     ".replicatedJobs[name=node].template.spec.template.spec"
 )
-# trainjob_types.go@v2.3.0 PodSpecPatch and ContainerPatch: the fields a runtime patch may set.
-POD_PATCH_FIELDS = frozenset(
-    {
-        "affinity",
-        "containers",
-        "imagePullSecrets",
-        "initContainers",
-        "nodeSelector",
-        "schedulingGates",
-        "securityContext",
-        "serviceAccountName",
-        "terminationGracePeriodSeconds",
-        "tolerations",
-        "volumes",
-    }
-)
-CONTAINER_PATCH_FIELDS = frozenset({"name", "env", "securityContext", "volumeMounts"})
 
 
 @dataclass(frozen=True)
@@ -130,58 +105,56 @@ class LocalJob:
     procs_per_node: str = "auto"  # nprocPerNode / numProcPerNode as the operator passes it
     procs_per_node_path: str = ""  # the manifest field that sets it
     declared_procs_per_node: str = "auto"  # the same before run-local's cap
-
-
-class ManifestError(ValueError):
-    """A manifest the runner cannot run; the message names the file and the field."""
+    gang: GangPolicy | None = None  # a TrainJob's: its runtime's restart rules (local/jobset.py)
+    queue: str | None = None  # its Kueue LocalQueue (label kueue.x-k8s.io/queue-name), if any
 
 
 def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJob:
-    """Read and validate the single job document in ``path``; see :func:`parse_job` for the
-    cap. Anything but a regular file (a FIFO, a device) is refused without blocking on it."""
-    path = Path(path)
+    """Read the manifest at ``path`` (:func:`~hfai_runtime.kube.reader.read_manifest`) and
+    :func:`job_of` it: a :class:`ManifestError` naming the file otherwise."""
+    return job_of(read_manifest(path), procs_per_node_cap)
+
+
+def job_of(manifest: Manifest, procs_per_node_cap: int | None = None) -> LocalJob:
+    """The job of a manifest already read, which must hold exactly one document; see
+    :func:`parse_job` for the cap."""
+    if len(manifest.documents) != 1:
+        raise ManifestError(
+            manifest.source, f"expected exactly one job document, found {len(manifest.documents)}"
+        )
+    doc = manifest.documents[0]
+    folder = Path(manifest.source).parent
     try:
-        docs = [d for d in yaml.safe_load_all(_read_regular_file(path)) if d is not None]
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: cannot read a YAML manifest: {exc}") from exc
-    if len(docs) != 1 or not isinstance(docs[0], dict):
-        raise ManifestError(f"{path}: expected exactly one job document, found {len(docs)}")
-    try:
-        return parse_job(docs[0], procs_per_node_cap)
+        runtime = find_runtime(doc, [], folder) if doc.get("kind") == "TrainJob" else None
+        return parse_job(doc, procs_per_node_cap, runtime)
     except ValueError as exc:
-        raise ManifestError(f"{path}: {exc}") from exc
+        raise ManifestError(manifest.source, str(exc)) from exc
 
 
-def _read_regular_file(path: Path) -> str:
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ValueError("not a regular file (a folder, FIFO, device or socket is never read)")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > MAX_MANIFEST_BYTES:
-            raise ValueError(
-                f"{info.st_size} bytes; a job manifest is at most {MAX_MANIFEST_BYTES} bytes here"
-            )
-        return f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
-
-
-def parse_job(doc: Mapping[str, Any], procs_per_node_cap: int | None = None) -> LocalJob:
+def parse_job(
+    doc: Mapping[str, Any], procs_per_node_cap: int | None = None, runtime: Mapping[str, Any] | None = None
+) -> LocalJob:
     """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas.
 
     ``procs_per_node_cap`` (run-local's ``--cpu-procs-per-pod``) lowers ``nprocPerNode`` /
     ``numProcPerNode`` before the operator's environment is computed, so ``WORLD_SIZE`` and
     ``PET_NPROC_PER_NODE`` agree with the processes each pod really starts; a non-numeric value
     (``auto``) becomes the cap, since ``auto`` on a machine without GPUs means every CPU.
+
+    ``runtime``: the (Cluster)TrainingRuntime document a TrainJob references (not needed for the
+    stock ``torch-distributed``); its JobSet's restart rules become the job's :attr:`LocalJob.gang`.
     """
     kind = doc.get("kind")
     if kind == "PyTorchJob":
-        _expect_equal(doc, "apiVersion", PYTORCHJOB_API)
+        _expect_equal(doc, "apiVersion", PYTORCHJOB.api_version)
         keys, parse = ("spec", "nprocPerNode"), _parse_pytorchjob
     elif kind == "TrainJob":
-        _expect_equal(doc, "apiVersion", TRAINJOB_API)
-        keys, parse = ("spec", "trainer", "numProcPerNode"), _parse_trainjob
+        _expect_equal(doc, "apiVersion", TRAINJOB.api_version)
+        keys = ("spec", "trainer", "numProcPerNode")
+
+        def parse(doc: Mapping[str, Any]) -> LocalJob:
+            return _parse_trainjob(doc, runtime)
+
     else:
         raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
     declared = parse(doc)
@@ -221,33 +194,26 @@ def _with(doc: Mapping[str, Any], keys: tuple[str, ...], value: Any) -> dict[str
 
 def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
     name = _name(doc)
-    if dns1035_label_error(name):
-        # pkg/webhooks/pytorch/pytorchjob_webhook.go@v1.9.4 validatePyTorchJob
-        raise ValueError(
-            f"metadata.name: expected a DNS-1035 label (lower-case letters, digits "
-            f"and '-', starting with a letter, at most 63), got {name!r}"
-        )
     spec = _mapping(doc.get("spec"), "spec")
     specs = pytorchjob_replica_specs(doc)
     if "Master" not in specs:
         raise ValueError("spec.pytorchReplicaSpecs.Master: required (the operator needs one)")
+    counts = {
+        rtype: replica_count(specs[rtype], f"spec.pytorchReplicaSpecs.{rtype}")
+        for rtype in PYTORCHJOB.replica_types
+        if rtype in specs
+    }
+    _within_local_pods(
+        sum(counts.values()), f"spec.pytorchReplicaSpecs.{max(counts, key=counts.get)}.replicas"
+    )
     replicas = []
-    for rtype in ("Master", "Worker"):
-        if rtype not in specs:
-            continue
+    for rtype, count in counts.items():
         path = f"spec.pytorchReplicaSpecs.{rtype}"
         rspec = specs[rtype]
-        _webhook_replicas(rspec, rtype, path)
-        count = replica_count(rspec, path)
         policy = _restart_policy(rspec, path)
         template = _mapping(rspec.get("template"), f"{path}.template")
         pod = _mapping(template.get("spec"), f"{path}.template.spec")
-        container = _container(pod, PYTORCHJOB_CONTAINER, f"{path}.template.spec")
-        if not container.get("image"):
-            raise ValueError(
-                f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}].image: "
-                f"required (the operator's webhook refuses a container without one)"
-            )
+        container = _container(pod, PYTORCHJOB.container, f"{path}.template.spec")
         for index in range(count):
             replicas.append(
                 _replica(
@@ -258,7 +224,7 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
                     pod,
                     policy,
                     pod_path=f"{path}.template.spec",
-                    container_path=f"{path}.template.spec.containers[name={PYTORCHJOB_CONTAINER}]",
+                    container_path=f"{path}.template.spec.containers[name={PYTORCHJOB.container}]",
                 )
             )
     run_policy = _mapping(spec.get("runPolicy") or {}, "spec.runPolicy")
@@ -276,43 +242,27 @@ def _parse_pytorchjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=str(spec.get("nprocPerNode", "auto")),
         procs_per_node_path="spec.nprocPerNode",
         declared_procs_per_node=str(spec.get("nprocPerNode", "auto")),
+        queue=_queue(doc),
     )
 
 
-def _webhook_replicas(rspec: Mapping[str, Any], rtype: str, path: str) -> None:
-    """``validatePyTorchReplicaSpecs`` (pytorchjob_webhook.go@v1.9.4): Master's ``replicas``
-    must be stated and be 1; a stated Worker ``replicas`` must be at least 1. (The webhook runs
-    before the controller's defaulter would fill them in.)"""
-    replicas = rspec.get("replicas")
-    if rtype == "Master" and replicas != 1:
-        stated = "not stated" if replicas is None else f"got {replicas!r}"
-        raise ValueError(f"{path}.replicas: expected 1, {stated} (the operator's webhook requires it)")
-    if (
-        rtype == "Worker"
-        and replicas is not None
-        and not (isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1)
-    ):
-        raise ValueError(
-            f"{path}.replicas: expected at least 1, got {replicas!r} (the "
-            f"operator's webhook refuses fewer; drop Worker for a one-pod job)"
-        )
+def _within_local_pods(pods: int, path: str) -> None:
+    if pods > MAX_LOCAL_PODS:
+        raise ValueError(f"{path}: {pods} pods; run-local starts at most {MAX_LOCAL_PODS} on one machine")
 
 
-def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
+def _parse_trainjob(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> LocalJob:
     name = _name(doc)
     spec = _mapping(doc.get("spec"), "spec")
-    runtime = _mapping(spec.get("runtimeRef"), "spec.runtimeRef").get("name")
-    if runtime != TRAINJOB_RUNTIME:
-        raise ValueError(
-            f"spec.runtimeRef.name: expected {TRAINJOB_RUNTIME!r} (the only runtime whose pod "
-            f"template the local runner knows), got {runtime!r}"
-        )
+    _mapping(spec.get("runtimeRef"), "spec.runtimeRef")
+    gang = _gang(doc, runtime)
     trainer = _mapping(spec.get("trainer"), "spec.trainer")
     nodes = trainer.get("numNodes", TRAINJOB_RUNTIME_NUM_NODES)
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ValueError(f"spec.trainer.numNodes: expected a positive integer, got {nodes!r}")
-    pod = _trainjob_pod_patch(spec)
-    container = _container(pod, TRAINJOB_CONTAINER, TRAINJOB_POD_PATH, required=False)
+    _within_local_pods(nodes, "spec.trainer.numNodes")
+    pod = {**_runtime_pod(runtime), **_trainjob_pod_patch(spec)}
+    container = _container(pod, TRAINJOB.container, TRAINJOB_POD_PATH, required=False)
     container = {
         **container,
         "command": trainer.get("command"),
@@ -322,11 +272,11 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
     replicas = tuple(
         _replica(
             doc,
-            TRAINJOB_REPLICATED_JOB,
+            TRAINJOB.replica_types[0],
             i,
             container,
             pod,
-            RestartPolicy.ON_FAILURE,
+            RestartPolicy(gang.restart_policy),
             pod_path=TRAINJOB_POD_PATH,
             container_path="spec.trainer",
         )
@@ -336,7 +286,7 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         kind="TrainJob",
         name=name,
         replicas=replicas,
-        backoff_limit=TRAINJOB_BACKOFF_LIMIT,
+        backoff_limit=gang.backoff_limit,
         suspend=_optional_bool(spec, "suspend", "spec"),
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
         # JobSet deletes the child Jobs of a finished JobSet, and with them every pod.
@@ -344,77 +294,60 @@ def _parse_trainjob(doc: Mapping[str, Any]) -> LocalJob:
         procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
         procs_per_node_path="spec.trainer.numProcPerNode",
         declared_procs_per_node=replicas[0].env["PET_NPROC_PER_NODE"],
+        gang=gang,
+        queue=_queue(doc),
     )
 
 
+def _queue(doc: Mapping[str, Any]) -> str | None:
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    queue = labels.get("kueue.x-k8s.io/queue-name") if isinstance(labels, Mapping) else None
+    return queue if isinstance(queue, str) and queue else None
+
+
+def _gang(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -> GangPolicy:
+    """The restart rules of the runtime the TrainJob references: the stock torch-distributed's,
+    or the given runtime document's; ``ValueError`` when it is neither."""
+    kind, name = runtime_key(doc)
+    if (kind, name) == STOCK_RUNTIME:
+        return STOCK
+    if runtime is None:
+        raise ValueError(
+            f"spec.runtimeRef: {kind} {name!r} is not among the manifests: put it beside the TrainJob "
+            "(the template renders it as k8s/runtime.yaml), as the cluster needs it applied first"
+        )
+    return gang_policy(runtime)
+
+
+def _runtime_pod(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The runtime's node pod spec, which the TrainJob's patches and trainer fields complete
+    (its restart policy is the gang policy's)."""
+    jobs = (((runtime or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "replicatedJobs"
+    ) or [{}]
+    pod = dict(((jobs[0].get("template") or {}).get("spec") or {}).get("template", {}).get("spec") or {})
+    pod.pop("restartPolicy", None)
+    pod.pop("containers", None)  # the node container: image from spec.trainer, patches below
+    return pod
+
+
 def _trainjob_pod_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The node pods' spec as ``spec.runtimePatches`` patch it (later patches win), checked
-    against the TrainJob webhook's rules (plugins/jobset/jobset.go@v2.3.0 ``Validate``)."""
+    """The ``node`` pods' spec as ``spec.runtimePatches`` patch it, later patches winning."""
     pod: dict[str, Any] = {}
     patches = spec.get("runtimePatches") or []
     if not isinstance(patches, list):
         raise ValueError("spec.runtimePatches: expected a list")
     for i, patch in enumerate(patches):
         base = f"spec.runtimePatches[{i}]"
-        patch = _mapping(patch, base)
-        _check_manager(patch.get("manager"), f"{base}.manager")
-        jobs = ((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}
-        for j, rjob in enumerate(jobs.get("replicatedJobs") or []):
-            rpath = f"{base}.trainingRuntimeSpec.template.spec.replicatedJobs[{j}]"
-            if rjob.get("name") != TRAINJOB_REPLICATED_JOB:
-                raise ValueError(
-                    f"{rpath}.name: expected {TRAINJOB_REPLICATED_JOB!r} (the "
-                    f"webhook refuses replicated jobs the runtime does not have), "
-                    f"got {rjob.get('name')!r}"
-                )
+        jobs = _mapping(patch, base).get("trainingRuntimeSpec") or {}
+        jobs = ((jobs.get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+        for j, rjob in enumerate(jobs):
+            if not isinstance(rjob, Mapping) or rjob.get("name") != TRAINJOB.replica_types[0]:
+                continue
             job_spec = (rjob.get("template") or {}).get("spec") or {}
-            patched = _mapping(
-                (job_spec.get("template") or {}).get("spec") or {}, f"{rpath}.template.spec.template.spec"
-            )
-            _check_pod_patch(patched, f"{rpath}.template.spec.template.spec")
-            pod.update(patched)
+            path = f"{base}.trainingRuntimeSpec.template.spec.replicatedJobs[{j}].template.spec.template.spec"
+            pod.update(_mapping((job_spec.get("template") or {}).get("spec") or {}, path))
     return pod
-
-
-def _check_manager(manager: Any, path: str) -> None:
-    """The TrainJob webhook's ``runtimePatches[].manager`` rule (plugins/jobset/jobset.go@v2.3.0):
-    apimachinery's ``IsDomainPrefixedPath``, e.g. ``example.com/det``."""
-    if not isinstance(manager, str) or domain_prefixed_path_error(manager):
-        raise ValueError(
-            f"{path}: expected a domain-prefixed path such as "
-            f"'example.com/d2-hfai-template' (the TrainJob webhook refuses others), "
-            f"got {manager!r}"
-        )
-
-
-def _check_pod_patch(pod: Mapping[str, Any], path: str) -> None:
-    for key in pod:
-        if key not in POD_PATCH_FIELDS:
-            raise ValueError(
-                f"{path}.{key}: a runtime patch cannot set it (a pod patch has only "
-                f"{', '.join(sorted(POD_PATCH_FIELDS))})"
-            )
-    for kind in ("containers", "initContainers"):
-        for k, container in enumerate(pod.get(kind) or []):
-            cpath = f"{path}.{kind}[{k}]"
-            container = _mapping(container, cpath)
-            for key in container:
-                if key not in CONTAINER_PATCH_FIELDS:
-                    raise ValueError(
-                        f"{cpath}.{key}: a runtime patch cannot set it (a container "
-                        f"patch has only {', '.join(sorted(CONTAINER_PATCH_FIELDS))})"
-                    )
-            if kind == "containers" and container.get("name") != TRAINJOB_CONTAINER:
-                raise ValueError(
-                    f"{cpath}.name: expected {TRAINJOB_CONTAINER!r}, the runtime's "
-                    f"only container, got {container.get('name')!r}"
-                )
-            if container.get("env") and container.get("name") == TRAINJOB_CONTAINER:
-                raise ValueError(
-                    f"{cpath}.env: the webhook refuses env for the "
-                    f"{TRAINJOB_CONTAINER!r} container in a patch; use "
-                    f"spec.trainer.env"
-                )
 
 
 def _replica(
@@ -494,6 +427,12 @@ def _container_env(env: Any, path: str) -> dict[str, str]:
         value = item.get("value", "")
         if not isinstance(value, str):
             raise ValueError(f"{path}[{i}].value: expected a string, got {value!r} (quote it in YAML)")
+        if not item["name"] or "=" in item["name"]:
+            # The API server refuses these too (validation.go validateEnvVarName): no process
+            # environment can hold a name with '='.
+            raise ValueError(
+                f"{path}[{i}].name: {shown(item['name'])} is not a variable name (empty or with '=')"
+            )
         if "\0" in value or "\0" in item["name"]:
             raise ValueError(
                 f"{path}[{i}] ({item['name']!r}): contains a NUL character, which "

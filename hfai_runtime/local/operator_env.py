@@ -32,13 +32,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-PYTORCHJOB_PORT_NAME = "pytorchjob-port"
-PYTORCHJOB_CONTAINER = "pytorch"
-PYTORCHJOB_DEFAULT_PORT = 23456
-PYTORCHJOB_REPLICA_TYPES = ("Master", "Worker")
+from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
+from hfai_runtime.kube.quantity import QuantityError, parse_quantity
 
-TRAINJOB_CONTAINER = "node"
-TRAINJOB_REPLICATED_JOB = "node"
+PYTORCHJOB_PORT_NAME = "pytorchjob-port"
+PYTORCHJOB_DEFAULT_PORT = 23456
 TRAINJOB_MASTER_PORT = 29500
 TRAINJOB_RUNTIME_NUM_NODES = 1  # the stock torch-distributed runtime's mlPolicy.numNodes
 
@@ -50,9 +48,9 @@ def injected_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[
     camel-cases the keys) and ``"node"`` for a TrainJob; ``index`` counts from 0 within the type.
     """
     kind = job.get("kind")
-    if kind == "PyTorchJob":
+    if kind == PYTORCHJOB.kind:
         return _pytorchjob_env(job, replica_type, index)
-    if kind == "TrainJob":
+    if kind == TRAINJOB.kind:
         return _trainjob_env(job, replica_type, index)
     raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
 
@@ -64,10 +62,10 @@ def pytorchjob_replica_specs(job: Mapping[str, Any]) -> dict[str, Mapping[str, A
     ``master``, so the API server refuses any other spelling."""
     specs = _get(job, "spec.pytorchReplicaSpecs", dict)
     for key, spec in specs.items():
-        if key not in PYTORCHJOB_REPLICA_TYPES:
+        if key not in PYTORCHJOB.replica_types:
             raise ValueError(
                 f"spec.pytorchReplicaSpecs.{key}: expected exactly one of "
-                f"{', '.join(PYTORCHJOB_REPLICA_TYPES)} (the operator's webhook refuses other keys)"
+                f"{', '.join(PYTORCHJOB.replica_types)} (the operator's webhook refuses other keys)"
             )
         if not isinstance(spec, Mapping):
             raise ValueError(f"spec.pytorchReplicaSpecs.{key}: expected a mapping")
@@ -87,7 +85,7 @@ def pytorchjob_master_port(job: Mapping[str, Any]) -> int:
     master = pytorchjob_replica_specs(job).get("Master")
     containers = ((master or {}).get("template") or {}).get("spec", {}).get("containers") or []
     for i, container in enumerate(containers):
-        if container.get("name") != PYTORCHJOB_CONTAINER:
+        if container.get("name") != PYTORCHJOB.container:
             continue
         for j, port in enumerate(container.get("ports") or []):
             if port.get("name") == PYTORCHJOB_PORT_NAME:
@@ -132,7 +130,8 @@ def _pytorchjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> di
 
 
 def _trainjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[str, str]:
-    if replica_type != TRAINJOB_REPLICATED_JOB:
+    node = TRAINJOB.replica_types[0]
+    if replica_type != node:
         raise ValueError(f"replica type {replica_type!r}: a TrainJob's torch nodes are 'node'")
     name = _get(job, "metadata.name", str)
     trainer = _get(job, "spec", dict).get("trainer") or {}
@@ -141,7 +140,7 @@ def _trainjob_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict
         "PET_NNODES": str(nodes),
         "PET_NPROC_PER_NODE": trainjob_nproc_per_node(trainer),
         "PET_NODE_RANK": str(index),
-        "PET_MASTER_ADDR": f"{name}-{TRAINJOB_REPLICATED_JOB}-0-0.{name}",
+        "PET_MASTER_ADDR": f"{name}-{node}-0-0.{name}",
         "PET_MASTER_PORT": str(TRAINJOB_MASTER_PORT),
     }
 
@@ -188,13 +187,10 @@ def _gpu_count(quantities: Mapping[str, Any], section: str) -> int:
 
 def _cpu_quantity(value: Any, path: str) -> int:
     """A Kubernetes quantity (``2``, ``"1.5"``, ``"500m"``) rounded up, as ``Quantity.Value``."""
-    text = str(value).strip()
     try:
-        if text.endswith("m"):
-            return math.ceil(float(text[:-1]) / 1000)
-        return math.ceil(float(text))
-    except ValueError:
-        raise ValueError(f"{path}: expected a CPU quantity like 2 or 500m, got {value!r}") from None
+        return math.ceil(parse_quantity(value))
+    except QuantityError as error:
+        raise ValueError(f"{path}: expected a CPU quantity like 2 or 500m: {error}") from None
 
 
 def _get(obj: Mapping[str, Any], path: str, expected: type) -> Any:

@@ -5,7 +5,7 @@ follow training-operator v1.9.4 (PyTorchJob: ``pkg/controller.v1/common/job.go``
 ``pkg/core/job.go``, ``pkg/controller.v1/pytorch/pytorchjob_controller.go``) and Trainer v2.3.0
 with JobSet v0.12 (TrainJob):
 
-* **restart policy** (per replica type, applied to that replica's own exit): ``ExitCode``
+* **restart policy** (PyTorchJob, per replica type, applied to that replica's own exit): ``ExitCode``
   recreates the pod on codes >= 128 (signals: SIGTERM -> 143, SIGKILL -> 137) and fails the job
   on 1-127; ``OnFailure`` and ``Always`` restart on any non-zero code; ``Never`` fails the job.
   Exit 0 ends the replica (under ``Always`` too: a local run has to finish).
@@ -15,6 +15,12 @@ with JobSet v0.12 (TrainJob):
   recreates the pod, whose count starts at 0. But ``backoffLimit: 0`` fails the job on the first
   failed pod of any policy (``ReconcileJobs``' ``exceedsBackoffLimit``: a new failure and
   ``retries + 1 > 0``). Restarts happen at once (no crash-loop back-off).
+* **a TrainJob's pods** follow its runtime's JobSet (:mod:`hfai_runtime.local.jobset`): the
+  Job's pod ``restartPolicy``, ``backoffLimit`` and ``podFailurePolicy`` (a preempted pod carries
+  ``DisruptionTarget``), then the JobSet's ``failurePolicy``: without one the first failed Job
+  fails it (``FailedJobs``); with one, a failed Job deletes and recreates every pod (a gang
+  restart, once all are gone) up to ``maxRestarts`` times (``ReachedMaxRestarts``), and a
+  ``FailJobSet`` rule on ``PodFailurePolicy`` fails it at once.
 * **success** -- a PyTorchJob succeeds when ``master-0`` exits 0; a TrainJob when every node
   has (its JobSet's ``AllJobsCompleted``).
 * **finished jobs** -- ``cleanPodPolicy`` ``Running``/``All`` delete the pods still running at
@@ -35,7 +41,8 @@ with JobSet v0.12 (TrainJob):
 Conditions and reasons are the ones ``kubectl describe`` shows: ``PyTorchJobSucceeded`` /
 ``PyTorchJobFailed`` (for a failed replica, the backoff limit and the deadline alike); a
 TrainJob's ``Complete`` / ``Failed`` with its JobSet's reasons (``AllJobsCompleted``,
-``FailedJobs``) or Trainer's ``DeadlineExceeded``.
+``FailedJobs``, ``ReachedMaxRestarts``, ``FailJobSetFailurePolicyAction``) or Trainer's
+``DeadlineExceeded``.
 
 Every step is an :class:`~hfai_runtime.timeline.Event`; the runtime's structured log
 records (:mod:`hfai_runtime.records`) say where training starts and where a suspended run
@@ -65,7 +72,9 @@ from hfai_runtime.local.container import (
     process_argv,
     process_env,
 )
+from hfai_runtime.local.jobset import Action, JobSetRestarts, Verdict
 from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
+from hfai_runtime.local.sandbox import log_problems, mount_problems, open_log
 from hfai_runtime.records import Record, RecordKind, parse_record
 from hfai_runtime.timeline import Event, EventKind, JobCondition, write_events
 
@@ -140,6 +149,13 @@ class RunOptions:
     python: str = sys.executable
     logs_dir: Path | None = None  # each attempt's output as <pod>-attempt<N>.log
     engine: ProcessEngine = field(default_factory=LocalEngine)
+    #: The job's clock, in seconds (read once per turn of the supervisor loop): deadlines, grace
+    #: periods, suspension and the event times follow it. Tests inject one that advances a
+    #: fixed step per turn, so the schedule does not depend on how loaded the machine is.
+    clock: Callable[[], float] = time.monotonic
+    #: Whether Kueue manages the job's kind, for a queue-labelled job: Kueue v0.19.2's default
+    #: configuration does not manage PyTorchJobs (``--kueue-unmanaged``): the label is ignored.
+    kueue_manages_kind: bool = True
 
 
 class RunObserver:
@@ -181,7 +197,9 @@ class _Pod:
     term_at: float | None = None  # when to send SIGTERM (None: not scheduled)
     term_sent: float | None = None
     killed: bool = False
+    disrupted: bool = False  # preempted: the pod carries the condition DisruptionTarget
     exited_at: float | None = None
+    exited_wall: float = 0.0  # time.monotonic() at the exit: waiting for the pipe is real time
     eof: bool = False
 
 
@@ -201,12 +219,17 @@ class LocalRunner:
         self.preempts = list(options.preempt)
         self.suspend_at = options.suspend_at
         self.resume_at: float | None = None  # set while the job is suspended
+        # A TrainJob's JobSet: its restarts, and whether it is recreating its Jobs now.
+        self.jobset = JobSetRestarts(job.gang, job.name) if job.gang is not None else None
+        self.gang_restarting = False
+        self.runtime_stopped = ""  # why the runtime's restart limits ended the job, if they did
         self.outcome: tuple[JobCondition, str, str, str] | None = None
         self.training_started: float | None = None
         self.master_port = free_port()
         self.threads = max(1, len(os.sched_getaffinity(0)) // len(job.replicas))
         self.run_id = uuid.uuid4().hex[:12]
-        self.start = time.monotonic()
+        self.start = options.clock()
+        self.now = 0.0  # the job's time, read from the clock once per turn of the loop
         self.active_since = 0.0  # the operator's status.startTime, reset on resume
 
     # -- the loop ---------------------------------------------------------------------------
@@ -214,30 +237,61 @@ class LocalRunner:
     def run(self) -> JobResult:
         if self.options.logs_dir is not None:
             self.options.logs_dir.mkdir(parents=True, exist_ok=True)
-        if self.job.suspend:
-            self._event(
-                "",
-                EventKind.RESUMED,
-                "runPolicy.suspend is true in the manifest: admitting the job at once, as Kueue would",
-            )
+        if not self._admit():
+            condition, reason, message, cause = self.outcome
+            return JobResult(self.job.name, condition, reason, message, cause, self.events)
         try:
             for replica in self.job.replicas:
                 self._start(replica)
             while self.pods or self.outcome is None:
                 self._drain_lines()
-                now = self._now()
+                self.now = now = self.options.clock() - self.start
                 self._apply_schedule(now)
                 self._enforce_grace(now)
                 self._reap(now)
-                if not self.pods and self.outcome is None and self.resume_at is None:
+                if (
+                    not self.pods
+                    and self.outcome is None
+                    and self.resume_at is None
+                    and not self.gang_restarting
+                ):
                     self._fail(f"{self.job.kind}Failed", "no replica is running.", "")
         finally:
             self._kill_all()
         condition, reason, message, cause = self.outcome
         return JobResult(self.job.name, condition, reason, message, cause, self.events)
 
+    def _admit(self) -> bool:
+        """Kueue's part before any pod starts; False when the job would never start."""
+        queue, kind = self.job.queue, self.job.kind
+        if queue and not self.options.kueue_manages_kind:
+            self._event(
+                "",
+                EventKind.RESUMED if not self.job.suspend else EventKind.SUSPENDED,
+                f"kueue.x-k8s.io/queue-name={queue} is ignored: Kueue does not manage {kind}s here (its "
+                f"default configuration, v0.19.2, leaves them out): no Workload, no queueing",
+            )
+            if self.job.suspend:
+                self._fail(
+                    "Suspended",
+                    "the manifest is suspended and Kueue, which does not manage it, never admits it",
+                    "hfai-runtime job resume (or kubectl patch) would have to unsuspend it",
+                )
+                return False
+        elif queue:
+            self._event(
+                "", EventKind.RESUMED, f"Kueue admits the Workload (LocalQueue {queue}): the job starts"
+            )
+        elif self.job.suspend:
+            self._event(
+                "",
+                EventKind.RESUMED,
+                "runPolicy.suspend is true in the manifest: admitting the job at once, as Kueue would",
+            )
+        return True
+
     def _now(self) -> float:
-        return time.monotonic() - self.start
+        return self.now
 
     def _apply_schedule(self, now: float) -> None:
         """Preemptions, suspension and resumption that are due; the active deadline."""
@@ -262,6 +316,8 @@ class LocalRunner:
             self._event("", EventKind.RESUMED, "runPolicy.suspend: false -- every replica starts again")
             for replica in self.job.replicas:
                 self._start(replica)
+        if self.gang_restarting and not self.pods and self.outcome is None:
+            self._recreate_gang()
         deadline = self.job.active_deadline_seconds
         if (
             deadline is not None
@@ -287,7 +343,7 @@ class LocalRunner:
         proc = opts.engine.start(replica, argv, env, opts.project_dir, marker)
         log = None
         if opts.logs_dir is not None:
-            log = open(opts.logs_dir / f"{replica.name}-attempt{attempt}.log", "w", encoding="utf-8")
+            log = open_log(opts.logs_dir, f"{replica.name}-attempt{attempt}.log")
         pod = _Pod(replica, proc, attempt, marker, log)
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
@@ -327,14 +383,14 @@ class LocalRunner:
             if code is None:
                 continue
             if pod.exited_at is None:
-                pod.exited_at = now
+                pod.exited_at, pod.exited_wall = now, time.monotonic()
                 self.options.engine.kill_all(pod.proc, pod.marker)  # a container dies with PID 1
-            if not pod.eof and now - pod.exited_at < EOF_WAIT_SECONDS:
+            if not pod.eof and time.monotonic() - pod.exited_wall < EOF_WAIT_SECONDS:
                 continue  # let its last log lines through first
             del self.pods[name]
             if pod.log is not None:
                 pod.log.close()
-            self._on_exit(pod.replica, code if code >= 0 else 128 - code)
+            self._on_exit(pod.replica, code if code >= 0 else 128 - code, pod.disrupted)
 
     def _kill_all(self) -> None:
         """On the way out (normally nothing is left; after an error, nothing may stay behind)."""
@@ -347,14 +403,17 @@ class LocalRunner:
 
     # -- operator decisions -----------------------------------------------------------------
 
-    def _on_exit(self, replica: Replica, code: int) -> None:
+    def _on_exit(self, replica: Replica, code: int, disrupted: bool = False) -> None:
         self._event(replica.name, EventKind.EXITED, f"exit code {code}", code)
-        if self.resume_at is not None or self.outcome is not None:
-            return  # suspended or finished: pods are being deleted, not failing
+        if self.resume_at is not None or self.outcome is not None or self.gang_restarting:
+            return  # suspended, finished or restarting: pods are being deleted, not failing
         if code == 0:
             self.finished.add(replica.name)
             if self._job_succeeded():
                 self._succeed()
+            return
+        if self.jobset is not None:
+            self._apply_jobset(replica, self.jobset.on_failed_pod(replica.name, code, disrupted))
             return
         policy = replica.restart_policy
         cause = f"{replica.name} exited with code {code} under restartPolicy {policy.value}"
@@ -394,6 +453,28 @@ class LocalRunner:
             )
         self._start(replica)
 
+    def _apply_jobset(self, replica: Replica, verdict: Verdict) -> None:
+        """What a TrainJob's Job and JobSet controllers decided on a failed node pod."""
+        if verdict.action == Action.REPLACE:
+            self._event(replica.name, EventKind.RESTARTING, verdict.detail)
+            self._start(replica)
+        elif verdict.action == Action.RESTART_GANG:
+            self._event("", EventKind.RESTARTING, verdict.detail)
+            self.gang_restarting = True
+            for pod in self.pods.values():
+                self._terminate(pod)
+        else:
+            self._fail(verdict.reason, verdict.message, verdict.detail)
+
+    def _recreate_gang(self) -> None:
+        """Every pod of the JobSet is gone: its new Jobs start every node again."""
+        self.gang_restarting = False
+        self.finished.clear()
+        self.restart_counts = dict.fromkeys(self.restart_counts, 0)
+        self.jobset.gang_restarted()
+        for replica in self.job.replicas:
+            self._start(replica)
+
     def _job_succeeded(self) -> bool:
         if self.job.kind == "PyTorchJob":
             return self.job.replicas[0].name in self.finished
@@ -418,9 +499,7 @@ class LocalRunner:
 
     def _replica_failed(self, replica: Replica, cause: str) -> None:
         name, rtype = self.job.name, replica.replica_type
-        if self.job.kind == "TrainJob":
-            self._jobset_failed(cause)
-        elif replica.restart_policy == RestartPolicy.EXIT_CODE:  # pod.go@v1.9.4 ReconcilePods
+        if replica.restart_policy == RestartPolicy.EXIT_CODE:  # pod.go@v1.9.4 ReconcilePods
             self._fail(
                 "PyTorchJobFailed", f'job "{name}" is failing because "{rtype}" replica(s) failed.', cause
             )
@@ -430,14 +509,12 @@ class LocalRunner:
             )
 
     def _backoff_exceeded(self, cause: str) -> None:
-        if self.job.kind == "TrainJob":  # the node Job fails, and with it the JobSet
-            self._jobset_failed(cause)
-        else:  # job.go@v1.9.4 ReconcileJobs
-            self._fail(
-                "PyTorchJobFailed",
-                f"Job {self.job.name} has failed because it has reached the specified backoff limit",
-                cause,
-            )
+        # job.go@v1.9.4 ReconcileJobs (a TrainJob's pods: :meth:`_apply_jobset`)
+        self._fail(
+            "PyTorchJobFailed",
+            f"Job {self.job.name} has failed because it has reached the specified backoff limit",
+            cause,
+        )
 
     def _deadline_exceeded(self, deadline: float) -> None:
         cause = f"active for {deadline:g} s since it started or last resumed"
@@ -450,15 +527,9 @@ class LocalRunner:
                 cause,
             )
 
-    def _jobset_failed(self, cause: str) -> None:
-        # failure_policy.go@v0.12.0: no failurePolicy -> FailedJobs, naming the first failed Job.
-        self._fail(
-            "FailedJobs",
-            f"jobset failed due to one or more job failures (first failed job: {self.job.name}-node-0)",
-            cause,
-        )
-
     def _fail(self, reason: str, message: str, cause: str) -> None:
+        if self.runtime_stopped:
+            cause = f"{cause}; the runtime stopped: {self.runtime_stopped}"
         self._finish(JobCondition.FAILED, reason, message, cause)
 
     def _finish(self, condition: JobCondition, reason: str, message: str, cause: str) -> None:
@@ -488,6 +559,10 @@ class LocalRunner:
                 )
                 pod.term_at = self._now() + pod.replica.grace_seconds
 
+    def preempt(self, name: str) -> None:
+        """Preempt ``name``'s node now (an observer may call it, e.g. on a record)."""
+        self._preempt(name, At(self._now()))
+
     def _preempt(self, name: str, at: At) -> None:
         pod = self.pods.get(name)
         if pod is None or pod.exited_at is not None or pod.term_sent is not None:
@@ -496,8 +571,10 @@ class LocalRunner:
         self._event(
             name,
             EventKind.PREEMPTED,
-            f"SIGTERM (node preemption); SIGKILL in {pod.replica.grace_seconds:g} s unless it exits",
+            f"SIGTERM (node preemption: condition DisruptionTarget); SIGKILL in "
+            f"{pod.replica.grace_seconds:g} s unless it exits",
         )
+        pod.disrupted = True
         self._terminate(pod)
 
     # -- output -----------------------------------------------------------------------------
@@ -527,6 +604,8 @@ class LocalRunner:
 
     def _on_record(self, name: str, record: Record) -> None:
         self.observer.on_record(name, record)
+        if record.kind == RecordKind.STOPPED:
+            self.runtime_stopped = str(record.fields.get("reason", ""))
         n = record.iteration
         if n is None:
             return
@@ -564,7 +643,12 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
     """What would stop the job here before any pod starts, one line each, naming the replica
     and field: a command that cannot start, and a dataset folder (``DETECTRON2_DATASETS``, or
     each of ``required``, container or local paths) that is not where the mounts put it."""
-    problems: list[str] = []
+    data_dir = options.data_dir or options.project_dir
+    problems = mount_problems(job.replicas, data_dir, options.mounts)
+    if options.logs_dir is not None:
+        problems += log_problems(options.logs_dir, job.replicas)
+    if problems:
+        return problems  # every path below would be mapped through them
     for replica in job.replicas:
         try:
             argv, env, _ = pod_process(replica, options, 0, 1)
@@ -574,7 +658,6 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
         if (problem := command_problem(argv, env, options.project_dir)) is not None:
             problems.append(f"{replica.name}: {replica.field_path}.command: {problem}")
     paths = _path_map(job.replicas[0], options)
-    data_dir = options.data_dir or options.project_dir
     wanted = [
         (f"{var}={job.replicas[0].env[var]}", job.replicas[0].env[var])
         for var in DATASET_VARS

@@ -9,11 +9,13 @@ MODE: ``report`` (all-reduce, wrap a CPU model with detectron2's create_ddp_mode
 touching ``OUT_DIR/raising``; the other ranks wait in an all-reduce), ``print`` (every rank
 prints a line, then all kill themselves: what block-buffered output would lose).
 Each launcher that returns writes ``OUT_DIR/threads-<pid>.json``: its thread count before and
-after ``launch_from_env``.
+after ``launch_from_env``; every launcher's ``atexit`` handler writes ``OUT_DIR/atexit-<pid>``
+(a suspended job's launcher does not return: it exits right after its ``atexit`` handlers).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -100,6 +102,7 @@ def _threads() -> int:
 if __name__ == "__main__":
     connect = timedelta(seconds=float(sys.argv[3])) if len(sys.argv) > 3 else timedelta(seconds=60)
     before = _threads()
+    atexit.register(Path(sys.argv[2], f"atexit-{os.getpid()}").touch)
     try:
         launch_from_env(main, args=(sys.argv[1], sys.argv[2]), connect_timeout=connect)
     finally:  # how many threads the job left behind in this process (gloo's must be joined)

@@ -248,6 +248,6 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    from hfai_runtime.launch import launch_from_env
+    from hfai_runtime.detectron2 import launch_from_env
 
     launch_from_env(main, args=(parse_args(),))

@@ -5,6 +5,14 @@ current step the script saves the iteration it finished, writes the runtime's ``
 record and exits 143. On start it resumes from the file and writes ``training_started`` with
 the next iteration; each step writes a ``progress`` record. The records are the runtime's own
 format (:func:`hfai_runtime.records.format_record`). Other flags make it misbehave on purpose.
+
+``--restart-guard`` keeps the runtime's restart ledger in --ckpt-dir with the runtime's own
+:class:`~hfai_runtime.distributed.restarts.RestartGuard`, where ``SuspendCheckpointer`` does (at
+the start, at a suspend, at the end). ``--gang`` stands in for the ranks' agreement on a
+SIGTERM: a signalled rank leaves a ``suspend-requested`` file in --ckpt-dir, and every rank
+started before it stops at its next step (exit 143), as the collective makes them.
+``--oom-at N`` SIGKILLs the process at iteration N of every start, as the kernel's OOM killer
+does a container over its memory limit (exit 137, no checkpoint).
 """
 
 import argparse
@@ -14,7 +22,9 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
+from hfai_runtime.distributed.restarts import End, Limits, RestartGuard, RestartLimitReached
 from hfai_runtime.records import RecordKind, format_record
 
 # Line by line whatever PYTHONUNBUFFERED says, so a test can also run it with the variable unset.
@@ -26,6 +36,9 @@ parser.add_argument("--ckpt-dir", default="")
 parser.add_argument("--exit", type=int, help="exit with this code right away")
 parser.add_argument("--exit-once", type=int, help="exit with this code on the first attempt only")
 parser.add_argument("--ignore-sigterm", action="store_true")
+parser.add_argument("--restart-guard", action="store_true")
+parser.add_argument("--gang", action="store_true")
+parser.add_argument("--oom-at", type=int, default=-1)
 parser.add_argument("--print-env", default="", help="comma-separated variables to print")
 parser.add_argument(
     "--detach", action="store_true", help="start `setsid sleep 1000` (a process that leaves the pod's group)"
@@ -51,14 +64,38 @@ if args.exit_once is not None:
 stop = False
 
 
+born = time.time()
+gang_file = os.path.join(args.ckpt_dir, "suspend-requested")
+
+
 def on_sigterm(signum, frame):
     global stop
     stop = True
+    if args.gang:
+        open(gang_file, "w").close()
+
+
+def gang_stopped() -> bool:
+    try:
+        return args.gang and os.stat(gang_file).st_mtime >= born
+    except FileNotFoundError:
+        return False
 
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else on_sigterm)
 ckpt = os.path.join(args.ckpt_dir, f"ckpt-{rank}") if args.ckpt_dir else ""
 start = int(open(ckpt).read()) + 1 if ckpt and os.path.exists(ckpt) else 0
+guard = RestartGuard(Path(args.ckpt_dir), Limits.from_environ()) if args.restart_guard else None
+if guard is not None and rank == "0":
+    try:
+        guard.on_start(start)
+    except RestartLimitReached as limit:
+        print(
+            format_record(
+                RecordKind.STOPPED, iteration=start, exit_code=limit.code, reason=limit.reason, rank=0
+            )
+        )
+        sys.exit(limit.code)
 print(format_record(RecordKind.TRAINING_STARTED, iteration=start, rank=int(rank)))
 for it in range(start, args.iters):
     time.sleep(args.step)
@@ -71,11 +108,17 @@ for it in range(start, args.iters):
             rank=int(rank),
         )
     )
-    if stop:
+    if it == args.oom_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if stop or gang_stopped():
+        if guard is not None and rank == "0":
+            guard.on_end(End.SUSPENDED, it)
         if ckpt:
             with open(ckpt + ".tmp", "w") as f:
                 f.write(str(it))
             os.replace(ckpt + ".tmp", ckpt)
         print(format_record(RecordKind.SUSPENDED, iteration=it, exit_code=143, rank=int(rank)))
         sys.exit(143)
+if guard is not None and rank == "0":
+    guard.on_end(End.COMPLETED, args.iters)
 print("done")

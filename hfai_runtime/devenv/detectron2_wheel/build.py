@@ -15,8 +15,8 @@ still says 0.6), so the two wheels cannot be confused. ``--install DIR`` then in
 wheel alone (``pip install --no-deps --target``) into ``DIR``, which appears complete or not at
 all: the test suite's second pass puts such a folder first on ``PYTHONPATH``. Usage::
 
-    python tools/detectron2_wheel/build.py --out DIR [--sdist FILE]
-    python tools/detectron2_wheel/build.py --out DIR --source detectron2-e0ec4e1.tar.gz [--install DIR]
+    python hfai_runtime/devenv/detectron2_wheel/build.py --out DIR [--sdist FILE]
+    python hfai_runtime/devenv/detectron2_wheel/build.py --out DIR --source detectron2-e0ec4e1.tar.gz [--install DIR]
 """
 
 from __future__ import annotations

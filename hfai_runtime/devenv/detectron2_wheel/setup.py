@@ -4,7 +4,7 @@ main checkout prepared by build.py): a pure-Python wheel.
 The sdist's own setup.py cannot work: it compiles ``detectron2/layers/csrc``, which the sdist
 does not contain, and its ``package_data`` glob looks for ``configs/`` at the sdist root while
 the 128 model-zoo configs sit in ``detectron2/model_zoo/configs``. This file is copied over it
-by ``tools/detectron2_wheel/build.py``, which names the version in ``D2_WHEEL_VERSION``; it
+by ``hfai_runtime/devenv/detectron2_wheel/build.py``, which names the version in ``D2_WHEEL_VERSION``; it
 imports nothing but the standard library and setuptools.
 """
 

@@ -1,7 +1,7 @@
 """Stand-in for detectron2's compiled extension in the pure-Python CPU build.
 
 This wheel is built from the PyPI sdist ``pb1-detectron2==0.6``, which ships no C++ sources, or
-from a main checkout whose C++ sources were dropped (tools/detectron2_wheel/build.py).
+from a main checkout whose C++ sources were dropped (hfai_runtime/devenv/detectron2_wheel/build.py).
 Everything that detection training needs is pure PyTorch; only the ops below are compiled.
 Using one raises :class:`CompiledOpUnavailable` with the reason, instead of an obscure
 ``AttributeError`` or a silently wrong result. The CUDA image builds real detectron2 from
@@ -12,7 +12,7 @@ import torch
 
 _WHY = (
     "detectron2.{op} is a compiled C++/CUDA op, and this detectron2 is the pure-Python CPU "
-    "build made by d2-hfai-template's tools/detectron2_wheel (without the C++ sources). "
+    "build made by d2-hfai-template's hfai_runtime/devenv/detectron2_wheel (without the C++ sources). "
     "Use the project's CUDA image (which builds detectron2 from source) for rotated boxes, "
     "rotated ROIAlign, deformable convolution on GPU and the fast COCO evaluator; on CPU pass "
     "COCOEvaluator(..., use_fast_impl=False)."

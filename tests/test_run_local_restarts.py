@@ -1,0 +1,180 @@
+"""run-local counts restarts where the cluster does (docs/cluster-behaviour.md).
+
+* TrainJob on the template's own TrainingRuntime (rendered by copier, its maxRestarts set to 3):
+  a preemption of one node restarts the whole gang (JobSet failurePolicy); 3 preemptions are
+  survived, the 4th ends the job with JobSet's ``ReachedMaxRestarts``.
+* PyTorchJob under ``restartPolicy: ExitCode``: the operator recreates every pod that exits >= 128
+  forever; the runtime's own count stops it (``HFAI_MAX_PREEMPTIONS``, the crash-loop guard).
+
+The pods run tests/scripts/runlocal_trainer.py, the stand-in for train_net.py, with the
+runtime's own RestartGuard (``--restart-guard``). Preemptions come from an observer, once every
+node of the current attempt trains, so that where they fall does not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfai_runtime.distributed.restarts import End, Limits, RestartGuard
+from hfai_runtime.local.manifest import parse_job
+from hfai_runtime.local.runner import LocalRunner, RunObserver, RunOptions
+from hfai_runtime.records import RecordKind
+
+TRAINER = str(Path(__file__).parent / "scripts" / "runlocal_trainer.py")
+pytestmark = pytest.mark.slow  # several attempts of several processes each
+
+
+class PreemptWhenAllTrain(RunObserver):
+    """Preempts ``replica``'s node each time every node of the job reports that training (re)
+    started, ``times`` times in all."""
+
+    def __init__(self, replica: str, nodes: int, times: int):
+        self.replica, self.nodes, self.times = replica, nodes, times
+        self.training: set[str] = set()
+        self.done = 0
+        self.runner: LocalRunner | None = None
+
+    def on_record(self, replica: str, record) -> None:
+        if record.kind != RecordKind.TRAINING_STARTED or self.done >= self.times:
+            return
+        self.training.add(replica)
+        if len(self.training) == self.nodes:
+            self.training.clear()
+            self.done += 1
+            self.runner.preempt(self.replica)
+
+
+def run_preempted(job, tmp_path: Path, replica: str, nodes: int, times: int):
+    observer = PreemptWhenAllTrain(replica, nodes, times)
+    runner = LocalRunner(job, RunOptions(project_dir=tmp_path), observer)
+    observer.runner = runner
+    return runner.run()
+
+
+@pytest.fixture(scope="module")
+def runtime(projects) -> dict:
+    """The template's TrainingRuntime, as rendered, allowing 3 gang restarts."""
+    (doc,) = yaml.safe_load_all((projects["trainjob"] / "k8s" / "runtime.yaml").read_text())
+    doc = copy.deepcopy(doc)
+    doc["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] = 3
+    return doc
+
+
+def trainjob(runtime: dict, nodes: int, args: list[str]) -> dict:
+    pod = {
+        "terminationGracePeriodSeconds": 10,
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}}],
+        "containers": [{"name": "node", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+    }
+    patch = {"replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": pod}}}}]}
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "det"},
+        "spec": {
+            "runtimeRef": {
+                "apiGroup": "trainer.kubeflow.org",
+                "kind": "TrainingRuntime",
+                "name": runtime["metadata"]["name"],
+            },
+            "runtimePatches": [
+                {"manager": "example.com/det", "trainingRuntimeSpec": {"template": {"spec": patch}}}
+            ],
+            "trainer": {
+                "numNodes": nodes,
+                "command": ["python", TRAINER],
+                "args": args,
+                "env": [{"name": "HFAI_MAX_PREEMPTIONS", "value": "3"}],
+            },
+        },
+    }
+
+
+GANG_ARGS = ["--iters", "40", "--step", "0.05", "--ckpt-dir", "/data", "--gang", "--restart-guard"]
+
+
+def test_a_4_node_trainjob_preempted_3_times_restarts_its_gang_and_succeeds(runtime, tmp_path):
+    job = parse_job(trainjob(runtime, 4, GANG_ARGS), runtime=runtime)
+    result = run_preempted(job, tmp_path, "node-1", nodes=4, times=3)
+    assert (result.condition, result.reason) == ("Complete", "AllJobsCompleted"), result.events
+    gang_restarts = [e for e in result.of_kind("restarting") if e.replica == ""]
+    assert [e.detail.split("(restart ")[1] for e in gang_restarts] == [
+        f"{n} of at most 3)" for n in (1, 2, 3)
+    ]
+    # The preempted pod itself is replaced without counting (podFailurePolicy: DisruptionTarget).
+    assert all("DisruptionTarget" in e.detail for e in result.of_kind("restarting", "node-1"))
+    assert len(result.of_kind("started", "node-0")) == 4  # the first start, then one per gang restart
+    # The runtime counted the same: 3 starts that suspended, then one that completed.
+    starts = RestartGuard(tmp_path, Limits(None)).read()
+    assert [s.end for s in starts] == [End.SUSPENDED] * 3 + [End.COMPLETED]
+    assert all(a.start_iter < b.start_iter for a, b in zip(starts, starts[1:], strict=False))  # it resumed
+
+
+def test_the_4th_preemption_of_a_trainjob_allowing_3_ends_it(runtime, tmp_path):
+    job = parse_job(trainjob(runtime, 4, GANG_ARGS), runtime=runtime)
+    result = run_preempted(job, tmp_path, "node-1", nodes=4, times=4)
+    assert (result.condition, result.reason) == ("Failed", "ReachedMaxRestarts"), result.events
+    assert (
+        result.message
+        == "jobset failed due to reaching max number of restarts (first failed job: det-node-0)"
+    )
+    assert "restarted 3 time(s), failurePolicy.maxRestarts 3" in result.cause
+    assert len(result.of_kind("started", "node-0")) == 4
+
+
+def test_a_trainjob_exit_1_fails_at_once_through_its_pod_failure_policy(runtime, tmp_path):
+    job = parse_job(trainjob(runtime, 2, ["--exit", "1"]), runtime=runtime)
+    result = LocalRunner(job, RunOptions(project_dir=tmp_path)).run()
+    assert (result.condition, result.reason) == ("Failed", "FailJobSetFailurePolicyAction")
+    assert result.message == "applying FailJobSet failure policy action (first failed job: det-node-0)"
+    assert not [e for e in result.of_kind("restarting") if e.replica == ""]
+
+
+def pytorchjob(args: list[str], **env: str) -> dict:
+    container = {
+        "name": "pytorch",
+        "image": "registry.example/det:1",
+        "command": ["tini", "--", "python", TRAINER],
+        "args": args,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    pod = {
+        "terminationGracePeriodSeconds": 10,
+        "containers": [container],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "det-data"}}],
+    }
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "det"},
+        "spec": {
+            "runPolicy": {"backoffLimit": 20},
+            "pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": pod}}
+            },
+        },
+    }
+
+
+def test_a_pytorchjob_oom_killed_from_one_checkpoint_fails_at_its_4th_start_naming_oom(tmp_path):
+    args = ["--iters", "20", "--step", "0.02", "--ckpt-dir", "/data", "--restart-guard", "--oom-at", "3"]
+    result = LocalRunner(parse_job(pytorchjob(args)), RunOptions(project_dir=tmp_path)).run()
+    assert [e.value for e in result.of_kind("exited")] == [137, 137, 137, 1]
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert result.message == 'job "det" is failing because "Master" replica(s) failed.'
+    assert "crash loop: the last 3 starts all resumed from iteration 0" in result.cause
+    assert "OOMKilled" in result.cause
+
+
+def test_a_pytorchjob_stops_on_the_start_after_max_preemptions_plus_one(tmp_path):
+    args = ["--iters", "400", "--step", "0.02", "--ckpt-dir", "/data", "--restart-guard"]
+    job = parse_job(pytorchjob(args, HFAI_MAX_PREEMPTIONS="2"))
+    result = run_preempted(job, tmp_path, "master-0", nodes=1, times=3)
+    assert [e.value for e in result.of_kind("exited")] == [143, 143, 143, 1]
+    assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
+    assert "restarted 3 times (preempted or killed), more than max_preemptions 2" in result.cause
