@@ -26,6 +26,7 @@ the CUDA pin check's logic and the shape of the template's .dockerignore run eve
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -288,10 +289,10 @@ def test_cuda_image_has_kernels_for_every_listed_architecture(cuda_base_image, t
         "python",
         "-c",
         "import torch, detectron2._C as C, shutil; "
-        "print(torch.version.cuda, C.get_cuda_version(), C.__file__, shutil.which('nvcc'))",
+        "print(torch.version.cuda, C.has_cuda(), C.get_cuda_version(), C.__file__, shutil.which('nvcc'), sep='|')",
     )
-    torch_cuda, compiled_with, library, nvcc = out.split()
-    assert torch_cuda == "13.0" and compiled_with == "13000" and nvcc == "None", out
+    torch_cuda, has_cuda, compiled_with, library, nvcc = out.strip().split("|")
+    assert (torch_cuda, has_cuda, compiled_with, nvcc) == ("13.0", "True", "CUDA 13.0", "None"), out
     container = images.podman("create", cuda_base_image).strip()
     try:
         images.podman("cp", f"{container}:{library}", str(tmp_path / "_C.so"))
@@ -314,11 +315,13 @@ def test_cuda_image_has_kernels_for_every_listed_architecture(cuda_base_image, t
         capture_output=True,
         text=True,
     ).stdout
-    for arch in sass:  # each architecture's section names its kernels
-        section = usage.split(f"arch = {arch}")[1:]
-        assert section, (arch, usage[:2000])
-        text = "".join(section)
-        for kernel in ("nms_rotated", "RoIAlignRotatedForward", "deformable_im2col"):
+    kernels: dict[str, str] = {}  # architecture -> the resource usage of its cubins
+    for block in usage.split("Fatbin elf code:")[1:]:
+        arch = re.search(r"arch = (sm_\w+)", block).group(1)
+        kernels[arch] = kernels.get(arch, "") + block
+    assert set(kernels) == sass
+    for arch, text in kernels.items():  # each architecture's machine code has the ops' kernels
+        for kernel in ("nms_rotated_cuda_kernel", "RoIAlignRotatedForward", "deformable_im2col_gpu_kernel"):
             assert kernel in text, (arch, kernel)
 
 
