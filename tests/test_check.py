@@ -590,7 +590,14 @@ def test_cli_exit_0_for_clean_manifests(tmp_path, capsys) -> None:
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}},
     )
     assert main(["check", good, good2]) == 0
-    assert capsys.readouterr().out == ""
+    names = [d["metadata"]["name"] for d in (GOOD_PYTORCHJOB, GOOD_TRAINJOB)]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{good}: ok: PyTorchJob {names[0]} (its CRD's schema and CEL rules, the training "
+        "operator's webhook, the Pod and kubelet rules)",
+        f"{good2}#1: ok: TrainJob {names[1]} (its CRD's schema and CEL rules, the Trainer webhook, "
+        "its runtime's Pod and kubelet rules)",
+        f"{good2}#2: ok: Service s (not checked: a core v1 object that travels with the job)",
+    ], "success says what was checked"
 
 
 def test_cli_exit_1_one_line_per_problem(tmp_path, capsys) -> None:
@@ -628,7 +635,9 @@ def test_cli_exit_2_for_unreadable_input(tmp_path, capsys, content, reason) -> N
     good = _write(tmp_path, "good.yaml", GOOD_PYTORCHJOB)
     assert main(["check", str(path), good]) == 2
     out, err = capsys.readouterr()
-    assert out == ""
+    assert out.count("\n") == 1 and out.startswith(f"{good}: ok: PyTorchJob "), (
+        "the good file is still judged"
+    )
     assert err.count("\n") == 1 and err.startswith(f"hfai-runtime check: {path}: ")
 
 

@@ -293,3 +293,17 @@ def test_advice_is_a_warning_unless_strict(good, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("warning: ") and "qos/" not in out and "BestEffort" in out
     assert main(["check", "--strict", str(path)]) == 1
+
+
+def test_a_trainjob_is_judged_with_the_runtime_given_beside_it(good, tmp_path, capsys):
+    """``check k8s/runtime.yaml k8s/job.yaml``: the TrainJob's patches are checked against the
+    project's runtime (its replicated Jobs and containers), as the Trainer webhook does; alone,
+    the runtime is unknown and those rules are left to the cluster."""
+    runtime, trainjob = copy.deepcopy(good["trainjob"])
+    _patch_pod([trainjob])["containers"][0]["name"] = "sidecar"
+    (tmp_path / "runtime.yaml").write_text(yaml.safe_dump(runtime))
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(trainjob))
+    assert main(["check", str(tmp_path / "job.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "runtime.yaml"), str(tmp_path / "job.yaml")]) == 1
+    assert "must not have container that doesn't exist in the runtime job node" in capsys.readouterr().out

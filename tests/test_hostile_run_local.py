@@ -267,34 +267,29 @@ def test_a_symlink_inside_the_data_folder_is_followed(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_planted_log_names_are_refused_not_written_through(tmp_path, outside):
-    project = tmp_path / "project"
+def _planted_log(project: Path, outside: Path) -> str:
     logs = project / "run-local-logs"
     logs.mkdir(parents=True)
     (logs / "master-0-attempt1.log").symlink_to(outside / "secret")
-    manifest = write(project, job())
-    before = snapshot(outside)
-    done = run_local(manifest)
-    assert done.returncode == 2
-    assert refusals(done.stderr) == [
-        f"run-local: --logs-dir {logs}: master-0-attempt1.log is not a regular file; a pod log is "
-        "never written through it"
-    ]
-    assert snapshot(outside) == before and (outside / "secret").read_text() == "keep"
+    return f"--logs-dir {logs}: master-0-attempt1.log is not a regular file; a pod log is never written through it"
 
 
-def test_the_default_logs_folder_does_not_lead_out_of_the_project(tmp_path, outside):
-    project = tmp_path / "project"
+def _logs_folder_out(project: Path, outside: Path) -> str:
     project.mkdir()
-    (project / "run-local-logs").symlink_to(outside)
+    (project / "run-local-logs").symlink_to(outside)  # the default --logs-dir
+    return f"--logs-dir: {project}/run-local-logs is a symlink to {outside}, outside {project}"
+
+
+@pytest.mark.parametrize("plant", [_planted_log, _logs_folder_out], ids=["log-name", "logs-folder"])
+def test_pod_logs_are_never_written_through_a_planted_link(tmp_path, outside, plant):
+    project = tmp_path / "project"
+    expected = plant(project, outside)
     manifest = write(project, job())
     before = snapshot(outside)
     done = run_local(manifest)
     assert done.returncode == 2
-    assert refusals(done.stderr) == [
-        f"run-local: --logs-dir: {project}/run-local-logs is a symlink to {outside}, outside {project}"
-    ]
-    assert snapshot(outside) == before
+    assert refusals(done.stderr) == [f"run-local: {expected}"]
+    assert snapshot(outside) == before and (outside / "secret").read_text() == "keep"
 
 
 def test_the_fs_group_grant_changes_only_what_is_inside_the_data_folder(tmp_path, outside):
@@ -365,3 +360,32 @@ def test_an_env_name_no_process_can_hold_is_one_line(tmp_path, name):
         f"run-local: {manifest}: spec.pytorchReplicaSpecs.Master.template.spec.containers[name=pytorch]"
         f".env[0].name: {name!r} is not a variable name (empty or with '=')"
     ]
+
+
+def test_the_container_engine_makes_volume_folders_only_inside_the_data_folder(tmp_path, outside):
+    """``--engine podman`` creates each volume's folder before the pods start (no podman is run
+    here: only the folders it would mount are made)."""
+    from hfai_runtime.local.engine import ContainerEngine, EngineError
+    from hfai_runtime.local.manifest import parse_job
+    from hfai_runtime.local.sandbox import SandboxError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "link").symlink_to(outside)
+    (data / "file").write_text("x")
+    before = snapshot(outside)
+    for sub_path, refused in [
+        ("ok/ckpt", None),
+        ("link/ckpt", "is a symlink to"),
+        ("file/ckpt", "is not a folder inside"),
+    ]:
+        try:
+            engine = ContainerEngine(parse_job(with_mount(sub_path)), "img:1", data, program="podman")
+        except EngineError as exc:
+            pytest.skip(f"needs podman on PATH: {exc}")
+        if refused is None:
+            assert engine._volume_folders() == {data / "ok" / "ckpt"}
+        else:
+            with pytest.raises(SandboxError, match=refused):
+                engine._volume_folders()
+    assert snapshot(outside) == before and not (outside / "ckpt").exists()

@@ -389,13 +389,13 @@ def test_logs_are_prefixed_per_replica(tmp_path, capsys):
     assert any('"iteration": 14' in line and line.startswith("[worker-0]") for line in out)
 
 
-def test_logs_previous_reads_the_restarted_container(tmp_path, capsys):
-    """Under OnFailure the kubelet restarts the container in place: --previous reads the run
-    before; a pod without a previous run says so on stderr and the others still print."""
+def restarted_master(exit_code: int) -> dict:
+    """demo-master-0 (uid m1), running again since 55 s after its container exited with
+    ``exit_code`` at 50 s and the kubelet restarted it in place (OnFailure)."""
     killed = {
-        "terminated": {"exit_code": 137, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
+        "terminated": {"exit_code": exit_code, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
     }
-    master = pod(
+    return pod(
         "demo",
         "master",
         0,
@@ -406,6 +406,12 @@ def test_logs_previous_reads_the_restarted_container(tmp_path, capsys):
         restarts=1,
         last_state=killed,
     )
+
+
+def test_logs_previous_reads_the_restarted_container(tmp_path, capsys):
+    """Under OnFailure the kubelet restarts the container in place: --previous reads the run
+    before; a pod without a previous run says so on stderr and the others still print."""
+    master = restarted_master(137)
     worker = pod(
         "demo", "worker", 0, "w1", "Running", created=at(1), state={"running": {"started_at": at(12)}}
     )
@@ -929,22 +935,8 @@ def test_status_reads_bounded_log_tails_and_only_the_jobs_exit_events(tmp_path, 
 def test_status_finds_the_checkpoint_in_the_previous_containers_log(tmp_path, capsys):
     """After an in-place restart (OnFailure) the suspend record is in the previous container's
     log: status reads its tail too."""
-    killed = {
-        "terminated": {"exit_code": 143, "reason": "Error", "started_at": at(10), "finished_at": at(50)}
-    }
-    master = pod(
-        "demo",
-        "master",
-        0,
-        "m1",
-        "Running",
-        created=at(1),
-        state={"running": {"started_at": at(55)}},
-        restarts=1,
-        last_state=killed,
-    )
     frame = Frame(
-        pods=[master],
+        pods=[restarted_master(143)],
         logs={"m1": attempt_logs(0, 14, 20, 56, 80, False)},
         previous_logs={"m1": attempt_logs(0, 0, 13, 11, 49, True)},
     )

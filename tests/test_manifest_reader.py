@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from fractions import Fraction
@@ -32,6 +31,7 @@ from hfai_runtime.kube.reader import (
     MAX_DOCUMENTS,
     MAX_NODES,
     SHOWN_CHARS,
+    Manifest,
     ManifestError,
     parse_manifest,
     read_manifest,
@@ -231,28 +231,37 @@ def test_an_alias_bomb_is_refused_unexpanded_and_its_message_is_short():
 # -- hostile files through the CLIs, in bounded memory and CPU -----------------------------
 
 
-def _limited() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+#: Runs the command under the limits and reports its exit code, stderr and rusage. A small
+#: process of its own forks it: ``ru_maxrss`` survives fork and exec, so a child forked from
+#: pytest itself would report pytest's own peak (hundreds of MB late in a session).
+LAUNCHER = """
+import json, os, resource, subprocess, sys
+space, cpu = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (space, space))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+proc = subprocess.Popen(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read().decode()  # the CPU limit ends any loop; a FIFO open never blocks
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps([os.waitstatus_to_exitcode(status), err, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime]))
+"""
 
 
-def run_limited(*argv: str, cwd: Path) -> tuple[int, str, resource.struct_rusage]:
-    """``python -m hfai_runtime.cli ARGV`` under the limits; its exit code, stderr and rusage."""
+def run_limited(*argv: str, cwd: Path) -> tuple[int, str, int, float]:
+    """``python -m hfai_runtime.cli ARGV`` under the limits: exit code, stderr, peak RSS in
+    bytes and CPU seconds."""
     env = {**os.environ, "KUBECONFIG": str(cwd / "no-kubeconfig")}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hfai_runtime.cli", *argv],
+    command = [sys.executable, "-m", "hfai_runtime.cli", *argv]
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(ADDRESS_SPACE), str(CPU_SECONDS), *command],
         cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_limited,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    err = proc.stderr.read().decode()  # the child's CPU limit ends any loop; a FIFO open never blocks
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage
+    code, err, rss, cpu = json.loads(done.stdout)
+    return code, err, rss, cpu
 
 
 def _write(name: str, content: str | bytes):
@@ -318,12 +327,11 @@ HOSTILE = {
 def test_hostile_manifests_give_one_line_and_exit_2_in_bounded_memory_and_cpu(tmp_path, command, case):
     make, message = HOSTILE[case]
     manifest = make(tmp_path)
-    code, err, usage = run_limited(*command.split(), str(manifest), cwd=tmp_path)
+    code, err, rss, cpu = run_limited(*command.split(), str(manifest), cwd=tmp_path)
     lines = err.splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], (code, err[-2000:])
     assert str(manifest) in lines[0]
-    assert usage.ru_maxrss * 1024 < MAX_RSS_BYTES, usage.ru_maxrss
-    assert usage.ru_utime + usage.ru_stime < MAX_CPU_SECONDS, usage
+    assert rss < MAX_RSS_BYTES and cpu < MAX_CPU_SECONDS, (rss, cpu)
 
 
 def test_a_quantity_of_1e999999999_is_one_problem_quickly(tmp_path):
@@ -331,9 +339,9 @@ def test_a_quantity_of_1e999999999_is_one_problem_quickly(tmp_path):
     manifest.write_text(
         _job_with(lambda d: _container(d)["resources"]["limits"].update(memory="1e999999999"))
     )
-    code, err, usage = run_limited("check", str(manifest), cwd=tmp_path)
+    code, err, rss, cpu = run_limited("check", str(manifest), cwd=tmp_path)
     assert code == 1 and err == "", err  # problems go to stdout, one line each
-    assert usage.ru_utime + usage.ru_stime < MAX_CPU_SECONDS, usage
+    assert rss < MAX_RSS_BYTES and cpu < MAX_CPU_SECONDS, (rss, cpu)
     problems = check_manifest(read_manifest(manifest))
     assert [(p.field.rsplit(".", 2)[-2:], p.rule) for p in problems if p.rule == "range/quantity"] == [
         (["limits", "memory"], "range/quantity")
@@ -354,8 +362,9 @@ def test_a_valid_1ei_memory_is_read_and_checked(tmp_path):
 
 # -- hypothesis ----------------------------------------------------------------------------
 
-# YAML's printable characters (JSON escapes the C0 controls itself; libyaml refuses C1 ones raw).
-_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Cf")), max_size=20)
+# YAML's printable characters (JSON escapes the C0 controls itself; libyaml refuses C1 ones raw)
+# without U+2028/U+2029, which YAML 1.1 reads as line breaks where JSON keeps them raw.
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Cf", "Zl", "Zp")), max_size=20)
 _keys = _text.filter(bool)
 _scalars = (
     st.none()
@@ -458,3 +467,18 @@ def test_quantities_beyond_any_resource_are_refused_without_computing_them(text)
 def test_what_is_not_a_quantity(value):
     with pytest.raises(QuantityError):
         parse_quantity(value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=80))
+def test_any_name_is_judged_in_one_line_per_problem(name):
+    """Whatever ``metadata.name`` a manifest holds, check judges it: no exception, each problem
+    one line, and a name problem exactly when the name is not a DNS-1035 label."""
+    from hfai_runtime.check.names import dns1035_label_error
+
+    doc = json.loads(json.dumps(JOB))
+    doc["metadata"]["name"] = name
+    problems = check_manifest(Manifest("m.yaml", (doc,)))
+    assert all("\n" not in str(p) and "\r" not in str(p) for p in problems)
+    named = [p for p in problems if p.field == "metadata.name"]
+    assert bool(named) == (dns1035_label_error(name) is not None), (name, named)

@@ -178,3 +178,28 @@ def test_a_pytorchjob_stops_on_the_start_after_max_preemptions_plus_one(tmp_path
     assert [e.value for e in result.of_kind("exited")] == [143, 143, 143, 1]
     assert (result.condition, result.reason) == ("Failed", "PyTorchJobFailed")
     assert "restarted 3 times (preempted or killed), more than max_preemptions 2" in result.cause
+
+
+@pytest.mark.detectron2
+def test_a_real_training_gang_restarts_after_a_node_preemption_and_resumes(runtime, tiny_coco, tmp_path):
+    """tools/tiny_train.py (detectron2, launch_from_env, SuspendCheckpointer) as a 2-node TrainJob
+    on the template's runtime: node-1 is preempted, both ranks agree and exit 143, the JobSet
+    restarts the gang once, and the restarted ranks resume from the suspend checkpoint; the
+    runtime's own ledger in OUTPUT_DIR says the same."""
+    repo = Path(__file__).resolve().parent.parent
+    args = ["--data", str(tiny_coco), "--out", "/data/out", "--max-iter", "12"]
+    doc = trainjob(runtime, 2, [])
+    doc["spec"]["trainer"].update(command=["python", "tools/tiny_train.py"], args=args)
+    doc["spec"]["trainer"]["env"].append({"name": "OMP_NUM_THREADS", "value": "1"})
+    job = parse_job(doc, runtime=runtime)
+    observer = PreemptWhenAllTrain("node-1", nodes=2, times=1)
+    runner = LocalRunner(job, RunOptions(project_dir=repo, data_dir=tmp_path), observer)
+    observer.runner = runner
+    result = runner.run()
+    assert (result.condition, result.reason) == ("Complete", "AllJobsCompleted"), result.cause
+    assert len([e for e in result.of_kind("restarting") if e.replica == ""]) == 1
+    resumed = [e.value for e in result.of_kind("trains_from", "node-0")]
+    assert resumed[0] == 0 and resumed[-1] > 0, resumed
+    starts = RestartGuard(tmp_path / "out", Limits(None)).read()
+    assert [s.end for s in starts] == [End.SUSPENDED, End.COMPLETED]
+    assert starts[1].start_iter == starts[0].end_iter + 1 == resumed[-1]

@@ -169,4 +169,4 @@ def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     assert len(starts) == 2 and starts[0] == 0 and starts[1] > 0, f"not resumed from a checkpoint: {starts}"
     iterations = [int(i) for i in re.findall(r"\biter: (\d+)", log)]
     assert iterations and max(iterations) == 9, "the README's 10 iterations, not a rescaled schedule"
-    assert "Evaluation results for bbox" in log, "the final model was evaluated"
+    assert "copypaste: Task: bbox" in log, "the final model was evaluated (print_csv_format)"

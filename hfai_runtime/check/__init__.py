@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 from hfai_runtime.check.apivalidation import check_api_validation
 from hfai_runtime.check.cel import check_rules
@@ -58,21 +59,26 @@ def check_file(path: str | os.PathLike) -> list[Problem]:
     return check_manifest(read_manifest(path))
 
 
-def check_manifest(manifest: Manifest) -> list[Problem]:
+def check_manifest(manifest: Manifest, context: Sequence[dict] = ()) -> list[Problem]:
     """The problems of a manifest already read: what ``run-local`` and ``job submit`` judge
-    before they run or send the very same documents."""
-    return check_documents(list(manifest.documents), source=manifest.source)
+    before they run or send the very same documents. ``context``: documents of other manifests
+    given with it (a TrainJob's TrainingRuntime in k8s/runtime.yaml), not checked here."""
+    return check_documents(list(manifest.documents), source=manifest.source, context=context)
 
 
-def check_documents(docs: list[dict], source: str = "<manifest>") -> list[Problem]:
+def check_documents(
+    docs: list[dict], source: str = "<manifest>", context: Sequence[dict] = ()
+) -> list[Problem]:
     """The problems of parsed manifest documents (``source`` names them in each problem).
 
-    Documents are checked together because a TrainJob may reference a runtime defined beside it.
+    Documents are checked together, and with ``context``, because a TrainJob may reference a
+    runtime defined beside it.
     """
+    known = [*docs, *context]
     problems = []
     for i, doc in enumerate(docs):
         where = f"{source}#{i + 1}" if len(docs) > 1 else source
-        problems += [dataclasses.replace(p, source=where) for p in _check(doc, docs)]
+        problems += [dataclasses.replace(p, source=where) for p in _check(doc, known)]
     return problems
 
 

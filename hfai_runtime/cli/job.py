@@ -227,15 +227,16 @@ def _jobs_of(manifest: Manifest) -> list[tuple[JobKind | None, dict]]:
     return jobs
 
 
-def _checked(path: Path) -> list[tuple[JobKind | None, dict]]:
-    """The documents of one manifest, read once and judged by ``hfai-runtime check``: what the
+def _checked(manifest: Manifest, context: list[dict]) -> list[tuple[JobKind | None, dict]]:
+    """The documents of one manifest, read once and judged by ``hfai-runtime check`` (with the
+    other manifests' documents as ``context``: a TrainJob is judged with its runtime): what the
     cluster refuses stops the submission (one line each on stderr), the project's advice is
     printed as a warning. What is sent is exactly what the check judged."""
     # Imported here: the check loads celpy and jsonschema (~0.5 s), which no other command needs.
     from hfai_runtime.check import check_manifest
 
-    manifest = read_manifest(path)
-    problems = check_manifest(manifest)
+    path = manifest.source
+    problems = check_manifest(manifest, context)
     for problem in problems:
         print(f"check: {'' if problem.cluster_refuses else 'warning: '}{problem}", file=sys.stderr)
     refused = [p for p in problems if p.cluster_refuses]
@@ -247,7 +248,12 @@ def _checked(path: Path) -> list[tuple[JobKind | None, dict]]:
 
 
 def _submit(args: argparse.Namespace, write: Write) -> int:
-    documents = [(path, kind, doc) for path in args.manifests for kind, doc in _checked(path)]
+    manifests = [read_manifest(path) for path in args.manifests]
+    documents = [
+        (Path(manifest.source), kind, doc)
+        for manifest in manifests
+        for kind, doc in _checked(manifest, [d for m in manifests if m is not manifest for d in m.documents])
+    ]
     cluster = _connect(args)
     targets: dict[int, Cluster] = {}
     for path, _, document in documents:

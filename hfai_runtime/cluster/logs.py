@@ -8,6 +8,7 @@ the timeline.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -66,15 +67,9 @@ def read_log(
     kubelet applies both: a days-long log is not downloaded to read where training is)."""
     what = f"read the {'previous ' if previous else ''}log of pod {pod}"
     bounds = {"tail_lines": tail_lines, "limit_bytes": limit_bytes}
+    params = {name: value for name, value in bounds.items() if value is not None}
     data = cluster.body(
-        what,
-        cluster.core().read_namespaced_pod_log,
-        pod,
-        cluster.namespace,
-        container=container,
-        previous=previous,
-        timestamps=timestamps,
-        **{name: value for name, value in bounds.items() if value is not None},
+        what, _log_call(cluster, pod, container, previous=previous, timestamps=timestamps, **params)
     )
     return data.decode("utf-8", "replace")
 
@@ -87,15 +82,10 @@ def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
     stream that never ends is the caller's to stop waiting for (:mod:`.follow`).
     """
     what = f"follow the log of pod {pod}"
+    timeouts = (cluster.timeouts()[0], FOLLOW_IDLE_SECONDS)
     response = cluster.call(
         what,
-        cluster.core().read_namespaced_pod_log,
-        pod,
-        cluster.namespace,
-        container=container,
-        follow=True,
-        _preload_content=False,
-        _request_timeout=(cluster.timeouts()[0], FOLLOW_IDLE_SECONDS),
+        _log_call(cluster, pod, container, follow=True, _preload_content=False, _request_timeout=timeouts),
     )
     try:
         with cluster.errors(f"{what}: the stream broke"):
@@ -103,6 +93,14 @@ def follow_log(cluster: Cluster, pod: str, container: str) -> Iterator[str]:
                 yield raw.decode("utf-8", "replace").rstrip("\r\n")
     finally:
         response.release_conn()
+
+
+def _log_call(cluster: Cluster, pod: str, container: str, **params: Any) -> Callable[..., Any]:
+    """``GET .../pods/<pod>/log?container=...&<params>``, for :meth:`Cluster.call` or
+    :meth:`Cluster.body` to make."""
+    return functools.partial(
+        cluster.core().read_namespaced_pod_log, pod, cluster.namespace, container=container, **params
+    )
 
 
 def records(lines: Iterable[LogLine]) -> Iterator[tuple[datetime | None, Record]]:

@@ -67,8 +67,9 @@ class SuspendCheckpointer(HookBase):
       suspend record how the start ended.
     * ``before_step``: reseed the RNGs from (seed, rank, iteration).
     * ``after_step``: the ranks agree on the flag (one all-reduced int; from 16 ranks on it
-      overlaps the next step, see :class:`StepAgreement`); rank 0 writes a PROGRESS record every
-      ``HFAI_PROGRESS_EVERY`` steps. If any rank was signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
+      overlaps the next step, see :class:`StepAgreement`); every rank writes a PROGRESS record
+      after its first step, every ``HFAI_PROGRESS_EVERY`` steps or ``HFAI_PROGRESS_SECONDS``
+      seconds, and after the last (:class:`~hfai_runtime.detectron2.report.ProgressReporter`). If any rank was signalled, rank 0 saves ``model_<iter>.pth`` + ``last_checkpoint``, all ranks wait for the
       save and leave the loop by raising :class:`JobSuspended` (a ``SystemExit`` with the suspend
       code: detectron2 still runs ``after_train``).
 
@@ -106,7 +107,10 @@ class SuspendCheckpointer(HookBase):
         mark(Mark.REPLAYED)
         self._guard_restarts()
         self._agreement = StepAgreement()
-        self._progress_every = report.progress_every()
+        self._progress = report.ProgressReporter(
+            comm.get_rank(), report.progress_every(), report.progress_seconds()
+        )
+        self._progress.start(self.trainer.start_iter)
         report.emit(
             RecordKind.TRAINING_STARTED,
             iteration=self.trainer.start_iter,
@@ -166,7 +170,7 @@ class SuspendCheckpointer(HookBase):
         began = time.perf_counter()
         stop = self._agreement.after_step(iteration, last=iteration + 1 >= self.trainer.max_iter)
         agree_s = time.perf_counter() - began
-        report.report_progress(self.trainer, comm.get_rank(), self._progress_every)
+        self._progress.after_step(self.trainer)
         if self._first_step:
             self._first_step = False
             mark(Mark.FIRST_STEP)

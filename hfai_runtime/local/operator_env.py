@@ -1,6 +1,6 @@
 """The environment the Kubeflow operators inject into a replica's container.
 
-Pure functions from a job manifest (a dict, as ``yaml.safe_load`` returns it) to the variables a
+Pure functions from a job manifest (a dict, as :mod:`hfai_runtime.kube.reader` returns it) to the variables a
 replica sees on a cluster, so the local runner, the template's tests and the launcher's parser
 (:func:`hfai_runtime.distributed.env.DistEnv.from_environ`) agree on one table. They mirror:
 

@@ -119,6 +119,8 @@ def make_folders(root: Path, folder: Path) -> Path:
             os.mkdir(path, 0o755)
         except FileExistsError:
             pass
+        except OSError as error:
+            raise SandboxError(f"{path}: cannot make the folder ({error.strerror})") from None
         real = Path(os.path.realpath(path))
         if not _within(real, root) or not real.is_dir():
             raise SandboxError(f"{path} is not a folder inside {root} (it resolves to {real})")
