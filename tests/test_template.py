@@ -332,7 +332,8 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_VERSION=2.14.1" in text
     commit = text.split("ARG DETECTRON2_COMMIT=")[1].split()[0]
     assert len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
-    assert text.count("\nFROM ") == 2  # builder + runtime
+    # one stage: the toolkit and compiler live only inside the step that compiles detectron2
+    assert text.count("\nFROM ") == 1 and "\nCOPY --from" not in text
 
 
 # ----------------------------------------------------------------------------------------------
