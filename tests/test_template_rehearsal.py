@@ -168,3 +168,5 @@ def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     iterations = [int(i) for i in re.findall(r"\biter: (\d+)", log)]
     assert iterations and max(iterations) == 9, "the README's 10 iterations, not a rescaled schedule"
     assert "copypaste: Task: bbox" in log, "the final model was evaluated (print_csv_format)"
+    for text in [log, *(p.read_text() for p in (project / "run-local-logs").glob("*.log"))]:
+        assert "\x1b" not in text, "log files hold no colour codes (train_net.py's plain_text_logs)"
