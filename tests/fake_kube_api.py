@@ -687,13 +687,16 @@ class SilentAPI:
 
 def _send(http: BaseHTTPRequestHandler, status: int, body: Any) -> None:
     if isinstance(body, _OpenStream):
+        # Chunked, as the API server streams a followed log: each chunk reaches the client now.
+        data = body.text.encode()
         http.send_response(status)
         http.send_header("Content-Type", "text/plain; charset=utf-8")
-        http.send_header("Connection", "close")
+        http.send_header("Transfer-Encoding", "chunked")
         http.end_headers()
-        http.wfile.write(body.text.encode())
+        http.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         http.wfile.flush()
         body.until.wait()
+        http.wfile.write(b"0\r\n\r\n")
         http.close_connection = True
         return
     if isinstance(body, str):

@@ -5,6 +5,12 @@ With podman (rootful, settings from tools/containers/containers.conf) and no reg
 * the CPU base image (Dockerfile.cpu, detectron2's C++ CPU ops compiled from the vendored
   source) builds from a clean checkout on a locally made Debian, then a rendered project's image
   FROM it, whose build context leaves out local-pvc/, checkpoints and packs at any depth;
+* so does the CUDA base image (the top-level Dockerfile users build, offline: a local Debian
+  bookworm, every wheel from a wheelhouse, the toolkit from NVIDIA's wheels), whose
+  ``detectron2._C`` holds CUDA kernels for exactly the architectures the Dockerfile lists (read
+  from the fatbinary with NVIDIA's cuobjdump); every test below that takes ``base_image`` or
+  ``project`` runs on both images, so the CUDA image's project also trains, is preempted (143)
+  and resumes -- on CPU, as there is no GPU here (tools/gpu_check.py is the GPU's part);
 * the rendered 2-node PyTorchJob runs with ``run-local --engine podman``: tini is PID 1 and
   training runs as uid 1000, writing checkpoints to the mounted "PVC"; worker-0 preempted
   (``podman stop -t grace``) -> both exit 143 -> recreated -> resume at N + 1 -> Succeeded;
@@ -13,12 +19,14 @@ With podman (rootful, settings from tools/containers/containers.conf) and no reg
 
 The images are built once per session (podman's layer cache makes later sessions quick).
 Those are skipped, with the reason, without podman, as non-root, or without the detectron2
-source; hadolint on Dockerfile.cpu and the shape of the template's .dockerignore run everywhere.
+source (the CUDA image also without Python 3.11 for its wheelhouse); hadolint on Dockerfile.cpu,
+the CUDA pin check's logic and the shape of the template's .dockerignore run everywhere.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,12 +40,18 @@ from hfai_runtime.local.engine import LABEL, ContainerEngine, EngineError, job_i
 from hfai_runtime.local.manifest import load_job
 from hfai_runtime.local.runner import At, RunOptions, run_job
 from hfai_runtime.synthetic import packed_coco_pvc
-from tools.containers import images
+from tools.containers import cuda_pins, images
 
 REASON = images.base_unavailable()
 needs_podman = pytest.mark.skipif(REASON is not None, reason=str(REASON))
-#: The first of those tests builds the CPU base image (Debian packages, detectron2's C++ build).
-BUILD_TIMEOUT_S = 1800
+CUDA_REASON = images.cuda_unavailable()
+needs_cuda_build = pytest.mark.skipif(CUDA_REASON is not None, reason=str(CUDA_REASON))
+#: The base images every image test runs on.
+FLAVOURS = [pytest.param("cpu", marks=needs_podman), pytest.param("cuda", marks=needs_cuda_build)]
+#: The first of those tests builds the base image: the CPU one (Debian packages, detectron2's C++
+#: build) in ~20 min on 2 CPUs; the CUDA one compiles detectron2 for every listed GPU
+#: architecture as well (docs/cuda-image.md: its time).
+BUILD_TIMEOUT_S = 5400
 PROJECT = "localhost/d2-hfai-project:test"
 ANSWERS = {"num_nodes": 2, "gpus_per_node": 1, "image": PROJECT, "grace_seconds": 30}
 MAX_ITER = 12
@@ -61,16 +75,31 @@ def report(request, what: str, seconds: float) -> None:
         reporter.write_line(f"test_containers: {what} took {seconds:.1f} s")
 
 
-@pytest.fixture(scope="session")
-def base_image(request, tmp_path_factory) -> str:
-    tag, seconds = images.cpu_base_image(tmp_path_factory.mktemp("checkout"))
-    report(request, f"the CPU base image build ({tag}; 0: it existed)", seconds)
+def built(request, what: str, tag: str, seconds: float) -> str:
+    size = json.loads(images.podman("image", "inspect", tag))[0]["Size"]
+    report(request, f"the {what} build ({tag}, {size / 1e9:.2f} GB; 0: it existed)", seconds)
     return tag
 
 
 @pytest.fixture(scope="session")
+def cuda_base_image(request, tmp_path_factory) -> str:
+    """The CUDA base image from a clean checkout's own Dockerfile, built offline."""
+    tag, seconds = images.cuda_base_image(tmp_path_factory.mktemp("checkout-cuda"))
+    return built(request, "CUDA base image", tag, seconds)
+
+
+@pytest.fixture(scope="session", params=FLAVOURS)
+def base_image(request, tmp_path_factory) -> str:
+    if request.param == "cuda":
+        return request.getfixturevalue("cuda_base_image")
+    tag, seconds = images.cpu_base_image(tmp_path_factory.mktemp("checkout"))
+    return built(request, "CPU base image", tag, seconds)
+
+
+@pytest.fixture(scope="session")
 def project(request, base_image, tmp_path_factory) -> Path:
-    """The rendered 2-node project, with outputs that must stay out of its image, built."""
+    """The rendered 2-node project, with outputs that must stay out of its image, built FROM the
+    base image (as ``project_tag(base_image)``)."""
     root = tmp_path_factory.mktemp("container-project")
     project = render(template_repo(root / "template"), root / "project", ANSWERS)
     for junk in (
@@ -81,8 +110,14 @@ def project(request, base_image, tmp_path_factory) -> Path:
     ):
         (project / junk).parent.mkdir(parents=True, exist_ok=True)
         (project / junk).write_bytes(b"\0" * (4 << 20))
-    report(request, "the project image build", images.build_project_image(project, base_image, PROJECT))
+    seconds = images.build_project_image(project, base_image, project_tag(base_image))
+    report(request, "the project image build", seconds)
     return project
+
+
+def project_tag(base_image: str) -> str:
+    """The project image built FROM ``base_image``: ``PROJECT`` and the base's tag."""
+    return f"{PROJECT}-{base_image.rpartition(':')[2]}"
 
 
 def run_in(image: str, *command: str) -> str:
@@ -91,7 +126,6 @@ def run_in(image: str, *command: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
-@needs_podman
 def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
     out = run_in(
         base_image,
@@ -104,13 +138,19 @@ def test_base_image_has_the_runtime_and_compiled_detectron2(base_image):
     assert uid == "1000" and compiled.endswith(".so")
     config = json.loads(images.podman("image", "inspect", base_image))[0]["Config"]
     assert config["Entrypoint"] == ["tini", "--"] and config["User"] == "1000:1000"
+    # through the image's own entry point: tini is PID 1, the command runs as uid 1000
+    assert images.podman("run", "--rm", base_image, "sh", "-c", "cat /proc/1/comm; id -u").split() == [
+        "tini",
+        "1000",
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
-@needs_podman
-def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
-    listing = run_in(PROJECT, "sh", "-c", "cd /workspace && find . -type f | sort && du -sk .")
+def test_project_image_context_leaves_out_data_checkpoints_and_packs(project, base_image):
+    listing = run_in(
+        project_tag(base_image), "sh", "-c", "cd /workspace && find . -type f | sort && du -sk ."
+    )
     files = listing.split()
     assert "./train_net.py" in files and "./k8s/job.yaml" in files
     for junk in ("local-pvc", ".ffr", ".pth", "checkpoints/"):
@@ -120,8 +160,7 @@ def test_project_image_context_leaves_out_data_checkpoints_and_packs(project):
 
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
-@needs_podman
-def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path):
+def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, base_image, tmp_path):
     job = load_job(project / "k8s" / "job.yaml")
     storage = next(m.path for m in job.replicas[0].mounts if m.path != "/dev/shm")
     pvc = packed_coco_pvc(tmp_path / "pvc", tmp_path / "source")
@@ -141,7 +180,7 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
                 }
 
     args = smoke_args(f"{storage}/output/story", MAX_ITER)
-    with ContainerEngine(job, PROJECT, pvc, args=args) as engine:
+    with ContainerEngine(job, project_tag(base_image), pvc, args=args) as engine:
         options = RunOptions(
             project_dir=project,
             data_dir=pvc,
@@ -169,7 +208,6 @@ def test_two_node_job_preempted_in_podman_resumes_and_succeeds(project, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
-@needs_podman
 def test_replica_ignoring_sigterm_is_killed_at_grace_and_retried(base_image, tmp_path):
     """A master whose first attempt ignores SIGTERM: 137 at the grace period, then recreated."""
     script = (
@@ -237,6 +275,91 @@ spec:
     assert grace - 0.5 <= exits[0]["time"] - preempted["time"] <= grace + 3, log  # SIGKILL
     assert [e["kind"] for e in events].count("restarting") == 1, log
     assert leftovers() == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT_S)  # whichever runs first builds the images
+@needs_cuda_build
+def test_cuda_image_has_kernels_for_every_listed_architecture(cuda_base_image, tmp_path):
+    """``detectron2._C`` imports (torch's CUDA 13.0 build) and its fatbinary holds machine code
+    for each architecture of the Dockerfile's TORCH_CUDA_ARCH_LIST, PTX for those marked +PTX,
+    and the rotated-box and deformable-conv kernels in each; the toolkit did not stay behind."""
+    out = run_in(
+        cuda_base_image,
+        "python",
+        "-c",
+        "import torch, detectron2._C as C, shutil; "
+        "print(torch.version.cuda, C.has_cuda(), C.get_cuda_version(), C.__file__, shutil.which('nvcc'), sep='|')",
+    )
+    torch_cuda, has_cuda, compiled_with, library, nvcc = out.strip().split("|")
+    assert (torch_cuda, has_cuda, compiled_with, nvcc) == ("13.0", "True", "CUDA 13.0", "None"), out
+    container = images.podman("create", cuda_base_image).strip()
+    try:
+        images.podman("cp", f"{container}:{library}", str(tmp_path / "_C.so"))
+    finally:
+        images.podman("rm", container)
+    cuobjdump = str(images.cuobjdump())
+
+    def listed(option: str, suffix: str) -> set[str]:
+        lines = subprocess.run(
+            [cuobjdump, option, str(tmp_path / "_C.so")], check=True, capture_output=True, text=True
+        )
+        return {name.rsplit(".", 2)[-2] for name in lines.stdout.split() if name.endswith(suffix)}
+
+    sass, ptx = images.cuda_archs(images.dockerfile_args(images.REPO / "Dockerfile")["TORCH_CUDA_ARCH_LIST"])
+    assert listed("--list-elf", ".cubin") == sass
+    assert listed("--list-ptx", ".ptx") == ptx
+    usage = subprocess.run(
+        [cuobjdump, "--dump-resource-usage", str(tmp_path / "_C.so")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kernels: dict[str, str] = {}  # architecture -> the resource usage of its cubins
+    for block in usage.split("Fatbin elf code:")[1:]:
+        arch = re.search(r"arch = (sm_\w+)", block).group(1)
+        kernels[arch] = kernels.get(arch, "") + block
+    assert set(kernels) == sass
+    for arch, text in kernels.items():  # each architecture's machine code has the ops' kernels
+        for kernel in ("nms_rotated_cuda_kernel", "RoIAlignRotatedForward", "deformable_im2col_gpu_kernel"):
+            assert kernel in text, (arch, kernel)
+
+
+def test_cuda_pin_check_names_what_drifted():
+    agree = {"nvidia-cuda-nvcc": "13.0.88", "nvidia-nvvm": "13.0.88", "nvidia-cuda-cccl": "13.0.85"}
+    assert cuda_pins.disagreements("13.0", agree, "13.0") == []
+    drifted = cuda_pins.disagreements("13.0", {**agree, "nvidia-nvvm": "13.2.78"}, "13.0")
+    assert drifted == ["nvidia-nvvm==13.2.78 is CUDA 13.2, torch.version.cuda is 13.0"]
+    assert cuda_pins.disagreements("12.8", agree, "13.0") == [
+        "nvidia-cuda-cccl==13.0.85 is CUDA 13.0, torch.version.cuda is 12.8",
+        "nvidia-cuda-nvcc==13.0.88 is CUDA 13.0, torch.version.cuda is 12.8",
+        "nvidia-nvvm==13.0.88 is CUDA 13.0, torch.version.cuda is 12.8",
+        "nvcc --version reports release 13.0, torch.version.cuda is 12.8",
+    ]
+    assert "CPU build" in cuda_pins.disagreements(None, agree, "13.0")[0]
+    nvcc_says = "Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0"
+    assert cuda_pins.nvcc_release(nvcc_says) == "13.0" and cuda_pins.nvcc_release("") is None
+
+
+def test_cuda_pip_specs_are_the_dockerfiles_pins():
+    """The offline wheelhouse holds what the Dockerfile installs: its ARG pins, its requirements."""
+    specs = images.cuda_pip_specs()
+    pins = images.dockerfile_args(images.REPO / "Dockerfile")
+    assert specs[:6] == [
+        f"torch=={pins['TORCH_VERSION']}",
+        f"torchvision=={pins['TORCHVISION_VERSION']}",
+        f"nvidia-cuda-nvcc=={pins['NVCC_VERSION']}",
+        f"nvidia-nvvm=={pins['NVVM_VERSION']}",
+        f"nvidia-cuda-crt=={pins['CRT_VERSION']}",
+        f"nvidia-cuda-cccl=={pins['CCCL_VERSION']}",
+    ]
+    assert "fvcore==0.1.5.post20221221" in specs and "Pillow<10" in specs
+    # the toolkit is pinned at torch 2.14.1's CUDA (13.0), all four of it
+    assert {
+        cuda_pins.major_minor(pins[k])
+        for k in ("NVCC_VERSION", "NVVM_VERSION", "CRT_VERSION", "CCCL_VERSION")
+    } == {"13.0"}
+    assert images.cuda_archs("7.5 8.0;9.0+PTX") == ({"sm_75", "sm_80", "sm_90"}, {"sm_90"})
 
 
 def test_cpu_dockerfile_passes_hadolint():

@@ -21,10 +21,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from _template_hostile import shell_commands
 from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, validate_crd, validate_pod
 from _template_render import (
     ANSWER_SETS,
     REPO,
+    commit_project,
     git,
     load_job,
     module_constants,
@@ -68,6 +70,8 @@ def test_render_writes_the_project(projects, name):
         "k8s/job.yaml",
         "k8s/eval-job.yaml",
         "k8s/pack-job.yaml",
+        "k8s/data-copy.yaml",
+        "Makefile",
         "README.md",
         "requirements.txt",
         "tests/test_smoke.py",
@@ -328,7 +332,8 @@ def test_base_dockerfile_builds_what_the_manifests_assume():
     assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_VERSION=2.14.1" in text
     commit = text.split("ARG DETECTRON2_COMMIT=")[1].split()[0]
     assert len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
-    assert text.count("\nFROM ") == 2  # builder + runtime
+    # one stage: the toolkit and compiler live only inside the step that compiles detectron2
+    assert text.count("\nFROM ") == 1 and "\nCOPY --from" not in text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,9 +411,7 @@ def test_copier_update_applies_a_template_change(tmp_path):
 
     src = template_repo(tmp_path / "template", tag="v0.1.0")
     project = render(src, tmp_path / "project", {"grace_seconds": 90}, vcs_ref="v0.1.0")
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+    commit_project(project, "generated from v0.1.0")
     # The user's own change, in a file the template change does not touch.
     config = project / "configs" / "train.yaml"
     config.write_text(config.read_text() + "TEST:\n  EVAL_PERIOD: 2000\n")
@@ -470,9 +473,7 @@ def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
     project = render(src, tmp_path / "project", {})
     assert answers_of(project)["_commit"] == "v0.1.0", "the tag, not a commit of a dirty tree"
     assert not (project / "build").exists() and not list(project.glob("*.egg-info"))
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+    commit_project(project, "generated from v0.1.0")
 
     readme = src / "template" / "README.md.jinja"
     readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")
@@ -655,6 +656,31 @@ def test_batch_jobs_validate_and_share_the_pod_settings(projects, name, manifest
         expected = "coco/coco.ffr" if answers["dataset"] == "coco" else answers["dataset_pack"]
         assert pack == f"{answers['mount_path']}/datasets/{expected}"
         assert [c["name"] for c in pod["initContainers"]][-1] == "pack"
+
+
+@pytest.mark.parametrize("name", ANSWER_SETS)
+def test_data_copy_pod_mounts_the_pvc_where_the_job_reads_datasets(projects, name):
+    """k8s/data-copy.yaml: a valid Job that a cluster accepts, mounting the training pods' PVC at
+    their mount path, and the README copies datasets/ to the training job's DETECTRON2_DATASETS."""
+    from hfai_runtime.check import check_file
+
+    manifest = projects[name] / "k8s" / "data-copy.yaml"
+    (job,) = [d for d in yaml.safe_load_all(manifest.read_text()) if d is not None]
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert not check_file(manifest)
+    pod = job["spec"]["template"]["spec"]
+    training_pod = next(iter(effective_pods(load_job(projects[name])).values()))
+    [training] = training_pod["containers"]
+    [storage] = [v for v in training_pod["volumes"] if "persistentVolumeClaim" in v]
+    assert [v for v in pod["volumes"] if "persistentVolumeClaim" in v] == [storage]
+    [mount] = [m for m in training["volumeMounts"] if m["name"] == storage["name"]]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": storage["name"], "mountPath": mount["mountPath"]}
+    ]
+    datasets = {e["name"]: e.get("value") for e in training["env"]}["DETECTRON2_DATASETS"]
+    readme = (projects[name] / "README.md").read_text()
+    [copy] = [c for c in shell_commands(readme) if c[:2] == ["kubectl", "cp"]]
+    assert copy[2] == "datasets/." and copy[3] == f"$POD:{datasets}", copy
 
 
 def actionlint(workflow: Path) -> subprocess.CompletedProcess:

@@ -82,7 +82,7 @@ def test_a_bare_render_sets_itself_up_with_make_env_and_make_rehearse(template_s
             env,
             300,
         )
-        assert "packed" in data
+        assert (tmp_path / "coco.ffr").is_file() and "ok: PyTorchJob" in data
         shutil.rmtree(local)
 
         # The README's two commands.
