@@ -1,4 +1,4 @@
-"""detectron2's log files hold plain text: no ANSI colour codes.
+"""Logs a user can act on: no ANSI colour codes, no third-party warnings nobody can act on.
 
 ``default_setup`` logs the config file and the full config highlighted by pygments (installed
 here, as in any environment with rich); a project's ``train_net.py`` calls
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import pytest
 
@@ -41,3 +42,38 @@ def test_the_filter_is_not_vacuous():
         "detectron2", logging.INFO, __file__, 1, "\x1b[38;5;245m%s\x1b[39m", ("\x1b[1mx\x1b[0m",), None
     )
     assert PlainText().filter(record) and record.getMessage() == "x"
+
+
+@pytest.mark.detectron2
+def test_the_manifests_filter_third_party_warnings_and_keep_the_projects(projects):
+    """The pods' PYTHONWARNINGS (k8s/job.yaml) silences the warnings detectron2 0.6 and torch give
+    on import and in training, and nothing else: a warning of the project's own still shows."""
+    import subprocess
+    import sys
+
+    from _template_render import load_job
+
+    [container] = load_job(projects["defaults"])["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    code = (
+        "import warnings\n"
+        "import detectron2.model_zoo, detectron2.modeling, torch\n"
+        "torch.meshgrid(torch.arange(2), torch.arange(2))\n"
+        "warnings.warn('the project says this')\n"
+    )
+    for filtered in (True, False):
+        extra = {"PYTHONWARNINGS": env["PYTHONWARNINGS"]} if filtered else {}
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "the project says this" in done.stderr
+        third_party = [w for w in ("torch.jit.script", "pkg_resources", "torch.meshgrid") if w in done.stderr]
+        assert third_party == ([] if filtered else ["torch.jit.script", "pkg_resources", "torch.meshgrid"]), (
+            done.stderr
+        )
