@@ -83,6 +83,14 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def commit_project(project: Path, message: str) -> None:
+    """Make ``project`` a git repository with everything in it committed (what a user does after
+    ``copier copy``; ``copier update`` needs a clean git tree)."""
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", message)
+
+
 def changelog_headings(text: str) -> list[str]:
     """The ``## `` headings of a CHANGELOG, in order (releases, and an ``Unreleased`` one)."""
     return [line for line in text.splitlines() if line.startswith("## ")]

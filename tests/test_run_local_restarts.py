@@ -94,7 +94,9 @@ def trainjob(runtime: dict, nodes: int, args: list[str]) -> dict:
     }
 
 
-GANG_ARGS = ["--iters", "40", "--step", "0.05", "--ckpt-dir", "/data", "--gang", "--restart-guard"]
+# 8 s of training in all: no node finishes before the slowest one of its attempt starts (when
+# the preemption comes), even when a process starts seconds after the others on a loaded machine.
+GANG_ARGS = ["--iters", "400", "--step", "0.02", "--ckpt-dir", "/data", "--gang", "--restart-guard"]
 
 
 def test_a_4_node_trainjob_preempted_3_times_restarts_its_gang_and_succeeds(runtime, tmp_path):
@@ -203,3 +205,16 @@ def test_a_real_training_gang_restarts_after_a_node_preemption_and_resumes(runti
     starts = RestartGuard(tmp_path / "out", Limits(None)).read()
     assert [s.end for s in starts] == [End.SUSPENDED, End.COMPLETED]
     assert starts[1].start_iter == starts[0].end_iter + 1 == resumed[-1]
+
+
+def test_on_the_stock_runtime_a_4_node_trainjob_fails_at_its_2nd_preemption(runtime, tmp_path):
+    """What the project's runtime replaces: torch-distributed's pods restart in place
+    (OnFailure, jobset_webhook.go@v0.12.0) and every rank's 143 counts against the Job's default
+    backoffLimit 6, and without a failurePolicy the failed Job fails the JobSet (FailedJobs):
+    4 restarts at the 1st preemption, the 6th at the 2nd."""
+    doc = trainjob(runtime, 4, GANG_ARGS)
+    doc["spec"]["runtimeRef"] = {"name": "torch-distributed"}
+    result = run_preempted(parse_job(doc), tmp_path, "node-1", nodes=4, times=2)
+    assert (result.condition, result.reason) == ("Failed", "FailedJobs"), result.events
+    assert "6 counted failure(s), backoffLimit 6" in result.cause
+    assert len([e for e in result.of_kind("exited") if e.value == 143]) >= 6

@@ -26,6 +26,7 @@ from _template_k8s import KUBERNETES_VERSION, crd_schema, effective_pods, valida
 from _template_render import (
     ANSWER_SETS,
     REPO,
+    commit_project,
     git,
     load_job,
     module_constants,
@@ -410,9 +411,7 @@ def test_copier_update_applies_a_template_change(tmp_path):
 
     src = template_repo(tmp_path / "template", tag="v0.1.0")
     project = render(src, tmp_path / "project", {"grace_seconds": 90}, vcs_ref="v0.1.0")
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+    commit_project(project, "generated from v0.1.0")
     # The user's own change, in a file the template change does not touch.
     config = project / "configs" / "train.yaml"
     config.write_text(config.read_text() + "TEST:\n  EVAL_PERIOD: 2000\n")
@@ -474,9 +473,7 @@ def test_copier_update_works_from_a_checkout_with_build_outputs(tmp_path):
     project = render(src, tmp_path / "project", {})
     assert answers_of(project)["_commit"] == "v0.1.0", "the tag, not a commit of a dirty tree"
     assert not (project / "build").exists() and not list(project.glob("*.egg-info"))
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated from v0.1.0")
+    commit_project(project, "generated from v0.1.0")
 
     readme = src / "template" / "README.md.jinja"
     readme.write_text(readme.read_text() + "\nA line of v0.2.0.\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _readme_run import Substitution, run_bash
-from _template_render import git, render
+from _template_render import commit_project, render
 
 from tools.containers import images
 
@@ -91,9 +91,7 @@ def test_local_blocks_run_as_written(template_src, tmp_path, layout):
     project = render(template_src, tmp_path / "project", layout)
     readme = (project / "README.md").read_text()
     env = shell_env()
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated")
+    commit_project(project, "generated")
 
     update = local_block(readme, "copier update --defaults --data grace_seconds=180")
     run_bash(update, project, {**env, **git_identity()}, 300)  # the block commits: an identity

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 from _template_hostile import bash_blocks, shell_commands
-from _template_render import git, render
+from _template_render import commit_project, git, render
 
 
 def rehearsal(readme: str) -> str:
@@ -155,9 +155,7 @@ def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     run by bash in the project. The run suspends, writes a checkpoint, resumes from it, trains
     the README's schedule (not a rescaled one) and evaluates the final model."""
     project = render(template_src, tmp_path / "project", layout)
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "generated")
+    commit_project(project, "generated")
     code, output_log = run_block(rehearsal((project / "README.md").read_text()), project, timeout=1700)
     assert code == 0, output_log[-6000:]
     # The project's .gitignore covers what the rehearsal wrote (data, packs, checkpoints, pod logs).
@@ -170,3 +168,5 @@ def test_readme_rehearsal_runs_as_written(template_src, tmp_path, layout):
     iterations = [int(i) for i in re.findall(r"\biter: (\d+)", log)]
     assert iterations and max(iterations) == 9, "the README's 10 iterations, not a rescaled schedule"
     assert "copypaste: Task: bbox" in log, "the final model was evaluated (print_csv_format)"
+    for text in [log, *(p.read_text() for p in (project / "run-local-logs").glob("*.log"))]:
+        assert "\x1b" not in text, "log files hold no colour codes (train_net.py's plain_text_logs)"

@@ -5,6 +5,7 @@
 * :class:`AtomicCheckpointer` -- ``DetectionCheckpointer`` with atomic saves and a resume that
   survives a damaged ``OUTPUT_DIR`` (``SuspendCheckpointer`` gives a trainer's own these too).
 * :func:`launch_from_env` -- run ``main`` once per rank of the job the environment describes.
+* :func:`plain_text_logs` -- no ANSI colour codes in detectron2's log files.
 
 Names are resolved lazily, so importing this package does not import detectron2: HFAI's
 recipe calls ``register_ffrecord_handler`` before ``import detectron2``.
@@ -19,6 +20,7 @@ _EXPORTS = {
     "SuspendCheckpointer": "checkpoint",
     "AtomicCheckpointer": "atomic_checkpointer",
     "launch_from_env": "launch",
+    "plain_text_logs": "logs",
 }
 __all__ = list(_EXPORTS)
 

@@ -9,7 +9,7 @@ format (:func:`hfai_runtime.records.format_record`). Other flags make it misbeha
 ``--restart-guard`` keeps the runtime's restart ledger in --ckpt-dir with the runtime's own
 :class:`~hfai_runtime.distributed.restarts.RestartGuard`, where ``SuspendCheckpointer`` does (at
 the start, at a suspend, at the end). ``--gang`` stands in for the ranks' agreement on a
-SIGTERM: a signalled rank leaves a ``suspend-requested`` file in --ckpt-dir, and every rank
+SIGTERM: a signalled rank writes the time into ``suspend-requested`` in --ckpt-dir, and every rank
 started before it stops at its next step (exit 143), as the collective makes them.
 ``--oom-at N`` SIGKILLs the process at iteration N of every start, as the kernel's OOM killer
 does a container over its memory limit (exit 137, no checkpoint).
@@ -71,14 +71,17 @@ gang_file = os.path.join(args.ckpt_dir, "suspend-requested")
 def on_sigterm(signum, frame):
     global stop
     stop = True
-    if args.gang:
-        open(gang_file, "w").close()
+    if args.gang:  # the time of the request, in the file (an mtime may not change on rewrite)
+        with open(gang_file + ".tmp", "w") as f:
+            f.write(repr(time.time()))
+        os.replace(gang_file + ".tmp", gang_file)
 
 
 def gang_stopped() -> bool:
     try:
-        return args.gang and os.stat(gang_file).st_mtime >= born
-    except FileNotFoundError:
+        with open(gang_file) as f:
+            return args.gang and float(f.read()) >= born
+    except (FileNotFoundError, ValueError):
         return False
 
 
