@@ -138,6 +138,6 @@ def test_cpu_rehearsal_preempts_resumes_and_finds_the_weights_identical(tmp_path
 
 def test_op_differences_are_relative_to_the_reference_scale():
     reference = torch.tensor([100.0, -200.0])
-    assert gpu_check.relative_diff(reference + 0.02, reference) == pytest.approx(1e-4)
+    assert gpu_check.relative_diff(reference + 0.02, reference) == pytest.approx(1e-4, rel=1e-3)  # float32
     small = torch.tensor([0.5, 0.25])
-    assert gpu_check.relative_diff(small + 1e-3, small) == pytest.approx(1e-3)  # scale at least 1
+    assert gpu_check.relative_diff(small + 1e-3, small) == pytest.approx(1e-3, rel=1e-3)  # scale >= 1
