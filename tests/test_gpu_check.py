@@ -1,5 +1,6 @@
-"""tools/gpu_check.py's parts that need no GPU: its arguments, its comparisons, its records, and
-that it skips cleanly on a machine without one (this one: no GPU can be had here).
+"""tools/gpu_check.py's parts that need no GPU: its arguments, its comparisons, its records,
+that it skips cleanly on a machine without one (this one: no GPU can be had here), and its
+preempt/resume comparison run for real on the CPU (``--device cpu``) on a rendered project.
 
 The GPU checks themselves (CUDA ops against the CPU, preempt/resume on CUDA) run only where a GPU
 is (docs/cuda-image.md).
@@ -11,6 +12,7 @@ import math
 
 import pytest
 import torch
+from _template_render import render, template_repo
 
 from hfai_runtime.records import RecordKind, format_record
 from tools import gpu_check
@@ -32,6 +34,7 @@ def project(tmp_path):
         (["--ops-only", "--preempt-after", "0"], "--preempt-after 0"),
         (["--ops-only", "--tolerance", "nan"], "--tolerance nan: expected a finite number >= 0"),
         (["--ops-only", "--tolerance", "-1"], "--tolerance -1.0"),
+        (["--ops-only", "--device", "cpu"], "--ops-only compares CUDA ops with the CPU"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option(argv, says, capsys):
@@ -116,3 +119,25 @@ def test_without_a_gpu_it_skips_and_exits_0(project, capsys):
     assert gpu_check.main(["--project", str(project)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("gpu_check: skipped: ") and "torch.cuda.is_available() is False" in out
+
+
+@pytest.mark.slow
+@pytest.mark.detectron2
+def test_cpu_rehearsal_preempts_resumes_and_finds_the_weights_identical(tmp_path, capsys):
+    """The training half of the check, on CPU: a straight run, a run preempted after iteration 3
+    (143) and resumed, their final weights compared (bit-identical on the CPU)."""
+    project = render(template_repo(tmp_path / "template"), tmp_path / "project", {})
+    argv = ["--project", str(project), "--device", "cpu", "--max-iter", "6", "--preempt-after", "3"]
+    code = gpu_check.main([*argv, "--work-dir", str(tmp_path / "work")])
+    out = capsys.readouterr().out
+    assert code == 0, out + (tmp_path / "work" / "resumed.log").read_text()[-3000:]
+    assert "resumed vs straight final weights: bit-identical" in out, out
+    stopped = gpu_check.records((tmp_path / "work" / "resumed.log").read_text(), "suspended")
+    assert len(stopped) == 1 and 2 <= stopped[0]["iteration"] < 5, stopped
+
+
+def test_op_differences_are_relative_to_the_reference_scale():
+    reference = torch.tensor([100.0, -200.0])
+    assert gpu_check.relative_diff(reference + 0.02, reference) == pytest.approx(1e-4, rel=1e-3)  # float32
+    small = torch.tensor([0.5, 0.25])
+    assert gpu_check.relative_diff(small + 1e-3, small) == pytest.approx(1e-3, rel=1e-3)  # scale >= 1

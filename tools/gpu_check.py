@@ -19,6 +19,7 @@ with the COCO dataset (the default answers). Two checks, each printing one line 
    fails the check above ``--tolerance``.
 
 Without a GPU it prints why it skipped and exits 0. Exit 1: a check failed; 2: bad arguments.
+``--device cpu`` rehearses the second check on the CPU (tests/test_gpu_check.py runs it so).
 Not part of ``make test`` (docs/cuda-image.md).
 """
 
@@ -39,7 +40,8 @@ from pathlib import Path
 
 SUSPEND_EXIT_CODE = 143
 #: Largest difference between a CUDA op and its CPU reference that still counts as the same
-#: result (float32 arithmetic in another order).
+#: result (float32 arithmetic in another order), relative to the reference's largest magnitude
+#: (at least 1): a 3x3 convolution of 8 channels sums 72 products, ~1e-5 apart in another order.
 OPS_TOLERANCE = 1e-4
 RUN_TIMEOUT_S = 1800
 
@@ -73,7 +75,7 @@ class OpResult:
 
     def describe(self) -> str:
         verdict = "ok" if self.ok else "FAILED"
-        return f"{verdict:6} {self.name}: max abs diff vs CPU {self.max_abs_diff:.3g}"
+        return f"{verdict:6} {self.name}: max diff vs CPU {self.max_abs_diff:.3g} (relative)"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -91,7 +93,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="largest abs difference of the resumed run's weights from the straight run's (default 1e-3)",
     )
     parser.add_argument("--ops-only", action="store_true", help="only compare the CUDA ops with the CPU")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu: rehearse the preempt/resume comparison without a GPU (no ops check; for testing this script)",
+    )
     args = parser.parse_args(argv)
+    if args.ops_only and args.device == "cpu":
+        parser.error("--ops-only compares CUDA ops with the CPU: not with --device cpu")
     if not args.ops_only and args.project is None:
         parser.error("--project: required unless --ops-only (a project rendered from the template)")
     if args.project is not None and not (args.project / "train_net.py").is_file():
@@ -130,6 +140,12 @@ def max_abs_diff(a, b) -> float:
     if a.numel() == 0:
         return 0.0
     return float((a.detach().cpu().double() - b.detach().cpu().double()).abs().max())
+
+
+def relative_diff(got, reference) -> float:
+    """:func:`max_abs_diff` scaled by the reference's largest magnitude when that exceeds 1."""
+    scale = float(reference.detach().abs().max()) if reference.numel() else 0.0
+    return max_abs_diff(got, reference) / max(1.0, scale)
 
 
 def compare_state_dicts(a: Mapping, b: Mapping) -> Comparison:
@@ -219,7 +235,7 @@ def _roi_align_rotated_diff(device: str) -> tuple[float, float]:
         y.sum().backward()
         outputs.append(y)
         grads.append(x.grad)
-    return max_abs_diff(*outputs), max_abs_diff(*grads)
+    return relative_diff(outputs[1], outputs[0]), relative_diff(grads[1], grads[0])
 
 
 def _deform_conv_zero_offset_diff(device: str) -> float:
@@ -232,7 +248,7 @@ def _deform_conv_zero_offset_diff(device: str) -> float:
     x = torch.rand(2, 8, 20, 20)
     offset = torch.zeros(2, 18, 20, 20)
     reference = F.conv2d(x, conv.weight, padding=1)
-    return max_abs_diff(conv.to(device)(x.to(device), offset.to(device)), reference)
+    return relative_diff(conv.to(device)(x.to(device), offset.to(device)), reference)
 
 
 def _deform_conv_torchvision_diff(device: str, modulated: bool) -> float:
@@ -253,7 +269,7 @@ def _deform_conv_torchvision_diff(device: str, modulated: bool) -> float:
         got = conv.to(device)(x.to(device), offset.to(device))
     bias = conv.bias.detach().cpu() if modulated else None
     reference = deform_conv2d(x, offset, conv.weight.detach().cpu(), bias, padding=(1, 1), mask=mask)
-    return max_abs_diff(got, reference)
+    return relative_diff(got, reference)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,12 +277,12 @@ def _deform_conv_torchvision_diff(device: str, modulated: bool) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def train_command(output: Path, max_iter: int) -> list[str]:
-    """The project's smoke training on CUDA (fixed seed, one loader worker)."""
+def train_command(output: Path, max_iter: int, device: str = "cuda") -> list[str]:
+    """The project's smoke training on ``device`` (fixed seed, one loader worker)."""
     return [
         sys.executable,
         "train_net.py",
-        *("--config-file", "configs/smoke_cpu.yaml", "MODEL.DEVICE", "cuda", "SEED", "1234"),
+        *("--config-file", "configs/smoke_cpu.yaml", "MODEL.DEVICE", device, "SEED", "1234"),
         *("OUTPUT_DIR", str(output), "SOLVER.MAX_ITER", str(max_iter), "DATALOADER.NUM_WORKERS", "1"),
     ]
 
@@ -325,19 +341,19 @@ def check_training(args: argparse.Namespace, work: Path) -> list[str]:
 
     pvc = packed_coco_pvc(work / "pvc", work / "source")
     env = train_env(pvc / "datasets")
-    print(f"gpu_check: training on {torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}")
+    if args.device == "cuda":
+        print(f"gpu_check: training on {torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}")
     failures = []
     straight, resumed = work / "straight", work / "resumed"
-    code = run(args.project, train_command(straight, args.max_iter), env, work / "straight.log")
+    code = run(args.project, train_command(straight, args.max_iter, args.device), env, work / "straight.log")
     if code != 0:
         return [f"the straight run exited {code} (log: {work / 'straight.log'})"]
     log = work / "resumed.log"
-    code = run(
-        args.project, train_command(resumed, args.max_iter), env, log, preempt_after=args.preempt_after
-    )
+    command = train_command(resumed, args.max_iter, args.device)
+    code = run(args.project, command, env, log, preempt_after=args.preempt_after)
     if code != SUSPEND_EXIT_CODE:
         failures.append(f"the preempted run exited {code}, expected {SUSPEND_EXIT_CODE} (log: {log})")
-    code = run(args.project, train_command(resumed, args.max_iter), env, log)
+    code = run(args.project, command, env, log)
     if code != 0:
         return [*failures, f"the resumed run exited {code} (log: {log})"]
     stopped = [r.get("iteration") for r in records(log.read_text(), "suspended")]
@@ -358,12 +374,12 @@ def check_training(args: argparse.Namespace, work: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    reason = gpu_unavailable()
+    reason = gpu_unavailable() if args.device == "cuda" else None
     if reason is not None:
         print(f"gpu_check: skipped: {reason}")
         return 0
     failures = []
-    for result in check_ops():
+    for result in check_ops() if args.device == "cuda" else []:
         print(f"gpu_check: {result.describe()}")
         if not result.ok:
             failures.append(result.name)
