@@ -389,3 +389,16 @@ def test_the_container_engine_makes_volume_folders_only_inside_the_data_folder(t
             with pytest.raises(SandboxError, match=refused):
                 engine._volume_folders()
     assert snapshot(outside) == before and not (outside / "ckpt").exists()
+
+
+def test_a_missing_data_folder_is_made_before_its_volumes_are_granted(tmp_path):
+    """``--data-dir`` naming a folder that does not exist yet (as a first rehearsal does): a
+    volume without ``subPath`` maps to the data folder itself, which is made, not crashed on."""
+    from hfai_runtime.local.sandbox import grant_fs_group, make_folders
+
+    data = tmp_path / "not-yet" / "pvc"
+    folder = make_folders(data, data)
+    assert folder == data and data.is_dir()
+    if os.geteuid() == 0:  # the grant (a root engine's) then finds the folder it changes
+        grant_fs_group(data, folder, 1000)
+        assert os.lstat(data).st_gid == 1000

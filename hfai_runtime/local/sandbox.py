@@ -109,8 +109,14 @@ def log_problems(logs_dir: Path, replicas: Sequence[Replica]) -> list[str]:
 
 def make_folders(root: Path, folder: Path) -> Path:
     """Create ``folder`` (under ``root``) one component at a time, refusing a symlink or a
-    non-folder on the way that does not stay in ``root``; the folder, resolved."""
+    non-folder on the way that does not stay in ``root``; the folder, resolved. ``root`` itself
+    (``--data-dir`` or a ``--mount`` folder, the user's choice) is made when missing, as the
+    kubelet makes a volume's folder before the pod starts."""
     root = Path(os.path.realpath(root))
+    try:
+        os.makedirs(root, 0o755, exist_ok=True)
+    except OSError as error:
+        raise SandboxError(f"{root}: cannot make the folder ({error.strerror})") from None
     relative = Path(folder).relative_to(root) if Path(folder).is_absolute() else Path(folder)
     path = root
     for part in relative.parts:
