@@ -28,6 +28,7 @@ class EventKind(str, Enum):
     RESUMED = "resumed"  # the job was resumed (or admitted): every pod is created again
     KILLED = "killed"  # SIGKILL after the grace period
     EXITED = "exited"  # the container exited (exit code)
+    NEXT_CONTAINER = "next"  # an init container exited 0: the pod's next container starts (step)
     RESTARTING = "restarting"  # the kubelet restarts it in place, or the operator recreates it
     TRAINS_FROM = "trains_from"  # training (re)starts (first iteration of this attempt)
     STOPPED_AT = "stopped_at"  # a suspended run stopped (last iteration trained)

@@ -143,8 +143,10 @@ def test_trainjob_num_proc_per_node_is_an_integer_in_v2_3():
 
 
 def test_other_kinds_and_missing_names_are_refused():
-    with pytest.raises(ValueError, match="kind: expected PyTorchJob or TrainJob, got 'Job'"):
-        injected_env({"kind": "Job"}, "Master", 0)
+    with pytest.raises(ValueError, match="kind: expected PyTorchJob, TrainJob or Job, got 'Deployment'"):
+        injected_env({"kind": "Deployment"}, "Master", 0)
+    # A plain batch/v1 Job has no operator: its pod sees only its own env.
+    assert injected_env({"kind": "Job", "metadata": {"name": "x"}}, "job", 0) == {}
     job = trainjob()
     del job["metadata"]["name"]
     with pytest.raises(ValueError, match=r"metadata\.name"):

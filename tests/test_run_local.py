@@ -282,7 +282,10 @@ def test_a_trainjob_runs_every_node_with_pet_variables(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "mutate, field",
     [
-        (lambda d: d.update(kind="Deployment"), "kind: expected PyTorchJob or TrainJob, got 'Deployment'"),
+        (
+            lambda d: d.update(kind="Deployment"),
+            "kind: expected PyTorchJob, TrainJob or Job, got 'Deployment'",
+        ),
         (lambda d: d.update(apiVersion="kubeflow.org/v2"), "apiVersion: expected 'kubeflow.org/v1'"),
         (
             lambda d: d["spec"]["pytorchReplicaSpecs"].pop("Master"),
@@ -366,7 +369,7 @@ def test_cli_refuses_with_the_file_and_field_and_exit_code_2(tmp_path, capsys):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}
     manifest.write_text(yaml.safe_dump(pod))
     assert cli_main(["run-local", str(manifest)]) == 2
-    assert f"{manifest}: kind: expected PyTorchJob or TrainJob, got 'Pod'" in capsys.readouterr().err
+    assert f"{manifest}: kind: expected PyTorchJob, TrainJob or Job, got 'Pod'" in capsys.readouterr().err
 
 
 def test_cli_runs_the_manifest_writes_events_and_exits_0_only_on_success(tmp_path, capsys):

@@ -277,6 +277,10 @@ def failed_pod_logs(events, logs_dir: Path | None) -> list[str]:
 
 def _procs_line(job, cap: int) -> str:
     """One line on how many processes each pod starts here, and the world that makes."""
+    if job.kind == "Job":  # batch/v1: one pod, no operator, no world
+        return (
+            f"run-local: Job {job.name}: pod job-0, its {1 + len(job.replicas[0].init)} container(s) in turn"
+        )
     per_pod, declared, pods = job.procs_per_node, job.declared_procs_per_node, len(job.replicas)
     world = f"WORLD_SIZE {pods * int(per_pod)}" if per_pod.isdigit() else "the launcher decides"
     capped = (

@@ -5,7 +5,8 @@ Trainer v2.3.0 runs a TrainJob as a JobSet built from its runtime's ``template.s
 ``restartPolicy``, ``backoffLimit`` and ``podFailurePolicy`` (kubernetes
 ``pkg/controller/job/pod_failure_policy.go``@v1.31.0), then the JobSet's ``failurePolicy``
 (jobset ``pkg/controllers/failure_policy.go``@v0.12.0). :class:`GangPolicy` is that, read from
-the runtime document: the stock ``torch-distributed`` (no failurePolicy, pods ``OnFailure``
+the runtime document (the Job's part is :mod:`hfai_runtime.local.job_controller`'s): the stock
+``torch-distributed`` (no failurePolicy, pods ``OnFailure``
 as JobSet's webhook defaults them, ``backoffLimit`` 6) or the project's own
 ``k8s/runtime.yaml``.
 
@@ -23,48 +24,48 @@ from typing import Any
 
 from hfai_runtime.kube.kinds import TRAINJOB
 from hfai_runtime.kube.reader import ManifestError, read_manifest
+from hfai_runtime.local.job_controller import (
+    DEFAULT_BACKOFF_LIMIT,
+    Decision,
+    JobFailures,
+    JobPolicy,
+    job_policy,
+)
 
 STOCK_RUNTIME = ("ClusterTrainingRuntime", "torch-distributed")
-DEFAULT_BACKOFF_LIMIT = 6  # batch/v1 Job's default
 RUNTIME_KINDS = ("TrainingRuntime", "ClusterTrainingRuntime")
 RUNTIME_API = TRAINJOB.api_version
 
 
-class PodFailure(str, Enum):
-    """What a Job's podFailurePolicy makes of a failed pod (the first matching rule's action)."""
-
-    IGNORE = "Ignore"  # replace the pod, count nothing
-    FAIL_JOB = "FailJob"  # the Job fails at once, reason PodFailurePolicy
-    COUNT = "Count"  # counts against backoffLimit (also: no rule matched)
-
-
 @dataclass(frozen=True)
 class GangPolicy:
-    """The restart rules of a TrainJob's node pods."""
+    """The restart rules of a TrainJob's node pods: the node Job's, then the JobSet's."""
 
     runtime: str  # "ClusterTrainingRuntime torch-distributed", for messages
-    restart_policy: str  # the pods' (JobSet's webhook defaults it to OnFailure)
-    backoff_limit: int  # the node Job's
-    ignore_disruptions: bool  # podFailurePolicy: DisruptionTarget -> Ignore
-    retried_exit_codes: frozenset[int] | None  # podFailurePolicy: FailJob unless the code is one of these
+    job: JobPolicy  # the node Job's restartPolicy (JobSet's webhook defaults it to OnFailure), backoffLimit, podFailurePolicy
     max_restarts: int | None  # the JobSet's failurePolicy.maxRestarts; None: no failurePolicy
     fail_on_pod_failure_policy: bool  # failurePolicy rule: FailJobSet on reason PodFailurePolicy
 
-    def pod_failure(self, code: int, disrupted: bool) -> PodFailure:
-        """The podFailurePolicy's verdict on a pod that exited ``code`` (0 is never matched)."""
-        if disrupted and self.ignore_disruptions:
-            return PodFailure.IGNORE
-        if self.retried_exit_codes is not None and code not in self.retried_exit_codes:
-            return PodFailure.FAIL_JOB
-        return PodFailure.COUNT
+    @property
+    def restart_policy(self) -> str:
+        return self.job.restart_policy
+
+    @property
+    def backoff_limit(self) -> int:
+        return self.job.backoff_limit
+
+    @property
+    def ignore_disruptions(self) -> bool:
+        return self.job.ignore_disruptions
+
+    @property
+    def retried_exit_codes(self) -> frozenset[int] | None:
+        return self.job.retried_exit_codes
 
 
 STOCK = GangPolicy(
     runtime="ClusterTrainingRuntime torch-distributed",
-    restart_policy="OnFailure",
-    backoff_limit=DEFAULT_BACKOFF_LIMIT,
-    ignore_disruptions=False,
-    retried_exit_codes=None,
+    job=JobPolicy("OnFailure", DEFAULT_BACKOFF_LIMIT),
     max_restarts=None,
     fail_on_pod_failure_policy=False,
 )
@@ -72,7 +73,8 @@ STOCK = GangPolicy(
 
 def gang_policy(runtime: Mapping[str, Any]) -> GangPolicy:
     """The :class:`GangPolicy` of a (Cluster)TrainingRuntime document; ``ValueError`` naming the
-    field for what run-local cannot model (several replicated Jobs, other podFailurePolicy rules)."""
+    field for what run-local cannot model (several replicated Jobs, a podFailurePolicy rule
+    :func:`~hfai_runtime.local.job_controller.job_policy` refuses)."""
     name = f"{runtime.get('kind')} {_get(runtime, 'metadata', 'name')}"
     jobset = _get(runtime, "spec", "template", "spec") or {}
     jobs = jobset.get("replicatedJobs") or []
@@ -82,21 +84,7 @@ def gang_policy(runtime: Mapping[str, Any]) -> GangPolicy:
         )
     job = _get(jobs[0], "template", "spec") or {}
     pod = _get(job, "template", "spec") or {}
-    policy = pod.get("restartPolicy") or "OnFailure"
-    ignore, retried = False, None
-    path = "spec.template.spec.replicatedJobs[0].template.spec.podFailurePolicy.rules"
-    for i, rule in enumerate((job.get("podFailurePolicy") or {}).get("rules") or []):
-        conditions = [c.get("type") for c in rule.get("onPodConditions") or []]
-        codes = rule.get("onExitCodes") or {}
-        if rule.get("action") == "Ignore" and conditions == ["DisruptionTarget"]:
-            ignore = True
-        elif rule.get("action") == "FailJob" and codes.get("operator") == "NotIn":
-            retried = frozenset(codes.get("values") or [])
-        else:
-            raise ValueError(
-                f"{name}: {path}[{i}]: run-local models 'Ignore' on DisruptionTarget and 'FailJob' "
-                f"on exit codes NotIn a list, got {rule!r}"
-            )
+    policy = job_policy(job, pod, f"{name}: spec.template.spec.replicatedJobs[0].template.spec")
     failure = jobset.get("failurePolicy")
     fail_on_pfp = any(
         r.get("action") == "FailJobSet" and "PodFailurePolicy" in (r.get("onJobFailureReasons") or [])
@@ -104,10 +92,7 @@ def gang_policy(runtime: Mapping[str, Any]) -> GangPolicy:
     )
     return GangPolicy(
         runtime=name,
-        restart_policy=policy,
-        backoff_limit=int(job.get("backoffLimit", DEFAULT_BACKOFF_LIMIT)),
-        ignore_disruptions=ignore,
-        retried_exit_codes=retried,
+        job=policy,
         max_restarts=None if failure is None else int(failure.get("maxRestarts", 0)),
         fail_on_pod_failure_policy=fail_on_pfp,
     )
@@ -167,36 +152,17 @@ class JobSetRestarts:
         self.gang = gang
         self.first_job = f"{jobset}-node-0"  # the one node Job (replicatedJob node, index 0)
         self.restarts = 0  # the JobSet's status.restarts
-        self.failed = 0  # the Job's counted pod failures (container restarts under OnFailure)
+        # The node Job's counted pod failures (container restarts under OnFailure).
+        self.node_job = JobFailures(gang.job, f"{self.first_job}-0")
 
     def on_failed_pod(self, replica: str, code: int, disrupted: bool) -> Verdict:
-        verdict = self.gang.pod_failure(code, disrupted)
-        cause = f"{replica} exited with code {code}"
-        if verdict == PodFailure.IGNORE:
-            return Verdict(
-                Action.REPLACE,
-                f"{cause} after a disruption (DisruptionTarget): podFailurePolicy Ignore -- the "
-                "Job replaces the pod, nothing is counted",
-            )
-        if verdict == PodFailure.FAIL_JOB:
-            retried = sorted(self.gang.retried_exit_codes or ())
-            return self._job_failed(
-                "PodFailurePolicy", f"{cause}, not one of {retried}: podFailurePolicy FailJob"
-            )
-        self.failed += 1
-        limit = self.gang.backoff_limit
-        # job_controller.go@v1.31.0: pods under OnFailure count their container restarts
-        # (failing at >= backoffLimit), pods under Never count failed pods (at > backoffLimit).
-        in_place = self.gang.restart_policy in ("OnFailure", "Always")
-        if (self.failed >= limit) if in_place else (self.failed > limit):
-            return self._job_failed(
-                "BackoffLimitExceeded", f"{cause}: {self.failed} counted failure(s), backoffLimit {limit}"
-            )
-        how = "the kubelet restarts the container" if in_place else "the Job creates a new pod"
-        return Verdict(Action.REPLACE, f"{cause}: {how} ({self.failed} counted, backoffLimit {limit})")
+        verdict = self.node_job.on_failed_pod(replica, TRAINJOB.container, code, disrupted)
+        if verdict.decision == Decision.REPLACE:
+            return Verdict(Action.REPLACE, verdict.detail)
+        return self._job_failed(verdict.reason, verdict.detail)
 
     def gang_restarted(self) -> None:
-        self.failed = 0
+        self.node_job.reset()
 
     def _job_failed(self, job_reason: str, cause: str) -> Verdict:
         """failure_policy.go@v0.12.0 ``executeFailurePolicy`` for the failed node Job."""

@@ -1,4 +1,4 @@
-"""Read a rendered PyTorchJob v1 or TrainJob into the replicas the local runner starts.
+"""Read a rendered PyTorchJob v1, TrainJob or batch/v1 Job into the replicas the local runner starts.
 
 This module parses; :mod:`hfai_runtime.check` judges. ``run-local`` runs the admission check
 (CRD schema, CEL rules, the operators' webhooks, the Pod rules) on the same documents first, so
@@ -16,6 +16,13 @@ defaults the pods' ``restartPolicy`` to ``OnFailure`` (``pkg/webhooks/jobset_web
 and the batch Job keeps Kubernetes' default ``backoffLimit`` 6. ``spec.runtimePatches`` patch the
 ``node`` pods (later patches win); what a patch may set is the TrainJob webhook's and the CRD
 schema's to say.
+
+A batch/v1 Job (the template's ``k8s/eval-job.yaml`` and ``k8s/pack-job.yaml``) runs one pod,
+replica ``job-0`` (run-local's name for the pod the Job controller names ``<job>-<random>``;
+``--preempt job-0@...`` preempts it): ``parallelism`` and ``completions`` must be 1 (unset means
+1). Its init containers run one after another before its one container, as the kubelet runs
+them; nothing is injected into its environment (no operator). Its failure handling
+(``restartPolicy``, ``backoffLimit``, ``podFailurePolicy``) is :mod:`.job_controller`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 
 from hfai_runtime.kube.kinds import PYTORCHJOB, TRAINJOB
 from hfai_runtime.kube.reader import Manifest, ManifestError, read_manifest, shown
+from hfai_runtime.local.job_controller import JobPolicy, job_policy
 from hfai_runtime.local.jobset import STOCK, STOCK_RUNTIME, GangPolicy, find_runtime, gang_policy, runtime_key
 from hfai_runtime.local.operator_env import (
     TRAINJOB_RUNTIME_NUM_NODES,
@@ -59,6 +67,8 @@ DEFAULT_GRACE_SECONDS = 30
 #: More pods than this would only thrash one machine (a cluster job can have many more); counted
 #: before any replica is built, so ``replicas: 2147483647`` costs nothing.
 MAX_LOCAL_PODS = 64
+BATCH_JOB_KIND, BATCH_JOB_API = "Job", "batch/v1"
+BATCH_JOB_REPLICA = "job"  # run-local's replica name for a Job's pod: job-0
 TRAINJOB_POD_PATH = (
     "spec.runtimePatches[].trainingRuntimeSpec.template.spec"
     ".replicatedJobs[name=node].template.spec.template.spec"
@@ -89,6 +99,10 @@ class Replica:
     working_dir: str = ""
     mounts: tuple[Mount, ...] = ()
     field_path: str = ""  # the container's path in the manifest, for messages
+    container: str = ""  # the container's name (a Job's podFailurePolicy matches on it)
+    #: A batch Job's init containers, run in order before this container (each a Replica of
+    #: the same name, for its own command, env and mounts).
+    init: tuple[Replica, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ class LocalJob:
     declared_procs_per_node: str = "auto"  # the same before run-local's cap
     gang: GangPolicy | None = None  # a TrainJob's: its runtime's restart rules (local/jobset.py)
     queue: str | None = None  # its Kueue LocalQueue (label kueue.x-k8s.io/queue-name), if any
+    policy: JobPolicy | None = None  # a batch/v1 Job's failure handling (local/job_controller.py)
 
 
 def load_job(path: str | Path, procs_per_node_cap: int | None = None) -> LocalJob:
@@ -134,7 +149,7 @@ def job_of(manifest: Manifest, procs_per_node_cap: int | None = None) -> LocalJo
 def parse_job(
     doc: Mapping[str, Any], procs_per_node_cap: int | None = None, runtime: Mapping[str, Any] | None = None
 ) -> LocalJob:
-    """Validate ``doc`` (a PyTorchJob v1 or a TrainJob) and list its replicas.
+    """Validate ``doc`` (a PyTorchJob v1, a TrainJob or a batch/v1 Job) and list its replicas.
 
     ``procs_per_node_cap`` (run-local's ``--cpu-procs-per-pod``) lowers ``nprocPerNode`` /
     ``numProcPerNode`` before the operator's environment is computed, so ``WORLD_SIZE`` and
@@ -155,8 +170,11 @@ def parse_job(
         def parse(doc: Mapping[str, Any]) -> LocalJob:
             return _parse_trainjob(doc, runtime)
 
+    elif kind == BATCH_JOB_KIND:
+        _expect_equal(doc, "apiVersion", BATCH_JOB_API)
+        return _parse_batch_job(doc)  # one pod, no processes-per-node field to cap
     else:
-        raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+        raise ValueError(f"kind: expected PyTorchJob, TrainJob or Job, got {kind!r}")
     declared = parse(doc)
     if procs_per_node_cap is None:
         return declared
@@ -299,6 +317,55 @@ def _parse_trainjob(doc: Mapping[str, Any], runtime: Mapping[str, Any] | None) -
     )
 
 
+def _parse_batch_job(doc: Mapping[str, Any]) -> LocalJob:
+    """A batch/v1 Job of one pod (job_controller.go@v1.31.0 starts ``parallelism`` pods until
+    ``completions`` succeeded; run-local models the one-pod Job the template ships)."""
+    name = _name(doc)
+    spec = _mapping(doc.get("spec"), "spec")
+    for field in ("parallelism", "completions"):
+        if spec.get(field, 1) != 1:
+            raise ValueError(f"spec.{field}: run-local runs a Job of one pod (1), got {spec[field]!r}")
+    if spec.get("completionMode", "NonIndexed") != "NonIndexed":
+        raise ValueError(
+            f"spec.completionMode: run-local runs NonIndexed Jobs, got {spec['completionMode']!r}"
+        )
+    pod_path = "spec.template.spec"
+    pod = _mapping(_mapping(spec.get("template"), "spec.template").get("spec"), pod_path)
+    policy = job_policy(spec, pod, "spec")
+    if policy.restart_policy not in (RestartPolicy.NEVER.value, RestartPolicy.ON_FAILURE.value):
+        raise ValueError(
+            f"{pod_path}.restartPolicy: expected Never or OnFailure (a Job's pods), got {policy.restart_policy!r}"
+        )
+    restart = RestartPolicy(policy.restart_policy)
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or len(containers) != 1:
+        count = len(containers) if isinstance(containers, list) else containers
+        raise ValueError(f"{pod_path}.containers: run-local runs a pod of one container, got {count!r}")
+    init = pod.get("initContainers") or []
+    if not isinstance(init, list):
+        raise ValueError(f"{pod_path}.initContainers: expected a list")
+    steps = []
+    for i, container in enumerate([*init, *containers]):
+        section = "initContainers" if i < len(init) else "containers"
+        path = f"{pod_path}.{section}[name={_mapping(container, f'{pod_path}.{section}').get('name')}]"
+        if section == "initContainers" and container.get("restartPolicy") == "Always":
+            raise ValueError(f"{path}.restartPolicy: sidecar containers (Always) are not run locally")
+        steps.append(_replica(doc, BATCH_JOB_REPLICA, 0, container, pod, restart, pod_path, path))
+    replica = replace(steps[-1], init=tuple(steps[:-1]))
+    return LocalJob(
+        kind=BATCH_JOB_KIND,
+        name=name,
+        replicas=(replica,),
+        backoff_limit=policy.backoff_limit,
+        suspend=_optional_bool(spec, "suspend", "spec"),
+        active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", "spec"),
+        # job_controller.go@v1.31.0: a finished Job's active pods are deleted.
+        clean_pod_policy=CleanPodPolicy.ALL,
+        queue=_queue(doc),
+        policy=policy,
+    )
+
+
 def _queue(doc: Mapping[str, Any]) -> str | None:
     labels = (doc.get("metadata") or {}).get("labels") or {}
     queue = labels.get("kueue.x-k8s.io/queue-name") if isinstance(labels, Mapping) else None
@@ -385,6 +452,7 @@ def _replica(
         str(container.get("workingDir") or ""),
         mounts,
         container_path,
+        str(container.get("name") or ""),
     )
 
 

@@ -22,6 +22,9 @@ replica sees on a cluster, so the local runner, the template's tests and the lau
   ``PET_NODE_RANK`` (the node's Job completion index), ``PET_MASTER_ADDR=<job>-node-0-0.<job>``
   and ``PET_MASTER_PORT=29500``.
 
+A plain batch/v1 ``Job`` has no operator: nothing is injected (its pods see only their own
+``env``).
+
 Elastic PyTorchJobs (``spec.elasticPolicy``) get rendezvous variables instead; they are not
 modelled here and are refused with a :class:`ValueError` naming the field.
 """
@@ -48,11 +51,13 @@ def injected_env(job: Mapping[str, Any], replica_type: str, index: int) -> dict[
     camel-cases the keys) and ``"node"`` for a TrainJob; ``index`` counts from 0 within the type.
     """
     kind = job.get("kind")
+    if kind == "Job":  # batch/v1: the Job controller adds no variables (a NonIndexed Job)
+        return {}
     if kind == PYTORCHJOB.kind:
         return _pytorchjob_env(job, replica_type, index)
     if kind == TRAINJOB.kind:
         return _trainjob_env(job, replica_type, index)
-    raise ValueError(f"kind: expected PyTorchJob or TrainJob, got {kind!r}")
+    raise ValueError(f"kind: expected PyTorchJob, TrainJob or Job, got {kind!r}")
 
 
 def pytorchjob_replica_specs(job: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -21,8 +21,14 @@ with JobSet v0.12 (TrainJob):
   fails it (``FailedJobs``); with one, a failed Job deletes and recreates every pod (a gang
   restart, once all are gone) up to ``maxRestarts`` times (``ReachedMaxRestarts``), and a
   ``FailJobSet`` rule on ``PodFailurePolicy`` fails it at once.
+* **a batch/v1 Job's pod** (``job-0``) follows the Job controller
+  (:mod:`hfai_runtime.local.job_controller`): ``podFailurePolicy``, then ``backoffLimit``; under
+  ``restartPolicy: Never`` each counted failure gets a new pod, whose init containers run again,
+  one after another (``pkg/controller/job/job_controller.go@v1.31.0``). A pod deleted (preempted)
+  after an init container exited 0 never starts the next one: it ends as failed (143).
 * **success** -- a PyTorchJob succeeds when ``master-0`` exits 0; a TrainJob when every node
-  has (its JobSet's ``AllJobsCompleted``).
+  has (its JobSet's ``AllJobsCompleted``); a Job when its pod has (``Complete``,
+  ``CompletionsReached``).
 * **finished jobs** -- ``cleanPodPolicy`` ``Running``/``All`` delete the pods still running at
   once (SIGTERM, SIGKILL after the grace period); under ``None`` the operator leaves them
   running, which a local run cannot: they get one grace period to end, then are deleted.
@@ -42,7 +48,8 @@ Conditions and reasons are the ones ``kubectl describe`` shows: ``PyTorchJobSucc
 ``PyTorchJobFailed`` (for a failed replica, the backoff limit and the deadline alike); a
 TrainJob's ``Complete`` / ``Failed`` with its JobSet's reasons (``AllJobsCompleted``,
 ``FailedJobs``, ``ReachedMaxRestarts``, ``FailJobSetFailurePolicyAction``) or Trainer's
-``DeadlineExceeded``.
+``DeadlineExceeded``; a Job's ``Complete`` / ``Failed`` with the Job controller's reasons
+(``BackoffLimitExceeded``, ``PodFailurePolicy``, ``DeadlineExceeded``).
 
 Every step is an :class:`~hfai_runtime.timeline.Event`; the runtime's structured log
 records (:mod:`hfai_runtime.records`) say where training starts and where a suspended run
@@ -59,7 +66,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -72,6 +79,7 @@ from hfai_runtime.local.container import (
     process_argv,
     process_env,
 )
+from hfai_runtime.local.job_controller import Decision, JobFailures
 from hfai_runtime.local.jobset import Action, JobSetRestarts, Verdict
 from hfai_runtime.local.manifest import CleanPodPolicy, LocalJob, Replica, RestartPolicy
 from hfai_runtime.local.sandbox import log_problems, mount_problems, open_log
@@ -201,6 +209,11 @@ class _Pod:
     exited_at: float | None = None
     exited_wall: float = 0.0  # time.monotonic() at the exit: waiting for the pipe is real time
     eof: bool = False
+    step: int = 0  # which of the pod's containers runs: its init containers, then the main one
+
+    @property
+    def container(self) -> Replica:
+        return _containers(self.replica)[self.step]
 
 
 class LocalRunner:
@@ -222,6 +235,8 @@ class LocalRunner:
         # A TrainJob's JobSet: its restarts, and whether it is recreating its Jobs now.
         self.jobset = JobSetRestarts(job.gang, job.name) if job.gang is not None else None
         self.gang_restarting = False
+        # A batch/v1 Job's counted pod failures (its pod: <job>-job-0 here).
+        self.batch = JobFailures(job.policy, f"{job.name}-job-0") if job.policy is not None else None
         self.runtime_stopped = ""  # why the runtime's restart limits ended the job, if they did
         self.outcome: tuple[JobCondition, str, str, str] | None = None
         self.training_started: float | None = None
@@ -335,24 +350,34 @@ class LocalRunner:
     # -- processes --------------------------------------------------------------------------
 
     def _start(self, replica: Replica) -> None:
-        opts = self.options
-        argv, env, _ = pod_process(replica, opts, self.master_port, self.threads)
+        """A new pod (attempt) of ``replica``: its first container starts."""
         self.attempts[replica.name] += 1
         attempt = self.attempts[replica.name]
-        marker = f"{self.run_id}/{replica.name}/{attempt}"
-        proc = opts.engine.start(replica, argv, env, opts.project_dir, marker)
         log = None
-        if opts.logs_dir is not None:
-            log = open_log(opts.logs_dir, f"{replica.name}-attempt{attempt}.log")
-        pod = _Pod(replica, proc, attempt, marker, log)
+        if self.options.logs_dir is not None:
+            log = open_log(self.options.logs_dir, f"{replica.name}-attempt{attempt}.log")
+        self._start_container(_Pod(replica, None, attempt, "", log))
+
+    def _start_container(self, pod: _Pod) -> None:
+        """Start ``pod``'s container number ``pod.step`` (a new process, the same pod and log)."""
+        opts, replica, container = (
+            _options_for(self.options, pod.replica, pod.step),
+            pod.replica,
+            pod.container,
+        )
+        argv, env, _ = pod_process(container, opts, self.master_port, self.threads)
+        pod.marker = f"{self.run_id}/{replica.name}/{pod.attempt}/{pod.step}"
+        pod.proc = opts.engine.start(container, argv, env, opts.project_dir, pod.marker)
+        pod.exited_at, pod.eof = None, False
         self.pods[replica.name] = pod
         threading.Thread(target=_pump, args=(pod, self.lines), daemon=True).start()
-        self._event(
-            replica.name,
-            EventKind.STARTED,
-            f"attempt {attempt}, pid {proc.pid}: {opts.engine.describe(proc, argv)}",
-            attempt,
-        )
+        described = f"pid {pod.proc.pid}: {opts.engine.describe(pod.proc, argv)}"
+        if replica.init:
+            described = f"container {container.container}, {described}"
+        if pod.step:
+            self._event(replica.name, EventKind.NEXT_CONTAINER, described, pod.step)
+        else:
+            self._event(replica.name, EventKind.STARTED, f"attempt {pod.attempt}, {described}", pod.attempt)
 
     def _terminate(self, pod: _Pod) -> None:
         """SIGTERM to the replica's main process now; SIGKILL follows after the grace period."""
@@ -387,10 +412,20 @@ class LocalRunner:
                 self.options.engine.kill_all(pod.proc, pod.marker)  # a container dies with PID 1
             if not pod.eof and time.monotonic() - pod.exited_wall < EOF_WAIT_SECONDS:
                 continue  # let its last log lines through first
+            code = code if code >= 0 else 128 - code
+            if code == 0 and pod.step + 1 < len(_containers(pod.replica)):
+                if pod.term_sent is None and self.outcome is None:
+                    self._event(
+                        name, EventKind.EXITED, f"init container {pod.container.container}: exit code 0", 0
+                    )
+                    pod.step += 1
+                    self._start_container(pod)
+                    continue
+                code = 143  # deleted between its containers: the pod failed, the next never ran
             del self.pods[name]
             if pod.log is not None:
                 pod.log.close()
-            self._on_exit(pod.replica, code if code >= 0 else 128 - code, pod.disrupted)
+            self._on_exit(pod.replica, code, pod.disrupted, pod.container.container)
 
     def _kill_all(self) -> None:
         """On the way out (normally nothing is left; after an error, nothing may stay behind)."""
@@ -403,7 +438,7 @@ class LocalRunner:
 
     # -- operator decisions -----------------------------------------------------------------
 
-    def _on_exit(self, replica: Replica, code: int, disrupted: bool = False) -> None:
+    def _on_exit(self, replica: Replica, code: int, disrupted: bool = False, container: str = "") -> None:
         self._event(replica.name, EventKind.EXITED, f"exit code {code}", code)
         if self.resume_at is not None or self.outcome is not None or self.gang_restarting:
             return  # suspended, finished or restarting: pods are being deleted, not failing
@@ -414,6 +449,14 @@ class LocalRunner:
             return
         if self.jobset is not None:
             self._apply_jobset(replica, self.jobset.on_failed_pod(replica.name, code, disrupted))
+            return
+        if self.batch is not None:
+            verdict = self.batch.on_failed_pod(replica.name, container, code, disrupted)
+            if verdict.decision == Decision.FAILED:
+                self._fail(verdict.reason, verdict.message, verdict.detail)
+            else:
+                self._event(replica.name, EventKind.RESTARTING, verdict.detail)
+                self._start(replica)
             return
         policy = replica.restart_policy
         cause = f"{replica.name} exited with code {code} under restartPolicy {policy.value}"
@@ -476,7 +519,7 @@ class LocalRunner:
             self._start(replica)
 
     def _job_succeeded(self) -> bool:
-        if self.job.kind == "PyTorchJob":
+        if self.job.kind in ("PyTorchJob", "Job"):
             return self.job.replicas[0].name in self.finished
         return all(r.name in self.finished for r in self.job.replicas)
 
@@ -488,6 +531,13 @@ class LocalRunner:
                 "PyTorchJobSucceeded",
                 f"PyTorchJob {name} is successfully completed.",
                 "master-0 exited 0",
+            )
+        elif self.job.kind == "Job":  # job_controller.go@v1.31.0 newSuccessCondition
+            self._finish(
+                JobCondition.COMPLETE,
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                "job-0 exited 0",
             )
         else:  # jobset_controller.go@v0.12.0 makeCompletedConditionsOpts
             self._finish(
@@ -520,6 +570,8 @@ class LocalRunner:
         cause = f"active for {deadline:g} s since it started or last resumed"
         if self.job.kind == "TrainJob":  # trainjob_types.go@v2.3.0 TrainJobDeadlineExceededReason
             self._fail("DeadlineExceeded", "TrainJob exceeded its activeDeadlineSeconds", cause)
+        elif self.job.kind == "Job":  # job_controller.go@v1.31.0 pastActiveDeadline
+            self._fail("DeadlineExceeded", "Job was active longer than specified deadline", cause)
         else:  # job.go@v1.9.4 ReconcileJobs, core/job.go PastActiveDeadline
             self._fail(
                 "PyTorchJobFailed",
@@ -623,6 +675,16 @@ class LocalRunner:
         self.observer.on_event(event)
 
 
+def _containers(replica: Replica) -> tuple[Replica, ...]:
+    """A pod's containers in the order they run: a batch Job's init containers, then its own."""
+    return (*replica.init, replica)
+
+
+def _options_for(options: RunOptions, replica: Replica, step: int) -> RunOptions:
+    """``--args`` replaces the args of a pod's main container, not of its init containers."""
+    return options if step == len(replica.init) else replace(options, args=None)
+
+
 def pod_process(
     replica: Replica, options: RunOptions, master_port: int, threads: int
 ) -> tuple[list[str], dict[str, str], PathMap]:
@@ -644,14 +706,16 @@ def preflight(job: LocalJob, options: RunOptions, required: Sequence[str] = ()) 
     and field: a command that cannot start, and a dataset folder (``DETECTRON2_DATASETS``, or
     each of ``required``, container or local paths) that is not where the mounts put it."""
     data_dir = options.data_dir or options.project_dir
-    problems = mount_problems(job.replicas, data_dir, options.mounts)
+    containers = [c for replica in job.replicas for c in _containers(replica)]
+    problems = mount_problems(containers, data_dir, options.mounts)
     if options.logs_dir is not None:
         problems += log_problems(options.logs_dir, job.replicas)
     if problems:
         return problems  # every path below would be mapped through them
-    for replica in job.replicas:
+    steps = [(c, _options_for(options, r, i)) for r in job.replicas for i, c in enumerate(_containers(r))]
+    for replica, step_options in steps:
         try:
-            argv, env, _ = pod_process(replica, options, 0, 1)
+            argv, env, _ = pod_process(replica, step_options, 0, 1)
         except ValueError as exc:
             problems.append(f"{replica.name}: {replica.field_path}.command: {exc}")
             continue
