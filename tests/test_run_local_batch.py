@@ -84,35 +84,30 @@ def test_a_job_that_exits_0_completes_without_operator_env(project, tmp_path):
     assert "env MASTER_ADDR=<unset>" in log and "env RANK=<unset>" in log
 
 
-def test_eval_job_fails_on_its_first_failed_pod(project, tmp_path):
-    """The eval Job's backoffLimit 0: exit 1 fails it at once, no second pod."""
-    code, events = run(tmp_path, with_stub(rendered(project, "eval-job"), ["--exit", "1"]))
-    assert code == 1 and started(events) == 1
-    assert finished(events).startswith("Failed (BackoffLimitExceeded)")
-
-
-def test_pack_job_exit_1_fails_at_once_by_pod_failure_policy(project, tmp_path):
-    """The pack Job's rule 1 (FailJob on exit codes NotIn [137, 143]) beats its backoffLimit 2."""
-    code, events = run(tmp_path, with_stub(rendered(project, "pack-job"), ["--exit", "1"]))
-    assert code == 1 and started(events) == 1
-    detail = finished(events)
-    assert detail.startswith("Failed (PodFailurePolicy)"), detail
-    assert "Container verify for pod" in detail and "exit code 1 matching FailJob rule at index 1" in detail
-
-
-def test_pack_job_retries_a_killed_pod_within_its_backoff_limit(project, tmp_path):
-    """143 is NotIn's exception: counted, a new pod each time, failing at > backoffLimit (2)."""
-    code, events = run(tmp_path, with_stub(rendered(project, "pack-job"), ["--exit", "143"]))
-    assert code == 1 and started(events) == 3
-    assert finished(events).startswith("Failed (BackoffLimitExceeded)")
-
-
-def test_a_plain_failing_pod_is_retried_backoff_limit_times(project, tmp_path):
-    code, events = run(tmp_path, with_stub(rendered(project, "eval-job"), ["--exit", "1"], backoffLimit=2))
-    assert code == 1 and started(events) == 3  # the first pod and backoffLimit new ones
+@pytest.mark.parametrize(
+    ("manifest", "exit_code", "spec", "pods", "condition"),
+    [
+        # The eval Job's backoffLimit 0: its first failed pod fails it.
+        ("eval-job", 1, {}, 1, "Failed (BackoffLimitExceeded)"),
+        # A plain failing pod (no rule matches): backoffLimit new pods, then the Job fails.
+        ("eval-job", 1, {"backoffLimit": 2}, 3, "Failed (BackoffLimitExceeded)"),
+        # The pack Job's rule 1, FailJob on exit codes NotIn [137, 143], beats its backoffLimit 2.
+        ("pack-job", 1, {}, 1, "Failed (PodFailurePolicy): Container verify for pod"),
+        # 143 is NotIn's exception: counted, a new pod each time, failing at > backoffLimit (2).
+        ("pack-job", 143, {}, 3, "Failed (BackoffLimitExceeded)"),
+    ],
+)
+def test_failed_pods_follow_backoff_limit_and_pod_failure_policy(
+    project, tmp_path, manifest, exit_code, spec, pods, condition
+):
+    job = with_stub(rendered(project, manifest), ["--exit", str(exit_code)], **spec)
+    code, events = run(tmp_path, job)
+    assert code == 1 and started(events) == pods
+    assert finished(events).startswith(condition), finished(events)
     restarts = [e.detail for e in events if e.kind == EventKind.RESTARTING]
-    assert restarts and all("the Job creates a new pod" in d for d in restarts)
-    assert finished(events).startswith("Failed (BackoffLimitExceeded)")
+    assert len(restarts) == pods - 1 and all("the Job creates a new pod" in d for d in restarts)
+    if "PodFailurePolicy" in condition:  # pod_failure_policy.go@v1.31.0's message
+        assert f"failed with exit code {exit_code} matching FailJob rule at index 1" in finished(events)
 
 
 def test_a_preempted_pod_is_replaced_uncounted_and_the_job_completes(project, tmp_path):

@@ -111,12 +111,7 @@ def job_policy(job_spec: Mapping[str, Any], pod_spec: Mapping[str, Any], path: s
 def _rule(rule: Any, path: str) -> PodFailureRule:
     if not isinstance(rule, Mapping):
         raise ValueError(f"{path}: expected a mapping")
-    try:
-        action = PodFailure(rule.get("action"))
-    except ValueError:
-        raise ValueError(
-            f"{path}.action: run-local models Ignore, FailJob and Count, got {rule.get('action')!r}"
-        ) from None
+    action = _member(PodFailure, rule.get("action"), f"{path}.action")
     conditions = rule.get("onPodConditions")
     if conditions is not None:
         types = [c.get("type") if isinstance(c, Mapping) else c for c in conditions or []]
@@ -129,12 +124,7 @@ def _rule(rule: Any, path: str) -> PodFailureRule:
     codes = rule.get("onExitCodes")
     if not isinstance(codes, Mapping):
         raise ValueError(f"{path}: expected onExitCodes or onPodConditions")
-    try:
-        operator = ExitCodeOperator(codes.get("operator"))
-    except ValueError:
-        raise ValueError(
-            f"{path}.onExitCodes.operator: expected In or NotIn, got {codes.get('operator')!r}"
-        ) from None
+    operator = _member(ExitCodeOperator, codes.get("operator"), f"{path}.onExitCodes.operator")
     values = codes.get("values")
     if not isinstance(values, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in values
@@ -142,6 +132,15 @@ def _rule(rule: Any, path: str) -> PodFailureRule:
         raise ValueError(f"{path}.onExitCodes.values: expected a list of integers, got {values!r}")
     container = codes.get("containerName")
     return PodFailureRule(action, operator=operator, values=frozenset(values), container=container)
+
+
+def _member(enum: type[Enum], value: Any, path: str) -> Any:
+    """``enum(value)``, or a ValueError naming ``path`` and the values run-local models."""
+    try:
+        return enum(value)
+    except ValueError:
+        expected = ", ".join(m.value for m in enum)
+        raise ValueError(f"{path}: run-local models {expected}, got {value!r}") from None
 
 
 class Decision(str, Enum):
