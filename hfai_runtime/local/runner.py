@@ -751,8 +751,11 @@ def run_job(
 
 
 def _pump(pod: _Pod, lines: queue.Queue) -> None:
-    """Forward a replica's output lines to the supervisor; ``None`` marks the end."""
-    for raw in iter(pod.proc.stdout.readline, b""):
+    """Forward a replica's output lines to the supervisor; ``None`` marks the end (of this
+    process's output: not once the pod has moved on to its next container)."""
+    proc = pod.proc
+    for raw in iter(proc.stdout.readline, b""):
         lines.put((pod, raw.decode("utf-8", "replace").rstrip("\r\n")))
-    pod.proc.stdout.close()
-    lines.put((pod, None))
+    proc.stdout.close()
+    if pod.proc is proc:
+        lines.put((pod, None))
