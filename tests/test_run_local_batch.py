@@ -154,6 +154,27 @@ def test_the_rendered_pack_job_packs_a_synthetic_dataset(project, tmp_path, monk
         assert pack.is_dir("train2017") and pack.is_file("annotations/instances_train2017.json")
 
 
+@pytest.mark.slow
+@pytest.mark.detectron2
+@pytest.mark.timeout(1800)  # 32 s on a 2-core machine at load ~3.5; many minutes busier
+def test_pack_then_train_then_the_real_eval_job(project, tmp_path, monkeypatch):
+    """The project's own Jobs in a row, its real train_net.py: the pack Job packs a synthetic
+    COCO, the PyTorchJob trains 2 iterations, the eval Job (its args replaced by the CPU smoke
+    config, as docs/run-local.md says) evaluates the checkpoint."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    data = tmp_path / "pvc"
+    assert cli_main(["synth-coco", str(data / "raw" / "coco"), "--coco-categories"]) == 0
+    flags = ["--quiet", "--data-dir", str(data), "--logs-dir", str(tmp_path / "logs")]
+    assert cli_main(["run-local", "k8s/pack-job.yaml", *flags]) == 0
+    smoke = "--config-file configs/smoke_cpu.yaml"
+    train = f"{smoke} SOLVER.IMS_PER_BATCH 2 SOLVER.MAX_ITER 2 OUTPUT_DIR /mnt/data/output/local"
+    assert cli_main(["run-local", "k8s/job.yaml", *flags, "--args", train]) == 0
+    evaluate = f"{smoke} --eval-only MODEL.WEIGHTS /mnt/data/output/local/model_final.pth OUTPUT_DIR /mnt/data/output/eval"
+    assert cli_main(["run-local", "k8s/eval-job.yaml", *flags, "--args", evaluate]) == 0
+    assert "copypaste: Task: bbox" in (data / "output" / "eval" / "log.txt").read_text()
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("parallelism", 2), ("completions", 3), ("completionMode", "Indexed")],
