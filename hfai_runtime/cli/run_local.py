@@ -233,7 +233,9 @@ def _run(job, document: dict, options, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         print(f"\nTimeline of {job.kind} {job.name} (as JSON lines: --events FILE):")
-        print("\n".join(format_timeline(result.events, shutil.get_terminal_size().columns)))
+        # Wrapped to a terminal's width; whole lines into a pipe or a file (grep, CI logs).
+        columns = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print("\n".join(format_timeline(result.events, columns)))
         print(f"What happened (pod logs: {options.logs_dir}/<pod>-attempt<N>.log):")
         print("\n".join("  " + line for line in summarize(result.events)))
     for line in failed_pod_logs(result.events, options.logs_dir):
