@@ -45,11 +45,22 @@ def marks() -> dict[str, float]:
 def process_started() -> float | None:
     """When this process was created (``time.time()`` scale, ~10 ms resolution), from Linux's
     ``/proc``; None elsewhere."""
+    after_boot = started_after_boot()
     try:
-        with open("/proc/self/stat", "rb") as stat, open("/proc/uptime", "rb") as uptime:
-            # The command name (field 2) may hold spaces: the fields after it follow the last ')'.
-            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as uptime:
             up = float(uptime.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return time.time() - (up - ticks / os.sysconf("SC_CLK_TCK"))
+    return None if after_boot is None else time.time() - (up - after_boot)
+
+
+def started_after_boot() -> float | None:
+    """Seconds from the machine's boot to this process's creation (the kernel's start time, in
+    clock ticks of ``/proc/self/stat``); None where there is no such file."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            # The command name (field 2) may hold spaces: the fields after it follow the last ')'.
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
