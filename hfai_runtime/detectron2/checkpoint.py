@@ -80,6 +80,9 @@ class SuspendCheckpointer(HookBase):
     through it. With ``exact_resume=False`` the data stream restarts from its seed on resume.
     """
 
+    #: Rank 0's record of this start, from ``before_train`` until its end is recorded.
+    _restarts: RestartGuard | None = None
+
     def __init__(self, checkpointer: Checkpointer, *, exact_resume: bool = True):
         self.checkpointer = checkpointer
         make_saves_atomic(checkpointer)
@@ -122,23 +125,21 @@ class SuspendCheckpointer(HookBase):
         if self._restore_sigterm is not None:
             self._restore_sigterm()
             self._restore_sigterm = None
-        if getattr(self, "_restarts", None) is not None:  # a suspend recorded its end already
+        if self._restarts is not None:  # not when a suspend has recorded the end already
             trainer = self.trainer
             self._record_end(End.COMPLETED if trainer.iter >= trainer.max_iter else End.FAILED, trainer.iter)
 
     def _guard_restarts(self) -> None:
         """Rank 0 records this start; every rank leaves with exit 1 when it is one too many."""
-        self._restarts: RestartGuard | None = None
         reason = None
         save_dir = getattr(self.checkpointer, "save_dir", "")
         if comm.is_main_process() and save_dir and os.path.isdir(save_dir):
-            self._restarts = RestartGuard(Path(save_dir), Limits.from_environ())
+            guard = RestartGuard(Path(save_dir), Limits.from_environ())
             try:
-                self._restarts.on_start(self.trainer.start_iter)
-            except RestartLimitReached as stop:
+                guard.on_start(self.trainer.start_iter)
+                self._restarts = guard
+            except RestartLimitReached as stop:  # its end (stopped) is recorded
                 reason = stop.reason
-            if reason is not None:
-                self._restarts = None  # its end (stopped) is recorded
         reason = comm.all_gather(reason)[0]
         if reason is None:
             return
@@ -155,7 +156,7 @@ class SuspendCheckpointer(HookBase):
 
     def _record_end(self, end: End, iteration: int) -> None:
         """Rank 0: how this start ended, once (a suspend, then ``after_train``, both call it)."""
-        if getattr(self, "_restarts", None) is not None:
+        if self._restarts is not None:
             self._restarts.on_end(end, iteration)
             self._restarts = None  # recorded
 
