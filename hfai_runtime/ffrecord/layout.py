@@ -20,10 +20,8 @@ import struct
 
 import numpy as np
 
-try:  # ISA-L computes CRC-32 several times faster than zlib, the reader's bottleneck.
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    from zlib import crc32
+# ISA-L's CRC-32 (zlib's polynomial and values, several times its speed): the reader's bottleneck.
+from hfai_runtime.checksum import crc32
 
 __all__ = ["FIXED", "CRC_DTYPE", "OFFSET_DTYPE", "crc32", "header_size", "encode_header"]
 
