@@ -1,7 +1,7 @@
 """FFRecord: HFAI's dataset file format, byte-compatible with the official ``ffrecord`` library.
 
-Layer 1 of the runtime: numpy, isal and tqdm only (no torch, no detectron2). The API and names
-are the official ones::
+Layer 1 of the runtime: numpy, tqdm and :mod:`hfai_runtime.checksum`'s CRC only (no torch, no
+detectron2). The API and names are the official ones::
 
     with FileWriter("train.ffr", n) as w:          # atomic: renamed into place on close
         for sample in samples:
